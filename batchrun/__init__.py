@@ -1,0 +1,14 @@
+"""batchrun: run batches of model-inference requests against fal-style APIs from a YAML spec."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+__all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> str:
+    # Computed lazily so the version cannot drift from the installed metadata.
+    if name == "__version__":
+        return importlib.metadata.version("batchrun")
+    raise AttributeError(f"module 'batchrun' has no attribute {name!r}")

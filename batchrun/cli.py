@@ -1,0 +1,97 @@
+"""Command line: argparse, one error handler, documented exit codes.
+
+Exit codes: 0 success; 1 some requests (or expectations, gates) failed; 2 invalid spec or usage;
+3 internal error (a bug); 130 interrupted. Each subcommand lives in batchrun/commands/<name>.py
+with `add_arguments(parser)` and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+
+from batchrun.errors import BatchrunError, SpecError
+
+COMMANDS = {
+    "validate": "check spec files and report every problem with its location",
+    "plan": "expand a spec into planned requests without touching the network",
+    "run": "send every planned request and write one JSON line per request",
+    "serve": "start the embedded fal-compatible server",
+    "cancel": "cancel the queue requests journaled as in flight for an output",
+    "report": "summarise an output file",
+    "diff": "compare a new output with a baseline",
+    "merge": "merge shard outputs in plan order",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's default is exit 2 with usage: keep it, but through our own exit path.
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from batchrun import __version__
+
+    parser = _Parser(
+        prog="batchrun",
+        description="Run batches of model-inference requests against fal-style APIs from a YAML spec.",
+    )
+    parser.add_argument("--version", action="version", version=f"batchrun {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for every error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"batchrun.commands.{name}")
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+@contextlib.contextmanager
+def error_handler(debug: bool) -> Iterator[list[int]]:
+    """Turn every failure into a message and an exit code; tracebacks only for real bugs."""
+    code = [0]
+    try:
+        yield code
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        code[0] = exc.exit_code
+    except BatchrunError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"batchrun: error: {exc}", file=sys.stderr)
+        code[0] = exc.exit_code
+    except KeyboardInterrupt:
+        print("batchrun: interrupted", file=sys.stderr)
+        code[0] = 130
+    except BrokenPipeError:
+        # `batchrun plan | head`: the reader left; that is not an error.
+        with contextlib.suppress(Exception):
+            sys.stdout = open("/dev/null", "w")  # noqa: SIM115 - silence the flush at exit
+        code[0] = 0
+    except Exception:
+        from batchrun import __version__
+
+        traceback.print_exc()
+        print(
+            f"batchrun: internal error: this is a bug in batchrun {__version__}; please report it "
+            "with the traceback above",
+            file=sys.stderr,
+        )
+        code[0] = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with error_handler(args.debug) as code:
+        code[0] = args._run(args)
+    return code[0]

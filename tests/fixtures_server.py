@@ -1,0 +1,1 @@
+"""Fixtures that start the embedded server (filled in by the server issue)."""
