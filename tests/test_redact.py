@@ -1,0 +1,69 @@
+"""The Redactor scrubs secret values from strings, JSON values and header maps."""
+
+from __future__ import annotations
+
+from batchrun.redact import REDACTED, Redactor, is_sensitive_header
+
+KEY = "kid-4f1c9a:ksecret-77aa01"
+
+
+def test_scrub_nested_values_and_keys() -> None:
+    """A secret inside any string, key or nesting level is replaced."""
+    redactor = Redactor([KEY])
+    value = {
+        "detail": f"bad key {KEY}!",
+        "list": [1, None, f"x{KEY}y", ("t", KEY)],
+        KEY: {"deep": [KEY]},
+    }
+    assert redactor.scrub(value) == {
+        "detail": f"bad key {REDACTED}!",
+        "list": [1, None, f"x{REDACTED}y", ("t", REDACTED)],
+        REDACTED: {"deep": [REDACTED]},
+    }
+
+
+def test_key_halves_are_secrets() -> None:
+    """Either half of an id:secret key is redacted on its own."""
+    redactor = Redactor([KEY])
+    assert redactor.text("id=kid-4f1c9a secret=ksecret-77aa01") == f"id={REDACTED} secret={REDACTED}"
+
+
+def test_clean_values_are_not_copied() -> None:
+    """A value without secrets comes back as the same object (no copy of large results)."""
+    redactor = Redactor([KEY])
+    value = {"images": [{"url": "https://cdn/x.png", "content": "a" * 10_000}], "seed": 3}
+    assert redactor.scrub(value) is value
+    assert Redactor().scrub(value) is value
+
+
+def test_short_secrets_only_whole_strings() -> None:
+    """A secret shorter than four characters is replaced only where a whole string equals it."""
+    redactor = Redactor(["ab1"])
+    assert redactor.scrub({"a": "ab1", "b": "xab1x"}) == {"a": REDACTED, "b": "xab1x"}
+    assert bool(redactor) is True
+    assert bool(Redactor([""])) is False
+
+
+def test_json_escaped_form() -> None:
+    """A secret echoed JSON-escaped inside raw text is caught too."""
+    secret = 'pa"ss\\word'
+    redactor = Redactor([secret])
+    assert redactor.text('{"echo": "pa\\"ss\\\\word"}') == '{"echo": "[REDACTED]"}'
+    assert redactor.text(f"raw {secret}") == f"raw {REDACTED}"
+
+
+def test_longest_secret_wins() -> None:
+    """A secret that contains another is redacted whole, leaving no tail."""
+    redactor = Redactor(["token-1234", "token-1234-extended"])
+    assert redactor.text("v=token-1234-extended;") == f"v={REDACTED};"
+
+
+def test_headers() -> None:
+    """Credential header names are redacted whatever the value; others are scrubbed."""
+    redactor = Redactor(["s3cr3t-value"])
+    assert redactor.headers(
+        {"Authorization": "Key abc", "X-Session-Token": "t", "X-Trace": "id s3cr3t-value", "X-Fal-Runner-Hint": "h"}
+    ) == {"Authorization": REDACTED, "X-Session-Token": REDACTED, "X-Trace": f"id {REDACTED}", "X-Fal-Runner-Hint": "h"}
+    assert is_sensitive_header("proxy-authorization")
+    assert is_sensitive_header("X-Api-Key")
+    assert not is_sensitive_header("X-Fal-Queue-Priority")
