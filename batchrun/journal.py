@@ -1,0 +1,165 @@
+"""The submit journal, `<output>.journal.jsonl`: which queue requests were accepted remotely.
+
+Every queue submit is appended and flushed *before* the run waits for its result, so a crash,
+Ctrl-C or kill never loses a request that fal accepted (and bills). On the next run those
+requests are re-attached (status and result fetched) instead of submitted again, and
+`batchrun cancel OUT` can cancel them. Events, one JSON line each:
+
+    {"event": "submitted", "id", "request_id", "job", "status_url", "response_url", "cancel_url", "at"}
+    {"event": "done", "id", "request_id"}        its final record is in the output
+    {"event": "cancelled", "id", "request_id"}   cancelled remotely; the id will be planned again
+
+A request is in flight when its newest "submitted" entry has no later "done" or "cancelled".
+The journal holds no secrets: ids and the URLs the submit answered with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from batchrun.errors import SinkError
+from batchrun.resume import repair_tail
+
+__all__ = ["InFlight", "Journal", "journal_path", "read_in_flight"]
+
+
+def journal_path(output: Path) -> Path:
+    return output.with_name(output.name + ".journal.jsonl")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InFlight:
+    """A journaled queue request without a final record."""
+
+    id: str
+    request_id: str
+    job: str
+    status_url: str
+    response_url: str
+    cancel_url: str
+    at: str  # ISO 8601 UTC time of the submit answer
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": "submitted", **dataclasses.asdict(self)}
+
+
+def _entries(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # only a torn last line can be invalid; repair_tail removes it first
+            if isinstance(entry, dict):
+                yield entry
+
+
+def read_in_flight(path: Path) -> dict[str, InFlight]:
+    """Planned id -> the journaled request still in flight (a missing journal has none)."""
+    if not path.exists():
+        return {}
+    repair_tail(path, what="journal")
+    open_: dict[str, InFlight] = {}
+    try:
+        for entry in _entries(path):
+            event, rid = entry.get("event"), entry.get("id")
+            if not isinstance(rid, str):
+                continue
+            if event == "submitted":
+                try:
+                    open_[rid] = InFlight(
+                        id=rid,
+                        request_id=str(entry["request_id"]),
+                        job=str(entry.get("job", "")),
+                        status_url=str(entry["status_url"]),
+                        response_url=str(entry["response_url"]),
+                        cancel_url=str(entry["cancel_url"]),
+                        at=str(entry.get("at") or _now()),
+                    )
+                except KeyError:
+                    continue
+            elif event in ("done", "cancelled"):
+                current = open_.get(rid)
+                if current is not None and entry.get("request_id") in (None, current.request_id):
+                    del open_[rid]
+    except OSError as exc:
+        raise SinkError(f"cannot read the journal {path}: {exc.strerror or exc}", path=str(path)) from None
+    return open_
+
+
+class Journal:
+    """Append-only journal of queue submits for one output. Writes are flushed to the kernel at once.
+
+    `in_flight` mirrors the file: loaded on open, added on submit, removed on done or cancel.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.in_flight: dict[str, InFlight] = {}
+        self._file: IO[bytes] | None = None
+
+    def open(self) -> None:
+        self.in_flight = read_in_flight(self.path)
+        try:
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise SinkError(
+                f"cannot open the journal {self.path}: {exc.strerror or exc}", path=str(self.path)
+            ) from None
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        if self._file is None:
+            raise RuntimeError("Cannot write to a journal that is not open.")
+        line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        try:
+            self._file.write(line)
+        except OSError as exc:
+            raise SinkError(
+                f"cannot write the journal {self.path}: {exc.strerror or exc}", path=str(self.path)
+            ) from None
+
+    def submitted(self, *, id: str, job: str, request_id: str, status_url: str, response_url: str,
+                  cancel_url: str) -> InFlight:
+        entry = InFlight(id=id, request_id=request_id, job=job, status_url=status_url,
+                         response_url=response_url, cancel_url=cancel_url, at=_now())
+        self._append(entry.to_json())
+        self.in_flight[id] = entry
+        return entry
+
+    def done(self, id: str, request_id: str) -> None:
+        if self.in_flight.get(id, None) is None:
+            return  # not a queue request of ours (run mode, or already settled)
+        self._append({"event": "done", "id": id, "request_id": request_id})
+        del self.in_flight[id]
+
+    def cancelled(self, id: str, request_id: str) -> None:
+        self._append({"event": "cancelled", "id": id, "request_id": request_id})
+        self.in_flight.pop(id, None)
+
+    def close(self) -> None:
+        """Close; a journal with nothing in flight has no more use and is removed."""
+        if self._file is None:
+            return
+        f, self._file = self._file, None
+        f.close()
+        if not self.in_flight:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+    def __enter__(self) -> Journal:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

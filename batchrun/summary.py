@@ -1,0 +1,99 @@
+"""The end-of-run summary on stderr: per job counts by status, errors by type, latency
+p50/p95/max, retries, and where the output is.
+
+Latencies are kept in a compact `array('d')` per job (8 bytes a request), so a summary of a
+million requests costs megabytes, not the records.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import dataclasses
+from typing import Any
+
+__all__ = ["JobSummary", "RunSummary", "percentile"]
+
+
+def percentile(sorted_values: array.array[float] | list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of already sorted values; 0.0 when empty."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, -(-int(q * len(sorted_values)) // 100))  # ceil(q/100 * n), at least 1
+    return float(sorted_values[min(rank, len(sorted_values)) - 1])
+
+
+@dataclasses.dataclass(slots=True)
+class JobSummary:
+    ok: int = 0
+    error: int = 0
+    skipped: int = 0
+    retries: int = 0
+    errors_by_type: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    latencies: array.array[float] = dataclasses.field(default_factory=lambda: array.array("d"))
+
+
+@dataclasses.dataclass(slots=True)
+class RunSummary:
+    output: str
+    jobs: dict[str, JobSummary] = dataclasses.field(default_factory=dict)
+    interrupted: bool = False
+    left_running: int = 0
+    cancelled_remote: int = 0
+
+    def job(self, name: str) -> JobSummary:
+        js = self.jobs.get(name)
+        if js is None:
+            js = self.jobs[name] = JobSummary()
+        return js
+
+    def add(self, record: dict[str, Any]) -> None:
+        js = self.job(record["job"])
+        if record["status"] == "ok":
+            js.ok += 1
+        else:
+            js.error += 1
+            js.errors_by_type[(record.get("error") or {}).get("type", "unknown")] += 1
+        js.retries += max(0, int(record.get("attempts") or 0) - 1)
+        js.latencies.append(float(record["timing"]["latency_s"]))
+
+    def skip(self, job: str) -> None:
+        self.job(job).skipped += 1
+
+    @property
+    def ok(self) -> int:
+        return sum(j.ok for j in self.jobs.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(j.error for j in self.jobs.values())
+
+    @property
+    def skipped(self) -> int:
+        return sum(j.skipped for j in self.jobs.values())
+
+    def lines(self) -> list[str]:
+        out = ["batchrun: summary" + (" (interrupted)" if self.interrupted else "")]
+        for name, js in self.jobs.items():
+            counts = f"ok={js.ok} error={js.error}"
+            if js.skipped:
+                counts += f" skipped={js.skipped} (already in the output)"
+            lat = sorted(js.latencies)
+            latency = (
+                f" latency p50={percentile(lat, 50):.3f}s p95={percentile(lat, 95):.3f}s "
+                f"max={lat[-1]:.3f}s" if lat else ""
+            )
+            out.append(f"  {name}: {counts}{latency} retries={js.retries}")
+            if js.errors_by_type:
+                kinds = ", ".join(f"{k}={v}" for k, v in js.errors_by_type.most_common())
+                out.append(f"    errors by type: {kinds}")
+        total = f"ok={self.ok} error={self.errors}"
+        if self.skipped:
+            total += f" skipped={self.skipped}"
+        out.append(f"  total: {total}")
+        if self.left_running:
+            out.append(f"  {self.left_running} queue requests left running remotely (journaled)")
+        if self.cancelled_remote:
+            out.append(f"  {self.cancelled_remote} queue requests cancelled remotely")
+        out.append(f"  output: {self.output}")
+        return out
