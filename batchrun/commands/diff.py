@@ -1,15 +1,47 @@
-"""batchrun diff (placeholder until its issue lands)."""
+"""batchrun diff BASE.jsonl NEW.jsonl: compare a new output with a baseline; exit 1 on regression."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
+from batchrun.diff import LATENCY_FLOOR_S, diff_files, render
 from batchrun.errors import UsageError
+from batchrun.resultpath import PathError, parse_path
+
+FORMATS = ("text", "markdown", "json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*")
+    parser.add_argument("base", metavar="BASE.jsonl", help="the baseline output")
+    parser.add_argument("new", metavar="NEW.jsonl", help="the output to check against it")
+    parser.add_argument(
+        "--ignore",
+        metavar="PATH",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="result paths to leave out of the comparison, with their subtrees "
+        "(e.g. seed, images[*].nsfw, *.debug); repeatable",
+    )
+    parser.add_argument(
+        "--latency-ratio",
+        type=float,
+        default=1.5,
+        metavar="R",
+        help=f"a request is a latency regression when new > R x base and more than {LATENCY_FLOOR_S} s "
+        "slower (default 1.5)",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="text", help="text (default), markdown or json")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UsageError("'batchrun diff' is not available yet")
+    if not args.latency_ratio > 0:
+        raise UsageError(f"--latency-ratio must be a positive number, got {args.latency_ratio}")
+    try:
+        ignore = [parse_path(text, wildcards=True) for text in args.ignore]
+    except PathError as exc:
+        raise UsageError(f"--ignore: {exc}") from None
+    diff = diff_files(args.base, args.new, ignore=ignore, latency_ratio=args.latency_ratio)
+    sys.stdout.write(render(diff, args.format))
+    return 1 if diff.regressed else 0
