@@ -1,11 +1,25 @@
-"""The planner: Spec -> a lazy stream of PlannedRequest with stable ids. Pure; no network."""
+"""The planner: Spec -> a lazy stream of PlannedRequest with stable ids. Pure; no network.
+
+Per job the expansion order is: matrix combination (GitHub Actions semantics, batchrun.matrix),
+then dataset row, then repeat. Nothing is materialised: a million-request plan streams in bounded
+memory (see bench/plan_memory.py).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
 from typing import Any
 
-from batchrun.spec import Job, Mode
+from batchrun import matrix as matrix_mod
+from batchrun.dataset import RowSource
+from batchrun.errors import UsageError
+from batchrun.spec import Job, Mode, Spec
+from batchrun.template import Compiled, Context, compile_value
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -17,6 +31,10 @@ class PlannedRequest:
     matrix: dict[str, Any]
     row: int | None
     repeat: int
+    # Per-request values of the job's templated options (None: the job's own value, untemplated).
+    resolved_path: str | None = None
+    resolved_hint: str | None = None
+    resolved_headers: dict[str, str] | None = None  # ${{ env.X }} still unresolved, like arguments
 
     @property
     def endpoint(self) -> str:
@@ -24,11 +42,19 @@ class PlannedRequest:
 
     @property
     def path(self) -> str:
-        return self.job.path
+        return self.job.path if self.resolved_path is None else self.resolved_path
 
     @property
     def mode(self) -> Mode:
         return self.job.mode
+
+    @property
+    def hint(self) -> str | None:
+        return self.job.hint if self.resolved_hint is None else self.resolved_hint
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.job.headers if self.resolved_headers is None else self.resolved_headers
 
     def to_json(self) -> dict[str, Any]:
         """The plan line as `batchrun plan` prints it (env templates stay unresolved)."""
@@ -44,3 +70,122 @@ class PlannedRequest:
             "row": self.row,
             "repeat": self.repeat,
         }
+
+
+def request_id(job: str, endpoint: str, path: str, arguments: Any, repeat: int) -> str:
+    """sha256 of canonical JSON (sorted keys, no whitespace), first 16 hex digits."""
+    canonical = json.dumps(
+        {"job": job, "endpoint": endpoint, "path": path, "arguments": arguments, "repeat": repeat},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+# ---- shards ---------------------------------------------------------------------------------
+
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"2/4" -> (2, 4): shard 2 of 4, 1-based. Raises UsageError."""
+    m = _SHARD.match(text)
+    if m is None:
+        raise UsageError(f"--shard must look like I/N (e.g. 2/4), got {text!r}")
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 1 <= i <= n:
+        raise UsageError(f"--shard {text}: I must be between 1 and N (N >= 1)")
+    return i, n
+
+
+def in_shard(request_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a request belongs to shard I/N. Depends on the id alone, so adding requests to a
+    spec never moves existing ones between shards."""
+    if shard is None:
+        return True
+    i, n = shard
+    if n == 1:
+        return True
+    digest = hashlib.sha256(request_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % n == i - 1
+
+
+# ---- expansion ------------------------------------------------------------------------------
+
+@dataclasses.dataclass(slots=True)
+class JobPlanner:
+    job: Job
+    arguments: Compiled
+    path: Compiled | None
+    hint: Compiled | None
+    headers: Compiled | None
+    rows: RowSource | None
+    end: int = 0  # the index after this job's last request, set once `requests` is exhausted
+
+    @classmethod
+    def create(cls, job: Job, spec: Spec) -> JobPlanner:
+        base = os.path.abspath(spec.base_dir)
+
+        def templated(value: Any) -> Compiled | None:
+            return compile_value(value)[0] if "${{" in json.dumps(value) else None
+
+        return cls(
+            job=job,
+            arguments=compile_value(job.arguments, file_base=base)[0],
+            path=templated(job.path),
+            hint=templated(job.hint) if job.hint is not None else None,
+            headers=templated(job.headers) if job.headers else None,
+            rows=RowSource(job.dataset) if job.dataset is not None else None,
+        )
+
+    def combos(self) -> Iterator[dict[str, Any]]:
+        return matrix_mod.expand(self.job.matrix, self.job.include, self.job.exclude)
+
+    def requests(self, start: int, shard: tuple[int, int] | None) -> Iterator[PlannedRequest]:
+        job = self.job
+        index = start
+        no_rows: list[tuple[None, None]] = [(None, None)]
+        for combo in self.combos():
+            for row_index, row in no_rows if self.rows is None else enumerate(self.rows):
+                for repeat in range(job.repeat):
+                    ctx = Context(combo, row, repeat)
+                    arguments = self.arguments.render(ctx)
+                    path = self.path.render(ctx) if self.path is not None else job.path
+                    rid = request_id(job.name, job.endpoint, path, arguments, repeat)
+                    if in_shard(rid, shard):
+                        yield PlannedRequest(
+                            id=rid,
+                            index=index,
+                            job=job,
+                            arguments=arguments,
+                            matrix=combo,
+                            row=row_index,
+                            repeat=repeat,
+                            resolved_path=path if self.path is not None else None,
+                            resolved_hint=self.hint.render(ctx) if self.hint is not None else None,
+                            resolved_headers=self.headers.render(ctx) if self.headers is not None else None,
+                        )
+                    index += 1
+        self.end = index
+
+
+def build_plan(spec: Spec, *, shard: tuple[int, int] | None = None) -> Iterator[PlannedRequest]:
+    """Every planned request of `spec`, lazily, in plan order. With `shard` (I, N), only the
+    requests of shard I; `index` stays the position in the whole plan."""
+    index = 0
+    for job in spec.jobs:
+        planner = JobPlanner.create(job, spec)
+        yield from planner.requests(index, shard)
+        index = planner.end
+
+
+def job_count(job: Job) -> int:
+    combos = matrix_mod.count(job.matrix, job.include, job.exclude)
+    rows = 1 if job.dataset is None else RowSource(job.dataset).count()
+    return combos * rows * job.repeat
+
+
+def count_plan(spec: Spec) -> dict[str, int]:
+    """Requests per job name, in job order, without expanding the plan."""
+    return {job.name: job_count(job) for job in spec.jobs}

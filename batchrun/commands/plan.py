@@ -1,15 +1,100 @@
-"""batchrun plan (placeholder until its issue lands)."""
+"""batchrun plan SPEC: print the expanded plan (JSON lines, a table, or counts). Never touches the network."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any
 
-from batchrun.errors import UsageError
+from batchrun.plan import PlannedRequest, build_plan, count_plan, parse_shard
+from batchrun.costestimate import estimate_job_cost
+from batchrun.spec import Spec
+from batchrun.specload import load_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*")
+    parser.add_argument("spec", metavar="SPEC", help="the spec file")
+    parser.add_argument("--shard", metavar="I/N", help="only shard I of N (1-based; partitioned by request id)")
+    parser.add_argument("--count", action="store_true", help="print per-job request counts (and cost estimates)")
+    parser.add_argument("--format", choices=("jsonl", "table"), default="jsonl", help="output format (default jsonl)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UsageError("'batchrun plan' is not available yet")
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    warnings: list[Any] = []
+    spec = load_spec(args.spec, warnings)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    out = sys.stdout
+    if args.count:
+        _print_counts(spec, shard, out)
+    elif args.format == "table":
+        _print_table(build_plan(spec, shard=shard), out)
+    else:
+        for request in build_plan(spec, shard=shard):
+            out.write(json.dumps(plan_line(request), ensure_ascii=False) + "\n")
+    out.flush()
+    return 0
+
+
+def plan_line(request: PlannedRequest) -> dict[str, Any]:
+    """A plan line: the record's request fields plus the job's non-default options."""
+    line = request.to_json()
+    options = {
+        k: v
+        for k, v in (
+            ("timeout", request.job.timeout),
+            ("start_timeout", request.job.start_timeout),
+            ("client_timeout", request.job.client_timeout),
+            ("hint", request.hint),
+            ("priority", request.job.priority),
+            ("headers", request.headers or None),
+            ("with_logs", request.job.with_logs or None),
+        )
+        if v is not None
+    }
+    if options:
+        line["options"] = options
+    return line
+
+
+def _print_counts(spec: Spec, shard: tuple[int, int] | None, out: Any) -> None:
+    if shard is not None:
+        counts: dict[str, int] = dict.fromkeys(count_plan(spec), 0)
+        for request in build_plan(spec, shard=shard):
+            counts[request.job.name] += 1
+    else:
+        counts = count_plan(spec)
+    rows = []
+    total_cost: float | None = 0.0
+    for job in spec.jobs:
+        n = counts[job.name]
+        row = [job.name, job.endpoint, str(n)]
+        if spec.pricing:
+            cost = estimate_job_cost(spec, job, shard)
+            row.append("unknown" if cost is None else f"${cost:.4f}")
+            total_cost = None if cost is None or total_cost is None else total_cost + cost
+        rows.append(row)
+    total = ["total", "", str(sum(counts.values()))]
+    if spec.pricing:
+        total.append("unknown" if total_cost is None else f"${total_cost:.4f}")
+    header = ["job", "endpoint", "requests"] + (["est. cost"] if spec.pricing else [])
+    _write_table(header, [*rows, total], out, right={2, 3})
+
+
+def _print_table(requests: Any, out: Any) -> None:
+    header = ["index", "id", "job", "endpoint", "matrix", "row", "repeat"]
+    out.write("  ".join(header) + "\n")
+    for r in requests:
+        matrix = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in r.matrix.items())
+        cells = [str(r.index), r.id, r.job.name, r.endpoint + (r.path and f" {r.path}"), matrix or "-",
+                 "-" if r.row is None else str(r.row), str(r.repeat)]
+        out.write("  ".join(cells) + "\n")
+
+
+def _write_table(header: list[str], rows: list[list[str]], out: Any, right: set[int]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        out.write("  ".join(cells).rstrip() + "\n")

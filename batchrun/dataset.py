@@ -1,0 +1,244 @@
+"""Dataset rows for `${{ row.FIELD }}`: JSONL, CSV (header row; values stay strings), a YAML or JSON
+list of objects, or an inline list in the spec.
+
+`check` reads a dataset once and reports problems located in the dataset file itself (its own
+line:col). `iter_rows` streams rows for the planner; JSONL and CSV are re-read per matrix
+combination rather than held in memory, so a million-row file plans in bounded memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from batchrun import yamlsource
+from batchrun.errors import BatchrunError, Problem
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+MAX_PROBLEMS = 20  # per dataset; a broken 1M-row file should not print 1M lines
+
+
+class DatasetFormatError(BatchrunError):
+    """Raised by iter_rows on a file that changed after validation."""
+
+
+def format_of(path: Path) -> str | None:
+    return FORMATS.get(path.suffix.lower())
+
+
+@dataclasses.dataclass(slots=True)
+class Report:
+    rows: int = 0
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+    more: int = 0  # problems beyond MAX_PROBLEMS
+
+    def add(self, problem: Problem) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+        else:
+            self.more += 1
+
+
+def check(path: Path, label: str, fields: dict[str, str]) -> Report:
+    """Validate a dataset file. `fields` maps each row field the templates use to where it is used."""
+    report = Report()
+    fmt = format_of(path)
+    if not path.is_file():
+        report.add(Problem(label, 1, 1, "$", "dataset file not found" if not path.exists() else "dataset is not a file"))
+        return report
+    if fmt is None:
+        report.add(
+            Problem(label, 1, 1, "$", f"unsupported dataset format '{path.suffix}'; use .jsonl, .csv, .yaml, .yml or .json")
+        )
+        return report
+    try:
+        if fmt == "jsonl":
+            _check_jsonl(path, label, fields, report)
+        elif fmt == "csv":
+            _check_csv(path, label, fields, report)
+        else:
+            _check_document(path, label, fields, fmt, report)
+    except UnicodeDecodeError as exc:
+        report.add(Problem(label, 1, 1, "$", f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
+    except OSError as exc:
+        report.add(Problem(label, 1, 1, "$", f"cannot read dataset: {exc.strerror or exc}"))
+    if report.rows == 0 and not report.problems:
+        report.add(Problem(label, 1, 1, "$", "dataset has no rows"))
+    return report
+
+
+def _missing(row: dict[str, Any], fields: dict[str, str], label: str, line: int, col: int, index: int, report: Report) -> None:
+    for name, used_at in fields.items():
+        if name not in row:
+            report.add(Problem(label, line, col, f"$[{index}]", f"row {index} has no field '{name}' (used by {used_at})"))
+
+
+def _check_jsonl(path: Path, label: str, fields: dict[str, str], report: Report) -> None:
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            index = report.rows
+            report.rows += 1
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                report.add(Problem(label, lineno, exc.colno, f"$[{index}]", f"invalid JSON: {exc.msg}"))
+                continue
+            except RecursionError:
+                report.add(Problem(label, lineno, 1, f"$[{index}]", "invalid JSON: nested too deeply"))
+                continue
+            if not isinstance(row, dict):
+                report.add(Problem(label, lineno, 1, f"$[{index}]", f"a row must be a JSON object, not {_kind(row)}"))
+                continue
+            _missing(row, fields, label, lineno, 1, index, report)
+
+
+def _check_csv(path: Path, label: str, fields: dict[str, str], report: Report) -> None:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            if len(set(header)) != len(header):
+                dup = next(h for h in header if header.count(h) > 1)
+                report.add(Problem(label, 1, 1, "$", f"duplicate column '{dup}' in the header row"))
+                return
+            start = reader.line_num + 1
+            for record in reader:
+                line = start
+                start = reader.line_num + 1
+                if not record:
+                    continue
+                index = report.rows
+                report.rows += 1
+                if len(record) != len(header):
+                    report.add(
+                        Problem(label, line, 1, f"$[{index}]", f"row has {len(record)} fields but the header has {len(header)}")
+                    )
+                    continue
+                _missing(dict(zip(header, record, strict=True)), fields, label, line, 1, index, report)
+        except csv.Error as exc:
+            report.add(Problem(label, reader.line_num or 1, 1, "$", f"invalid CSV: {exc}"))
+
+
+def _check_document(path: Path, label: str, fields: dict[str, str], fmt: str, report: Report) -> None:
+    text, problems = yamlsource.read_text(path, label)
+    for p in problems:
+        report.add(p)
+    if text is None:
+        return
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            report.add(Problem(label, exc.lineno, exc.colno, "$", f"invalid JSON: {exc.msg}"))
+            return
+        except RecursionError:
+            report.add(Problem(label, 1, 1, "$", "invalid JSON: nested too deeply"))
+            return
+        # JSON is YAML: re-parse for positions (cheap next to the error it lets us point at).
+    located, problems = yamlsource.parse(text, label)
+    for p in problems:
+        report.add(p)
+    if located is None:
+        return
+    check_inline(located, (), fields, report)
+
+
+def check_inline(located: yamlsource.Located, base: tuple[str | int, ...], fields: dict[str, str], report: Report) -> None:
+    """Check a list of row objects found at `base` inside a located document (a spec or a file)."""
+    data = located.data
+    for part in base:
+        data = data[part]
+    if not isinstance(data, list):
+        report.add(located.problem(base, f"a dataset must be a list of objects, not {_kind(data)}"))
+        return
+    for index, row in enumerate(data):
+        report.rows += 1
+        if not isinstance(row, dict):
+            report.add(located.problem((*base, index), f"a row must be an object, not {_kind(row)}"))
+            continue
+        pos = located.value_pos((*base, index))
+        for name, used_at in fields.items():
+            if name not in row:
+                report.add(
+                    Problem(located.file, pos.line, pos.col, yamlsource.json_path((*base, index)),
+                            f"row {index} has no field '{name}' (used by {used_at})")
+                )
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+class RowSource:
+    """Re-iterable rows of one dataset, for the planner. Whole-document formats are read once."""
+
+    def __init__(self, source: Path | Sequence[dict[str, Any]]) -> None:
+        self.source = source
+        self._cached: list[dict[str, Any]] | None = None
+        if not isinstance(source, Path):
+            self._cached = list(source)
+        elif format_of(source) in ("yaml", "json"):
+            self._cached = _load_document(source)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._cached is not None:
+            return iter(self._cached)
+        assert isinstance(self.source, Path)
+        return _stream(self.source)
+
+    def count(self) -> int:
+        if self._cached is not None:
+            return len(self._cached)
+        return sum(1 for _ in self)
+
+
+def _load_document(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8-sig")
+    if format_of(path) == "json":
+        data = json.loads(text)
+    else:
+        located, problems = yamlsource.parse(text, str(path))
+        if located is None or problems:
+            raise DatasetFormatError(f"{path}: dataset changed since validation")
+        data = located.data
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DatasetFormatError(f"{path}: dataset changed since validation")
+    return data
+
+
+def _stream(path: Path) -> Iterator[dict[str, Any]]:
+    if format_of(path) == "csv":
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                return
+            for record in reader:
+                if record:
+                    yield dict(zip(header, record, strict=False))
+        return
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise DatasetFormatError(f"{path}: dataset changed since validation")
+                yield row

@@ -1,0 +1,102 @@
+"""Matrix expansion with GitHub Actions semantics, lazily.
+
+1. The cartesian product of the matrix lists, in the order written (the last key varies fastest).
+2. `exclude`: drop every combination that matches an entry on all of the entry's keys (partial match).
+3. `include`, each entry in order: merge it into every remaining combination whose *original* matrix
+   values it does not contradict; keys it adds may overwrite keys added by earlier entries, never
+   original values. An entry that merged into no combination is appended as a new combination.
+   A matrix without keys yields exactly the include entries.
+
+The product is never materialised: one pass finds which include entries merge anywhere, the
+second yields. Both are cheap next to rendering requests.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+
+def _matches(combo: Mapping[str, Any], entry: Mapping[str, Any], keys: Sequence[str] | None = None) -> bool:
+    names = entry.keys() if keys is None else keys
+    return all(k in combo and combo[k] == entry[k] for k in names)
+
+
+def _original_keys(entry: Mapping[str, Any], matrix_keys: set[str]) -> list[str]:
+    return [k for k in entry if k in matrix_keys]
+
+
+def _product(matrix: Mapping[str, Sequence[Any]]) -> Iterator[dict[str, Any]]:
+    keys = list(matrix)
+    for values in itertools.product(*(matrix[k] for k in keys)):
+        yield dict(zip(keys, values, strict=True))
+
+
+def _surviving(matrix: Mapping[str, Sequence[Any]], exclude: Sequence[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    for combo in _product(matrix):
+        if not any(_matches(combo, entry) for entry in exclude):
+            yield combo
+
+
+def expand(
+    matrix: Mapping[str, Sequence[Any]],
+    include: Sequence[Mapping[str, Any]] = (),
+    exclude: Sequence[Mapping[str, Any]] = (),
+) -> Iterator[dict[str, Any]]:
+    """Yield every combination, each a fresh dict (original keys first, then added keys)."""
+    if not matrix:
+        for entry in include:
+            yield dict(entry)
+        if not include:
+            yield {}
+        return
+    matrix_keys = set(matrix)
+    originals = [_original_keys(entry, matrix_keys) for entry in include]
+    merged_somewhere = _merge_flags(matrix, include, exclude, originals)
+    for combo in _surviving(matrix, exclude):
+        for entry, keys in zip(include, originals, strict=True):
+            if _matches(combo, entry, keys):
+                combo.update((k, v) for k, v in entry.items() if k not in matrix_keys)
+        yield combo
+    for entry, merged in zip(include, merged_somewhere, strict=True):
+        if not merged:
+            yield dict(entry)
+
+
+def _merge_flags(
+    matrix: Mapping[str, Sequence[Any]],
+    include: Sequence[Mapping[str, Any]],
+    exclude: Sequence[Mapping[str, Any]],
+    originals: list[list[str]],
+) -> list[bool]:
+    flags = [False] * len(include)
+    if not include:
+        return flags
+    pending = set(range(len(include)))
+    for combo in _surviving(matrix, exclude):
+        for i in list(pending):
+            if _matches(combo, include[i], originals[i]):
+                flags[i] = True
+                pending.discard(i)
+        if not pending:
+            break
+    return flags
+
+
+def count(
+    matrix: Mapping[str, Sequence[Any]],
+    include: Sequence[Mapping[str, Any]] = (),
+    exclude: Sequence[Mapping[str, Any]] = (),
+) -> int:
+    """The number of combinations `expand` yields, without building merged dicts."""
+    if not matrix:
+        return max(len(include), 1)
+    if exclude:
+        survivors = sum(1 for _ in _surviving(matrix, exclude))
+    else:
+        survivors = 1
+        for values in matrix.values():
+            survivors *= len(values)
+    originals = [_original_keys(entry, set(matrix)) for entry in include]
+    return survivors + sum(1 for f in _merge_flags(matrix, include, exclude, originals) if not f)

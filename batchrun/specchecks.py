@@ -1,0 +1,257 @@
+"""Semantic checks the JSON Schema cannot express, each a located Problem.
+
+They run after the schema on the same located data, defensively: a value the schema already
+rejected (a path in `bad`) is skipped rather than reported twice. Job options are checked after
+`defaults` are merged in, but located where they were written (the job or the defaults section).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from batchrun import dataset, expect
+from batchrun.errors import Problem
+from batchrun.template import Ref, compile_value
+from batchrun.yamlsource import Located, PathKey, json_path
+
+_SEG = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_ENDPOINT = re.compile(rf"^(?:{_SEG}/{_SEG}(?:/{_SEG})*|[0-9]+-[A-Za-z0-9-]+)$")
+_NAMESPACES = ("workflows", "comfy")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+TEMPLATED = ("arguments", "path", "hint", "headers")
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why `endpoint` is not a fal endpoint id, or None when it is one."""
+    example = "such as fal-ai/flux/schnell"
+    if not _ENDPOINT.match(endpoint):
+        return f"'{endpoint}' is not an endpoint id: expected owner/alias[/path] {example}"
+    head, _, rest = endpoint.partition("/")
+    if head in _NAMESPACES and rest.count("/") < 1:
+        return f"'{endpoint}' is not an endpoint id: {head}/ ids are {head}/owner/alias[/path]"
+    return None
+
+
+@dataclasses.dataclass(slots=True)
+class JobSource:
+    """One job's options with defaults merged in, and where each option was written."""
+
+    index: int
+    options: dict[str, Any]
+    origin: dict[str, PathKey]
+
+    @property
+    def path(self) -> PathKey:
+        return ("jobs", self.index)
+
+    @property
+    def name(self) -> str:
+        name = self.options.get("name")
+        return name if isinstance(name, str) else f"#{self.index}"
+
+    def at(self, key: str) -> PathKey:
+        return self.origin.get(key, self.path)
+
+
+def merge_jobs(data: dict[str, Any]) -> list[JobSource]:
+    defaults = data.get("defaults")
+    defaults = defaults if isinstance(defaults, dict) else {}
+    jobs = data.get("jobs")
+    out = []
+    for i, job in enumerate(jobs if isinstance(jobs, list) else []):
+        if not isinstance(job, dict):
+            continue
+        options = {**defaults, **job}
+        origin: dict[str, PathKey] = {k: ("defaults", k) for k in defaults}
+        origin.update({k: ("jobs", i, k) for k in job})
+        out.append(JobSource(i, options, origin))
+    return out
+
+
+class Checker:
+    def __init__(self, located: Located, bad: set[PathKey], spec_dir: Path) -> None:
+        self.located = located
+        self.bad = bad
+        self.spec_dir = spec_dir
+        self.problems: list[Problem] = []
+        self._datasets_checked: set[tuple[str, tuple[str, ...]]] = set()
+
+    def is_bad(self, path: PathKey) -> bool:
+        return any(path[:i] in self.bad for i in range(1, len(path) + 1))
+
+    def error(self, path: PathKey, message: str, *, at_key: bool = False, severity: str = "error") -> None:
+        self.problems.append(self.located.problem(path, message, at_key=at_key, severity=severity))
+
+    def run(self) -> list[JobSource]:
+        data = self.located.data
+        jobs = merge_jobs(data)
+        seen: dict[str, int] = {}
+        for job in jobs:
+            name = job.options.get("name")
+            if isinstance(name, str):
+                if name in seen:
+                    self.error(
+                        (*job.path, "name"), f"duplicate job name '{name}' (also used by $.jobs[{seen[name]}])"
+                    )
+                else:
+                    seen[name] = job.index
+            self.check_job(job)
+        self.check_pricing(data.get("pricing"))
+        return jobs
+
+    def check_job(self, job: JobSource) -> None:
+        o = job.options
+        suffix = f" (job '{job.name}')"
+        endpoint = o.get("endpoint")
+        if "endpoint" not in o:
+            self.error(job.path, "missing required key 'endpoint' (set it on the job or under defaults)")
+        elif isinstance(endpoint, str) and not self.is_bad(job.at("endpoint")):
+            msg = endpoint_problem(endpoint)
+            if msg:
+                self.error(job.at("endpoint"), msg)
+        mode = o.get("mode", "subscribe")
+        if mode == "run":
+            for key, fix in (("priority", ""), ("client_timeout", "; use timeout for run mode")):
+                if key in o:
+                    self.error(job.at(key), f"{key} applies to subscribe mode only, but job '{job.name}' uses mode: run{fix}", at_key=True)
+        start, client = o.get("start_timeout"), o.get("client_timeout")
+        if _is_num(start) and _is_num(client) and start > client and mode != "run":
+            self.error(
+                job.at("start_timeout"),
+                f"start_timeout ({start}) is greater than client_timeout ({client}): the client gives up first{suffix}",
+                severity="warning",
+            )
+        matrix = o.get("matrix") if isinstance(o.get("matrix"), dict) else {}
+        include = [e for e in o.get("include") or [] if isinstance(e, dict)] if isinstance(o.get("include"), list) else []
+        self.check_exclude(job, matrix)
+        known_matrix = list(matrix) + [k for e in include for k in e if k not in matrix]
+        row_fields: dict[str, str] = {}
+        for key in TEMPLATED:
+            if key in o and not self.is_bad(job.at(key)):
+                self.check_templates(job, key, known_matrix, row_fields, suffix)
+        headers = o.get("headers")
+        if isinstance(headers, dict):
+            for name in headers:
+                if not _HEADER_NAME.match(name):
+                    self.error((*job.at("headers"), name), f"'{name}' is not a valid HTTP header name", at_key=True)
+        if isinstance(o.get("arguments"), dict) and not self.is_bad(job.at("arguments")):
+            self.check_files(o["arguments"], job.at("arguments"))
+        self.check_dataset(job, row_fields, suffix)
+        if isinstance(o.get("expect"), list) and not self.is_bad(job.at("expect")):
+            for i, check in enumerate(o["expect"]):
+                where = (*job.at("expect"), i)
+                if not self.is_bad(where):
+                    for msg in expect.check_problems(check):
+                        self.error(where, msg)
+
+    def check_exclude(self, job: JobSource, matrix: dict[str, Any]) -> None:
+        exclude = job.options.get("exclude")
+        if not isinstance(exclude, list):
+            return
+        for i, entry in enumerate(exclude):
+            if not isinstance(entry, dict):
+                continue
+            for key in entry:
+                if key not in matrix:
+                    self.error((*job.at("exclude"), i, key), _not_in_matrix("exclude", key, list(matrix), job.name), at_key=True)
+
+    def check_templates(self, job: JobSource, key: str, known_matrix: list[str], row_fields: dict[str, str], suffix: str) -> None:
+        base = job.at(key)
+        _, refs, errors = compile_value(job.options[key])
+        for rel, message in errors:
+            self.error((*base, *rel), message + suffix if base[0] == "defaults" else message)
+        for rel, ref in refs:
+            where = (*base, *rel)
+            msg = self._ref_problem(ref, key, known_matrix, job)
+            if msg:
+                self.error(where, msg + (suffix if base[0] == "defaults" else ""))
+            elif ref.namespace == "row":
+                row_fields.setdefault(ref.name, json_path(where))
+
+    def _ref_problem(self, ref: Ref, key: str, known_matrix: list[str], job: JobSource) -> str | None:
+        if ref.namespace == "env" and key in ("path", "hint"):
+            return f"{ref.text()}: env templates are allowed in arguments and headers only (they are resolved at send time)"
+        if ref.namespace == "matrix" and ref.name not in known_matrix:
+            if not known_matrix:
+                return f"unknown matrix key '{ref.name}' in {ref.text()}: job '{job.name}' has no matrix"
+            close = difflib.get_close_matches(ref.name, known_matrix, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"matrix keys: {', '.join(known_matrix)}"
+            return f"unknown matrix key '{ref.name}' in {ref.text()}; {hint}"
+        if ref.namespace == "row" and "dataset" not in job.options:
+            return f"{ref.text()} needs a dataset, but job '{job.name}' has none"
+        return None
+
+    def check_files(self, value: Any, path: PathKey) -> None:
+        """Static `{$file: path}` objects must name an existing file (templated paths: at plan time)."""
+        if isinstance(value, dict):
+            if "$file" in value:
+                target = value["$file"]
+                if len(value) != 1:
+                    self.error(path, "a {$file: path} object takes only the $file key")
+                elif not isinstance(target, str):
+                    self.error((*path, "$file"), f"$file must be a path string, got {type(target).__name__}")
+                elif "${{" not in target:
+                    full = os.path.normpath(os.path.join(os.path.abspath(self.spec_dir), target))
+                    if not os.path.isfile(full):
+                        self.error((*path, "$file"), f"file not found: {target} (looked for {full})")
+                return
+            for k, v in value.items():
+                self.check_files(v, (*path, k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                self.check_files(v, (*path, i))
+
+    def check_dataset(self, job: JobSource, fields: dict[str, str], suffix: str) -> None:
+        source = job.options.get("dataset")
+        where = job.at("dataset")
+        if source is None or self.is_bad(where):
+            return
+        if isinstance(source, list):
+            report = dataset.Report()
+            dataset.check_inline(self.located, where, fields, report)
+        elif isinstance(source, str):
+            key = (str(where), tuple(sorted(fields)))
+            if key in self._datasets_checked:
+                return
+            self._datasets_checked.add(key)
+            full = Path(os.path.normpath(os.path.join(os.path.abspath(self.spec_dir), source)))
+            label = os.path.normpath(os.path.join(os.path.dirname(self.located.file), source))
+            report = dataset.check(full, label, fields)
+            if report.problems and report.problems[0].message == "dataset file not found":
+                self.error(where, f"dataset file not found: {source} (looked for {full})")
+                return
+        else:
+            return
+        self.problems.extend(report.problems)
+        if report.more:
+            first = report.problems[-1]
+            self.problems.append(
+                dataclasses.replace(first, message=f"... and {report.more} more problems in this dataset")
+            )
+
+    def check_pricing(self, pricing: Any) -> None:
+        if not isinstance(pricing, dict) or self.is_bad(("pricing",)):
+            return
+        for endpoint, price in pricing.items():
+            msg = endpoint_problem(endpoint)
+            if msg:
+                self.error(("pricing", endpoint), msg, at_key=True)
+            if isinstance(price, dict) and "per_request" in price and ("per_unit" in price or "unit_argument" in price):
+                self.error(("pricing", endpoint), "give either per_request or per_unit with unit_argument, not both")
+
+
+def _not_in_matrix(section: str, key: str, matrix_keys: list[str], job: str) -> str:
+    if not matrix_keys:
+        return f"{section} key '{key}' is not in the matrix: job '{job}' has no matrix"
+    close = difflib.get_close_matches(key, matrix_keys, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"matrix keys: {', '.join(matrix_keys)}"
+    return f"{section} key '{key}' is not in the matrix; {hint}"
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

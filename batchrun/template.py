@@ -1,0 +1,260 @@
+"""`${{ ... }}` templates: parsing, compiling once per job, rendering per request, env at send time.
+
+Expressions: `${{ matrix.NAME }}`, `${{ row.FIELD }}`, `${{ env.NAME }}`, `${{ repeat }}`.
+A string that is exactly one expression takes the value itself (an int stays an int); otherwise the
+value is interpolated (strings as-is, numbers with str(), booleans/null/lists/objects as JSON).
+`$${{` is the escape for a literal `${{`.
+
+Planned arguments are still *template text*: matrix/row/repeat are substituted, but `${{ env.X }}`
+stays as written and any literal `${{` stays escaped as `$${{` (also inside substituted values, so
+a dataset row can never smuggle in an env reference). `resolve_env` turns that text into the values
+sent over the wire, at send time, so secrets never appear in plans or ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from batchrun.errors import BatchrunError
+
+NAMESPACES = ("matrix", "row", "env", "repeat")
+_TOKEN = re.compile(r"\$\$\{\{|\$\{\{(.*?)\}\}", re.S)
+_EXPR = re.compile(r"^(?:(matrix|row|env)\.([A-Za-z_][A-Za-z0-9_-]*)|(repeat))$")
+
+
+class TemplateError(BatchrunError):
+    """A malformed expression or an env template that cannot be resolved."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ref:
+    namespace: str  # matrix | row | env | repeat
+    name: str  # "" for repeat
+
+    def text(self) -> str:
+        return "${{ repeat }}" if self.namespace == "repeat" else f"${{{{ {self.namespace}.{self.name} }}}}"
+
+
+Part = str | Ref
+
+
+@functools.lru_cache(maxsize=4096)
+def parse(text: str) -> tuple[Part, ...]:
+    """Split a string into literal text (escapes undone) and references. Raises TemplateError."""
+    parts: list[Part] = []
+    literal: list[str] = []
+    pos = 0
+    for m in _TOKEN.finditer(text):
+        literal.append(text[pos : m.start()])
+        pos = m.end()
+        if m.group(0) == "$${{":
+            literal.append("${{")
+            continue
+        expr = m.group(1).strip()
+        em = _EXPR.match(expr)
+        if em is None:
+            raise TemplateError(_bad_expression(expr))
+        if literal:
+            parts.append("".join(literal))
+            literal = []
+        parts.append(Ref("repeat", "") if em.group(3) else Ref(em.group(1), em.group(2)))
+    tail = text[pos:]
+    if "${{" in tail.replace("$${{", ""):
+        raise TemplateError("unterminated '${{' (no closing '}}'); write '$${{' for a literal '${{'")
+    literal.append(tail)
+    joined = "".join(literal)
+    if joined:
+        parts.append(joined)
+    return tuple(p for p in parts if p != "")
+
+
+def _bad_expression(expr: str) -> str:
+    head = expr.split(".", 1)[0]
+    if head and head not in NAMESPACES and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*(\..*)?", expr):
+        return f"unknown template namespace '{head}' in '${{{{ {expr} }}}}'; use matrix., row., env. or repeat"
+    return (
+        f"invalid template expression '${{{{ {expr} }}}}'; expected matrix.NAME, row.FIELD, env.NAME or repeat"
+    )
+
+
+def escape(text: str) -> str:
+    return text.replace("${{", "$${{")
+
+
+def _escape_deep(value: Any) -> Any:
+    if isinstance(value, str):
+        return escape(value) if "${{" in value else value
+    if isinstance(value, dict):
+        return {k: _escape_deep(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape_deep(v) for v in value]
+    return value
+
+
+def interpolate(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+# ---- compiled templates: built once per job, rendered per request ------------------------------
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Context:
+    matrix: Mapping[str, Any]
+    row: Mapping[str, Any] | None
+    repeat: int
+
+
+def _lookup(ref: Ref, ctx: Context) -> Any:
+    if ref.namespace == "matrix":
+        # An include may add a key to only some combinations; GitHub renders the others empty.
+        return ctx.matrix.get(ref.name)
+    if ref.namespace == "row":
+        return None if ctx.row is None else ctx.row.get(ref.name)
+    return ctx.repeat
+
+
+class Compiled:
+    """A value with its templates pre-parsed. `render(ctx)` builds fresh containers each call."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Any) -> None:
+        self._fn = fn
+
+    def render(self, ctx: Context) -> Any:
+        return self._fn(ctx)
+
+
+def compile_value(value: Any, *, file_base: str | None = None) -> tuple[Compiled, list[tuple[tuple[str | int, ...], Ref]], list[tuple[tuple[str | int, ...], str]]]:
+    """Compile `value`. Returns (compiled, references with relative paths, errors with relative paths).
+
+    `{"$file": path}` objects get their (possibly templated) path made absolute against `file_base`.
+    """
+    refs: list[tuple[tuple[str | int, ...], Ref]] = []
+    errors: list[tuple[tuple[str | int, ...], str]] = []
+    fn = _compile(value, (), refs, errors, file_base)
+    return Compiled(fn), refs, errors
+
+
+def _const(value: Any) -> Any:
+    return lambda ctx: value
+
+
+def _compile(value: Any, path: tuple[str | int, ...], refs: list[Any], errors: list[Any], base: str | None) -> Any:
+    if isinstance(value, str):
+        return _compile_str(value, path, refs, errors)
+    if isinstance(value, dict):
+        if "$file" in value and base is not None:
+            inner = _compile(value["$file"], (*path, "$file"), refs, errors, base)
+
+            def file_fn(ctx: Context) -> Any:
+                target = inner(ctx)
+                if isinstance(target, str):
+                    target = os.path.join(base, target)
+                return {"$file": os.path.normpath(target) if isinstance(target, str) else target}
+
+            return file_fn
+        items = [(k, _compile(v, (*path, k), refs, errors, base)) for k, v in value.items()]
+        return lambda ctx: {k: f(ctx) for k, f in items}
+    if isinstance(value, list):
+        fns = [_compile(v, (*path, i), refs, errors, base) for i, v in enumerate(value)]
+        return lambda ctx: [f(ctx) for f in fns]
+    return _const(value)
+
+
+def _compile_str(text: str, path: tuple[str | int, ...], refs: list[Any], errors: list[Any]) -> Any:
+    if "${{" not in text:
+        return _const(text)
+    try:
+        parts = parse(text)
+    except TemplateError as exc:
+        errors.append((path, str(exc)))
+        return _const(text)
+    for part in parts:
+        if isinstance(part, Ref):
+            refs.append((path, part))
+    live = [p for p in parts if isinstance(p, Ref) and p.namespace != "env"]
+    if not live:
+        return _const(text)  # only env references and escapes: already plan text
+    if len(parts) == 1:
+        ref = parts[0]
+        assert isinstance(ref, Ref)
+        return lambda ctx: _escape_deep(_lookup(ref, ctx))
+
+    def interp(ctx: Context) -> str:
+        out = []
+        for part in parts:
+            if isinstance(part, str):
+                out.append(escape(part))
+            elif part.namespace == "env":
+                out.append(part.text())
+            else:
+                out.append(escape(interpolate(_lookup(part, ctx))))
+        return "".join(out)
+
+    return interp
+
+
+# ---- send time: env -------------------------------------------------------------------------
+
+def resolve_env(value: Any, environ: Mapping[str, str]) -> Any:
+    """Turn plan text into wire values: resolve `${{ env.X }}` and undo `$${{` escapes, recursively.
+
+    Raises TemplateError naming the variable when it is unset.
+    """
+    if isinstance(value, str):
+        if "${{" not in value:
+            return value
+        parts = parse(value)
+        if len(parts) == 1 and isinstance(parts[0], Ref):
+            return _env_value(parts[0], environ)
+        return "".join(p if isinstance(p, str) else _env_value(p, environ) for p in parts)
+    if isinstance(value, dict):
+        return {k: resolve_env(v, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, environ) for v in value]
+    return value
+
+
+def _env_value(ref: Ref, environ: Mapping[str, str]) -> str:
+    if ref.namespace != "env":
+        raise TemplateError(f"{ref.text()} was not resolved by the planner")
+    try:
+        return environ[ref.name]
+    except KeyError:
+        raise TemplateError(
+            f"environment variable {ref.name} is not set (the spec uses {ref.text()})"
+        ) from None
+
+
+def env_names(value: Any) -> set[str]:
+    """The environment variables `value` references (so their values can be redacted)."""
+    names: set[str] = set()
+    _collect_env(value, names)
+    return names
+
+
+def _collect_env(value: Any, names: set[str]) -> None:
+    if isinstance(value, str):
+        if "${{" in value:
+            try:
+                parts = parse(value)
+            except TemplateError:
+                return
+            names.update(p.name for p in parts if isinstance(p, Ref) and p.namespace == "env")
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_env(v, names)
+    elif isinstance(value, list):
+        for v in value:
+            _collect_env(v, names)
