@@ -1,15 +1,73 @@
-"""batchrun serve (placeholder until its issue lands)."""
+"""batchrun serve: start the embedded fal-compatible server in the foreground.
+
+Prints `run_url: <URL>` and `queue_url: <URL>` (one line each) once it listens, then serves until
+Ctrl-C or SIGTERM, and exits 0.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
 
 from batchrun.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default: 8765)")
+    parser.add_argument("--runners", type=int, default=2, help="queue workers running requests at once (default: 2)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve https with this certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+    parser.add_argument("--require-key", action="store_true",
+                        help="answer 401 to requests without an 'Authorization: Key ...' header")
+    parser.add_argument("--app", action="append", default=[], metavar="OWNER/ALIAS=MODULE:FUNCTION",
+                        help="serve a Python function (arguments dict in, JSON-able dict out) as an app; repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UsageError("'batchrun serve' is not available yet")
+    from batchrun.server.apps import load_app_option
+
+    if args.runners < 1:
+        raise UsageError("--runners must be at least 1")
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port must be between 0 and 65535")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    apps: dict[str, Callable[..., Any]] = {}
+    for option in args.app:
+        try:
+            name, func = load_app_option(option)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        apps[name] = func
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop  # uvicorn's fast loop when available
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as loop_runner:
+        return loop_runner.run(_serve(args, apps))
+
+
+async def _serve(args: argparse.Namespace, apps: dict[str, Callable[..., Any]]) -> int:
+    from batchrun.server import ServerStartError, serve_local
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with serve_local(host=args.host, port=args.port, runners=args.runners, require_key=args.require_key,
+                               apps=apps, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key) as server:
+            print(f"run_url: {server.run_url}", flush=True)
+            print(f"queue_url: {server.queue_url}", flush=True)
+            await stop.wait()
+    except ServerStartError as exc:
+        print(f"batchrun: error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

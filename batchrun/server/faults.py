@@ -1,0 +1,114 @@
+"""local/fail: fault injection chosen by the request's arguments.
+
+Arguments (combine freely; the first matching kind wins, in this order):
+  delay: s             wait s seconds before answering
+  hang: true           never answer (a queued request stays IN_PROGRESS until cancelled)
+  times: n, key: k     fail only the first n attempts carrying key k, then succeed with echo's result
+  bad_json: true       200 whose body is not JSON
+  not_object: true     200 whose body is a JSON list
+  reset: true          drop the connection after the response headers (queue: runner_disconnected)
+  ingress: true        nginx HTML error without x-fal-request-id (status 502/503/504, default 503);
+                       on the queue it is the *submit* that fails this way
+  status: 429          concurrent_requests_limit + X-Fal-Needs-Retry: 1 (+ Retry-After: retry_after)
+  status: 422          fal model-error detail list (or the caller's own `detail` list)
+  error_type: t        platform error t (status from protocol §5.1 unless `status` is given)
+  status: n            any other status: `{"detail": "injected failure: HTTP n"}`
+  (nothing)            500 runner_server_error
+Platform errors listed as retryable in wire.RETRYABLE_ERROR_TYPES, and statuses 503/504, are retried
+by the queue on another runner unless X-Fal-No-Retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from batchrun.server.apps import Call
+from batchrun.server.wire import Reply, dumps, model_error, model_error_item, platform_error
+
+NGINX_BODY = (
+    "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"
+    "<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+MAX_KEYS = 100_000  # fault counters kept; the oldest are forgotten beyond this
+
+
+def _attempt_fails(args: dict[str, Any], counts: dict[str, int]) -> bool:
+    """Count this attempt against `times`/`key`; True while the key has failures left."""
+    times = args.get("times")
+    if times is None:
+        return True
+    key = str(args.get("key", ""))
+    seen = counts.get(key, 0) + 1
+    counts[key] = seen
+    if len(counts) > MAX_KEYS:
+        for old in list(counts)[: MAX_KEYS // 2]:
+            del counts[old]
+    try:
+        return seen <= int(times)
+    except (TypeError, ValueError):
+        return True
+
+
+def ingress_reply(args: dict[str, Any]) -> Reply:
+    code = args.get("status", 503)
+    code = code if code in REASONS else 503
+    body = NGINX_BODY.format(code=code, reason=REASONS[code]).encode()
+    return Reply(code, body, (("content-type", "text/html"),), error_type="ingress_error",
+                 error=f"{code} {REASONS[code]}", ingress=True)
+
+
+def submit_fault(args: dict[str, Any], counts: dict[str, int]) -> Reply | None:
+    """The ingress fault of a queue submit to local/fail, or None to enqueue normally."""
+    if args.get("ingress") and _attempt_fails(args, counts):
+        return ingress_reply(args)
+    return None
+
+
+async def fail(call: Call) -> Reply:
+    args = call.arguments
+    delay = args.get("delay")
+    if isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay > 0:
+        await asyncio.sleep(delay)
+    if args.get("hang"):
+        await asyncio.Event().wait()
+    if args.get("ingress") and call.queued:
+        # On the queue an ingress fault hits the submit (see submit_fault); the run itself succeeds.
+        return Reply(200, dumps({"echo": args, "path": call.path}))
+    if not _attempt_fails(args, call.state.fault_counts):
+        return Reply(200, dumps({"echo": args, "path": call.path}))
+    if args.get("bad_json"):
+        return Reply(200, b"<html>this is not JSON", (("content-type", "application/json"),))
+    if args.get("not_object"):
+        return Reply(200, b'["not","an","object"]')
+    if args.get("reset"):
+        return Reply(200, b'{"partial": ', reset=True, error_type="runner_disconnected",
+                     error="connection reset by the runner", retry=True)
+    if args.get("ingress"):
+        return ingress_reply(args)
+    status = args.get("status")
+    if status == 429:
+        extra: tuple[tuple[str, str], ...] = (("x-fal-needs-retry", "1"),)
+        if "retry_after" in args:
+            extra += (("retry-after", str(args["retry_after"])),)
+        reply = platform_error("concurrent_requests_limit", "Concurrent requests limit exceeded", 429, extra)
+        reply.retry = True
+        return reply
+    if status == 422:
+        detail = args.get("detail")
+        if isinstance(detail, list) and detail:
+            return model_error(detail)
+        return model_error(
+            [model_error_item(["body", "num_images"], "Input should be less than or equal to 4", "less_than_equal",
+                              ctx={"le": 4}, input_=5)]
+        )
+    error_type = args.get("error_type")
+    if isinstance(error_type, str) and error_type:
+        code = status if isinstance(status, int) and 400 <= status <= 599 else None
+        return platform_error(error_type, f"injected {error_type}", code)
+    if isinstance(status, int) and 100 <= status <= 599 and not isinstance(status, bool):
+        return Reply(status, dumps({"detail": f"injected failure: HTTP {status}"}),
+                     error_type=None if status < 400 else "internal_error" if status >= 500 else "bad_request",
+                     error=f"injected failure: HTTP {status}", retry=status in (503, 504))
+    return platform_error("runner_server_error", "injected runner_server_error")

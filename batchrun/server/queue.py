@@ -1,0 +1,267 @@
+"""The request queue: N runners, FIFO by priority, runner hints, server-side retries, start
+timeouts, cancellation and bounded result retention.
+
+Nothing here runs in the background on its own: requests start from `dispatch()` (called on
+submit and whenever a runner frees up) and timers use `loop.call_later`, so the queue works in
+whichever event loop first touches it, with or without ASGI lifespan events (httpx.ASGITransport
+runs none).
+
+queue_position is per *server*: all endpoints share the runners, so it counts every request ahead,
+normal priority before low.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid
+from typing import Any
+
+from batchrun.server.apps import Call, Handler
+from batchrun.server.stats import Stats
+from batchrun.server.wire import Reply, failure_of, platform_error
+
+IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
+MAX_ATTEMPTS = 10  # fal's ceiling on server-side attempts (protocol §6.3)
+MAX_HINTS = 10_000
+
+
+class Job:
+    """One queued request and, once it completes, its stored result."""
+
+    __slots__ = (
+        "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "low", "hint", "no_retry",
+        "start_timeout", "deadline", "state", "logs", "attempts", "gateway_id", "reply", "error", "error_type",
+        "inference_time", "runner", "task", "cancelled", "waiting", "running",
+    )  # fmt: skip
+
+    def __init__(
+        self, *, endpoint_id: str, app_id: str, path: str, handler: Handler, arguments: dict[str, Any],
+        origin: str, low: bool = False, hint: str | None = None, no_retry: bool = False,
+        start_timeout: float | None = None,
+    ) -> None:  # fmt: skip
+        self.id = str(uuid.uuid4())
+        self.endpoint_id, self.app_id, self.path = endpoint_id, app_id, path
+        self.handler: Handler | None = handler
+        self.arguments: dict[str, Any] | None = arguments
+        self.origin = origin
+        self.low, self.hint, self.no_retry = low, hint, no_retry
+        self.start_timeout = start_timeout
+        self.deadline = None if start_timeout is None else time.monotonic() + start_timeout
+        self.state = IN_QUEUE
+        self.logs: list[dict[str, Any]] = []
+        self.attempts = 0
+        self.gateway_id = self.id
+        self.reply: Reply | None = None
+        self.error: str | None = None
+        self.error_type: str | None = None
+        self.inference_time: float | None = None
+        self.runner: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.cancelled = False
+        self.waiting = False  # in one of the waiting deques (False during a retry backoff)
+        self.running = False  # its attempt coroutine has started (a task may exist before that)
+
+
+class Queue:
+    def __init__(
+        self, *, runners: int, stats: Stats, state: Any, result_ttl: float, max_results: int,
+        retry_backoff: float = 0.05,
+    ) -> None:  # fmt: skip
+        if runners < 1:
+            raise ValueError("runners must be at least 1")
+        self.stats, self.state = stats, state
+        self.result_ttl, self.max_results, self.retry_backoff = result_ttl, max_results, retry_backoff
+        self.runner_ids = [f"runner-{i}" for i in range(runners)]
+        self.free: list[str] = list(self.runner_ids)
+        self.jobs: dict[str, Job] = {}
+        self.normal: collections.deque[Job] = collections.deque()
+        self.low: collections.deque[Job] = collections.deque()
+        self.completed: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self.hint_runner: dict[str, str] = {}
+        self._changed = asyncio.Event()
+
+    # -- observation ---------------------------------------------------------------------------
+    @property
+    def changed(self) -> asyncio.Event:
+        """An event set at the next change of any request or of the queue order."""
+        return self._changed
+
+    def _bump(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def position(self, job: Job) -> int:
+        """Requests ahead of `job` (0-based); 0 while it waits out a retry backoff (it goes first)."""
+        if not job.waiting:
+            return 0
+        if job.low:
+            return len(self.normal) + self.low.index(job)
+        return self.normal.index(job)
+
+    @property
+    def length(self) -> int:
+        return len(self.normal) + len(self.low)
+
+    @property
+    def busy(self) -> int:
+        return len(self.runner_ids) - len(self.free)
+
+    # -- submission and dispatch ---------------------------------------------------------------
+    def submit(self, job: Job) -> int:
+        """Enqueue `job`, start what can start; returns its queue position at enqueue time."""
+        self.sweep()
+        self.jobs[job.id] = job
+        position = len(self.normal) + (len(self.low) if job.low else 0)
+        (self.low if job.low else self.normal).append(job)
+        job.waiting = True
+        if job.start_timeout is not None:
+            asyncio.get_running_loop().call_later(job.start_timeout, self._start_deadline, job)
+        self.dispatch()
+        self._bump()
+        return position
+
+    def dispatch(self) -> None:
+        while self.free and (self.normal or self.low):
+            job = (self.normal or self.low).popleft()
+            job.waiting = False
+            runner = self._pick_runner(job)
+            job.state, job.runner = IN_PROGRESS, runner
+            job.task = asyncio.get_running_loop().create_task(self._attempt(job, runner))
+
+    def _pick_runner(self, job: Job) -> str:
+        # Same hint -> same runner when it is free; otherwise the lowest free runner (fal falls back
+        # to any runner), which then becomes the hint's runner.
+        preferred = self.hint_runner.get(job.hint) if job.hint is not None else None
+        runner = preferred if preferred in self.free else self.free[0]
+        self.free.remove(runner)
+        if job.hint is not None and preferred != runner:
+            if len(self.hint_runner) >= MAX_HINTS:
+                self.hint_runner.clear()
+            self.hint_runner[job.hint] = runner
+        return runner
+
+    async def _attempt(self, job: Job, runner: str) -> None:
+        job.running = True
+        job.attempts += 1
+        if job.attempts > 1:
+            job.gateway_id = str(uuid.uuid4())
+            self.stats.retries += 1
+        self.stats.attempts += 1
+        self._bump()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert job.handler is not None and job.arguments is not None
+        call = Call(job.arguments, job.path, job.origin, job.id, job.attempts, self.state, queued=True,
+                    logs=job.logs, on_log=self._bump)
+        try:
+            reply = await job.handler(call)
+        except asyncio.CancelledError:
+            if not job.cancelled:
+                raise  # the server is shutting down
+            reply = cancelled_reply()
+        except Exception as exc:  # an app bug must not kill the runner; report it like fal would
+            reply = platform_error("internal_error", f"app raised {type(exc).__name__}: {exc}")
+        finally:
+            job.running = False
+            self._release(runner)
+        job.inference_time = round(loop.time() - started, 6)
+        if reply.reset:  # a dropped connection between gateway and runner
+            reply = platform_error("runner_disconnected", "the runner dropped the connection mid-response")
+        if reply.retry and not job.no_retry and not job.cancelled and job.attempts < MAX_ATTEMPTS:
+            if job.deadline is not None and time.monotonic() >= job.deadline:
+                self._finish(job, start_timeout_reply(job.start_timeout))
+            else:
+                # Back to IN_QUEUE (protocol §3.2: status can move backwards), ahead of the others.
+                job.state, job.runner = IN_QUEUE, None
+                loop.call_later(self.retry_backoff * 2 ** min(job.attempts - 1, 5), self._requeue, job)
+                self._bump()
+        else:
+            self._finish(job, reply)
+        self.dispatch()
+
+    def _release(self, runner: str) -> None:
+        self.free.append(runner)
+        self.free.sort(key=self.runner_ids.index)
+
+    def _requeue(self, job: Job) -> None:
+        if job.state != IN_QUEUE or job.waiting:
+            return  # cancelled or timed out during the backoff
+        (self.low if job.low else self.normal).appendleft(job)
+        job.waiting = True
+        self.dispatch()
+        self._bump()
+
+    def _start_deadline(self, job: Job) -> None:
+        if job.state == IN_QUEUE:
+            self._unqueue(job)
+            self._finish(job, start_timeout_reply(job.start_timeout))
+
+    def _unqueue(self, job: Job) -> None:
+        if job.waiting:
+            (self.low if job.low else self.normal).remove(job)
+            job.waiting = False
+
+    def _finish(self, job: Job, reply: Reply) -> None:
+        job.state, job.reply = COMPLETED, reply
+        failure = failure_of(reply)
+        if failure is not None:
+            job.error_type, job.error = failure
+            self.stats.failed += 1
+        job.handler = job.arguments = job.task = None  # free what a stored result does not need
+        if not job.logs:
+            job.logs = []
+        self.completed[job.id] = time.monotonic()
+        self.stats.completed += 1
+        self._bump()
+
+    # -- cancellation and retention ------------------------------------------------------------
+    def cancel(self, job: Job) -> bool:
+        """Request cancellation; False when the job had already completed."""
+        if job.state == COMPLETED:
+            return False
+        if not job.cancelled:
+            job.cancelled = True
+            self.stats.cancelled += 1
+        if job.state == IN_QUEUE:
+            self._unqueue(job)
+            self._finish(job, cancelled_reply())
+            self.dispatch()
+        elif job.task is not None:
+            job.task.cancel()
+            if not job.running:  # dispatched but not started: the coroutine will never run
+                assert job.runner is not None
+                self._release(job.runner)
+                self._finish(job, cancelled_reply())
+                self.dispatch()
+        return True
+
+    def sweep(self) -> None:
+        """Forget completed results older than result_ttl or beyond max_results (oldest first)."""
+        now = time.monotonic()
+        while self.completed:
+            rid, done_at = next(iter(self.completed.items()))
+            if len(self.completed) <= self.max_results and now - done_at <= self.result_ttl:
+                break
+            del self.completed[rid]
+            self.jobs.pop(rid, None)
+
+    def close(self) -> None:
+        """Cancel every running attempt (server shutdown)."""
+        for job in list(self.jobs.values()):
+            if job.task is not None and not job.task.done():
+                job.task.cancel()
+
+
+def cancelled_reply() -> Reply:
+    return platform_error("client_cancelled", "Request cancelled by the client", 499)
+
+
+def start_timeout_reply(timeout: float | None) -> Reply:
+    return platform_error(
+        "startup_timeout",
+        f"No runner started the request within its start timeout of {timeout:g} s",
+        504,
+        (("x-fal-request-timeout-type", "user"),),
+    )

@@ -1,0 +1,86 @@
+"""Counters the server keeps for tests and benchmarks (GET /_emulator/stats).
+
+`duplicate_submits` counts queue submits whose (endpoint id, arguments) content was already
+submitted since the last reset: a client that resubmits after a lost response shows up here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from batchrun.server.wire import dumps
+
+OPERATIONS = ("run", "submit", "status", "stream", "result", "cancel", "files")
+MAX_HASHES = 500_000  # distinct submit contents remembered; the oldest half is forgotten beyond this
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
+        self.apps: dict[str, dict[str, int]] = {}
+        self.auth_failures = 0
+        self.bad_requests = 0
+        self.attempts = 0
+        self.retries = 0
+        self.cancelled = 0
+        self.completed = 0
+        self.failed = 0
+        self._submit_hashes: dict[bytes, int] = {}
+        self.duplicate_submits = 0
+        self.duplicates: dict[str, int] = {}  # endpoint id -> duplicate submits
+
+    def count(self, operation: str, app_id: str | None = None) -> None:
+        self.requests[operation] += 1
+        if app_id is not None:
+            self.count_app(app_id, operation)
+
+    def count_app(self, app_id: str, operation: str) -> None:
+        per_app = self.apps.get(app_id)
+        if per_app is None:
+            per_app = self.apps[app_id] = {}
+        per_app[operation] = per_app.get(operation, 0) + 1
+
+    def note_submit(self, endpoint_id: str, arguments: Any) -> None:
+        try:
+            canonical = dumps([endpoint_id, arguments]) if not isinstance(arguments, dict) else dumps(
+                [endpoint_id, _sorted(arguments)]
+            )
+        except TypeError:
+            canonical = repr((endpoint_id, arguments)).encode()
+        digest = hashlib.blake2b(canonical, digest_size=16).digest()
+        seen = self._submit_hashes.get(digest, 0)
+        self._submit_hashes[digest] = seen + 1
+        if seen:
+            self.duplicate_submits += 1
+            self.duplicates[endpoint_id] = self.duplicates.get(endpoint_id, 0) + 1
+        elif len(self._submit_hashes) > MAX_HASHES:
+            for old in list(self._submit_hashes)[: MAX_HASHES // 2]:
+                del self._submit_hashes[old]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": dict(self.requests),
+            "apps": {name: dict(ops) for name, ops in self.apps.items()},
+            "duplicate_submits": self.duplicate_submits,
+            "duplicates": dict(self.duplicates),
+            "auth_failures": self.auth_failures,
+            "bad_requests": self.bad_requests,
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "completed": self.completed,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+        }
+
+
+def _sorted(value: Any) -> Any:
+    """Key order must not make two equal argument dicts look different."""
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
