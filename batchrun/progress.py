@@ -78,7 +78,8 @@ class Progress:
             self._bar.update(1)
         elif self.enabled:
             decile = self._decile()
-            if decile != self._last_decile:
+            # Every 10% of the plan, but not more than once a second (small plans would spam).
+            if decile != self._last_decile and time.monotonic() - self._last_plain >= 1.0:
                 self._last_decile = decile
                 self._plain()
 

@@ -93,10 +93,13 @@ def build_record(
     finished_at: float,
     latency_s: float,
     scrub: Callable[[Any], Any],
+    keep_logs: bool | None = None,
 ) -> dict[str, Any]:
-    """The record for `request` (times in Unix seconds; latency from a monotonic clock)."""
+    """The record for `request` (times in Unix seconds; latency from a monotonic clock).
+    `keep_logs`: whether logs go into the record (default: the job's with_logs)."""
     ok = bool(outcome.ok)
-    logs = outcome.logs if request.job.with_logs else None
+    keep = request.job.with_logs if keep_logs is None else keep_logs
+    logs = outcome.logs if keep else None
     record: dict[str, Any] = {
         "id": request.id,
         "index": request.index,
@@ -123,6 +126,9 @@ def build_record(
         },
         "served_from": outcome.served_from,
     }
+    inputs = getattr(outcome, "inputs", None)
+    if inputs:
+        record["inputs"] = scrub(inputs)
     if not ok and record["error"] is None:
         record["error"] = {"type": "client_error", "status_code": None, "detail": "failed without detail",
                            "retryable": False}

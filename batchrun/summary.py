@@ -27,7 +27,8 @@ def percentile(sorted_values: array.array[float] | list[float], q: float) -> flo
 class JobSummary:
     ok: int = 0
     error: int = 0
-    skipped: int = 0
+    skipped: int = 0  # settled by an earlier run's record
+    skipped_errors: int = 0  # of which the newest record is an error (not retried)
     retries: int = 0
     errors_by_type: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     latencies: array.array[float] = dataclasses.field(default_factory=lambda: array.array("d"))
@@ -57,8 +58,11 @@ class RunSummary:
         js.retries += max(0, int(record.get("attempts") or 0) - 1)
         js.latencies.append(float(record["timing"]["latency_s"]))
 
-    def skip(self, job: str) -> None:
-        self.job(job).skipped += 1
+    def skip(self, job: str, *, ok: bool) -> None:
+        js = self.job(job)
+        js.skipped += 1
+        if not ok:
+            js.skipped_errors += 1
 
     @property
     def ok(self) -> int:
@@ -72,12 +76,18 @@ class RunSummary:
     def skipped(self) -> int:
         return sum(j.skipped for j in self.jobs.values())
 
+    @property
+    def failed(self) -> int:
+        """Planned requests whose newest record is an error, from this run or an earlier one."""
+        return sum(j.error + j.skipped_errors for j in self.jobs.values())
+
     def lines(self) -> list[str]:
         out = ["batchrun: summary" + (" (interrupted)" if self.interrupted else "")]
         for name, js in self.jobs.items():
             counts = f"ok={js.ok} error={js.error}"
             if js.skipped:
-                counts += f" skipped={js.skipped} (already in the output)"
+                counts += f" skipped={js.skipped} (already in the output"
+                counts += f", {js.skipped_errors} of them errors)" if js.skipped_errors else ")"
             lat = sorted(js.latencies)
             latency = (
                 f" latency p50={percentile(lat, 50):.3f}s p95={percentile(lat, 95):.3f}s "

@@ -1,15 +1,244 @@
-"""batchrun run (placeholder until its issue lands)."""
+"""batchrun run SPEC: send every planned request and write one JSON line per request.
+
+Resumes by default when the output exists (ids with an ok record are skipped; journaled queue
+requests are re-attached, never resubmitted); --retry-errors also re-runs error records; --fresh
+moves the old output aside first. Exit codes: 0 all ok, 1 some requests failed, 2 invalid spec or
+usage, 3 internal error, 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime as dt
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-from batchrun.errors import UsageError
+import anyio
+
+from batchrun.errors import BatchrunError, Problem, UsageError
+from batchrun.execute import Executor, RunResult
+from batchrun.journal import Journal, journal_path
+from batchrun.limits import Limits
+from batchrun.plan import build_plan, count_plan, parse_shard
+from batchrun.progress import Progress
+from batchrun.redact import Redactor
+from batchrun.resume import ResumeState, scan_output
+from batchrun.sinks import JsonlSink, OutputLock
+from batchrun.spec import Spec, Target
+from batchrun.specload import load_spec
+from batchrun.summary import RunSummary
+from batchrun.target import Endpoints, resolve_target
+from batchrun.template import env_names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs="*")
+    parser.add_argument("spec", help="the spec file (YAML)")
+    parser.add_argument("-o", "--output", help="output JSONL file (default: the spec's output, or outputs/<name>.jsonl)")
+    parser.add_argument("--target", choices=["fal", "local"], help="override the spec's target")
+    parser.add_argument("--run-url", help="base URL of direct calls (with --queue-url: a custom target)")
+    parser.add_argument("--queue-url", help="base URL of queue calls (with --run-url)")
+    parser.add_argument("--concurrency", type=_positive_int, help="requests in flight at once (default: the spec's)")
+    parser.add_argument("--shard", help="run only shard I of N (I/N, 1-based); default output gets a .shard-I-of-N suffix")
+    parser.add_argument("--retry-errors", action="store_true", help="also re-run ids whose newest record is an error")
+    parser.add_argument("--fresh", action="store_true", help="start over: move an existing output aside to <out>.<time>.bak")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines on stderr")
+    parser.add_argument("--show-logs", action="store_true", help="stream runner logs to stderr, prefixed with job and id")
+
+
+def _target(spec: Spec, args: argparse.Namespace) -> Target:
+    if (args.run_url is None) != (args.queue_url is None):
+        raise UsageError("--run-url and --queue-url go together")
+    if args.target == "local" and args.run_url is not None:
+        raise UsageError("--run-url/--queue-url cannot be combined with --target local (it starts its own server)")
+    target = spec.target
+    if args.target is not None:
+        target = Target(args.target)
+    elif args.run_url is not None:
+        target = Target("custom", args.run_url, args.queue_url)
+    return target
+
+
+def _output(spec: Spec, args: argparse.Namespace, shard: tuple[int, int] | None) -> Path:
+    if args.output:
+        return Path(args.output)
+    out = spec.output_path()
+    if shard is not None:
+        i, n = shard
+        out = out.with_name(f"{out.stem}.shard-{i}-of-{n}{out.suffix}")
+    return out
+
+
+def _secrets(spec: Spec, endpoints: Endpoints | None, environ: Mapping[str, str]) -> Redactor:
+    redactor = Redactor(endpoints.secrets if endpoints is not None else ())
+    for job in spec.jobs:
+        for name in env_names(job.arguments) | env_names(job.headers):
+            if environ.get(name):
+                redactor.add(environ[name])
+    return redactor
+
+
+def _move_aside(out: Path) -> None:
+    """--fresh: never clobber; the old output (and its journal) move to <out>.<UTC time>.bak."""
+    journal = journal_path(out)
+    if not out.exists() and not journal.exists():
+        return
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = out.with_name(f"{out.name}.{stamp}.bak")
+    n = 1
+    while backup.exists() or journal_path(backup).exists():
+        n += 1
+        backup = out.with_name(f"{out.name}.{stamp}-{n}.bak")
+    try:
+        if out.exists():
+            os.replace(out, backup)
+        if journal.exists():
+            os.replace(journal, journal_path(backup))
+    except OSError as exc:
+        raise BatchrunError(f"--fresh: cannot move {out} aside to {backup}: {exc.strerror or exc}") from None
+    print(f"batchrun: --fresh: moved the previous output to {backup}", file=sys.stderr)
+    if journal_path(backup).exists():
+        print(
+            f"batchrun: the previous run's journal moved to {journal_path(backup)}; queue requests it "
+            f"left running can be cancelled with `batchrun cancel {backup}`",
+            file=sys.stderr,
+        )
+
+
+def _plan_size(spec: Spec, shard: tuple[int, int] | None, state: ResumeState, retry_errors: bool,
+               attach: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(planned requests, settled by the output, of which errors). Counting needs no expansion
+    unless the plan is sharded or there is something to resume."""
+    if shard is None and not state.newest_ok:
+        return sum(count_plan(spec).values()), 0, 0
+    total = settled = errors = 0
+    for request in build_plan(spec, shard=shard):
+        total += 1
+        if request.id not in attach and state.skip(request.id, retry_errors=retry_errors):
+            settled += 1
+            errors += not state.newest_ok[request.id]
+    return total, settled, errors
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UsageError("'batchrun run' is not available yet")
+    warnings: list[Problem] = []
+    spec = load_spec(args.spec, warnings)
+    for problem in warnings:
+        print(problem, file=sys.stderr)
+    if args.fresh and args.retry_errors:
+        raise UsageError("--fresh starts over, so --retry-errors has nothing to retry; use one of them")
+    shard = parse_shard(args.shard) if args.shard else None
+    target = _target(spec, args)
+    environ = os.environ
+    # Before any file is touched: a fal target without a key stops here.
+    endpoints = None if target.kind == "local" else resolve_target(target, environ)
+    concurrency = args.concurrency or spec.concurrency
+    record_logs = {j.name for j in spec.jobs if j.with_logs}
+    if args.show_logs:
+        # Ask the server for logs to show; records keep logs only where the spec asked (with_logs).
+        spec = dataclasses.replace(spec, jobs=[dataclasses.replace(j, with_logs=True) for j in spec.jobs])
+    out = _output(spec, args, shard)
+    redactor = _secrets(spec, endpoints, environ)
+
+    with OutputLock(out):
+        if args.fresh:
+            _move_aside(out)
+        journal = Journal(journal_path(out))
+        journal.open()
+        try:
+            if target.kind == "local" and journal.in_flight:
+                # An embedded server dies with its run: what it had queued cannot be re-attached.
+                for entry in list(journal.in_flight.values()):
+                    journal.cancelled(entry.id, entry.request_id)
+            state = scan_output(out, watch_request_ids={e.request_id for e in journal.in_flight.values()})
+            for entry in list(journal.in_flight.values()):
+                if entry.request_id in state.finished_request_ids:
+                    journal.done(entry.id, entry.request_id)
+            total, settled, settled_errors = _plan_size(spec, shard, state, args.retry_errors, journal.in_flight)
+            if state.lines or journal.in_flight:
+                hint = "; --retry-errors re-runs errors" if settled_errors else ""
+                print(
+                    f"batchrun: resuming {out}: {settled} of {total} planned requests are already done "
+                    f"({settled - settled_errors} ok, {settled_errors} error{hint}); "
+                    f"{len(journal.in_flight)} journaled queue requests to re-attach",
+                    file=sys.stderr,
+                )
+            result = anyio.run(
+                _main, spec, target, endpoints, shard, out, journal, state, redactor, concurrency,
+                total, settled, record_logs, args,
+            )
+        finally:
+            journal.close()
+    return _report(result, out)
+
+
+def _report(result: RunResult, out: Path) -> int:
+    for line in result.summary.lines():
+        print(line, file=sys.stderr)
+    j = journal_path(out)
+    if result.left_running:
+        print(
+            f"batchrun: {result.left_running} queue requests are still running remotely (journaled in {j}); "
+            f"run the same command again to collect their results, or `batchrun cancel {out}` to cancel them",
+            file=sys.stderr,
+        )
+    if result.interrupted:
+        print("batchrun: interrupted", file=sys.stderr)
+    return result.exit_code
+
+
+async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: tuple[int, int] | None,
+                out: Path, journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
+                total: int, settled: int, record_logs: set[str], args: argparse.Namespace) -> RunResult:
+    if target.kind == "local":
+        from batchrun.server import serve_local
+
+        async with serve_local(runners=max(2, concurrency)) as server:
+            local = resolve_target(target, {}, run_url=server.run_url, queue_url=server.queue_url)
+            result = await _execute(spec, local, shard, out, journal, state, redactor, concurrency,
+                                    total, settled, record_logs, args)
+            # The server stops with this run: nothing it had queued can be re-attached later.
+            for entry in list(journal.in_flight.values()):
+                if entry.status_url.startswith(server.origin):
+                    journal.cancelled(entry.id, entry.request_id)
+            result.left_running = len(journal.in_flight)
+            result.summary.left_running = result.left_running
+            return result
+    assert endpoints is not None
+    return await _execute(spec, endpoints, shard, out, journal, state, redactor, concurrency,
+                          total, settled, record_logs, args)
+
+
+async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | None, out: Path,
+                   journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
+                   total: int, settled: int, record_logs: set[str], args: argparse.Namespace) -> RunResult:
+    from batchrun.client import FalClient
+
+    progress = Progress(total, skipped=settled, concurrency=concurrency, enabled=not args.no_progress)
+    summary = RunSummary(output=str(out))
+    limits = Limits(concurrency, rate=spec.rate_limit)
+    try:
+        async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
+                             redactor=redactor, max_connections=concurrency) as client:
+            with JsonlSink(out) as sink:
+                executor = Executor(
+                    client=client, sink=sink, journal=journal, resume=state, limits=limits,
+                    progress=progress, summary=summary, redactor=redactor, workers=concurrency,
+                    retry_errors=args.retry_errors, show_logs=args.show_logs, record_logs=record_logs,
+                )
+                return await executor.execute(build_plan(spec, shard=shard))
+    finally:
+        progress.close()

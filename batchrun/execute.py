@@ -1,0 +1,347 @@
+"""The executor: a bounded producer -> N workers -> one writer pipeline in one task group.
+
+- The producer walks the lazy plan, skips ids the output already settles (resume), turns ids
+  journaled as in flight into re-attachments (never a second submit), and feeds a stream whose
+  buffer is the worker count: memory stays bounded whatever the plan size.
+- Each worker takes the job's slot and a global slot (batchrun.limits, AIMD on 429), calls the
+  client and sends the record to the writer. A failed request is a record, never an exception.
+- The writer is the only task touching the output: it appends and flushes each line, settles the
+  journal entry, and updates progress and the summary.
+
+Interruption (SIGINT): the producer stops at once; workers waiting for a slot, and queue requests
+already journaled, stop waiting (they keep running remotely and are re-attached by the next run);
+direct calls and submits still on the wire get `GRACE_S` to finish and be written. A second
+SIGINT cancels the journaled queue requests remotely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from batchrun.client import FalClient, Outcome, QueueHandle
+from batchrun.errors import BatchrunError
+from batchrun.journal import InFlight, Journal
+from batchrun.limits import Limits, Slot
+from batchrun.plan import PlannedRequest
+from batchrun.progress import Progress
+from batchrun.records import build_record
+from batchrun.redact import Redactor
+from batchrun.resume import ResumeState
+from batchrun.sinks import JsonlSink
+from batchrun.summary import RunSummary
+
+__all__ = ["GRACE_S", "Executor", "RunResult"]
+
+GRACE_S = 3.0  # after Ctrl-C, how long requests on the wire may take to finish and be written
+REMOTE_CANCEL_S = 1.5  # bound on cancelling journaled requests after a second Ctrl-C
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Item:
+    request: PlannedRequest
+    handle: InFlight | None  # a journaled queue request to re-attach instead of submitting
+
+
+@dataclasses.dataclass(slots=True)
+class _Active:
+    """A request a worker is on; the interrupt logic decides from this whether to stop waiting."""
+
+    request: PlannedRequest
+    scope: anyio.CancelScope
+    slot: Slot | None = None
+    journaled: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class RunResult:
+    summary: RunSummary
+    interrupted: bool
+    left_running: int
+    not_in_plan: int
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.summary.failed else 0
+
+
+class _Events:
+    """The client's hooks for one request: journal, progress, logs, AIMD."""
+
+    def __init__(self, executor: Executor, active: _Active) -> None:
+        self._x = executor
+        self._active = active
+
+    async def submitted(self, request: PlannedRequest, handle: QueueHandle) -> None:
+        self._x.journal.submitted(
+            id=request.id, job=request.job.name, request_id=handle.request_id,
+            status_url=handle.status_url, response_url=handle.response_url, cancel_url=handle.cancel_url,
+        )
+        self._active.journaled = True
+        self._x.progress.set_state(request.id, "queued")
+        if self._x.stopping:
+            # Interrupted while this submit was on the wire: it is journaled now, stop waiting.
+            self._active.scope.cancel()
+
+    def status(self, request: PlannedRequest, status: str, queue_position: int | None) -> None:
+        self._x.progress.set_state(request.id, "queued" if status == "IN_QUEUE" else "running")
+
+    def log(self, request: PlannedRequest, entry: dict[str, Any]) -> None:
+        if self._x.show_logs:
+            message = str(entry.get("message", ""))
+            level = entry.get("level")
+            prefix = f"[{request.job.name} {request.id}]" + (f" {level}" if level else "")
+            self._x.progress.message(self._x.redactor.text(f"{prefix} {message}"))
+
+    def retrying(self, request: PlannedRequest, attempt: int, delay: float, reason: str, *,
+                 rate_limited: bool) -> None:
+        self._x.progress.set_state(request.id, "retrying")
+        if rate_limited and self._active.slot is not None:
+            self._active.slot.rate_limited()
+            self._x.progress.effective = self._x.limits.effective
+
+
+class Executor:
+    """One run: wire it up, then `await execute(plan)`. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        client: FalClient,
+        sink: JsonlSink,
+        journal: Journal,
+        resume: ResumeState,
+        limits: Limits,
+        progress: Progress,
+        summary: RunSummary,
+        redactor: Redactor,
+        workers: int,
+        retry_errors: bool = False,
+        show_logs: bool = False,
+        record_logs: set[str] | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.client = client
+        self.sink = sink
+        self.journal = journal
+        self.resume = resume
+        self.limits = limits
+        self.progress = progress
+        self.summary = summary
+        self.redactor = redactor
+        self.workers = workers
+        self.retry_errors = retry_errors
+        self.show_logs = show_logs
+        self.record_logs = record_logs  # job names whose records keep logs (None: each job's with_logs)
+        self.handle_signals = handle_signals and threading.current_thread() is threading.main_thread()
+        self.stopping = False
+        self.cancel_remote = False
+        self._active: dict[int, _Active] = {}
+        self._producer_scope = anyio.CancelScope()
+        self._attach_ids: set[str] = set()
+
+    # ---- the plan side ------------------------------------------------------------------------
+
+    def _items(self, plan: Iterable[PlannedRequest]) -> Iterator[_Item]:
+        in_flight = self.journal.in_flight
+        for request in plan:
+            journaled = in_flight.get(request.id)
+            if journaled is not None:
+                self._attach_ids.add(request.id)
+                yield _Item(request, journaled)
+            elif self.resume.skip(request.id, retry_errors=self.retry_errors):
+                self.summary.skip(request.job.name, ok=self.resume.newest_ok[request.id])
+            else:
+                yield _Item(request, None)
+
+    async def _produce(self, plan: Iterable[PlannedRequest], items: MemoryObjectSendStream[_Item]) -> None:
+        async with items:
+            with self._producer_scope:
+                for item in self._items(plan):
+                    self.limits.add_job(item.request.job)
+                    await items.send(item)
+
+    # ---- workers ------------------------------------------------------------------------------
+
+    async def _work(self, items: MemoryObjectReceiveStream[_Item],
+                    results: MemoryObjectSendStream[dict[str, Any]]) -> None:
+        async with items, results:
+            async for item in items:
+                if self.stopping:
+                    continue  # drain what the producer had already queued, without sending it
+                record = await self._one(item)
+                if record is not None:
+                    await results.send(record)
+
+    async def _one(self, item: _Item) -> dict[str, Any] | None:
+        request = item.request
+        started_wall = time.time()
+        t0 = time.monotonic()
+        if item.handle is not None:
+            # The request started when it was submitted by the earlier run.
+            started_wall = _parse_iso(item.handle.at, default=started_wall)
+            t0 -= max(0.0, time.time() - started_wall)
+        scope = anyio.CancelScope()
+        active = _Active(request=request, scope=scope, journaled=item.handle is not None)
+        key = id(active)
+        self._active[key] = active
+        outcome: Outcome | None = None
+        try:
+            with scope:
+                async with self.limits.slot(request.job) as slot:
+                    active.slot = slot
+                    self.progress.set_state(request.id, "sending")
+                    events = _Events(self, active)
+                    if item.handle is not None:
+                        h = item.handle
+                        handle = QueueHandle(h.request_id, h.status_url, h.response_url, h.cancel_url)
+                        outcome = await self.client.reattach(request, handle, events)
+                    else:
+                        outcome = await self.client.call(request, events)
+                    if outcome.ok:
+                        slot.succeeded()
+        finally:
+            del self._active[key]
+            self.progress.clear(request.id)
+        if outcome is None:
+            return None  # interrupted: no record (a journaled queue request stays in flight)
+        return build_record(
+            request, outcome, started_at=started_wall, finished_at=time.time(),
+            latency_s=time.monotonic() - t0, scrub=self.redactor.scrub,
+            keep_logs=None if self.record_logs is None else request.job.name in self.record_logs,
+        )
+
+    # ---- the writer ---------------------------------------------------------------------------
+
+    async def _write(self, results: MemoryObjectReceiveStream[dict[str, Any]]) -> None:
+        async with results:
+            async for record in results:
+                self.sink.write(record)
+                if record["mode"] == "subscribe" and record["request_id"]:
+                    self.journal.done(record["id"], record["request_id"])
+                self.progress.advance(record["status"] == "ok")
+                self.progress.effective = self.limits.effective
+                self.summary.add(record)
+
+    # ---- interruption -------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """First Ctrl-C: stop submitting; stop waiting on what is safe to leave; grace for the rest."""
+        if self.stopping:
+            self.cancel_remote = True
+            for active in list(self._active.values()):
+                active.scope.cancel()
+            return
+        self.stopping = True
+        self._producer_scope.cancel()
+        for active in list(self._active.values()):
+            if active.slot is None or active.journaled:
+                active.scope.cancel()
+
+    async def _grace(self) -> None:
+        await anyio.sleep(GRACE_S)
+        for active in list(self._active.values()):
+            active.scope.cancel()
+
+    async def _watch_signals(self, tg: anyio.abc.TaskGroup) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            async for _ in signals:
+                first = not self.stopping
+                self.interrupt()
+                if first:
+                    n = sum(1 for a in self._active.values() if a.slot is not None and not a.journaled)
+                    self.progress.message(
+                        "batchrun: interrupted; no new requests"
+                        + (f"; waiting up to {GRACE_S:.0f} s for {n} requests on the wire" if n else "")
+                        + " (Ctrl-C again to also cancel the queued requests remotely)"
+                    )
+                    tg.start_soon(self._grace)
+
+    async def _tick(self) -> None:
+        while True:
+            await anyio.sleep(0.5)
+            self.progress.effective = self.limits.effective
+            self.progress.tick()
+
+    # ---- the run ------------------------------------------------------------------------------
+
+    async def execute(self, plan: Iterable[PlannedRequest]) -> RunResult:
+        try:
+            return await self._execute(plan)
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from None
+
+    async def _execute(self, plan: Iterable[PlannedRequest]) -> RunResult:
+        items_tx, items_rx = anyio.create_memory_object_stream[_Item](self.workers)
+        results_tx, results_rx = anyio.create_memory_object_stream[dict[str, Any]](self.workers)
+        async with anyio.create_task_group() as outer:
+            if self.handle_signals:
+                outer.start_soon(self._watch_signals, outer)
+            outer.start_soon(self._tick)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write, results_rx)
+                async with items_rx, results_tx:
+                    for _ in range(self.workers):
+                        tg.start_soon(self._work, items_rx.clone(), results_tx.clone())
+                tg.start_soon(self._produce, plan, items_tx)
+            outer.cancel_scope.cancel()
+        if self.cancel_remote:
+            await self._cancel_in_flight()
+        in_plan = self._attach_ids
+        left = len(self.journal.in_flight)
+        not_in_plan = sum(1 for rid in self.journal.in_flight if rid not in in_plan and not self.stopping)
+        self.summary.interrupted = self.stopping
+        self.summary.left_running = left
+        return RunResult(self.summary, self.stopping, left, not_in_plan)
+
+    async def _cancel_in_flight(self) -> None:
+        entries = list(self.journal.in_flight.values())
+
+        async def cancel(entry: InFlight) -> None:
+            handle = QueueHandle(entry.request_id, entry.status_url, entry.response_url, entry.cancel_url)
+            if await self.client.cancel(handle):
+                self.journal.cancelled(entry.id, entry.request_id)
+                self.summary.cancelled_remote += 1
+
+        with anyio.move_on_after(REMOTE_CANCEL_S, shield=True):
+            async with anyio.create_task_group() as tg:
+                for entry in entries:
+                    tg.start_soon(cancel, entry)
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception the CLI should see: a BatchrunError (an unwritable output) before anything
+    else, then KeyboardInterrupt; a lone exception as itself; else the group."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for kind in (BatchrunError, KeyboardInterrupt):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return leaves[0] if len(leaves) == 1 else group
+
+
+def _parse_iso(text: str, *, default: float) -> float:
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return default
