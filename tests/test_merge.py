@@ -183,3 +183,48 @@ def test_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     out = tmp_path / "nope" / "all.jsonl"
     assert main(["merge", str(shard), "-o", str(out)]) == 1
     assert capsys.readouterr().err == f"batchrun: error: {out}: cannot write: No such file or directory\n"
+
+
+E2E_SPEC = """\
+version: 1
+name: e2e
+target: local
+concurrency: 4
+jobs:
+  - name: sweep
+    endpoint: local/image
+    arguments:
+      prompt: "a lighthouse, ${{ matrix.style }}"
+      seed: "${{ matrix.seed }}"
+    matrix:
+      style: [watercolor, photo]
+      seed: [1, 2, 3]
+  - name: echo
+    endpoint: local/echo
+    mode: run
+    arguments:
+      message: hello
+"""
+
+
+def test_sharded_run_merges_to_the_unsharded_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end on the embedded server: 3 shard runs merged equal one unsharded run (diff: no differences)."""
+    spec = tmp_path / "e2e.yaml"
+    spec.write_text(E2E_SPEC)
+    whole = tmp_path / "whole.jsonl"
+    assert main(["run", str(spec), "-o", str(whole), "--no-progress"]) == 0
+    shards = [tmp_path / f"shard-{i}.jsonl" for i in (1, 2, 3)]
+    for i, shard in enumerate(shards, start=1):
+        assert main(["run", str(spec), "--shard", f"{i}/3", "-o", str(shard), "--no-progress"]) == 0
+    merged = tmp_path / "merged.jsonl"
+    capsys.readouterr()
+    assert main(["merge", *map(str, shards), "-o", str(merged), "--spec", str(spec)]) == 0
+    assert capsys.readouterr().out == (
+        f"merged 3 files: 7 records -> 7 requests in {merged}\ncomplete: all 7 planned requests present\n"
+    )
+    assert [(r["index"], r["id"]) for r in read(merged)] == sorted((r["index"], r["id"]) for r in read(whole))
+    assert main(["diff", str(whole), str(merged), "--latency-ratio", "1000"]) == 0
+    assert capsys.readouterr().out.endswith("\nno differences\n")
+    assert main(["report", str(merged), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {name: (s["requests"], s["ok"]) for name, s in report["jobs"].items()} == {"sweep": (6, 6), "echo": (1, 1)}
