@@ -1,0 +1,185 @@
+"""The server over real loopback sockets: SSE status streams, connection resets, serve_local, and
+the `batchrun serve` command as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from batchrun.cli import main
+from batchrun.server import ServerThread, serve_local
+
+ServerFactory = Callable[..., AbstractContextManager[ServerThread]]
+
+
+def read_stream(url: str, *, logs: bool = False, timeout: float = 10.0) -> list[bytes]:
+    """Every SSE line (data and comments, without blank separators) until the server closes."""
+    lines = []
+    params = {"logs": "1"} if logs else {}
+    with httpx.stream("GET", url + "/stream", params=params, timeout=timeout) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line:
+                lines.append(line.encode())
+    return lines
+
+
+def events(lines: list[bytes]) -> list[dict[str, Any]]:
+    return [json.loads(line[len(b"data: ") :]) for line in lines if line.startswith(b"data: ")]
+
+
+def test_stream_reports_each_change_and_closes(loopback_server: ServerThread) -> None:
+    submitted = httpx.post(loopback_server.queue_url + "/local/sleep", json={"seconds": 0.35}).json()
+    seen = events(read_stream(submitted["status_url"], logs=True))
+    assert seen[-1]["status"] == "COMPLETED"
+    assert [e["status"] for e in seen].count("COMPLETED") == 1
+    progress = [e for e in seen if e["status"] == "IN_PROGRESS"]
+    log_counts = [len(e["logs"]) for e in progress]
+    assert log_counts == sorted(log_counts) and log_counts[-1] >= 3  # new log lines arrive as events
+    assert seen[-1]["metrics"]["inference_time"] >= 0.35
+    rid = submitted["request_id"]
+    base = f"{loopback_server.queue_url}/local/sleep/requests/{rid}"
+    assert {k: seen[-1][k] for k in ("request_id", "response_url", "status_url", "cancel_url")} == {
+        "request_id": rid, "response_url": base, "status_url": base + "/status", "cancel_url": base + "/cancel"}  # fmt: skip
+
+
+def test_stream_without_logs_has_null_logs(loopback_server: ServerThread) -> None:
+    submitted = httpx.post(loopback_server.queue_url + "/local/sleep", json={"seconds": 0.25}).json()
+    seen = events(read_stream(submitted["status_url"]))
+    assert {e["status"] for e in seen} <= {"IN_QUEUE", "IN_PROGRESS", "COMPLETED"}
+    assert all(e["logs"] is None for e in seen if e["status"] != "IN_QUEUE")
+
+
+def test_stream_shows_queue_positions_and_keepalives(make_server: ServerFactory) -> None:
+    with make_server(runners=1, keepalive=0.1) as server:
+        httpx.post(server.queue_url + "/local/sleep", json={"seconds": 0.5})
+        httpx.post(server.queue_url + "/local/sleep", json={"seconds": 0.05})
+        third = httpx.post(server.queue_url + "/local/echo", json={}).json()
+        assert third["queue_position"] == 1
+        lines = read_stream(third["status_url"])
+        assert b": keepalive" in lines
+        seen = events(lines)
+        positions = [e["queue_position"] for e in seen if e["status"] == "IN_QUEUE"]
+        assert positions == [1, 0]
+        assert [e["status"] for e in seen][-2:] in (["IN_PROGRESS", "COMPLETED"], ["IN_QUEUE", "COMPLETED"])
+
+
+def test_stream_shows_retry_going_back_to_in_queue(make_server: ServerFactory) -> None:
+    with make_server(runners=1, retry_backoff=0.2) as server:
+        args = {"times": 1, "key": "sse", "error_type": "runner_disconnected", "delay": 0.1}
+        submitted = httpx.post(server.queue_url + "/local/fail", json=args).json()
+        statuses = [e["status"] for e in events(read_stream(submitted["status_url"]))]
+        assert statuses == ["IN_PROGRESS", "IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+        assert httpx.get(submitted["response_url"]).status_code == 200
+
+
+def test_stream_of_completed_request_sends_one_event(loopback_server: ServerThread) -> None:
+    submitted = httpx.post(loopback_server.queue_url + "/local/echo", json={}).json()
+    with httpx.Client() as client:
+        for _ in range(100):
+            if client.get(submitted["status_url"]).status_code == 200:
+                break
+    seen = events(read_stream(submitted["status_url"]))
+    assert [e["status"] for e in seen] == ["COMPLETED"]
+
+
+def test_reset_drops_the_connection(loopback_server: ServerThread) -> None:
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.post(loopback_server.run_url + "/local/fail", json={"reset": True})
+    assert httpx.post(loopback_server.run_url + "/local/echo", json={}).status_code == 200
+
+
+def test_hang_is_bounded_by_the_client_timeout(loopback_server: ServerThread) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(loopback_server.run_url + "/local/fail", json={"hang": True}, timeout=0.2)
+
+
+def test_stats_over_http(make_server: ServerFactory) -> None:
+    with make_server() as server:
+        httpx.post(server.run_url + "/local/echo", json={})
+        stats = httpx.get(server.origin + "/_emulator/stats").json()
+        assert stats["requests"] == {"run": 1, "submit": 0, "status": 0, "stream": 0, "result": 0, "cancel": 0, "files": 0}
+        assert (stats["runners"], stats["runners_busy"], stats["queue_length"]) == (2, 0, 0)
+
+
+@pytest.mark.anyio
+async def test_serve_local_in_the_running_loop() -> None:
+    async with serve_local(runners=1) as server:
+        assert server.run_url == server.origin + "/run"
+        async with httpx.AsyncClient() as client:
+            response = await client.post(server.run_url + "/local/echo/p", json={"x": 1})
+            assert response.json() == {"echo": {"x": 1}, "path": "/p"}
+            submitted = (await client.post(server.queue_url + "/local/echo", json={})).json()
+            assert submitted["status_url"].startswith(server.origin + "/queue/local/echo/requests/")
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(server.run_url + "/local/echo", json={})
+
+
+def _start_serve(args: list[str], cwd: Path | None = None) -> tuple[subprocess.Popen[str], str, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "batchrun", "serve", "--port", "0", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": os.getcwd()})  # fmt: skip
+    assert proc.stdout is not None
+    run_line, queue_line = proc.stdout.readline(), proc.stdout.readline()
+    assert run_line.startswith("run_url: http://127.0.0.1:"), run_line + (proc.stderr.read() if proc.poll() else "")
+    assert queue_line.startswith("queue_url: http://127.0.0.1:")
+    return proc, run_line.split(": ", 1)[1].strip(), queue_line.split(": ", 1)[1].strip()
+
+
+def test_serve_command_prints_urls_answers_and_stops_on_sigint() -> None:
+    proc, run_url, queue_url = _start_serve(["--runners", "1"])
+    try:
+        assert run_url.endswith("/run") and queue_url == run_url[: -len("/run")] + "/queue"
+        assert httpx.post(run_url + "/local/echo", json={"a": 1}, timeout=5).json() == {"echo": {"a": 1}, "path": ""}
+        assert httpx.post(queue_url + "/local/echo", json={}, timeout=5).json()["status"] == "IN_QUEUE"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        assert (proc.returncode, out, err) == (0, "", "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_serve_command_with_a_user_app_and_require_key(tmp_path: Path) -> None:
+    (tmp_path / "myapp.py").write_text(textwrap.dedent("""
+        def predict(arguments, log):
+            log("predicting")
+            return {"label": arguments["text"].upper()}
+    """))
+    proc, run_url, _ = _start_serve(["--app", "me/upper=myapp:predict", "--require-key"], cwd=tmp_path)
+    try:
+        assert httpx.post(run_url + "/me/upper", json={"text": "hi"}, timeout=5).status_code == 401
+        answer = httpx.post(run_url + "/me/upper", json={"text": "hi"}, headers={"Authorization": "Key secret-123"}, timeout=5)
+        assert answer.json() == {"label": "HI"}
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert "secret-123" not in out + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--app", "bad"], "expected owner/alias=module:function"), (["--app", "a/b=no_such_module_xyz:f"], "cannot import"),
+     (["--runners", "0"], "--runners must be at least 1"), (["--tls-cert", "x.pem"], "--tls-cert and --tls-key go together")],
+)  # fmt: skip
+def test_serve_command_usage_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "0", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
