@@ -1,0 +1,570 @@
+"""The fal protocol client: the one place batchrun talks HTTP to an inference API.
+
+`FalClient.call` sends a planned request the way its job asks (docs/fal-protocol.md):
+
+- run: one POST to `<run base>/<endpoint>[/<path>]`; the answer is the model's.
+- subscribe: POST to the queue, journal the handle (`Events.submitted`), follow the status through
+  the SSE stream (`status_url/stream`) or, when that is unavailable, by polling with backoff, then
+  GET `response_url`. Three HTTP requests per job when the stream works.
+
+Every failure becomes an `Outcome` with a record-shaped error: no httpx (or aiohttp) exception
+leaves this module. They are mapped once, in `_transport_failure`; what is retried is decided by
+`batchrun.retry`. Every string that reaches an Outcome passes through the run's `Redactor`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import aiohttp
+import anyio
+import httpx
+import httpx_sse
+from httpx_aiohttp import AiohttpTransport
+
+from batchrun.inputs import InputFileError, encode_files
+from batchrun.plan import PlannedRequest
+from batchrun.redact import Redactor
+from batchrun.retry import (
+    Phase,
+    TransportFailure,
+    Verdict,
+    backoff_delay,
+    error_record,
+    judge_response,
+    judge_transport,
+    shorten,
+)
+from batchrun.template import TemplateError, env_names, resolve_env
+
+__all__ = ["Events", "FalClient", "NoEvents", "Outcome", "QueueHandle"]
+
+CONNECT_TIMEOUT = 30.0
+# Queue calls (submit, status, stream, result, cancel): fal-client's 120 s read limit, added because
+# TLS reads could hang forever. The stream gets keep-alives every 15 s, so 120 s idle means dead.
+QUEUE_TIMEOUT = httpx.Timeout(120.0, connect=CONNECT_TIMEOUT)
+CANCEL_GRACE = 5.0  # bound on the best-effort cancel after a client timeout
+MAX_POLL_INTERVAL = 2.0
+STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS", "COMPLETED"})
+
+# Everything a send can raise besides cancellation. aiohttp errors normally arrive wrapped by
+# httpx-aiohttp, but a few (response parsing) pass through unmapped; OSError covers TLS and sockets.
+_SEND_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, aiohttp.ClientError, OSError)
+
+
+@dataclasses.dataclass(slots=True)
+class QueueHandle:
+    """What the journal stores for a submitted queue request; JSON-able via asdict."""
+
+    request_id: str
+    status_url: str
+    response_url: str
+    cancel_url: str
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    ok: bool
+    result: dict[str, Any] | None  # the model's JSON object on success
+    error: dict[str, Any] | None  # {"type", "status_code", "detail", "retryable"} (record schema)
+    request_id: str | None
+    attempts: int  # HTTP attempts of the run call or queue submit (>= 1 if anything was sent)
+    logs: list[dict[str, Any]] | None  # runner logs when with_logs
+    metrics: dict[str, Any] | None
+    queue_s: float | None  # time spent IN_QUEUE (subscribe)
+    served_from: str | None  # X-Fal-Served-From when present
+    inputs: dict[str, dict[str, Any]] | None = None  # `$file` arguments sent: path -> {path, sha256, bytes}
+
+
+class Events(Protocol):
+    """Hooks the executor passes to every call (fal-client's on_enqueue/on_queue_update roles)."""
+
+    async def submitted(self, request: PlannedRequest, handle: QueueHandle) -> None:
+        """Awaited (shielded) as soon as a submit answers, before waiting: the journal write."""
+
+    def status(self, request: PlannedRequest, status: str, queue_position: int | None) -> None:
+        """A status or queue-position change."""
+
+    def log(self, request: PlannedRequest, entry: dict[str, Any]) -> None:
+        """One new runner log line (with_logs), already redacted."""
+
+    def retrying(self, request: PlannedRequest, attempt: int, delay: float, reason: str, *, rate_limited: bool) -> None:
+        """Attempt `attempt` failed with `reason`; sleeping `delay` s before the next one."""
+
+
+class NoEvents:
+    """Events that do nothing (cancel, tools and tests that need no progress)."""
+
+    async def submitted(self, request: PlannedRequest, handle: QueueHandle) -> None:
+        return None
+
+    def status(self, request: PlannedRequest, status: str, queue_position: int | None) -> None:
+        return None
+
+    def log(self, request: PlannedRequest, entry: dict[str, Any]) -> None:
+        return None
+
+    def retrying(self, request: PlannedRequest, attempt: int, delay: float, reason: str, *, rate_limited: bool) -> None:
+        return None
+
+
+class _Invalid(Exception):
+    """A 2xx answer that breaks the protocol; becomes an `invalid_response` error."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Prepared:
+    request: httpx.Request
+    start_timeout_sent: bool
+    inputs: dict[str, dict[str, Any]] | None
+
+
+@dataclasses.dataclass(slots=True)
+class _Follow:
+    """What one subscribe has learnt so far; survives a client timeout to build its Outcome."""
+
+    attempts: int = 0
+    handle: QueueHandle | None = None
+    status: tuple[str, int | None] | None = None
+    queued_since: float | None = None
+    queue_s: float | None = None
+    logs: list[dict[str, Any]] | None = None
+    metrics: dict[str, Any] | None = None
+    error_type: str | None = None  # from a COMPLETED status carrying error_type
+    inputs: dict[str, dict[str, Any]] | None = None
+
+
+def _transport_failure(exc: BaseException) -> TransportFailure:
+    """Map a send exception to what the retry policy needs: could the request have been sent?
+
+    httpx-aiohttp maps nearly every aiohttp connection error (ServerDisconnected, a reset while
+    reading) to httpx.ConnectTimeout, which would claim "never sent". So the original aiohttp
+    exception decides when there is one: only a failure to connect proves nothing was sent.
+    """
+    cause = exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc
+    message = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)):
+        return TransportFailure(sent=False, timeout=False, message=message, fatal=True)
+    if isinstance(cause, aiohttp.ClientError):
+        not_sent = isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+        return TransportFailure(sent=not not_sent, timeout=isinstance(cause, aiohttp.ServerTimeoutError), message=message)
+    not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    return TransportFailure(sent=not not_sent, timeout=isinstance(exc, httpx.TimeoutException), message=message)
+
+
+def _json(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError:  # includes UnicodeDecodeError
+        return None
+
+
+def _version() -> str:
+    import batchrun
+
+    return str(batchrun.__version__)
+
+
+class FalClient:
+    """One per run, shared by all workers; an async context manager."""
+
+    def __init__(
+        self,
+        *,
+        run_url: str,
+        queue_url: str,
+        auth: str | None,
+        redactor: Redactor,
+        max_connections: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+        environ: Mapping[str, str] | None = None,
+        poll_interval: float = 0.1,
+        rng: random.Random | None = None,
+    ) -> None:
+        import os
+
+        self._run_url = run_url.rstrip("/")
+        self._queue_url = queue_url.rstrip("/")
+        self._redactor = redactor
+        self._environ = os.environ if environ is None else environ
+        self._poll_interval = poll_interval
+        self._rng = rng or random.Random()
+        headers = {"User-Agent": f"batchrun/{_version()}"}
+        if auth is not None:
+            headers["Authorization"] = auth
+            redactor.add(auth)
+            redactor.add(auth.partition(" ")[2])
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        if transport is None:
+            transport = AiohttpTransport(limits=limits)
+        self._http = httpx.AsyncClient(transport=transport, limits=limits, timeout=QUEUE_TIMEOUT, headers=headers)
+
+    async def __aenter__(self) -> FalClient:
+        await self._http.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        with anyio.move_on_after(CANCEL_GRACE, shield=True):
+            await self._http.aclose()
+
+    # ---- public operations --------------------------------------------------------------------
+
+    async def call(self, request: PlannedRequest, events: Events) -> Outcome:
+        """Send `request` in its job's mode and return how it ended. Never raises for a failed
+        request; cancellation propagates (a journaled queue request keeps running)."""
+        try:
+            prepared = await self._prepare(request)
+        except (TemplateError, InputFileError, ValueError, TypeError) as exc:
+            detail = self._redactor.text(str(exc))
+            return Outcome(False, None, error_record("input_error", None, detail, False), None, 0, None, None, None, None)
+        if request.mode == "run":
+            return await self._run(request, prepared, events)
+        return await self._subscribe(request, prepared, events)
+
+    async def reattach(self, request: PlannedRequest, handle: QueueHandle, events: Events) -> Outcome:
+        """Follow an already-submitted queue request to its result (resume). Never submits; the
+        journaled submit counts as the one attempt."""
+        state = _Follow(attempts=1, handle=handle)
+        with anyio.move_on_after(request.job.client_timeout) as scope:
+            outcome, _ = await self._follow(request, handle, events, state)
+            return outcome
+        assert scope.cancelled_caught
+        return await self._timed_out(request, state)
+
+    async def cancel(self, handle: QueueHandle) -> bool:
+        """Ask the queue to cancel; True when it accepted (2xx). Transport errors are retried a
+        few times; a 400 (already completed) or 404 (unknown) is False. Never raises."""
+        for attempt in range(1, 4):
+            answer = await self._send(self._build("PUT", handle.cancel_url))
+            if isinstance(answer, httpx.Response):
+                return answer.is_success
+            if answer.fatal:
+                return False
+            await anyio.sleep(0.1 * attempt)
+        return False
+
+    # ---- building and sending -----------------------------------------------------------------
+
+    async def _prepare(self, request: PlannedRequest) -> _Prepared:
+        job = request.job
+        for name in env_names(request.arguments) | env_names(job.headers):
+            if name in self._environ:
+                self._redactor.add(self._environ[name])
+        arguments = resolve_env(request.arguments, self._environ)
+        arguments, inputs = await encode_files(arguments)
+        body = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        headers = {"Content-Type": "application/json"}
+        # Job headers may replace our defaults (a custom Authorization for a proxy), but the typed
+        # options below are the spec's explicit word and win over raw headers.
+        headers.update(resolve_env(job.headers, self._environ))
+        start_timeout = job.start_timeout
+        if request.mode == "subscribe" and start_timeout is None:
+            start_timeout = job.client_timeout  # fal-client: client_timeout implies start_timeout
+        if start_timeout is not None:
+            headers["X-Fal-Request-Timeout"] = str(float(start_timeout))
+        if job.hint is not None:
+            headers["X-Fal-Runner-Hint"] = job.hint
+        if request.mode == "subscribe" and job.priority is not None:
+            headers["X-Fal-Queue-Priority"] = job.priority
+        base = self._run_url if request.mode == "run" else self._queue_url
+        url = f"{base}/{request.endpoint.strip('/')}"
+        if request.path.strip("/"):
+            url += "/" + request.path.strip("/")
+        timeout = httpx.Timeout(job.timeout, connect=CONNECT_TIMEOUT) if request.mode == "run" else QUEUE_TIMEOUT
+        try:
+            built = self._http.build_request("POST", url, content=body, headers=headers, timeout=timeout)
+        except (httpx.InvalidURL, UnicodeEncodeError) as exc:
+            raise ValueError(f"cannot build the request to {url}: {exc}") from exc
+        return _Prepared(built, start_timeout is not None, inputs or None)
+
+    def _build(self, method: str, url: str, params: dict[str, str] | None = None) -> httpx.Request | TransportFailure:
+        """A queue GET/PUT to a URL the server (or the journal) gave us, which may be garbage."""
+        try:
+            return self._http.build_request(method, url, params=params, timeout=QUEUE_TIMEOUT)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            return _transport_failure(exc)
+
+    async def _send(self, request: httpx.Request | TransportFailure) -> httpx.Response | TransportFailure:
+        """One HTTP exchange with the body read; the single exception boundary."""
+        if isinstance(request, TransportFailure):
+            return request
+        try:
+            return await self._http.send(request)
+        except _SEND_ERRORS as exc:
+            return _transport_failure(exc)
+
+    async def _attempts(
+        self, request: PlannedRequest, prepared: _Prepared, events: Events, phase: Phase
+    ) -> tuple[httpx.Response | None, Verdict | None, int]:
+        """Send until a 2xx, a final error or max_attempts; returns (last answer, verdict, attempts)."""
+        policy = request.job.retries
+        attempt = 0
+        while True:
+            attempt += 1
+            answer = await self._send(prepared.request)
+            if isinstance(answer, httpx.Response):
+                if answer.is_success:
+                    return answer, None, attempt
+                verdict = judge_response(
+                    answer.status_code, answer.headers, _json(answer.content), answer.text, policy=policy
+                )
+                response: httpx.Response | None = answer
+            else:
+                verdict = judge_transport(
+                    answer, phase=phase, policy=policy, start_timeout_sent=prepared.start_timeout_sent
+                )
+                response = None
+            if not verdict.retry or attempt >= policy.max_attempts:
+                return response, verdict, attempt
+            delay = backoff_delay(attempt, policy, self._rng, verdict.retry_after)
+            events.retrying(request, attempt, delay, verdict.reason, rate_limited=verdict.rate_limited)
+            await anyio.sleep(delay)
+
+    # ---- run ----------------------------------------------------------------------------------
+
+    async def _run(self, request: PlannedRequest, prepared: _Prepared, events: Events) -> Outcome:
+        response, verdict, attempts = await self._attempts(request, prepared, events, Phase.RUN)
+        outcome = self._answer_outcome(response, verdict, attempts, _Follow(inputs=prepared.inputs))
+        outcome.queue_s = None
+        return outcome
+
+    def _answer_outcome(
+        self, response: httpx.Response | None, verdict: Verdict | None, attempts: int, state: _Follow
+    ) -> Outcome:
+        """The Outcome of a final answer (a run answer or a queue result)."""
+        request_id = state.handle.request_id if state.handle else None
+        served_from = None
+        if response is not None:
+            request_id = request_id or response.headers.get("x-fal-request-id")
+            served_from = response.headers.get("x-fal-served-from")
+        result = None
+        if verdict is None and response is not None:
+            body = _json(response.content)
+            if isinstance(body, dict):
+                result = body
+            else:
+                what = "a JSON " + type(body).__name__ if body is not None else "not JSON"
+                detail = shorten(f"HTTP {response.status_code} answer is {what}: {' '.join(response.text.split())}")
+                verdict = Verdict(error_record("invalid_response", response.status_code, detail, False), retry=False)
+        error = None
+        if verdict is not None:
+            error = dict(verdict.error)
+            if error["type"] == "http_error" and state.error_type:
+                error["type"] = state.error_type  # the COMPLETED status named it; the result did not
+        return Outcome(
+            ok=error is None,
+            result=self._redactor.scrub(result),
+            error=self._redactor.scrub(error),
+            request_id=request_id,
+            attempts=attempts,
+            logs=state.logs,
+            metrics=self._redactor.scrub(state.metrics),
+            queue_s=state.queue_s,
+            served_from=served_from,
+            inputs=state.inputs,
+        )
+
+    # ---- subscribe ----------------------------------------------------------------------------
+
+    async def _subscribe(self, request: PlannedRequest, prepared: _Prepared, events: Events) -> Outcome:
+        state = _Follow(inputs=prepared.inputs)
+        with anyio.move_on_after(request.job.client_timeout) as scope:
+            return await self._submit_and_follow(request, prepared, events, state)
+        assert scope.cancelled_caught
+        return await self._timed_out(request, state)
+
+    async def _submit_and_follow(
+        self, request: PlannedRequest, prepared: _Prepared, events: Events, state: _Follow
+    ) -> Outcome:
+        policy = request.job.retries
+        while True:
+            response, verdict, attempts = await self._attempts(request, prepared, events, Phase.SUBMIT)
+            state.attempts += attempts
+            if verdict is not None or response is None:
+                return self._answer_outcome(response, verdict, state.attempts, state)
+            try:
+                handle, first_status = self._handle(response)
+            except _Invalid as exc:
+                invalid = Verdict(error_record("invalid_response", response.status_code, str(exc), False), retry=False)
+                return self._answer_outcome(None, invalid, state.attempts, state)
+            state.handle = handle
+            state.status, state.queued_since = None, None
+            state.queue_s = state.queue_s or 0.0
+            with anyio.CancelScope(shield=True):
+                # The journal must hold the request id even if we are cancelled right now.
+                await events.submitted(request, handle)
+            self._on_status(request, events, state, first_status)
+            outcome, verdict = await self._follow(request, handle, events, state)
+            if verdict is None or not verdict.retry or state.attempts >= policy.max_attempts:
+                return outcome
+            # A platform 5xx result with the server_errors opt-in: submit again (a new attempt).
+            delay = backoff_delay(state.attempts, policy, self._rng, verdict.retry_after)
+            events.retrying(request, state.attempts, delay, verdict.reason, rate_limited=verdict.rate_limited)
+            await anyio.sleep(delay)
+
+    @staticmethod
+    def _handle(response: httpx.Response) -> tuple[QueueHandle, dict[str, Any]]:
+        """The handle of a submit answer, and the status it reports (IN_QUEUE when it has none)."""
+        body = _json(response.content)
+        if not isinstance(body, dict):
+            raise _Invalid(f"the queue submit answer (HTTP {response.status_code}) is not a JSON object")
+        fields = ("request_id", "status_url", "response_url", "cancel_url")
+        missing = [f for f in fields if not isinstance(body.get(f), str) or not body[f]]
+        if missing:
+            raise _Invalid(f"the queue submit answer lacks {', '.join(missing)}")
+        status = body.get("status") if body.get("status") in STATUSES else "IN_QUEUE"
+        return QueueHandle(*(body[f] for f in fields)), {"status": status, "queue_position": body.get("queue_position")}
+
+    async def _timed_out(self, request: PlannedRequest, state: _Follow) -> Outcome:
+        seconds = request.job.client_timeout
+        handle = state.handle
+        if handle is None:
+            detail = f"client_timeout of {seconds:g} s expired before the queue submit was answered"
+        else:
+            cancelled = False
+            with anyio.move_on_after(CANCEL_GRACE, shield=True):
+                cancelled = await self.cancel(handle)
+            verb = "cancel requested" if cancelled else "the cancel was not accepted"
+            detail = f"client_timeout of {seconds:g} s expired for request {handle.request_id}; {verb}"
+        if state.queued_since is not None and state.queue_s is not None:
+            state.queue_s += time.monotonic() - state.queued_since
+            state.queued_since = None
+        error = error_record("client_timeout", None, detail, True)
+        return Outcome(False, None, error, handle.request_id if handle else None, max(state.attempts, 1),
+                       state.logs, self._redactor.scrub(state.metrics), state.queue_s, None, state.inputs)
+
+    async def _follow(
+        self, request: PlannedRequest, handle: QueueHandle, events: Events, state: _Follow
+    ) -> tuple[Outcome, Verdict | None]:
+        """Wait for COMPLETED, fetch the result. Returns the Outcome and, for an error result, its
+        verdict (whose `retry` means: submit again)."""
+        if state.queue_s is None:
+            state.queue_s = 0.0
+        try:
+            if not await self._stream(request, handle, events, state):
+                failed = await self._poll(request, handle, events, state)
+                if failed is not None:
+                    return self._answer_outcome(None, failed, state.attempts, state), None
+        except _Invalid as exc:
+            invalid = Verdict(error_record("invalid_response", None, self._redactor.text(str(exc)), False), retry=False)
+            return self._answer_outcome(None, invalid, state.attempts, state), None
+        response, verdict = await self._get(request, handle.response_url, events)
+        return self._answer_outcome(response, verdict, state.attempts, state), verdict
+
+    def _on_status(self, request: PlannedRequest, events: Events, state: _Follow, data: Any) -> bool:
+        """Take in one status body; True when it is COMPLETED."""
+        if not isinstance(data, dict) or data.get("status") not in STATUSES:
+            status = data.get("status") if isinstance(data, dict) else data
+            raise _Invalid(f"unknown queue status {shorten(repr(status), 100)}")
+        status = data["status"]
+        position = data.get("queue_position") if status == "IN_QUEUE" else None
+        position = position if isinstance(position, int) and not isinstance(position, bool) else None
+        now = time.monotonic()
+        if status == "IN_QUEUE":
+            if state.queued_since is None:
+                state.queued_since = now
+        elif state.queued_since is not None:
+            state.queue_s = (state.queue_s or 0.0) + now - state.queued_since
+            state.queued_since = None
+        # A status change comes before the log lines it brings, except COMPLETED, which comes last.
+        if status != "COMPLETED":
+            self._status_changed(request, events, state, status, position)
+        logs = data.get("logs")
+        if request.job.with_logs and isinstance(logs, list):
+            seen = state.logs if state.logs is not None else []
+            state.logs = seen
+            for entry in logs[len(seen):]:  # status bodies repeat every log line so far
+                if isinstance(entry, dict):
+                    entry = self._redactor.scrub(entry)
+                    seen.append(entry)
+                    events.log(request, entry)
+        if status != "COMPLETED":
+            return False
+        self._status_changed(request, events, state, status, position)
+        if isinstance(data.get("metrics"), dict):
+            state.metrics = data["metrics"]
+        if isinstance(data.get("error_type"), str):
+            state.error_type = data["error_type"]
+        if request.job.with_logs and state.logs is None:
+            state.logs = []
+        return True
+
+    @staticmethod
+    def _status_changed(request: PlannedRequest, events: Events, state: _Follow, status: str, position: int | None) -> None:
+        if state.status != (status, position):
+            state.status = (status, position)
+            events.status(request, status, position)
+
+    async def _stream(self, request: PlannedRequest, handle: QueueHandle, events: Events, state: _Follow) -> bool:
+        """Follow the SSE status stream; True once COMPLETED was seen, False when the stream is
+        unavailable or ended early (the caller falls back to polling)."""
+        params = {"logs": "1"} if request.job.with_logs else None
+        try:
+            async with httpx_sse.aconnect_sse(
+                self._http, "GET", handle.status_url + "/stream", params=params, timeout=QUEUE_TIMEOUT
+            ) as source:
+                content_type = source.response.headers.get("content-type", "")
+                if source.response.status_code != 200 or not content_type.startswith("text/event-stream"):
+                    return False
+                async for event in source.aiter_sse():
+                    data = _json(event.data.encode()) if event.data else None
+                    if data is None:
+                        continue  # keep-alive or an unreadable event: the next one repeats the state
+                    if self._on_status(request, events, state, data):
+                        return True
+        except (*_SEND_ERRORS, httpx_sse.SSEError):
+            return False
+        return False
+
+    async def _poll(
+        self, request: PlannedRequest, handle: QueueHandle, events: Events, state: _Follow
+    ) -> Verdict | None:
+        """Poll the status until COMPLETED (None) or a final failure (its verdict)."""
+        params = {"logs": "1"} if request.job.with_logs else None
+        interval = self._poll_interval
+        while True:
+            response, verdict = await self._get(request, handle.status_url, events, params=params)
+            if verdict is not None:
+                return verdict
+            assert response is not None
+            if self._on_status(request, events, state, _json(response.content)):
+                return None
+            await anyio.sleep(interval)
+            interval = min(interval * 1.5, MAX_POLL_INTERVAL)
+
+    async def _get(
+        self, request: PlannedRequest, url: str, events: Events, *, params: dict[str, str] | None = None
+    ) -> tuple[httpx.Response | None, Verdict | None]:
+        """An idempotent GET (status or result), retried on transport errors, throttling and
+        ingress errors; a stored model error is returned as (response, verdict) untouched."""
+        policy = request.job.retries
+        built = self._build("GET", url, params)
+        failures = 0
+        while True:
+            answer = await self._send(built)
+            if isinstance(answer, httpx.Response):
+                if answer.is_success:
+                    return answer, None
+                verdict = judge_response(
+                    answer.status_code, answer.headers, _json(answer.content), answer.text, policy=policy
+                )
+                ingress = answer.status_code in (502, 503, 504) and "x-fal-request-id" not in answer.headers
+                if not (answer.status_code in (408, 409, 429) or ingress):
+                    return answer, verdict  # the model's stored answer (or a final queue error)
+                response: httpx.Response | None = answer
+            else:
+                verdict = judge_transport(answer, phase=Phase.FOLLOW, policy=policy, start_timeout_sent=False)
+                response = None
+            failures += 1
+            if not verdict.retry or failures >= policy.max_attempts:
+                # The GET itself could not get through: a later reattach could still succeed.
+                return response, dataclasses.replace(verdict, retry=False)
+            delay = backoff_delay(failures, policy, self._rng, verdict.retry_after)
+            events.retrying(request, failures, delay, f"GET {url.rsplit('/', 1)[-1]}: {verdict.reason}",
+                            rate_limited=verdict.rate_limited)
+            await anyio.sleep(delay)
