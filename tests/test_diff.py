@@ -310,3 +310,30 @@ def test_ignore_patterns_with_key_wildcards() -> None:
         ignore=[parse_path("*.debug", wildcards=True)],
     )
     assert [str(c) for c in changes] == ["b.keep: 1 -> 2"]
+
+
+def test_readme_shows_the_real_diff() -> None:
+    """The README's diff example is exactly what the command prints."""
+    from test_report import readme_example
+
+    assert readme_example("cd tests/data/records && batchrun diff base.jsonl new.jsonl") == EXPECTED_TEXT
+
+
+def test_nightly_workflow_commands_parse() -> None:
+    """Every batchrun command in docs/nightly-regression.yml is valid for our CLI."""
+    import shlex
+
+    import yaml
+
+    from batchrun.cli import build_parser
+
+    workflow = yaml.safe_load((Path(__file__).parent.parent / "docs" / "nightly-regression.yml").read_text())
+    commands = [
+        step["run"].replace('"$SPEC"', "spec.yaml").replace('"$OUT"', "out.jsonl")
+        for step in workflow["jobs"]["regression"]["steps"]
+        if step.get("run", "").startswith("batchrun ")
+    ]
+    assert [c.split()[1] for c in commands] == ["run", "report", "diff"]
+    parser = build_parser()
+    for command in commands:
+        parser.parse_args(shlex.split(command.split(">>")[0])[1:])

@@ -243,3 +243,20 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     """A missing file is exit 2 with the OS's reason."""
     assert main(["report", str(tmp_path / "nope.jsonl")]) == 2
     assert capsys.readouterr().err == f"batchrun: error: {tmp_path / 'nope.jsonl'}: cannot read: No such file or directory\n"
+
+
+def readme_example(command: str) -> str:
+    """The output shown under `$ <command>` in the README (an indented block), unindented."""
+    lines = (Path(__file__).parent.parent / "README.md").read_text().splitlines()
+    start = lines.index(f"    $ {command}") + 1
+    out = []
+    for line in lines[start:]:
+        if line and not line.startswith("    ") or line.startswith("    $ "):
+            break
+        out.append(line[4:])
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def test_readme_shows_the_real_report() -> None:
+    """The README's report example is exactly what the command prints."""
+    assert readme_example("cd tests/data/records && batchrun report run.jsonl") == EXPECTED_TEXT
