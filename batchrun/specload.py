@@ -195,7 +195,9 @@ def _job_plan_problems(spec: Spec, job: Job, source: JobSource, located: yamlsou
             )
         )
     for missing in sorted(missing_files)[:5]:
-        problems.append(located.problem(source.at("arguments"), f"file not found: {missing} (from a templated $file)"))
+        problems.append(
+            located.problem(source.at("arguments"), f"file not found: {missing} (from a templated $file)", at_key=True)
+        )
     return problems
 
 

@@ -76,7 +76,7 @@ def parse(text: str) -> tuple[Part, ...]:
 
 def _bad_expression(expr: str) -> str:
     head = expr.split(".", 1)[0]
-    if head and head not in NAMESPACES and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*(\..*)?", expr):
+    if head and head not in NAMESPACES and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*\..*", expr):
         return f"unknown template namespace '{head}' in '${{{{ {expr} }}}}'; use matrix., row., env. or repeat"
     return (
         f"invalid template expression '${{{{ {expr} }}}}'; expected matrix.NAME, row.FIELD, env.NAME or repeat"

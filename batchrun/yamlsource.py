@@ -17,7 +17,7 @@ from batchrun.errors import Problem
 PathKey = tuple[str | int, ...]
 
 # Guards against hostile input: an alias bomb expands exponentially, deep nesting overflows.
-MAX_NODES = 2_000_000
+MAX_NODES = 500_000
 MAX_DEPTH = 200
 
 class _Loader(yaml.SafeLoader):
@@ -95,7 +95,7 @@ class _Builder:
     def build(self, node: yaml.Node, path: PathKey, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooBig("the document expands to more than 2,000,000 values (an alias bomb?)")
+            raise _TooBig("the document expands to more than 500,000 values (an alias bomb?)")
         if depth > MAX_DEPTH:
             raise _TooBig(f"nesting deeper than {MAX_DEPTH} levels is not supported", node)
         self.located.values[path] = _pos(node.start_mark)
@@ -155,7 +155,11 @@ def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
 def parse(text: str, file: str) -> tuple[Located | None, list[Problem]]:
     """Parse one YAML document. Returns (located data, problems); data is None on syntax errors."""
     located = Located(file, None)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        line, col = _offset_to_pos(text, exc.position)
+        return None, [Problem(file, line, col, "$", f"YAML: unacceptable character #x{exc.character:04x}")]
     try:
         try:
             node = loader.get_single_node()

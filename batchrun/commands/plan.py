@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.count:
         _print_counts(spec, shard, out)
     elif args.format == "table":
-        _print_table(build_plan(spec, shard=shard), out)
+        _print_table(spec, build_plan(spec, shard=shard), out)
     else:
         for request in build_plan(spec, shard=shard):
             out.write(json.dumps(plan_line(request), ensure_ascii=False) + "\n")
@@ -83,13 +83,18 @@ def _print_counts(spec: Spec, shard: tuple[int, int] | None, out: Any) -> None:
     _write_table(header, [*rows, total], out, right={2, 3})
 
 
-def _print_table(requests: Any, out: Any) -> None:
-    header = ["index", "id", "job", "endpoint", "matrix", "row", "repeat"]
-    out.write("  ".join(header) + "\n")
+def _print_table(spec: Spec, requests: Any, out: Any) -> None:
+    """Streamed, so column widths come from the spec (job names, endpoints, plan size), not the rows."""
+    total = sum(count_plan(spec).values())
+    widths = [max(5, len(str(max(total - 1, 0)))), 16, max(3, *(len(j.name) for j in spec.jobs)),
+              max(8, *(len(j.endpoint) for j in spec.jobs))]
+    header = ["index", "id", "job", "endpoint"]
+    out.write("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "  row  repeat  path  matrix\n")
     for r in requests:
         matrix = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in r.matrix.items())
-        cells = [str(r.index), r.id, r.job.name, r.endpoint + (r.path and f" {r.path}"), matrix or "-",
-                 "-" if r.row is None else str(r.row), str(r.repeat)]
+        cells = [str(r.index).rjust(widths[0]), r.id, r.job.name.ljust(widths[2]), r.endpoint.ljust(widths[3]),
+                 ("-" if r.row is None else str(r.row)).rjust(3), str(r.repeat).rjust(6), (r.path or "-").ljust(4),
+                 matrix or "-"]
         out.write("  ".join(cells) + "\n")
 
 

@@ -1,0 +1,325 @@
+"""Bad specs: every problem at once, one line each, located at the offending key or value."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from batchrun.errors import SpecError
+from batchrun.specload import load_spec, validate_spec
+
+DATA = Path(__file__).parent / "data" / "spec"
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work in tmp_path so problem lines start with the relative 'spec.yaml'."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def problems(text: str, name: str = "spec.yaml") -> list[str]:
+    Path(name).write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    spec, found = validate_spec(name)
+    if any(p.severity == "error" for p in found):
+        assert spec is None
+    return [str(p) for p in found]
+
+
+HEAD = """
+version: 1
+name: t
+target: local"""
+
+
+def test_wrong_types_enums_unknown_keys_with_did_you_mean(here: Path) -> None:
+    assert problems(HEAD + """
+concurency: 4
+limits: {max_requests: 0}
+jobs:
+  - name: a
+    endpoint: local/echo
+    mode: sync
+    repeat: "2"
+    retries: {atempts: 3}
+    with_logs: yes please
+""") == [
+        "spec.yaml:4:1: $.concurency: unknown key 'concurency'; did you mean 'concurrency'?",
+        "spec.yaml:5:24: $.limits.max_requests: must be at least 1, got 0",
+        "spec.yaml:9:11: $.jobs[0].mode: must be one of run, subscribe, got \"sync\"",
+        "spec.yaml:10:13: $.jobs[0].repeat: must be an integer, got \"2\"",
+        "spec.yaml:11:15: $.jobs[0].retries.atempts: unknown key 'atempts'; did you mean 'max_attempts'?",
+        "spec.yaml:12:16: $.jobs[0].with_logs: must be true or false, got \"yes please\"",
+    ]
+
+
+def test_top_level_job_option_and_version_and_name(here: Path) -> None:
+    assert problems("""
+version: 2
+name: "two words"
+mode: run
+jobs: []
+""") == [
+        "spec.yaml:1:10: $.version: unsupported spec version 2; this batchrun reads version 1",
+        "spec.yaml:2:7: $.name: \"two words\" is not a valid name: use letters, digits, '.', '_' and '-', "
+        "starting with a letter or digit",
+        "spec.yaml:3:1: $.mode: unknown key 'mode'; 'mode' is a job option: put it in a job or under defaults",
+        "spec.yaml:4:7: $.jobs: needs at least one job",
+    ]
+
+
+def test_missing_required_keys_and_target_shapes(here: Path) -> None:
+    assert problems("""
+version: 1
+target: {run_url: "ftp://x"}
+jobs:
+  - endpoint: local/echo
+  - name: b
+""") == [
+        "spec.yaml:1:1: $: missing required key 'name'",
+        "spec.yaml:2:9: $.target: missing required key 'queue_url'",
+        "spec.yaml:2:19: $.target.run_url: must be an http:// or https:// URL, got \"ftp://x\"",
+        "spec.yaml:4:5: $.jobs[0]: missing required key 'name'",
+        "spec.yaml:5:5: $.jobs[1]: missing required key 'endpoint' (set it on the job or under defaults)",
+    ]
+
+
+def test_run_mode_options_and_timeouts(here: Path) -> None:
+    assert problems(HEAD + """
+defaults:
+  priority: low
+jobs:
+  - name: direct
+    endpoint: local/echo
+    mode: run
+    client_timeout: 30
+  - name: queued
+    endpoint: local/echo
+    start_timeout: 60
+    client_timeout: 30
+  - name: tiny
+    endpoint: local/echo
+    start_timeout: 1
+""") == [
+        "spec.yaml:5:3: $.defaults.priority: priority applies to subscribe mode only, but job 'direct' uses mode: run",
+        "spec.yaml:10:5: $.jobs[0].client_timeout: client_timeout applies to subscribe mode only, but job 'direct' "
+        "uses mode: run; use timeout for run mode",
+        "spec.yaml:13:20: $.jobs[1].start_timeout: warning: start_timeout (60) is greater than client_timeout (30): "
+        "the client gives up first (job 'queued')",
+        "spec.yaml:17:20: $.jobs[2].start_timeout: must be greater than 1 second (fal's minimum start_timeout), got 1",
+    ]
+
+
+def test_warnings_do_not_fail_and_reach_the_warnings_list(here: Path) -> None:
+    Path("spec.yaml").write_text(HEAD.lstrip() + "\njobs:\n  - {name: q, endpoint: local/echo, start_timeout: 60, client_timeout: 30}\n")
+    warnings: list = []
+    spec = load_spec("spec.yaml", warnings)
+    assert spec.jobs[0].start_timeout == 60.0
+    assert [str(w) for w in warnings] == [
+        "spec.yaml:5:52: $.jobs[0].start_timeout: warning: start_timeout (60) is greater than client_timeout (30): "
+        "the client gives up first (job 'q')"
+    ]
+
+
+def test_endpoint_ids(here: Path) -> None:
+    assert problems(HEAD + """
+jobs:
+  - {name: a, endpoint: fal-ai}
+  - {name: b, endpoint: workflows/me}
+  - {name: c, endpoint: "fal ai/flux"}
+  - {name: ok1, endpoint: workflows/me/flow/sub}
+  - {name: ok2, endpoint: 12345-my-app}
+  - {name: ok3, endpoint: comfy/me/graph}
+""") == [
+        "spec.yaml:5:25: $.jobs[0].endpoint: 'fal-ai' is not an endpoint id: expected owner/alias[/path] such as "
+        "fal-ai/flux/schnell",
+        "spec.yaml:6:25: $.jobs[1].endpoint: 'workflows/me' is not an endpoint id: workflows/ ids are "
+        "workflows/owner/alias[/path]",
+        "spec.yaml:7:25: $.jobs[2].endpoint: 'fal ai/flux' is not an endpoint id: expected owner/alias[/path] such as "
+        "fal-ai/flux/schnell",
+    ]
+
+
+def test_templates_naming_unknown_variables(here: Path) -> None:
+    assert problems(HEAD + """
+defaults:
+  hint: "${{ matrix.zone }}"
+jobs:
+  - name: a
+    endpoint: local/echo
+    path: "/${{ env.SECRET }}"
+    arguments:
+      p: "${{ matrix.sytle }}"
+      q: ["${{ row.prompt }}", "${{ foo.bar }}", "${{ matrix.style"]
+      r: "${{ matrix.color }} ${{ repeat }} ${{ env.HOME }}"
+    matrix: {style: [a, b]}
+    include: [{style: a, color: red}]
+""") == [
+        "spec.yaml:5:9: $.defaults.hint: unknown matrix key 'zone' in ${{ matrix.zone }}; matrix keys: style, color "
+        "(job 'a')",
+        "spec.yaml:9:11: $.jobs[0].path: ${{ env.SECRET }}: env templates are allowed in arguments and headers only "
+        "(they are resolved at send time)",
+        "spec.yaml:11:10: $.jobs[0].arguments.p: unknown matrix key 'sytle' in ${{ matrix.sytle }}; did you mean "
+        "'style'?",
+        "spec.yaml:12:11: $.jobs[0].arguments.q[0]: ${{ row.prompt }} needs a dataset, but job 'a' has none",
+        "spec.yaml:12:32: $.jobs[0].arguments.q[1]: unknown template namespace 'foo' in '${{ foo.bar }}'; use "
+        "matrix., row., env. or repeat",
+        "spec.yaml:12:50: $.jobs[0].arguments.q[2]: unterminated '${{' (no closing '}}'); write '$${{' for a literal "
+        "'${{'",
+    ]
+
+
+def test_matrix_lists_exclude_keys_and_duplicate_job_names(here: Path) -> None:
+    assert problems(HEAD + """
+jobs:
+  - name: a
+    endpoint: local/echo
+    arguments: {s: "${{ matrix.style }}"}
+    matrix: {style: [a, b], seed: []}
+    exclude: [{colour: red}, {style: a}]
+    include: [{style: c, shape: round}]
+  - name: a
+    endpoint: local/echo
+""") == [
+        "spec.yaml:8:35: $.jobs[0].matrix.seed: matrix list 'seed' is empty; give at least one value (or remove the key)",
+        "spec.yaml:9:16: $.jobs[0].exclude[0].colour: exclude key 'colour' is not in the matrix; matrix keys: style, seed",
+        "spec.yaml:11:11: $.jobs[1].name: duplicate job name 'a' (also used by $.jobs[0])",
+    ]
+
+
+def test_duplicate_planned_requests_are_located_at_the_job(here: Path) -> None:
+    assert problems(HEAD + """
+jobs:
+  - name: fine
+    endpoint: local/echo
+    arguments: {seed: "${{ matrix.seed }}"}
+    matrix: {seed: [1, 2]}
+  - name: same
+    endpoint: local/echo
+    arguments: {prompt: "a cat"}
+    matrix: {seed: [1, 2, 3]}
+""") == [
+        "spec.yaml:9:11: $.jobs[1].name: requests 2 and 3 of job 'same' are identical (id 1a950a7ebcb8e91a) "
+        "(2 duplicates in all); each matrix combination and dataset row must change the arguments or path "
+        "(use repeat: for deliberate repeats)",
+    ]
+
+
+def test_plan_larger_than_the_limit_says_how_to_raise_it(here: Path) -> None:
+    big = HEAD + """
+jobs:
+  - name: a
+    endpoint: local/echo
+    arguments: {x: "${{ matrix.x }}", y: "${{ matrix.y }}"}
+    matrix: {x: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], y: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}
+    repeat: 200
+"""
+    assert problems(big) == [
+        "spec.yaml:4:1: $.jobs: the plan has 20000 requests (a: 20000), more than limits.max_requests (10000); "
+        "add `limits: {max_requests: 20000}` if you mean it"
+    ]
+    assert problems(big.replace("jobs:", "limits: {max_requests: 50}\njobs:", 1)) == [
+        "spec.yaml:4:24: $.limits.max_requests: the plan has 20000 requests (a: 20000), more than "
+        "limits.max_requests (50); raise limits.max_requests to 20000 if you mean it"
+    ]
+
+
+def test_missing_files_and_bad_regex_and_header_names(here: Path) -> None:
+    Path("cat.png").write_bytes(b"\x89PNG")
+    assert problems(HEAD + """
+jobs:
+  - name: a
+    endpoint: local/echo
+    arguments:
+      ok: !file cat.png
+      gone: !file missing.png
+      also: {$file: "nope/${{ matrix.n }}.png"}
+    matrix: {n: [1]}
+    headers: {"bad header": "x", X-Ok: "${{ env.TOKEN }}"}
+    expect:
+      - {path: text, matches: "("}
+      - {path: text}
+""") == [
+        "spec.yaml:9:13: $.jobs[0].arguments.gone['$file']: file not found: missing.png (looked for "
+        f"{here}/missing.png)",
+        "spec.yaml:12:15: $.jobs[0].headers['bad header']: 'bad header' is not a valid HTTP header name",
+        "spec.yaml:14:9: $.jobs[0].expect[0]: invalid regular expression \"(\": missing ), unterminated subpattern at "
+        "position 0",
+        "spec.yaml:15:9: $.jobs[0].expect[1]: a path check needs exactly one of exists, equals, matches, min/max",
+    ]
+
+
+def test_templated_file_paths_are_checked_when_planned(here: Path) -> None:
+    assert problems(HEAD + """
+jobs:
+  - name: a
+    endpoint: local/echo
+    arguments:
+      img: {$file: "nope/${{ matrix.n }}.png"}
+    matrix: {n: [1]}
+""") == [f"spec.yaml:7:5: $.jobs[0].arguments: file not found: {here}/nope/1.png (from a templated $file)"]
+
+
+def test_dataset_problems_carry_the_dataset_files_own_lines(here: Path) -> None:
+    for name in ("broken.jsonl", "broken.csv", "broken.yaml"):
+        (here / name).write_bytes((DATA / name).read_bytes())
+    assert problems(HEAD + """
+jobs:
+  - {name: j, endpoint: local/echo, dataset: broken.jsonl, arguments: {p: "${{ row.prompt }}"}}
+  - {name: c, endpoint: local/echo, dataset: broken.csv, arguments: {p: "${{ row.prompt }}"}}
+  - {name: y, endpoint: local/echo, dataset: broken.yaml, arguments: {p: "${{ row.prompt }}"}}
+  - {name: m, endpoint: local/echo, dataset: missing.jsonl}
+  - {name: i, endpoint: local/echo, dataset: [{prompt: x}, {other: 1}], arguments: {p: "${{ row.prompt }}"}}
+""") == [
+        "spec.yaml:8:46: $.jobs[3].dataset: dataset file not found: missing.jsonl (looked for "
+        f"{here}/missing.jsonl)",
+        "spec.yaml:9:60: $.jobs[4].dataset[1]: row 1 has no field 'prompt' (used by $.jobs[4].arguments.p)",
+        "broken.csv:3:1: $[1]: row has 3 fields but the header has 2",
+        "broken.jsonl:4:20: $[2]: invalid JSON: Expecting ',' delimiter",
+        "broken.jsonl:5:1: $[3]: a row must be a JSON object, not a list",
+        "broken.jsonl:6:1: $[4]: row 4 has no field 'prompt' (used by $.jobs[0].arguments.p)",
+        "broken.yaml:3:3: $[2]: a row must be an object, not a string",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "spec.yaml:1:1: $: empty spec; expected a mapping with version, name and jobs"),
+        (b"- 1\n- 2\n", "spec.yaml:1:1: $: a spec must be a mapping with version, name and jobs, not a list"),
+        (b"just text\n", "spec.yaml:1:1: $: a spec must be a mapping with version, name and jobs, not a single value"),
+        (b"version: 1\n\xff\xfe\x00garbage", "spec.yaml:2:1: $: not UTF-8 text (byte 0xff)"),
+        (b"a: [1, 2\nb: 3\n", "spec.yaml:2:2: $: YAML: while parsing a flow sequence; expected ',' or ']', but got ':'"),
+        (b"a: 1\n  b: 2\n", "spec.yaml:2:4: $: YAML: mapping values are not allowed here"),
+        (b"a: \x07\n", "spec.yaml:1:4: $: YAML: unacceptable character #x0007"),
+        (b"[" * 5000, "spec.yaml:1:1: $: nesting deeper than 200 levels is not supported"),
+        (b"a: !!python/object:os.system x\n", "spec.yaml:1:4: $.a: YAML: could not determine a constructor for the "
+         "tag 'tag:yaml.org,2002:python/object:os.system'"),
+        (b"a: 1\na: 2\n", "spec.yaml:2:1: $.a: duplicate key 'a'"),
+    ],
+    ids=["empty", "list", "scalar", "binary", "unclosed", "indent", "control", "deep", "python-tag", "dup-key"],
+)
+def test_hostile_input_never_traces_back(here: Path, content: bytes, expected: str) -> None:
+    Path("spec.yaml").write_bytes(content)
+    _, found = validate_spec("spec.yaml")
+    assert expected in [str(p) for p in found]
+
+
+def test_alias_bomb_is_refused(here: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}]" for i in range(1, 7)]
+    Path("spec.yaml").write_text("\n".join(lines) + "\n")
+    _, found = validate_spec("spec.yaml")
+    assert [str(p) for p in found] == [
+        "spec.yaml:1:1: $: the document expands to more than 500,000 values (an alias bomb?)"
+    ]
+
+
+def test_missing_file_and_directory(here: Path) -> None:
+    with pytest.raises(SpecError) as exc:
+        load_spec("nope.yaml")
+    assert str(exc.value) == "nope.yaml:1:1: $: file not found"
+    Path("adir").mkdir()
+    assert [str(p) for p in validate_spec("adir")[1]] == ["adir:1:1: $: is a directory, not a file"]
