@@ -28,6 +28,8 @@ def repair_tail(path: Path, *, what: str = "output") -> int:
 
     Says so on stderr, because the cut record's request will run again.
     """
+    if not path.is_file():
+        return 0
     try:
         with open(path, "rb+") as f:
             size = f.seek(0, os.SEEK_END)
@@ -110,7 +112,8 @@ def scan_output(path: Path, *, watch_request_ids: Collection[str] = ()) -> Resum
     `finished_request_ids`. A missing file is an empty state.
     """
     state = ResumeState()
-    if not path.exists():
+    if not path.is_file():
+        # Nothing to resume: missing, or a device or pipe (reading /dev/full would never end).
         return state
     state.repaired_bytes = repair_tail(path)
     newest = state.newest_ok
