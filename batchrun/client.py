@@ -17,9 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import anyio
@@ -29,6 +28,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from batchrun.inputs import InputFileError, encode_files
 from batchrun.plan import PlannedRequest
+from batchrun.queue_status import STATUSES, Events, InvalidAnswer, NoEvents, Progress, QueueHandle
 from batchrun.redact import Redactor
 from batchrun.retry import (
     Phase,
@@ -50,21 +50,10 @@ CONNECT_TIMEOUT = 30.0
 QUEUE_TIMEOUT = httpx.Timeout(120.0, connect=CONNECT_TIMEOUT)
 CANCEL_GRACE = 5.0  # bound on the best-effort cancel after a client timeout
 MAX_POLL_INTERVAL = 2.0
-STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS", "COMPLETED"})
 
 # Everything a send can raise besides cancellation. aiohttp errors normally arrive wrapped by
 # httpx-aiohttp, but a few (response parsing) pass through unmapped; OSError covers TLS and sockets.
 _SEND_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, aiohttp.ClientError, OSError)
-
-
-@dataclasses.dataclass(slots=True)
-class QueueHandle:
-    """What the journal stores for a submitted queue request; JSON-able via asdict."""
-
-    request_id: str
-    status_url: str
-    response_url: str
-    cancel_url: str
 
 
 @dataclasses.dataclass(slots=True)
@@ -81,62 +70,11 @@ class Outcome:
     inputs: dict[str, dict[str, Any]] | None = None  # `$file` arguments sent: path -> {path, sha256, bytes}
 
 
-class Events(Protocol):
-    """Hooks the executor passes to every call (fal-client's on_enqueue/on_queue_update roles)."""
-
-    async def submitted(self, request: PlannedRequest, handle: QueueHandle) -> None:
-        """Awaited (shielded) as soon as a submit answers, before waiting: the journal write."""
-
-    def status(self, request: PlannedRequest, status: str, queue_position: int | None) -> None:
-        """A status or queue-position change."""
-
-    def log(self, request: PlannedRequest, entry: dict[str, Any]) -> None:
-        """One new runner log line (with_logs), already redacted."""
-
-    def retrying(self, request: PlannedRequest, attempt: int, delay: float, reason: str, *, rate_limited: bool) -> None:
-        """Attempt `attempt` failed with `reason`; sleeping `delay` s before the next one."""
-
-
-class NoEvents:
-    """Events that do nothing (cancel, tools and tests that need no progress)."""
-
-    async def submitted(self, request: PlannedRequest, handle: QueueHandle) -> None:
-        return None
-
-    def status(self, request: PlannedRequest, status: str, queue_position: int | None) -> None:
-        return None
-
-    def log(self, request: PlannedRequest, entry: dict[str, Any]) -> None:
-        return None
-
-    def retrying(self, request: PlannedRequest, attempt: int, delay: float, reason: str, *, rate_limited: bool) -> None:
-        return None
-
-
-class _Invalid(Exception):
-    """A 2xx answer that breaks the protocol; becomes an `invalid_response` error."""
-
-
 @dataclasses.dataclass(slots=True)
 class _Prepared:
     request: httpx.Request
     start_timeout_sent: bool
     inputs: dict[str, dict[str, Any]] | None
-
-
-@dataclasses.dataclass(slots=True)
-class _Follow:
-    """What one subscribe has learnt so far; survives a client timeout to build its Outcome."""
-
-    attempts: int = 0
-    handle: QueueHandle | None = None
-    status: tuple[str, int | None] | None = None
-    queued_since: float | None = None
-    queue_s: float | None = None
-    logs: list[dict[str, Any]] | None = None
-    metrics: dict[str, Any] | None = None
-    error_type: str | None = None  # from a COMPLETED status carrying error_type
-    inputs: dict[str, dict[str, Any]] | None = None
 
 
 def _transport_failure(exc: BaseException) -> TransportFailure:
@@ -229,7 +167,7 @@ class FalClient:
     async def reattach(self, request: PlannedRequest, handle: QueueHandle, events: Events) -> Outcome:
         """Follow an already-submitted queue request to its result (resume). Never submits; the
         journaled submit counts as the one attempt."""
-        state = _Follow(attempts=1, handle=handle)
+        state = Progress(attempts=1, handle=handle)
         with anyio.move_on_after(request.job.client_timeout) as scope:
             outcome, _ = await self._follow(request, handle, events, state)
             return outcome
@@ -329,12 +267,10 @@ class FalClient:
 
     async def _run(self, request: PlannedRequest, prepared: _Prepared, events: Events) -> Outcome:
         response, verdict, attempts = await self._attempts(request, prepared, events, Phase.RUN)
-        outcome = self._answer_outcome(response, verdict, attempts, _Follow(inputs=prepared.inputs))
-        outcome.queue_s = None
-        return outcome
+        return self._answer_outcome(response, verdict, attempts, Progress(inputs=prepared.inputs))
 
     def _answer_outcome(
-        self, response: httpx.Response | None, verdict: Verdict | None, attempts: int, state: _Follow
+        self, response: httpx.Response | None, verdict: Verdict | None, attempts: int, state: Progress
     ) -> Outcome:
         """The Outcome of a final answer (a run answer or a queue result)."""
         request_id = state.handle.request_id if state.handle else None
@@ -372,14 +308,14 @@ class FalClient:
     # ---- subscribe ----------------------------------------------------------------------------
 
     async def _subscribe(self, request: PlannedRequest, prepared: _Prepared, events: Events) -> Outcome:
-        state = _Follow(inputs=prepared.inputs)
+        state = Progress(inputs=prepared.inputs)
         with anyio.move_on_after(request.job.client_timeout) as scope:
             return await self._submit_and_follow(request, prepared, events, state)
         assert scope.cancelled_caught
         return await self._timed_out(request, state)
 
     async def _submit_and_follow(
-        self, request: PlannedRequest, prepared: _Prepared, events: Events, state: _Follow
+        self, request: PlannedRequest, prepared: _Prepared, events: Events, state: Progress
     ) -> Outcome:
         policy = request.job.retries
         while True:
@@ -389,16 +325,14 @@ class FalClient:
                 return self._answer_outcome(response, verdict, state.attempts, state)
             try:
                 handle, first_status = self._handle(response)
-            except _Invalid as exc:
+            except InvalidAnswer as exc:
                 invalid = Verdict(error_record("invalid_response", response.status_code, str(exc), False), retry=False)
                 return self._answer_outcome(None, invalid, state.attempts, state)
-            state.handle = handle
-            state.status, state.queued_since = None, None
-            state.queue_s = state.queue_s or 0.0
+            state.resubmitted(handle)
             with anyio.CancelScope(shield=True):
                 # The journal must hold the request id even if we are cancelled right now.
                 await events.submitted(request, handle)
-            self._on_status(request, events, state, first_status)
+            state.take(request, events, self._redactor, first_status)
             outcome, verdict = await self._follow(request, handle, events, state)
             if verdict is None or not verdict.retry or state.attempts >= policy.max_attempts:
                 return outcome
@@ -412,15 +346,15 @@ class FalClient:
         """The handle of a submit answer, and the status it reports (IN_QUEUE when it has none)."""
         body = _json(response.content)
         if not isinstance(body, dict):
-            raise _Invalid(f"the queue submit answer (HTTP {response.status_code}) is not a JSON object")
+            raise InvalidAnswer(f"the queue submit answer (HTTP {response.status_code}) is not a JSON object")
         fields = ("request_id", "status_url", "response_url", "cancel_url")
         missing = [f for f in fields if not isinstance(body.get(f), str) or not body[f]]
         if missing:
-            raise _Invalid(f"the queue submit answer lacks {', '.join(missing)}")
+            raise InvalidAnswer(f"the queue submit answer lacks {', '.join(missing)}")
         status = body.get("status") if body.get("status") in STATUSES else "IN_QUEUE"
         return QueueHandle(*(body[f] for f in fields)), {"status": status, "queue_position": body.get("queue_position")}
 
-    async def _timed_out(self, request: PlannedRequest, state: _Follow) -> Outcome:
+    async def _timed_out(self, request: PlannedRequest, state: Progress) -> Outcome:
         seconds = request.job.client_timeout
         handle = state.handle
         if handle is None:
@@ -431,76 +365,28 @@ class FalClient:
                 cancelled = await self.cancel(handle)
             verb = "cancel requested" if cancelled else "the cancel was not accepted"
             detail = f"client_timeout of {seconds:g} s expired for request {handle.request_id}; {verb}"
-        if state.queued_since is not None and state.queue_s is not None:
-            state.queue_s += time.monotonic() - state.queued_since
-            state.queued_since = None
+        state.stop_queue_clock()
         error = error_record("client_timeout", None, detail, True)
         return Outcome(False, None, error, handle.request_id if handle else None, max(state.attempts, 1),
                        state.logs, self._redactor.scrub(state.metrics), state.queue_s, None, state.inputs)
 
     async def _follow(
-        self, request: PlannedRequest, handle: QueueHandle, events: Events, state: _Follow
+        self, request: PlannedRequest, handle: QueueHandle, events: Events, state: Progress
     ) -> tuple[Outcome, Verdict | None]:
         """Wait for COMPLETED, fetch the result. Returns the Outcome and, for an error result, its
         verdict (whose `retry` means: submit again)."""
-        if state.queue_s is None:
-            state.queue_s = 0.0
         try:
             if not await self._stream(request, handle, events, state):
                 failed = await self._poll(request, handle, events, state)
                 if failed is not None:
                     return self._answer_outcome(None, failed, state.attempts, state), None
-        except _Invalid as exc:
+        except InvalidAnswer as exc:
             invalid = Verdict(error_record("invalid_response", None, self._redactor.text(str(exc)), False), retry=False)
             return self._answer_outcome(None, invalid, state.attempts, state), None
-        response, verdict = await self._get(request, handle.response_url, events)
+        response, verdict = await self._get(request, handle.response_url, events, result=True)
         return self._answer_outcome(response, verdict, state.attempts, state), verdict
 
-    def _on_status(self, request: PlannedRequest, events: Events, state: _Follow, data: Any) -> bool:
-        """Take in one status body; True when it is COMPLETED."""
-        if not isinstance(data, dict) or data.get("status") not in STATUSES:
-            status = data.get("status") if isinstance(data, dict) else data
-            raise _Invalid(f"unknown queue status {shorten(repr(status), 100)}")
-        status = data["status"]
-        position = data.get("queue_position") if status == "IN_QUEUE" else None
-        position = position if isinstance(position, int) and not isinstance(position, bool) else None
-        now = time.monotonic()
-        if status == "IN_QUEUE":
-            if state.queued_since is None:
-                state.queued_since = now
-        elif state.queued_since is not None:
-            state.queue_s = (state.queue_s or 0.0) + now - state.queued_since
-            state.queued_since = None
-        # A status change comes before the log lines it brings, except COMPLETED, which comes last.
-        if status != "COMPLETED":
-            self._status_changed(request, events, state, status, position)
-        logs = data.get("logs")
-        if request.job.with_logs and isinstance(logs, list):
-            seen = state.logs if state.logs is not None else []
-            state.logs = seen
-            for entry in logs[len(seen):]:  # status bodies repeat every log line so far
-                if isinstance(entry, dict):
-                    entry = self._redactor.scrub(entry)
-                    seen.append(entry)
-                    events.log(request, entry)
-        if status != "COMPLETED":
-            return False
-        self._status_changed(request, events, state, status, position)
-        if isinstance(data.get("metrics"), dict):
-            state.metrics = data["metrics"]
-        if isinstance(data.get("error_type"), str):
-            state.error_type = data["error_type"]
-        if request.job.with_logs and state.logs is None:
-            state.logs = []
-        return True
-
-    @staticmethod
-    def _status_changed(request: PlannedRequest, events: Events, state: _Follow, status: str, position: int | None) -> None:
-        if state.status != (status, position):
-            state.status = (status, position)
-            events.status(request, status, position)
-
-    async def _stream(self, request: PlannedRequest, handle: QueueHandle, events: Events, state: _Follow) -> bool:
+    async def _stream(self, request: PlannedRequest, handle: QueueHandle, events: Events, state: Progress) -> bool:
         """Follow the SSE status stream; True once COMPLETED was seen, False when the stream is
         unavailable or ended early (the caller falls back to polling)."""
         params = {"logs": "1"} if request.job.with_logs else None
@@ -515,14 +401,14 @@ class FalClient:
                     data = _json(event.data.encode()) if event.data else None
                     if data is None:
                         continue  # keep-alive or an unreadable event: the next one repeats the state
-                    if self._on_status(request, events, state, data):
+                    if state.take(request, events, self._redactor, data):
                         return True
         except (*_SEND_ERRORS, httpx_sse.SSEError):
             return False
         return False
 
     async def _poll(
-        self, request: PlannedRequest, handle: QueueHandle, events: Events, state: _Follow
+        self, request: PlannedRequest, handle: QueueHandle, events: Events, state: Progress
     ) -> Verdict | None:
         """Poll the status until COMPLETED (None) or a final failure (its verdict)."""
         params = {"logs": "1"} if request.job.with_logs else None
@@ -532,16 +418,18 @@ class FalClient:
             if verdict is not None:
                 return verdict
             assert response is not None
-            if self._on_status(request, events, state, _json(response.content)):
+            if state.take(request, events, self._redactor, _json(response.content)):
                 return None
             await anyio.sleep(interval)
             interval = min(interval * 1.5, MAX_POLL_INTERVAL)
 
     async def _get(
-        self, request: PlannedRequest, url: str, events: Events, *, params: dict[str, str] | None = None
+        self, request: PlannedRequest, url: str, events: Events, *, params: dict[str, str] | None = None,
+        result: bool = False,
     ) -> tuple[httpx.Response | None, Verdict | None]:
-        """An idempotent GET (status or result), retried on transport errors, throttling and
-        ingress errors; a stored model error is returned as (response, verdict) untouched."""
+        """An idempotent GET of a status or a result, retried (bounded by max_attempts) on transport
+        errors, 408/409/429 and 5xx. A result GET replays the model's own answer, so there only an
+        ingress 5xx (no x-fal-request-id) is retried; any other error is returned as the result."""
         policy = request.job.retries
         built = self._build("GET", url, params)
         failures = 0
@@ -553,9 +441,11 @@ class FalClient:
                 verdict = judge_response(
                     answer.status_code, answer.headers, _json(answer.content), answer.text, policy=policy
                 )
-                ingress = answer.status_code in (502, 503, 504) and "x-fal-request-id" not in answer.headers
-                if not (answer.status_code in (408, 409, 429) or ingress):
-                    return answer, verdict  # the model's stored answer (or a final queue error)
+                code = answer.status_code
+                ingress = code in (502, 503, 504) and "x-fal-request-id" not in answer.headers
+                if not (code in (408, 409, 429) or ingress or (code >= 500 and not result)):
+                    return answer, verdict  # the model's stored answer, or a final queue error (404)
+                verdict = dataclasses.replace(verdict, retry=True)
                 response: httpx.Response | None = answer
             else:
                 verdict = judge_transport(answer, phase=Phase.FOLLOW, policy=policy, start_timeout_sent=False)

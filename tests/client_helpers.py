@@ -2,13 +2,16 @@
 
 `Recorder` is an ASGI wrapper in front of the embedded server: it writes down what reached the
 server (method, path, query, headers), since the server's apps only see arguments; with
-`no_stream=True` it answers the SSE status stream with a 404, like a server that offers none.
+`no_stream=True` it answers the SSE status stream with a 404, like a server that offers none, and
+`override(method, path)` may answer in the server's place (status, content type, body) to play
+protocol breakage the server itself never produces.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 from batchrun.client import QueueHandle
@@ -57,19 +60,24 @@ class Seen:
 
 
 class Recorder:
-    def __init__(self, app: Any, *, no_stream: bool = False) -> None:
+    def __init__(self, app: Any, *, no_stream: bool = False,
+                 override: Callable[[str, str], tuple[int, str, bytes] | None] | None = None) -> None:  # fmt: skip
         self.app = app
         self.no_stream = no_stream
+        self.override = override
         self.seen: list[Seen] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             self.seen.append(Seen(scope["method"], scope["path"], scope["query_string"].decode(), headers))
-            if self.no_stream and scope["path"].endswith("/status/stream"):
-                body = json.dumps({"detail": "Not Found"}).encode()
-                await send({"type": "http.response.start", "status": 404,
-                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            answer = self.override(scope["method"], scope["path"]) if self.override else None
+            if answer is None and self.no_stream and scope["path"].endswith("/status/stream"):
+                answer = (404, "application/json", json.dumps({"detail": "Not Found"}).encode())
+            if answer is not None:
+                status, content_type, body = answer
+                headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)

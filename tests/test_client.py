@@ -27,9 +27,9 @@ NO_RETRY = {"X-Fal-No-Retry": "1"}  # keep the server's own queue retries out of
 
 
 class Emulator:
-    def __init__(self, *, no_stream: bool = False, runners: int = 2) -> None:
+    def __init__(self, *, no_stream: bool = False, runners: int = 2, override: Any = None) -> None:
         self.app = create_app(runners=runners, retry_backoff=0.0)
-        self.recorder = Recorder(self.app, no_stream=no_stream)
+        self.recorder = Recorder(self.app, no_stream=no_stream, override=override)
         self.redactor = Redactor()
         self.client = FalClient(
             run_url="http://emulator/run/", queue_url="http://emulator/queue", auth=f"Key {KEY}",
@@ -378,3 +378,89 @@ async def test_secrets_never_reach_the_outcome() -> None:
     text = repr(ok) + repr(failed)
     for secret in (KEY, *KEY.split(":"), ENV["PLANTED"]):
         assert secret not in text
+
+
+# ---- protocol breakage, flaky polls, cancellation -----------------------------------------------
+
+
+def first_n(n: int, suffix: str, answer: tuple[int, str, bytes]) -> Any:
+    """An override answering the first n GETs whose path ends with `suffix`."""
+    left = [n]
+
+    def override(method: str, path: str) -> tuple[int, str, bytes] | None:
+        if method == "GET" and path.endswith(suffix) and left[0] > 0:
+            left[0] -= 1
+            return answer
+        return None
+
+    return override
+
+
+async def test_flaky_status_polls_are_retried() -> None:
+    """Status polls that hit an ingress 503 are retried without counting as attempts."""
+    nginx = (503, "text/html", b"<html><center>nginx</center></html>")
+    emulator = Emulator(no_stream=True, override=first_n(2, "/status", nginx))
+    events = Recorded()
+    async with emulator.client:
+        outcome = await emulator.client.call(planned("local/echo", {"delay": 0.05}, mode="subscribe"), events)
+    assert outcome.ok is True and outcome.attempts == 1
+    assert [c[1:4] for c in events.of("retrying")] == [
+        (1, 0.0, "GET status: http_error (HTTP 503)"), (2, 0.0, "GET status: http_error (HTTP 503)")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "answer", "detail"),
+    [
+        pytest.param("/status/stream", (200, "text/event-stream", b'data: {"status": "FAILED"}\n\n'),
+                     "unknown queue status 'FAILED'", id="unknown-status"),
+        pytest.param("/status/stream", (200, "text/event-stream", b'data: ["IN_QUEUE"]\n\n'),
+                     "unknown queue status ['IN_QUEUE']", id="status-not-object"),
+    ],
+)
+async def test_unknown_status_is_invalid_response(suffix: str, answer: tuple[int, str, bytes], detail: str) -> None:
+    """A status body outside IN_QUEUE/IN_PROGRESS/COMPLETED is an invalid_response."""
+    emulator = Emulator(override=first_n(1, suffix, answer))
+    async with emulator.client:
+        outcome = await emulator.client.call(planned("local/echo", {}, mode="subscribe"), Recorded())
+    assert outcome.error == {"type": "invalid_response", "status_code": None, "detail": detail, "retryable": False}
+    assert outcome.request_id is not None and outcome.attempts == 1
+
+
+async def test_submit_answer_without_urls_is_invalid_response() -> None:
+    """A submit answer lacking the request id or URLs is an invalid_response."""
+    def override(method: str, path: str) -> tuple[int, str, bytes] | None:
+        return (200, "application/json", b'{"status": "IN_QUEUE"}') if method == "POST" else None
+
+    emulator = Emulator(override=override)
+    async with emulator.client:
+        outcome = await emulator.client.call(planned("local/echo", {}, mode="subscribe"), Recorded())
+    assert outcome.error == {
+        "type": "invalid_response", "status_code": 200, "retryable": False,
+        "detail": "the queue submit answer lacks request_id, status_url, response_url, cancel_url",
+    }  # fmt: skip
+    assert outcome.attempts == 1
+
+
+async def test_outer_cancellation_propagates_and_leaves_request_running(emu: Emulator) -> None:
+    """Cancelling the caller (Ctrl-C) propagates; the journaled request is not cancelled remotely."""
+    events = Recorded()
+    with anyio.move_on_after(0.2) as scope:
+        await emu.client.call(planned("local/sleep", {"seconds": 30}, mode="subscribe"), events)
+    assert scope.cancelled_caught
+    [handle] = events.handles
+    assert emu.stats()["cancelled"] == 0
+    status = (await emu.client._http.get(handle.status_url)).json()
+    assert status["status"] == "IN_PROGRESS"
+    assert await emu.client.cancel(handle) is True
+
+
+async def test_reattach_client_timeout(emu: Emulator) -> None:
+    """reattach honours client_timeout and cancels what it followed."""
+    response = await emu.client._http.post("http://emulator/queue/local/sleep", json={"seconds": 30})
+    body = response.json()
+    handle = QueueHandle(body["request_id"], body["status_url"], body["response_url"], body["cancel_url"])
+    outcome = await emu.client.reattach(planned("local/sleep", mode="subscribe", client_timeout=0.2), handle, Recorded())
+    assert outcome.error is not None and outcome.error["type"] == "client_timeout"
+    assert outcome.error["detail"] == f"client_timeout of 0.2 s expired for request {handle.request_id}; cancel requested"
+    assert emu.stats()["cancelled"] == 1 and emu.stats()["requests"]["submit"] == 1
