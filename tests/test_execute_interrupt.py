@@ -1,0 +1,185 @@
+"""Ctrl-C and secrets, through a real `batchrun run` subprocess against a server that outlives it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from batchrun.journal import journal_path, read_in_flight
+from batchrun.plan import build_plan
+from batchrun.server import ServerThread
+from batchrun.specload import load_spec
+from fixtures_execute import records, run_cli, stats, write_spec
+
+MakeServer = Callable[..., AbstractContextManager[ServerThread]]
+
+FAL_KEY = "fk-7c1d9e2a-planted:sk-4b8f6a0e3d5c"
+ARG_SECRET = "argsecret-93a1f0c2e7b4"
+HDR_SECRET = "hdrsecret-5d2e8b7a1c06"
+
+SPEC = """\
+    version: 1
+    name: interrupt
+    concurrency: 6
+    jobs:
+      - name: slow-queue
+        endpoint: local/sleep
+        matrix: {n: [1, 2, 3, 4]}
+        headers: {X-Team-Token: "${{ env.BR_TEST_HDR_SECRET }}"}
+        arguments: {seconds: 1.5, tag: "${{ matrix.n }}", note: "${{ env.BR_TEST_ARG_SECRET }}"}
+      - name: direct
+        endpoint: local/echo
+        mode: run
+        matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]}
+        arguments: {delay: 0.2, n: "${{ matrix.n }}", secret: "${{ env.BR_TEST_ARG_SECRET }}"}
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(FAL_KEY=FAL_KEY, BR_TEST_ARG_SECRET=ARG_SECRET, BR_TEST_HDR_SECRET=HDR_SECRET)
+    return env
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the run to get going"
+        time.sleep(0.02)
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def _no_secrets(*texts: str) -> None:
+    for text in texts:
+        for secret in (FAL_KEY, *FAL_KEY.split(":"), ARG_SECRET, HDR_SECRET):
+            assert secret not in text
+
+
+def test_ctrl_c_exits_130_fast_and_the_resume_finishes_without_resubmitting(
+    tmp_path: Path, make_server: MakeServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGINT mid-run: exit 130 within 5 s, a valid output, the queue requests left running and
+    journaled; the resume re-attaches them (no second submit) and ends with one record per id.
+    No secret reaches the output, the journal or stderr."""
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out.jsonl"
+    journal = journal_path(out)
+    with make_server(runners=8) as srv:
+        cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--run-url", srv.run_url,
+               "--queue-url", srv.queue_url, "--no-progress"]
+        with subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
+            _wait_for(lambda: len(read_in_flight(journal)) == 4 and _lines(out) >= 2)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=10)
+            elapsed = time.monotonic() - t0
+        assert proc.returncode == 130, err
+        assert elapsed < 5.0
+        first = records(out)  # every line complete and schema-valid
+        assert all(r["job"] == "direct" and r["status"] == "ok" for r in first)
+        assert len(first) < 20
+        assert "batchrun: 4 queue requests are still running remotely" in err
+        assert "batchrun: interrupted" in err
+        journal_text = journal.read_text()
+        assert len(read_in_flight(journal)) == 4
+        _no_secrets(out.read_text(), journal_text, err)
+
+        for name, value in _env().items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        assert run_cli(str(spec), "-o", str(out), "--run-url", srv.run_url, "--queue-url", srv.queue_url,
+                       "--no-progress") == 0
+        counters = stats(srv.origin)
+    final = records(out)
+    planned = [p.id for p in build_plan(load_spec(spec))]
+    assert sorted(r["id"] for r in final) == sorted(planned)  # nothing lost, nothing twice
+    assert counters["requests"]["submit"] == 4 and counters["duplicate_submits"] == 0
+    queued = [r for r in final if r["job"] == "slow-queue"]
+    assert all(r["status"] == "ok" and r["attempts"] == 1 for r in queued)
+    assert {r["arguments"]["note"] for r in queued} == {"${{ env.BR_TEST_ARG_SECRET }}"}
+    assert not journal.exists()
+    _no_secrets(out.read_text(), capsys.readouterr().err)
+
+
+def test_secrets_are_redacted_from_results_and_logs(
+    tmp_path: Path, loopback_server: ServerThread, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """local/echo echoes an env-resolved argument back: the record shows it redacted, arguments
+    keep the unresolved template, and stderr (with --show-logs) has no secret either."""
+    for name, value in _env().items():
+        monkeypatch.setenv(name, value)
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: secrets
+        jobs:
+          - name: echo
+            endpoint: local/echo
+            with_logs: true
+            headers: {X-Team-Token: "${{ env.BR_TEST_HDR_SECRET }}"}
+            arguments: {prompt: "${{ env.BR_TEST_ARG_SECRET }}", text: "a ${{ env.BR_TEST_ARG_SECRET }} b",
+                        key: "${{ env.FAL_KEY }}"}
+          - name: refused
+            endpoint: local/fail
+            mode: run
+            arguments: {status: 422, detail: [{loc: [body, key], msg: "bad ${{ env.BR_TEST_ARG_SECRET }}",
+                                               type: value_error}]}
+    """)
+    out = tmp_path / "out.jsonl"
+    code = run_cli(str(spec), "-o", str(out), "--run-url", loopback_server.run_url, "--queue-url",
+                   loopback_server.queue_url, "--show-logs")
+    assert code == 1
+    by_job = {r["job"]: r for r in records(out)}
+    echo = by_job["echo"]
+    assert echo["arguments"] == {"prompt": "${{ env.BR_TEST_ARG_SECRET }}",
+                                 "text": "a ${{ env.BR_TEST_ARG_SECRET }} b", "key": "${{ env.FAL_KEY }}"}
+    assert echo["result"]["echo"] == {"prompt": "[REDACTED]", "text": "a [REDACTED] b", "key": "[REDACTED]"}
+    assert json.dumps(by_job["refused"]["error"]).count("[REDACTED]") >= 1
+    _no_secrets(out.read_text(), capsys.readouterr().err)
+
+
+def test_second_ctrl_c_cancels_the_journaled_requests_remotely(
+    tmp_path: Path, make_server: MakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second SIGINT while direct calls drain: the queue requests are cancelled on the server,
+    the journal says so, and the process still exits 130 within 5 s."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: twice
+        concurrency: 4
+        jobs:
+          - {name: q, endpoint: local/sleep, matrix: {n: [1, 2]}, arguments: {seconds: 30, n: "${{ matrix.n }}"}}
+          - {name: d, endpoint: local/echo, mode: run, matrix: {n: [1, 2]}, arguments: {delay: 2, n: "${{ matrix.n }}"}}
+    """)
+    out = tmp_path / "out.jsonl"
+    journal = journal_path(out)
+    with make_server(runners=4) as srv:
+        cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--run-url", srv.run_url,
+               "--queue-url", srv.queue_url, "--no-progress"]
+        with subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
+            _wait_for(lambda: len(read_in_flight(journal)) == 2 and stats(srv.origin)["requests"]["run"] == 2)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=10)
+            elapsed = time.monotonic() - t0
+        counters = stats(srv.origin)
+    assert proc.returncode == 130, err
+    assert elapsed < 5.0
+    assert counters["requests"]["cancel"] == 2 and counters["cancelled"] == 2
+    assert not journal.exists()  # both settled as cancelled: nothing in flight
+    assert "  2 queue requests cancelled remotely" in err
+    assert records(out) == []  # the direct calls were cancelled too: nothing finished
