@@ -44,12 +44,13 @@ def http_error(call):
                 "request_id": exc.response_headers.get("x-fal-request-id")}
     return {"status": None}
 
-def wait_running(handle):
-    for _ in range(200):
-        if isinstance(handle.status(), fal_client.InProgress):
+def wait_for(handle, kind):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if isinstance(handle.status(), kind):
             return
         time.sleep(0.02)
-    raise AssertionError("never started")
+    raise AssertionError(f"never reached {kind.__name__}")
 
 @case
 def run():
@@ -82,18 +83,15 @@ def queue_positions():
 @case
 def cancel():
     handle = fal_client.submit("local/sleep", {"seconds": 5})
-    wait_running(handle)
+    wait_for(handle, fal_client.InProgress)
     handle.cancel()
-    for _ in range(200):
-        if isinstance(handle.status(), fal_client.Completed):
-            break
-        time.sleep(0.02)
+    wait_for(handle, fal_client.Completed)
     return {"result": http_error(handle.get), "again": http_error(handle.cancel)}
 
 @case
 def start_timeout():
-    blocker = fal_client.submit("local/sleep", {"seconds": 3})
-    wait_running(blocker)
+    blocker = fal_client.submit("local/sleep", {"seconds": 6})
+    wait_for(blocker, fal_client.InProgress)
     began = time.monotonic()
     outcome = http_error(lambda: fal_client.subscribe("local/echo", {}, start_timeout=1.2))
     outcome["elapsed"] = time.monotonic() - began
@@ -182,8 +180,9 @@ def test_cancel(outcomes: dict[str, Any]) -> None:
 
 def test_start_timeout_is_504_user(outcomes: dict[str, Any]) -> None:
     got = outcomes["start_timeout"]
+    assert "unexpected" not in got, got.get("unexpected")
     assert (got["status"], got["timeout_type"], got["error_type"]) == (504, "user", "startup_timeout")
-    assert 1.2 <= got["elapsed"] < 2.5  # fal-client does not retry a user start-timeout
+    assert 1.2 <= got["elapsed"] < 5.5  # fal-client does not retry a user start-timeout
 
 
 def test_422_model_errors(outcomes: dict[str, Any]) -> None:

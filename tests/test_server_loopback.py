@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -40,19 +41,27 @@ def events(lines: list[bytes]) -> list[dict[str, Any]]:
     return [json.loads(line[len(b"data: ") :]) for line in lines if line.startswith(b"data: ")]
 
 
-def test_stream_reports_each_change_and_closes(loopback_server: ServerThread) -> None:
-    submitted = httpx.post(loopback_server.queue_url + "/local/sleep", json={"seconds": 0.35}).json()
-    seen = events(read_stream(submitted["status_url"], logs=True))
-    assert seen[-1]["status"] == "COMPLETED"
-    assert [e["status"] for e in seen].count("COMPLETED") == 1
-    progress = [e for e in seen if e["status"] == "IN_PROGRESS"]
-    log_counts = [len(e["logs"]) for e in progress]
-    assert log_counts == sorted(log_counts) and log_counts[-1] >= 3  # new log lines arrive as events
+def test_stream_reports_each_change_and_closes(make_server: ServerFactory) -> None:
+    with make_server(runners=1) as server:
+        blocker = httpx.post(server.queue_url + "/local/fail", json={"hang": True}).json()
+        submitted = httpx.post(server.queue_url + "/local/sleep", json={"seconds": 0.35}).json()
+        lines: list[bytes] = []
+        with httpx.stream("GET", submitted["status_url"] + "/stream", params={"logs": "1"}, timeout=10) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                if line:
+                    lines.append(line.encode())
+                if len(lines) == 1:
+                    httpx.put(blocker["cancel_url"])  # the stream is open: let the request start
+        seen = events(lines)
+    assert seen[0] == {"status": "IN_QUEUE", "request_id": submitted["request_id"], "response_url": submitted["response_url"],
+                       "status_url": submitted["status_url"], "cancel_url": submitted["cancel_url"], "queue_position": 0}  # fmt: skip
+    assert [e["status"] for e in seen].count("COMPLETED") == 1 and seen[-1]["status"] == "COMPLETED"
+    log_counts = [len(e["logs"]) for e in seen if e["status"] == "IN_PROGRESS"]
+    assert log_counts and log_counts == sorted(log_counts)  # new log lines arrive as events
+    assert [line["message"] for line in seen[-1]["logs"]][:2] == ["sleeping 0.35 s", "slept 0.1 of 0.35 s"]
     assert seen[-1]["metrics"]["inference_time"] >= 0.35
-    rid = submitted["request_id"]
-    base = f"{loopback_server.queue_url}/local/sleep/requests/{rid}"
-    assert {k: seen[-1][k] for k in ("request_id", "response_url", "status_url", "cancel_url")} == {
-        "request_id": rid, "response_url": base, "status_url": base + "/status", "cancel_url": base + "/cancel"}  # fmt: skip
 
 
 def test_stream_without_logs_has_null_logs(loopback_server: ServerThread) -> None:
@@ -62,26 +71,51 @@ def test_stream_without_logs_has_null_logs(loopback_server: ServerThread) -> Non
     assert all(e["logs"] is None for e in seen if e["status"] != "IN_QUEUE")
 
 
+def stream_events(url: str, react: Callable[[int, dict[str, Any]], None], timeout: float = 10.0) -> list[bytes]:
+    """Read a status stream, calling react(index, event) after each data event, until it closes."""
+    lines, seen = [], 0
+    with httpx.stream("GET", url + "/stream", timeout=timeout) as response:
+        for line in response.iter_lines():
+            if not line:
+                continue
+            lines.append(line.encode())
+            if line.startswith("data: "):
+                react(seen, json.loads(line[len("data: ") :]))
+                seen += 1
+    return lines
+
+
 def test_stream_shows_queue_positions_and_keepalives(make_server: ServerFactory) -> None:
-    with make_server(runners=1, keepalive=0.1) as server:
-        httpx.post(server.queue_url + "/local/sleep", json={"seconds": 0.5})
-        httpx.post(server.queue_url + "/local/sleep", json={"seconds": 0.05})
+    with make_server(runners=1, keepalive=0.05) as server:
+        # Two blockers that hang until cancelled make every step deterministic, even on a busy machine.
+        blockers = [httpx.post(server.queue_url + "/local/fail", json={"hang": True, "n": i}).json() for i in range(2)]
         third = httpx.post(server.queue_url + "/local/echo", json={}).json()
         assert third["queue_position"] == 1
-        lines = read_stream(third["status_url"])
+
+        def react(index: int, event: dict[str, Any]) -> None:
+            if event["status"] == "IN_QUEUE" and index < 2:
+                time.sleep(0.2)  # idle long enough for keep-alive comments
+                assert httpx.put(blockers[index]["cancel_url"]).status_code == 202
+
+        lines = stream_events(third["status_url"], react)
         assert b": keepalive" in lines
         seen = events(lines)
-        positions = [e["queue_position"] for e in seen if e["status"] == "IN_QUEUE"]
-        assert positions == [1, 0]
-        assert [e["status"] for e in seen][-2:] in (["IN_PROGRESS", "COMPLETED"], ["IN_QUEUE", "COMPLETED"])
+        assert [(e["status"], e.get("queue_position")) for e in seen][:2] == [("IN_QUEUE", 1), ("IN_QUEUE", 0)]
+        assert seen[-1]["status"] == "COMPLETED"
 
 
 def test_stream_shows_retry_going_back_to_in_queue(make_server: ServerFactory) -> None:
-    with make_server(runners=1, retry_backoff=0.2) as server:
-        args = {"times": 1, "key": "sse", "error_type": "runner_disconnected", "delay": 0.1}
+    with make_server(runners=1, retry_backoff=0.3) as server:
+        blocker = httpx.post(server.queue_url + "/local/fail", json={"hang": True}).json()
+        args = {"times": 1, "key": "sse", "error_type": "runner_disconnected", "delay": 0.3}
         submitted = httpx.post(server.queue_url + "/local/fail", json=args).json()
-        statuses = [e["status"] for e in events(read_stream(submitted["status_url"]))]
-        assert statuses == ["IN_PROGRESS", "IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+
+        def react(index: int, event: dict[str, Any]) -> None:
+            if index == 0:
+                assert httpx.put(blocker["cancel_url"]).status_code == 202
+
+        statuses = [e["status"] for e in events(stream_events(submitted["status_url"], react))]
+        assert statuses == ["IN_QUEUE", "IN_PROGRESS", "IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
         assert httpx.get(submitted["response_url"]).status_code == 200
 
 
