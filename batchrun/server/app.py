@@ -110,12 +110,24 @@ class Emulator:
             self.handlers[name.strip("/")] = wrap_user_function(func, name)
         self.stats = Stats()
         self.fault_counts: dict[str, int] = {}
+        # local/fail by request id: headers to echo back (echo_request), a fake status (status_value).
+        self.request_headers: dict[str, dict[str, str]] = {}
+        self.fault_status: dict[str, str] = {}
         self.queue = Queue(runners=runners, stats=self.stats, state=self, result_ttl=result_ttl,
                            max_results=max_results, retry_backoff=retry_backoff)
 
     def reset(self) -> None:
         self.stats.reset()
         self.fault_counts.clear()
+        self.request_headers.clear()
+        self.fault_status.clear()
+
+    def note_fault_request(self, request_id: str, arguments: dict[str, Any], headers: Any) -> None:
+        """Remember what local/fail's echo_request and status_value need about one request."""
+        if arguments.get("echo_request"):
+            _remember(self.request_headers, request_id, dict(headers))
+        if isinstance(arguments.get("status_value"), str):
+            _remember(self.fault_status, request_id, arguments["status_value"])
 
     def snapshot(self) -> dict[str, Any]:
         snap = self.stats.snapshot()
@@ -171,6 +183,13 @@ class Emulator:
         return parsed[0], parsed[1], handler
 
 
+def _remember(store: dict[str, Any], key: str, value: Any) -> None:
+    store[key] = value
+    if len(store) > faults.MAX_KEYS:  # bounded: the oldest half is forgotten
+        for old in list(store)[: faults.MAX_KEYS // 2]:
+            del store[old]
+
+
 def respond(reply: Reply, request_id: str | None, runner: str | None = None) -> WireResponse:
     extra: list[tuple[bytes, bytes]] = []
     if request_id is not None and not reply.ingress:
@@ -200,6 +219,8 @@ async def run_route(request: Request) -> WireResponse:
     if isinstance(arguments, Reply):
         return respond(arguments, rid)
     em.stats.count_app(app_id, "run")
+    if app_id == "local/fail":
+        em.note_fault_request(rid, arguments, request.headers)
     call = Call(arguments, path, origin_of(request.scope), rid, 1, em)
     # If the caller hangs up, the app is cancelled (protocol §8.2), so hung apps do not pile up.
     work = asyncio.ensure_future(handler(call))
@@ -273,10 +294,12 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
     arguments = await em.arguments_of(request)
     if isinstance(arguments, Reply):
         return respond(arguments, rid)
+    dropped: Reply | None = None
     if app_id == "local/fail":
         fault = faults.submit_fault(arguments, em.fault_counts)
-        if fault is not None:
+        if fault is not None and not fault.reset:
             return respond(fault, rid)
+        dropped = fault  # a reset: enqueue, then drop the connection instead of answering
     limit = request.query_params.get("fal_max_queue_length")
     if limit is not None and limit.isdigit() and em.queue.length > int(limit):
         return respond(platform_error("queue_full", f"More than {limit} requests are waiting", 429), rid)
@@ -291,7 +314,11 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
         no_retry=headers.get("x-fal-no-retry", "").strip().lower() in TRUE_VALUES,
         start_timeout=timeout,
     )  # fmt: skip
+    if app_id == "local/fail":
+        em.note_fault_request(job.id, arguments, headers)
     position = em.queue.submit(job)
+    if dropped is not None:
+        return respond(dropped, job.id)
     base = f"{job.origin}/queue/{app_id}/requests/{job.id}"
     body = {"status": IN_QUEUE, "request_id": job.id, "response_url": base, "status_url": base + "/status",
             "cancel_url": base + "/cancel", "queue_position": position, "gateway_request_id": job.gateway_id}
@@ -300,7 +327,7 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
 
 def status_body(em: Emulator, job: Job, request: Request) -> dict[str, Any]:
     base = f"{origin_of(request.scope)}/queue/{job.app_id}/requests/{job.id}"
-    body: dict[str, Any] = {"status": job.state, "request_id": job.id, "response_url": base,
+    body: dict[str, Any] = {"status": em.fault_status.get(job.id, job.state), "request_id": job.id, "response_url": base,
                             "status_url": base + "/status", "cancel_url": base + "/cancel"}
     if job.state == IN_QUEUE:
         body["queue_position"] = em.queue.position(job)

@@ -4,6 +4,9 @@ Arguments (combine freely; the first matching kind wins, in this order):
   delay: s             wait s seconds before answering
   hang: true           never answer (a queued request stays IN_PROGRESS until cancelled)
   times: n, key: k     fail only the first n attempts carrying key k, then succeed with echo's result
+  slow: s              answer (echo's result) only after s seconds: slower than a client's timeout
+  echo_request: true   an error (status, default 400) whose body echoes the request's headers and
+                       arguments, as careless servers do: secrets must not survive it
   bad_json: true       200 whose body is not JSON
   not_object: true     200 whose body is a JSON list
   reset: true          drop the connection after the response headers (queue: runner_disconnected)
@@ -14,6 +17,13 @@ Arguments (combine freely; the first matching kind wins, in this order):
   error_type: t        platform error t (status from protocol §5.1 unless `status` is given)
   status: n            any other status: `{"detail": "injected failure: HTTP n"}`
   (nothing)            500 runner_server_error
+Queue-only faults (with times/key, the runs after the failures are left succeed normally):
+  submit: 429          the submit is refused with concurrent_requests_limit (X-Fal-Needs-Retry: 1)
+  submit: reset        the submit is *accepted* (enqueued) but the connection drops before its
+                       answer: the client cannot know the request id (an unknown outcome)
+  submit: no_request_id | not_json | not_object
+                       a 200 submit answer that breaks the protocol (nothing is enqueued)
+  status_value: s      status polls and SSE events report the unknown status s
 Platform errors listed as retryable in wire.RETRYABLE_ERROR_TYPES, and statuses 503/504, are retried
 by the queue on another runner unless X-Fal-No-Retry.
 """
@@ -59,11 +69,38 @@ def ingress_reply(args: dict[str, Any]) -> Reply:
                  error=f"{code} {REASONS[code]}", ingress=True)
 
 
+SUBMIT_FAULTS = ("429", "reset", "no_request_id", "not_json", "not_object")
+
+
 def submit_fault(args: dict[str, Any], counts: dict[str, int]) -> Reply | None:
-    """The ingress fault of a queue submit to local/fail, or None to enqueue normally."""
-    if args.get("ingress") and _attempt_fails(args, counts):
+    """The fault of a queue submit to local/fail, or None to enqueue normally. A Reply with
+    `reset` set means: enqueue, then drop the connection instead of answering."""
+    kind = str(args.get("submit", ""))
+    if not (args.get("ingress") or kind in SUBMIT_FAULTS) or not _attempt_fails(args, counts):
+        return None
+    if args.get("ingress"):
         return ingress_reply(args)
-    return None
+    if kind == "429":
+        return platform_error("concurrent_requests_limit", "Concurrent requests limit exceeded", 429,
+                              (("x-fal-needs-retry", "1"),))
+    if kind == "reset":
+        return Reply(200, b'{"status": "IN_QU', reset=True)
+    if kind == "no_request_id":
+        return Reply(200, dumps({"status": "IN_QUEUE", "queue_position": 0}))
+    if kind == "not_json":
+        return Reply(200, b"<html>queued, probably</html>", (("content-type", "application/json"),))
+    return Reply(200, b'["IN_QUEUE"]')
+
+
+def echo_request_reply(call: Call) -> Reply:
+    """A 4xx (or the caller's `status`) echoing the request back, headers included."""
+    status = call.arguments.get("status")
+    code = status if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599 else 400
+    headers = call.state.request_headers.pop(call.request_id, {}) if hasattr(call.state, "request_headers") else {}
+    body = {"detail": f"rejected request with headers {headers} and arguments {call.arguments}",
+            "error_type": "bad_request", "headers": headers, "arguments": call.arguments}
+    return Reply(code, dumps(body), (("content-type", "application/json"), ("x-fal-error-type", "bad_request")),
+                 error_type="bad_request", error=body["detail"])
 
 
 async def fail(call: Call) -> Reply:
@@ -73,11 +110,17 @@ async def fail(call: Call) -> Reply:
         await asyncio.sleep(delay)
     if args.get("hang"):
         await asyncio.Event().wait()
-    if args.get("ingress") and call.queued:
-        # On the queue an ingress fault hits the submit (see submit_fault); the run itself succeeds.
+    if (args.get("ingress") or "submit" in args or "status_value" in args) and call.queued:
+        # On the queue these faults hit the submit (see submit_fault); the run itself succeeds.
         return Reply(200, dumps({"echo": args, "path": call.path}))
     if not _attempt_fails(args, call.state.fault_counts):
         return Reply(200, dumps({"echo": args, "path": call.path}))
+    slow = args.get("slow")
+    if isinstance(slow, (int, float)) and not isinstance(slow, bool) and slow > 0:
+        await asyncio.sleep(slow)
+        return Reply(200, dumps({"echo": args, "path": call.path}))
+    if args.get("echo_request"):
+        return echo_request_reply(call)
     if args.get("bad_json"):
         return Reply(200, b"<html>this is not JSON", (("content-type", "application/json"),))
     if args.get("not_object"):
