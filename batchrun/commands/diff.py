@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from batchrun.diff import LATENCY_FLOOR_S, diff_files, render
+from batchrun.diff_html import render_diff_html
 from batchrun.errors import UsageError
+from batchrun.html_shots import write_page
 from batchrun.resultpath import PathError, parse_path
 
 FORMATS = ("text", "markdown", "json")
@@ -33,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "slower (default 1.5)",
     )
     parser.add_argument("--format", choices=FORMATS, default="text", help="text (default), markdown or json")
+    parser.add_argument("--html", metavar="PATH", help="also write an HTML page: changed ids side by side, base vs new images")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,5 +46,7 @@ def run(args: argparse.Namespace) -> int:
     except PathError as exc:
         raise UsageError(f"--ignore: {exc}") from None
     diff = diff_files(args.base, args.new, ignore=ignore, latency_ratio=args.latency_ratio)
+    if args.html is not None:
+        write_page(args.html, render_diff_html(diff, args.html))
     sys.stdout.write(render(diff, args.format))
     return 1 if diff.regressed else 0

@@ -1,0 +1,179 @@
+"""The HTML report and HTML diff as a person sees them: headless Chromium (Debian's chromium and
+chromium-driver) loads the pages from file:// while the embedded servers that made the images
+still run, and every image must load, the console must stay clean and the page must not scroll
+sideways at desktop (1280x800) or phone (390x844) size. Screenshots go to outputs/ for people.
+
+selenium drives the system chromedriver by its explicit path, so selenium-manager never downloads
+anything. Skipped (with the reason) only when the browser or its driver is not installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun.cli import main
+from batchrun.server import ServerThread
+from batchrun.server.image import image_path, prompt_digest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "outputs"
+QUICKSTART = ROOT / "specs" / "quickstart.yaml"
+DESKTOP = (1280, 800)
+PHONE = (390, 844)
+SIZES = {"square": (512, 512), "landscape_4_3": (1024, 768)}  # the quickstart's image sizes
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+        reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver; .ci/run installs them)",
+    ),
+]
+
+ServerFactory = Callable[..., AbstractContextManager[ServerThread]]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--hide-scrollbars", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def run_quickstart(server: ServerThread, output: Path) -> None:
+    code = main(["run", str(QUICKSTART), "-o", str(output), "--no-progress",
+                 "--run-url", server.run_url, "--queue-url", server.queue_url])  # fmt: skip
+    assert code == 0
+
+
+def open_page(driver: Any, page: Path, size: tuple[int, int]) -> None:
+    driver.set_window_size(*size)
+    driver.get_log("browser")  # drop what earlier pages logged
+    driver.get(page.as_uri())
+    deadline = time.monotonic() + 15
+    while not driver.execute_script("return [...document.images].every(i => i.complete)"):
+        assert time.monotonic() < deadline, "images still loading after 15 s"
+        time.sleep(0.05)
+    # Decoded too, so a screenshot shows the pictures rather than their placeholders.
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "Promise.allSettled([...document.images].map(i => i.decode())).then(() => done(true));"
+    )
+
+
+def image_widths(driver: Any) -> list[int]:
+    return driver.execute_script("return [...document.images].map(i => i.naturalWidth)")
+
+
+def horizontal_overflow(driver: Any) -> int:
+    """Pixels the page is wider than the window (0 when it does not scroll sideways)."""
+    return driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+
+
+def severe_console(driver: Any) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def screenshot(driver: Any, name: str) -> Path:
+    """The whole page (not just the window) at the window's width, via the DevTools protocol."""
+    width, height = driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+    )
+    clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / name
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+def check_page(driver: Any, page: Path, images: int, shots: dict[tuple[int, int], str]) -> None:
+    for size, name in shots.items():
+        open_page(driver, page, size)
+        widths = image_widths(driver)
+        assert len(widths) == images
+        assert all(width > 0 for width in widths), widths
+        assert severe_console(driver) == []
+        assert driver.execute_script("return window.innerWidth") == size[0]
+        assert horizontal_overflow(driver) <= 0
+        assert screenshot(driver, name).stat().st_size > 10_000
+
+
+def test_quickstart_report_in_chromium(browser: Any, make_server: ServerFactory, tmp_path: Path) -> None:
+    output, page = tmp_path / "quickstart.jsonl", tmp_path / "report" / "report.html"
+    with make_server(runners=2) as server:
+        run_quickstart(server, output)
+        assert main(["report", str(output), "--html", str(page)]) == 0
+        check_page(browser, page, 6, {DESKTOP: "report-desktop.png", PHONE: "report-phone.png"})
+        browser.set_window_size(*DESKTOP)
+        sheet = browser.execute_script(
+            "const t = document.querySelector('table.sheet');"
+            "return [t.dataset.rows, t.dataset.cols, [...t.querySelectorAll('thead th .value')].map(e => e.textContent),"
+            " [...t.querySelectorAll('tbody th .value')].map(e => e.textContent)]"
+        )
+        assert sheet == ["style", "seed", ["1", "2", "3"], ["watercolor", "photo"]]
+        # The full image is one click away: the thumbnail's link is the image itself.
+        links = browser.execute_script("return [...document.querySelectorAll('.shot a')].map(a => a.href === a.firstChild.src)")
+        assert links == [True] * 6
+
+
+def changed_image_app(server: dict[str, ServerThread]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """local/image as it might behave after a model update: seed 3 now draws seed 7's picture,
+    and the photo of seed 2 fails."""
+
+    def app(arguments: dict[str, Any]) -> dict[str, Any]:
+        prompt, seed = arguments["prompt"], arguments["seed"]
+        if "photo" in prompt and seed == 2:
+            raise RuntimeError("model update broke photos")
+        drawn = 7 if seed == 3 else seed
+        width, height = SIZES[arguments["image_size"]]
+        url = server["new"].origin + image_path(prompt_digest(prompt), drawn, 0, width, height)
+        image = {"url": url, "width": width, "height": height, "content_type": "image/png"}
+        return {"images": [image], "seed": drawn, "prompt": prompt, "has_nsfw_concepts": [False]}
+
+    return app
+
+
+def test_diff_page_in_chromium(browser: Any, make_server: ServerFactory, tmp_path: Path) -> None:
+    base_out, new_out, page = tmp_path / "base.jsonl", tmp_path / "new.jsonl", tmp_path / "diff.html"
+    servers: dict[str, ServerThread] = {}
+    with make_server(runners=2) as base_server:
+        servers["new"] = make_server(runners=2, apps={"local/image": changed_image_app(servers)})
+        with servers["new"] as new_server:
+            run_quickstart(base_server, base_out)
+            new_run = ["run", str(QUICKSTART), "-o", str(new_out), "--no-progress",
+                       "--run-url", new_server.run_url, "--queue-url", new_server.queue_url]  # fmt: skip
+            assert main(new_run) == 1  # the failed photo
+            assert main(["diff", str(base_out), str(new_out), "--html", str(page)]) == 1
+            # 1 newly failing (base image | new error) + 2 results changed (base | new image each).
+            check_page(browser, page, 5, {DESKTOP: "diff-desktop.png", PHONE: "diff-phone.png"})
+            cards = browser.execute_script(
+                "return [...document.querySelectorAll('section[data-id]')].map(s => "
+                "[s.closest('div').previousElementSibling.id, s.querySelectorAll('.base img').length,"
+                " s.querySelectorAll('.new img').length, s.querySelectorAll('.new .err').length])"
+            )
+            assert cards == [["newly_failing", 1, 0, 1], ["results_changed", 1, 1, 0], ["results_changed", 1, 1, 0]]
