@@ -275,9 +275,11 @@ class FalClient:
         """The Outcome of a final answer (a run answer or a queue result)."""
         request_id = state.handle.request_id if state.handle else None
         served_from = None
-        if response is not None:
-            request_id = request_id or response.headers.get("x-fal-request-id")
-            served_from = response.headers.get("x-fal-served-from")
+        if response is not None:  # header values too: a server may echo anything back
+            header_id = response.headers.get("x-fal-request-id")
+            request_id = request_id or (self._redactor.text(header_id) if header_id else None)
+            served = response.headers.get("x-fal-served-from")
+            served_from = self._redactor.text(served) if served else None
         result = None
         if verdict is None and response is not None:
             body = _json(response.content)

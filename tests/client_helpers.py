@@ -63,6 +63,7 @@ class Recorder:
     def __init__(self, app: Any, *, no_stream: bool = False,
                  override: Callable[[str, str], tuple[int, str, bytes] | None] | None = None) -> None:  # fmt: skip
         self.app = app
+        self.state = getattr(app, "state", None)  # ServerThread reaches the emulator through app.state
         self.no_stream = no_stream
         self.override = override
         self.seen: list[Seen] = []

@@ -464,3 +464,16 @@ async def test_reattach_client_timeout(emu: Emulator) -> None:
     assert outcome.error is not None and outcome.error["type"] == "client_timeout"
     assert outcome.error["detail"] == f"client_timeout of 0.2 s expired for request {handle.request_id}; cancel requested"
     assert emu.stats()["cancelled"] == 1 and emu.stats()["requests"]["submit"] == 1
+
+
+async def test_missing_key_is_a_final_401() -> None:
+    """A server that wants a key answers 401 to a keyless client: recorded, not retried."""
+    app = create_app(runners=1, require_key=True)
+    async with FalClient(run_url="http://e/run", queue_url="http://e/queue", auth=None, redactor=Redactor(),
+                         transport=httpx.ASGITransport(app=app)) as client:  # fmt: skip
+        outcome = await client.call(planned("local/echo", {}, mode="subscribe"), Recorded())
+    assert outcome.error == {
+        "type": "http_error", "status_code": 401, "retryable": False,
+        "detail": "Missing or invalid Authorization header: expected 'Key <FAL_KEY>'",
+    }  # fmt: skip
+    assert outcome.attempts == 1

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from client_helpers import Recorded, planned
+from client_helpers import Recorded, Recorder, planned
 
 from batchrun.client import FalClient, Outcome
 from batchrun.plan import PlannedRequest
@@ -170,3 +170,24 @@ async def test_lost_submit_answer_resubmitted_on_opt_in() -> None:
     assert outcome.ok is True and outcome.result == {"echo": {"n": 1}, "path": ""}
     assert outcome.attempts == 2
     assert (stats["requests"]["submit"], stats["duplicate_submits"]) == (2, 1)
+
+
+async def test_headers_on_the_wire_with_the_default_transport() -> None:
+    """The aiohttp transport sends our headers unchanged (one User-Agent, auth on every call)."""
+    recorder = Recorder(create_app(runners=1, keepalive=0.2))
+    with ServerThread(app=recorder) as server:  # type: ignore[arg-type]
+        async with FalClient(run_url=server.run_url, queue_url=server.queue_url, auth="Key lb-key",
+                             redactor=Redactor()) as client:  # fmt: skip
+            request = planned("local/echo", {"a": 1}, mode="subscribe", path="p", priority="low", hint="hh",
+                              start_timeout=7, headers={"X-Trace": "lb"}, with_logs=True)  # fmt: skip
+            outcome = await client.call(request, Recorded())
+    assert outcome.ok and outcome.result == {"echo": {"a": 1}, "path": "/p"}
+    assert [s.method + " " + s.path.rsplit("/", 1)[-1] for s in recorder.seen] == ["POST p", "GET stream", f"GET {outcome.request_id}"]
+    submit = recorder.seen[0].headers
+    assert {k: submit[k] for k in ("authorization", "x-fal-queue-priority", "x-fal-runner-hint", "x-fal-request-timeout", "x-trace", "content-type")} == {
+        "authorization": "Key lb-key", "x-fal-queue-priority": "low", "x-fal-runner-hint": "hh",
+        "x-fal-request-timeout": "7.0", "x-trace": "lb", "content-type": "application/json",
+    }  # fmt: skip
+    assert submit["user-agent"].startswith("batchrun/") and "aiohttp" not in submit["user-agent"]
+    assert recorder.seen[1].query == "logs=1"
+    assert all(s.headers["authorization"] == "Key lb-key" for s in recorder.seen)
