@@ -70,7 +70,9 @@ def load_shots(output: str | Path, html_path: str | Path) -> list[Shot]:
     """
     output = Path(output)
     html_dir = Path(html_path).resolve().parent
-    slim = ({"id": r["id"], "timing": r.get("timing"), "shot": _shot(r, output, html_dir)} for r in iter_records(output))
+    slim = (
+        {"id": r["id"], "timing": r.get("timing"), "shot": _shot(r, output, html_dir)} for r in iter_records(output)
+    )
     return sorted((s["shot"] for s in newest_per_id(slim).values()), key=lambda s: (s.index, s.id))
 
 

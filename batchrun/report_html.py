@@ -154,7 +154,11 @@ def percentiles_svg(jobs: dict[str, Stats]) -> str:
         y = 8 + i * row_h
         shown = name if len(name) <= 12 else name[:11] + "…"
         parts.append(f'<text x="0" y="{y + 26}"><title>{esc(name)}</title>{esc(shown)}</text>')
-        marks = (("p50", stats.latency_p50, "#4f7cac"), ("p95", stats.latency_p95, "#e3a008"), ("max", stats.latency_max, "#b42318"))
+        marks = (
+            ("p50", stats.latency_p50, "#4f7cac"),
+            ("p95", stats.latency_p95, "#e3a008"),
+            ("max", stats.latency_max, "#b42318"),
+        )
         for j, (label, value, colour) in enumerate(marks):
             if value is None:
                 continue
@@ -172,7 +176,8 @@ def _errors(report: Report) -> list[str]:
     out = []
     if report.errors:
         rows = "".join(
-            f"<tr><td>{esc(g.job)}</td><td><code>{esc(g.type)}</code></td><td>{g.count}</td><td>{esc(g.example)}</td></tr>"
+            f"<tr><td>{esc(g.job)}</td><td><code>{esc(g.type)}</code></td><td>{g.count}</td>"
+            f"<td>{esc(g.example)}</td></tr>"
             for g in report.errors
         )
         out += [
