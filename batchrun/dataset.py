@@ -78,8 +78,13 @@ def _missing(row: dict[str, Any], fields: dict[str, str], label: str, line: int,
 
 
 def _check_jsonl(path: Path, label: str, fields: dict[str, str], report: Report) -> None:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                report.add(Problem(label, lineno, exc.start + 1, "$", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})"))
+                return
             if not line.strip():
                 continue
             index = report.rows
@@ -235,7 +240,7 @@ def _stream(path: Path) -> Iterator[dict[str, Any]]:
                 if record:
                     yield dict(zip(header, record, strict=False))
         return
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:
         for line in fh:
             if line.strip():
                 row = json.loads(line)

@@ -191,15 +191,20 @@ def _compile_str(text: str, path: tuple[str | int, ...], refs: list[Any], errors
         assert isinstance(ref, Ref)
         return lambda ctx: _escape_deep(_lookup(ref, ctx))
 
+    # Literals are escaped and env references re-rendered once, here, not per request.
+    pieces: list[str | Ref] = [
+        p if isinstance(p, Ref) and p.namespace != "env" else (escape(p) if isinstance(p, str) else p.text())
+        for p in parts
+    ]
+
     def interp(ctx: Context) -> str:
         out = []
-        for part in parts:
-            if isinstance(part, str):
-                out.append(escape(part))
-            elif part.namespace == "env":
-                out.append(part.text())
+        for piece in pieces:
+            if piece.__class__ is str:
+                out.append(piece)
             else:
-                out.append(escape(interpolate(_lookup(part, ctx))))
+                text = interpolate(_lookup(piece, ctx))  # type: ignore[arg-type]
+                out.append(escape(text) if "${{" in text else text)
         return "".join(out)
 
     return interp

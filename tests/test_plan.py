@@ -235,3 +235,19 @@ def test_shards_are_stable_as_the_plan_grows() -> None:
         small_ids = {r.id for r in build_plan(small, shard=(i, 3))}
         big_ids = {r.id for r in build_plan(big, shard=(i, 3))}
         assert small_ids <= big_ids
+
+
+def test_file_objects_are_absolute_in_the_plan(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(b"\x89PNG")
+    spec = load_spec(write(tmp_path, """
+        version: 1
+        name: t
+        jobs:
+          - name: j
+            endpoint: local/echo
+            arguments: {static: !file img/a.png, templated: {$file: "img/${{ row.f }}"}}
+            dataset: [{f: a.png}]
+    """))
+    [request] = build_plan(spec)
+    assert request.arguments == {"static": {"$file": str(tmp_path / "img/a.png")}, "templated": {"$file": str(tmp_path / "img/a.png")}}
