@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 
 from batchrun.cli import main
 from batchrun.server import ServerThread
@@ -35,7 +37,8 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
         not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-        reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver; .ci/run installs them)",
+        reason=f"needs {CHROMIUM} and {CHROMEDRIVER} "
+        "(Debian packages chromium and chromium-driver; .ci/run installs them)",
     ),
 ]
 
@@ -44,9 +47,6 @@ ServerFactory = Callable[..., AbstractContextManager[ServerThread]]
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (
@@ -104,7 +104,8 @@ def screenshot(driver: Any, name: str) -> Path:
         "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
     )
     clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    options = {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", options)
     SCREENSHOTS.mkdir(exist_ok=True)
     path = SCREENSHOTS / name
     path.write_bytes(base64.b64decode(shot["data"]))
@@ -137,7 +138,9 @@ def test_quickstart_report_in_chromium(browser: Any, make_server: ServerFactory,
         )
         assert sheet == ["style", "seed", ["1", "2", "3"], ["watercolor", "photo"]]
         # The full image is one click away: the thumbnail's link is the image itself.
-        links = browser.execute_script("return [...document.querySelectorAll('.shot a')].map(a => a.href === a.firstChild.src)")
+        links = browser.execute_script(
+            "return [...document.querySelectorAll('.shot a')].map(a => a.href === a.firstChild.src)"
+        )
         assert links == [True] * 6
 
 
