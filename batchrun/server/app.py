@@ -110,11 +110,21 @@ class Emulator:
             self.handlers[name.strip("/")] = wrap_user_function(func, name)
         self.stats = Stats()
         self.fault_counts: dict[str, int] = {}
+        self._strings: dict[str, str] = {}
         # local/fail by request id: headers to echo back (echo_request), a fake status (status_value).
         self.request_headers: dict[str, dict[str, str]] = {}
         self.fault_status: dict[str, str] = {}
         self.queue = Queue(runners=runners, stats=self.stats, state=self, result_ttl=result_ttl,
                            max_results=max_results, retry_backoff=retry_backoff)
+
+    def shared(self, text: str) -> str:
+        """One copy of each endpoint id / origin string, however many stored results use it."""
+        found = self._strings.get(text)
+        if found is None:
+            if len(self._strings) > 10_000:
+                self._strings.clear()
+            found = self._strings[text] = text
+        return found
 
     def reset(self) -> None:
         self.stats.reset()
@@ -224,13 +234,15 @@ async def run_route(request: Request) -> WireResponse:
     call = Call(arguments, path, origin_of(request.scope), rid, 1, em)
     # If the caller hangs up, the app is cancelled (protocol §8.2), so hung apps do not pile up.
     work = asyncio.ensure_future(handler(call))
-    watch = asyncio.ensure_future(_until_disconnect(request.receive))
-    try:
-        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-        if not work.done():
-            work.cancel()
+    await asyncio.sleep(0)  # most apps answer in their first step: then no watcher task is needed
+    if not work.done():
+        watch = asyncio.ensure_future(_until_disconnect(request.receive))
+        try:
+            await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            if not work.done():
+                work.cancel()
     if work.cancelled():
         return respond(platform_error("client_disconnected", "the client disconnected", 499), rid)
     try:
@@ -307,8 +319,8 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
     em.stats.note_submit(rest.strip("/"), arguments)
     headers = request.headers
     job = Job(
-        endpoint_id="/".join(p for p in rest.split("/") if p), app_id=app_id, path=path, handler=handler,
-        arguments=arguments, origin=origin_of(request.scope),
+        endpoint_id=em.shared("/".join(p for p in rest.split("/") if p)), app_id=em.shared(app_id),
+        path=em.shared(path), handler=handler, arguments=arguments, origin=em.shared(origin_of(request.scope)),
         low=headers.get("x-fal-queue-priority", "").strip().lower() == "low",
         hint=headers.get("x-fal-runner-hint"),
         no_retry=headers.get("x-fal-no-retry", "").strip().lower() in TRUE_VALUES,
@@ -333,7 +345,7 @@ def status_body(em: Emulator, job: Job, request: Request) -> dict[str, Any]:
         body["queue_position"] = em.queue.position(job)
         return body
     with_logs = request.query_params.get("logs", "").lower() in TRUE_VALUES
-    body["logs"] = list(job.logs) if with_logs else None
+    body["logs"] = list(job.logs or ()) if with_logs else None
     if job.state == COMPLETED:
         body["metrics"] = {"inference_time": job.inference_time} if job.inference_time is not None else {}
         if job.error_type is not None:

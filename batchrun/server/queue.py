@@ -33,7 +33,7 @@ class Job:
     __slots__ = (
         "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "low", "hint", "no_retry",
         "start_timeout", "deadline", "state", "logs", "attempts", "gateway_id", "reply", "error", "error_type",
-        "inference_time", "runner", "task", "cancelled", "waiting", "running",
+        "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at",
     )  # fmt: skip
 
     def __init__(
@@ -50,7 +50,7 @@ class Job:
         self.start_timeout = start_timeout
         self.deadline = None if start_timeout is None else time.monotonic() + start_timeout
         self.state = IN_QUEUE
-        self.logs: list[dict[str, Any]] = []
+        self.logs: list[dict[str, Any]] | None = None  # allocated when an attempt starts
         self.attempts = 0
         self.gateway_id = self.id
         self.reply: Reply | None = None
@@ -62,6 +62,7 @@ class Job:
         self.cancelled = False
         self.waiting = False  # in one of the waiting deques (False during a retry backoff)
         self.running = False  # its attempt coroutine has started (a task may exist before that)
+        self.completed_at = 0.0
 
 
 class Queue:
@@ -78,7 +79,7 @@ class Queue:
         self.jobs: dict[str, Job] = {}
         self.normal: collections.deque[Job] = collections.deque()
         self.low: collections.deque[Job] = collections.deque()
-        self.completed: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self.completed: collections.deque[Job] = collections.deque()  # completion order, for retention
         self.hint_runner: dict[str, str] = {}
         self._changed = asyncio.Event()
 
@@ -153,6 +154,8 @@ class Queue:
         loop = asyncio.get_running_loop()
         started = loop.time()
         assert job.handler is not None and job.arguments is not None
+        if job.logs is None:
+            job.logs = []
         call = Call(job.arguments, job.path, job.origin, job.id, job.attempts, self.state, queued=True,
                     logs=job.logs, on_log=self._bump)
         try:
@@ -204,6 +207,8 @@ class Queue:
             job.waiting = False
 
     def _finish(self, job: Job, reply: Reply) -> None:
+        # orjson over-allocates small outputs (~1 KiB each); a stored body gets an exact-size copy.
+        reply.body = bytes(memoryview(reply.body))
         job.state, job.reply = COMPLETED, reply
         failure = failure_of(reply)
         if failure is not None:
@@ -211,8 +216,9 @@ class Queue:
             self.stats.failed += 1
         job.handler = job.arguments = job.task = None  # free what a stored result does not need
         if not job.logs:
-            job.logs = []
-        self.completed[job.id] = time.monotonic()
+            job.logs = None  # a stored result without logs costs no list
+        job.completed_at = time.monotonic()
+        self.completed.append(job)
         self.stats.completed += 1
         self._bump()
 
@@ -241,11 +247,11 @@ class Queue:
         """Forget completed results older than result_ttl or beyond max_results (oldest first)."""
         now = time.monotonic()
         while self.completed:
-            rid, done_at = next(iter(self.completed.items()))
-            if len(self.completed) <= self.max_results and now - done_at <= self.result_ttl:
+            oldest = self.completed[0]
+            if len(self.completed) <= self.max_results and now - oldest.completed_at <= self.result_ttl:
                 break
-            del self.completed[rid]
-            self.jobs.pop(rid, None)
+            self.completed.popleft()
+            self.jobs.pop(oldest.id, None)
 
     def close(self) -> None:
         """Cancel every running attempt (server shutdown)."""
