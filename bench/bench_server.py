@@ -5,8 +5,9 @@
 Starts `batchrun serve` in its own process (uvicorn with httptools, uvloop when installed), then:
 1. local/echo direct runs from a bare aiohttp client with --concurrency requests in flight;
    prints requests/s (goal: >= 1500 on 2 cores);
-2. --queue-requests submits to local/echo (same concurrency), waits until the queue drains and
-   prints the server's RSS before and after (bounded: results are kept for at most max_results).
+2. --rounds times --queue-requests submits to local/echo (same concurrency), waiting until the
+   queue drains, printing the server's RSS after each round: it plateaus once max_results
+   (100,000 by default) results are stored, because older ones are then forgotten.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--queue-requests", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=2, help="queue rounds; RSS should plateau (default: 2)")
     args = parser.parse_args()
 
     server = subprocess.Popen([sys.executable, "-m", "batchrun", "serve", "--port", "0", "--runners", "2"],
@@ -78,12 +80,13 @@ def main() -> int:
         seconds, failures = asyncio.run(hammer(run_url + "/local/echo", args.requests, args.concurrency))
         print(f"run mode: {args.requests} local/echo requests, {args.concurrency} concurrent: "
               f"{args.requests / seconds:,.0f} requests/s ({failures} failures)")  # fmt: skip
-        before = rss_mb(server.pid)
-        seconds, failures = asyncio.run(hammer(queue_url + "/local/echo", args.queue_requests, args.concurrency))
-        asyncio.run(drain(origin))
-        after = rss_mb(server.pid)
-        print(f"queue: {args.queue_requests} submits in {seconds:.1f} s ({args.queue_requests / seconds:,.0f}/s, "
-              f"{failures} failures); server RSS {before:.0f} MB before, {after:.0f} MB after")  # fmt: skip
+        print(f"server RSS before the queue rounds: {rss_mb(server.pid):.0f} MB")
+        for round_ in range(1, args.rounds + 1):
+            seconds, failures = asyncio.run(hammer(queue_url + "/local/echo", args.queue_requests, args.concurrency))
+            asyncio.run(drain(origin))
+            print(f"queue round {round_}: {args.queue_requests} submits in {seconds:.1f} s "
+                  f"({args.queue_requests / seconds:,.0f}/s, {failures} failures); "
+                  f"server RSS {rss_mb(server.pid):.0f} MB")  # fmt: skip
     finally:
         server.send_signal(signal.SIGINT)
         try:
