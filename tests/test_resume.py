@@ -92,18 +92,19 @@ with open(out, "w") as f:
         f.write('{"id":"%064x","index":%d,"job":"j","endpoint":"fal-ai/x","arguments":{"prompt":"a cat %d",'
                 '"seed":%d},"status":"%s","result":{"images":[{"url":"http://127.0.0.1/x.png","width":512,'
                 '"height":512}],"seed":42},"timing":{"latency_s":0.1}}\\n' % (i, i, i, i, "ok" if i % 10 else "error"))
-t0 = time.perf_counter()
+t0 = time.process_time()  # CPU time: a loaded test machine must not make this flaky
 state = scan_output(out)
-elapsed = time.perf_counter() - t0
+elapsed = time.process_time() - t0
 print(len(state.newest_ok), state.errors, elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 
 
 @pytest.mark.slow
 def test_a_million_lines_resume_fast_in_bounded_memory(tmp_path: Path) -> None:
-    """1M records with 64-hex ids: scanned in <= 10 s, whole process <= 200 MB peak RSS."""
+    """1M records with 64-hex ids: scanned in <= 10 s of CPU, whole process <= 200 MB peak RSS."""
     proc = subprocess.run([sys.executable, "-c", _BIG_SCAN, str(tmp_path / "big.jsonl")],
-                          capture_output=True, text=True, timeout=100, check=True)
+                          capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr
     ids, errors, elapsed, rss_mb = proc.stdout.split()
     assert (int(ids), int(errors)) == (1_000_000, 100_000)
     assert float(elapsed) <= 10.0, elapsed
