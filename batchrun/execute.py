@@ -48,6 +48,7 @@ REMOTE_CANCEL_S = 1.5  # bound on cancelling journaled requests after a second C
 class _Item:
     request: PlannedRequest
     handle: InFlight | None  # a journaled queue request to re-attach instead of submitting
+    unknown_since: str | None = None  # an earlier run died with this submit on the wire (at this time)
 
 
 @dataclasses.dataclass(slots=True)
@@ -153,6 +154,7 @@ class Executor:
 
     def _items(self, plan: Iterable[PlannedRequest]) -> Iterator[_Item]:
         in_flight = self.journal.in_flight
+        intents = dict(self.journal.intents)  # open intents left by an earlier run
         for request in plan:
             journaled = in_flight.get(request.id)
             if journaled is not None:
@@ -160,6 +162,11 @@ class Executor:
                 yield _Item(request, journaled)
             elif self.resume.skip(request.id, retry_errors=self.retry_errors):
                 self.summary.skip(request.job.name, ok=self.resume.newest_ok[request.id])
+                if request.id in intents:
+                    self.journal.done(request.id, None)  # died after its record, before its "done"
+            elif request.id in intents and not request.job.retries.unknown_outcome:
+                # Its submit may have been accepted: submitting again could pay twice.
+                yield _Item(request, None, intents[request.id])
             else:
                 yield _Item(request, None)
 
@@ -201,11 +208,17 @@ class Executor:
                     active.slot = slot
                     self.progress.set_state(request.id, "sending")
                     events = _Events(self, active)
-                    if item.handle is not None:
+                    if item.unknown_since is not None:
+                        outcome = _unknown_outcome(item.unknown_since)
+                    elif item.handle is not None:
                         h = item.handle
                         handle = QueueHandle(h.request_id, h.status_url, h.response_url, h.cancel_url)
                         outcome = await self.client.reattach(request, handle, events)
                     else:
+                        if request.mode == "subscribe":
+                            # Write-ahead: should we die before the submit answers, the next run
+                            # knows this request may be running remotely (see batchrun.journal).
+                            self.journal.sending(request.id, request.job.name)
                         outcome = await self.client.call(request, events)
                     if outcome.ok:
                         slot.succeeded()
@@ -214,6 +227,8 @@ class Executor:
             self.progress.clear(request.id)
         if outcome is None:
             return None  # interrupted: no record (a journaled queue request stays in flight)
+        if item.unknown_since is not None:
+            self.journal.unknown(request.id)
         return build_record(
             request, outcome, started_at=started_wall, finished_at=time.time(),
             latency_s=time.monotonic() - t0, scrub=self.redactor.scrub,
@@ -226,7 +241,7 @@ class Executor:
         async with results:
             async for record in results:
                 self.sink.write(record)
-                if record["mode"] == "subscribe" and record["request_id"]:
+                if record["mode"] == "subscribe":
                     self.journal.done(record["id"], record["request_id"])
                 self.progress.advance(record["status"] == "ok")
                 self.progress.effective = self.limits.effective
@@ -316,6 +331,15 @@ class Executor:
             async with anyio.create_task_group() as tg:
                 for entry in entries:
                     tg.start_soon(cancel, entry)
+
+
+def _unknown_outcome(since: str) -> Outcome:
+    detail = (f"an earlier run stopped (killed or crashed) at {since} while this request's queue submit was "
+              "on the wire, so it may have been accepted and be running remotely under an id batchrun never "
+              "received; it was not submitted again, since that could pay twice (re-run with --retry-errors "
+              "to submit it anyway, or set retries.unknown_outcome to do so automatically)")
+    error = {"type": "outcome_unknown", "status_code": None, "detail": detail, "retryable": True}
+    return Outcome(False, None, error, None, 1, None, None, None, None)
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:

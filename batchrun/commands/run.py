@@ -159,21 +159,29 @@ def run(args: argparse.Namespace) -> int:
         journal = Journal(journal_path(out))
         journal.open()
         try:
-            if target.kind == "local" and journal.in_flight:
-                # An embedded server dies with its run: what it had queued cannot be re-attached.
+            if target.kind == "local" and (journal.in_flight or journal.intents):
+                # An embedded server dies with its run: what it had queued cannot be re-attached,
+                # and a submit it may have accepted cannot be running any more.
                 for entry in list(journal.in_flight.values()):
                     journal.cancelled(entry.id, entry.request_id)
+                for id in list(journal.intents):
+                    journal.cancelled(id, None)
             state = scan_output(out, watch_request_ids={e.request_id for e in journal.in_flight.values()})
             for entry in list(journal.in_flight.values()):
                 if entry.request_id in state.finished_request_ids:
                     journal.done(entry.id, entry.request_id)
             total, settled, settled_errors = _plan_size(spec, shard, state, args.retry_errors, journal.in_flight)
-            if state.lines or journal.in_flight:
+            if state.lines or journal.in_flight or journal.intents:
                 hint = "; --retry-errors re-runs errors" if settled_errors else ""
+                unknown = (
+                    f"; {len(journal.intents)} queue submits were on the wire when the previous run stopped "
+                    "(their outcome is unknown: recorded as outcome_unknown, not submitted again)"
+                    if journal.intents else ""
+                )
                 print(
                     f"batchrun: resuming {out}: {settled} of {total} planned requests are already done "
                     f"({settled - settled_errors} ok, {settled_errors} error{hint}); "
-                    f"{len(journal.in_flight)} journaled queue requests to re-attach",
+                    f"{len(journal.in_flight)} journaled queue requests to re-attach{unknown}",
                     file=sys.stderr,
                 )
             result = anyio.run(
