@@ -40,6 +40,7 @@ from batchrun.retry import (
     judge_transport,
     shorten,
 )
+from batchrun.spec import RetryPolicy
 from batchrun.template import TemplateError, env_names, resolve_env
 
 __all__ = ["Events", "FalClient", "NoEvents", "Outcome", "QueueHandle"]
@@ -248,9 +249,7 @@ class FalClient:
             if isinstance(answer, httpx.Response):
                 if answer.is_success:
                     return answer, None, attempt
-                verdict = judge_response(
-                    answer.status_code, answer.headers, _json(answer.content), answer.text, policy=policy
-                )
+                verdict = self._judge(answer, policy)
                 response: httpx.Response | None = answer
             else:
                 verdict = judge_transport(
@@ -262,6 +261,12 @@ class FalClient:
             delay = backoff_delay(attempt, policy, self._rng, verdict.retry_after)
             events.retrying(request, attempt, delay, verdict.reason, rate_limited=verdict.rate_limited)
             await anyio.sleep(delay)
+
+    def _judge(self, answer: httpx.Response, policy: RetryPolicy) -> Verdict:
+        """judge_response on a redacted body: the detail is shortened there, and a cut can split a
+        secret the server echoed so that redacting afterwards no longer finds it."""
+        body = self._redactor.scrub(_json(answer.content))
+        return judge_response(answer.status_code, answer.headers, body, self._redactor.text(answer.text), policy=policy)
 
     # ---- run ----------------------------------------------------------------------------------
 
@@ -287,7 +292,9 @@ class FalClient:
                 result = body
             else:
                 what = "a JSON " + type(body).__name__ if body is not None else "not JSON"
-                detail = shorten(f"HTTP {response.status_code} answer is {what}: {' '.join(response.text.split())}")
+                # Redact before shortening: a cut can split a secret so the redactor no longer sees it.
+                text = self._redactor.text(" ".join(response.text.split()))
+                detail = shorten(f"HTTP {response.status_code} answer is {what}: {text}")
                 verdict = Verdict(error_record("invalid_response", response.status_code, detail, False), retry=False)
         error = None
         if verdict is not None:
@@ -440,9 +447,7 @@ class FalClient:
             if isinstance(answer, httpx.Response):
                 if answer.is_success:
                     return answer, None
-                verdict = judge_response(
-                    answer.status_code, answer.headers, _json(answer.content), answer.text, policy=policy
-                )
+                verdict = self._judge(answer, policy)
                 code = answer.status_code
                 ingress = code in (502, 503, 504) and "x-fal-request-id" not in answer.headers
                 if not (code in (408, 409, 429) or ingress or (code >= 500 and not result)):

@@ -87,7 +87,7 @@ class Progress:
         that is not a status (fal-client raises on unknown status values too)."""
         if not isinstance(data, dict) or data.get("status") not in STATUSES:
             status = data.get("status") if isinstance(data, dict) else data
-            raise InvalidAnswer(f"unknown queue status {shorten(repr(status), 100)}")
+            raise InvalidAnswer(f"unknown queue status {shorten(redactor.text(repr(status)), 100)}")
         status = data["status"]
         position = data.get("queue_position") if status == "IN_QUEUE" else None
         position = position if isinstance(position, int) and not isinstance(position, bool) else None
