@@ -89,7 +89,7 @@ from batchrun.resume import scan_output
 out = Path(sys.argv[1])
 with open(out, "w") as f:
     for i in range(1_000_000):
-        f.write('{"id":"%064x","index":%d,"job":"j","endpoint":"fal-ai/x","arguments":{"prompt":"a cat %d",'
+        f.write('{"id":"%016x","index":%d,"job":"j","endpoint":"fal-ai/x","arguments":{"prompt":"a cat %d",'
                 '"seed":%d},"status":"%s","result":{"images":[{"url":"http://127.0.0.1/x.png","width":512,'
                 '"height":512}],"seed":42},"timing":{"latency_s":0.1}}\\n' % (i, i, i, i, "ok" if i % 10 else "error"))
 t0 = time.process_time()  # CPU time: a loaded test machine must not make this flaky
@@ -101,7 +101,8 @@ print(len(state.newest_ok), state.errors, elapsed, resource.getrusage(resource.R
 
 @pytest.mark.slow
 def test_a_million_lines_resume_fast_in_bounded_memory(tmp_path: Path) -> None:
-    """1M records with 64-hex ids: scanned in <= 10 s of CPU, whole process <= 200 MB peak RSS."""
+    """1M records with planner-style ids (16 hex digits): scanned in <= 10 s of CPU, whole process
+    <= 200 MB peak RSS."""
     proc = subprocess.run([sys.executable, "-c", _BIG_SCAN, str(tmp_path / "big.jsonl")],
                           capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stderr
