@@ -311,9 +311,9 @@ class Executor:
             outer.cancel_scope.cancel()
         if self.cancel_remote:
             await self._cancel_in_flight()
-        in_plan = self._attach_ids
         left = len(self.journal.in_flight)
-        not_in_plan = sum(1 for rid in self.journal.in_flight if rid not in in_plan and not self.stopping)
+        # Only a run that walked the whole plan knows which journaled ids it does not contain.
+        not_in_plan = 0 if self.stopping else sum(1 for i in self.journal.in_flight if i not in self._attach_ids)
         self.summary.interrupted = self.stopping
         self.summary.left_running = left
         return RunResult(self.summary, self.stopping, left, not_in_plan)

@@ -298,3 +298,24 @@ def test_show_logs_streams_logs_and_with_logs_keeps_them(
     err = capsys.readouterr().err
     assert f"[shown {by_job['shown']['id']}] INFO sleeping 0.15 s" in err
     assert f"[kept {by_job['kept']['id']}] INFO sleeping 0.15 s" in err
+
+
+def test_journaled_requests_outside_the_plan_are_reported(
+    tmp_path: Path, make_server: MakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journaled request whose id the (changed) spec no longer plans is left journaled and named."""
+    spec = write_spec(tmp_path, ECHO_SPEC)
+    out = tmp_path / "out.jsonl"
+    with make_server(runners=2) as srv:
+        answer = httpx.post(f"{srv.queue_url}/local/echo", json={"prompt": "gone"}).json()
+        with Journal(journal_path(out)) as journal:
+            journal.submitted(id="not-planned", job="old", request_id=answer["request_id"],
+                              status_url=answer["status_url"], response_url=answer["response_url"],
+                              cancel_url=answer["cancel_url"])
+        assert run_cli(str(spec), "-o", str(out), *_urls(srv)) == 0
+    assert len(records(out)) == 10
+    err = capsys.readouterr().err
+    assert "batchrun: 1 queue requests are still running remotely" in err
+    assert f"batchrun: 1 of them are not in this plan (did the spec or --shard change?), so this run cannot " \
+           f"collect them; `batchrun cancel {out}` cancels them" in err
+    assert journal_path(out).exists()

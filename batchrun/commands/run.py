@@ -203,6 +203,12 @@ def _report(result: RunResult, out: Path) -> int:
             f"run the same command again to collect their results, or `batchrun cancel {out}` to cancel them",
             file=sys.stderr,
         )
+    if result.not_in_plan:
+        print(
+            f"batchrun: {result.not_in_plan} of them are not in this plan (did the spec or --shard change?), "
+            f"so this run cannot collect them; `batchrun cancel {out}` cancels them",
+            file=sys.stderr,
+        )
     if result.interrupted:
         print("batchrun: interrupted", file=sys.stderr)
     return result.exit_code
