@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -9,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from batchrun.server import create_app
@@ -247,3 +250,38 @@ async def test_user_apps() -> None:
             while (status := await client.get(submitted["status_url"], params={"logs": "true"})).status_code != 200:
                 await asyncio.sleep(0.01)
         assert [line["message"] for line in status.json()["logs"]] == ["working"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=200))
+async def test_any_body_gets_a_fal_shaped_answer(client: httpx.AsyncClient, body: bytes) -> None:
+    response = await client.post("/run/local/echo", content=body)
+    assert response.status_code in (200, 422)
+    assert isinstance(response.json(), dict)
+    assert "x-fal-request-id" in response.headers
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=json_values)
+async def test_any_json_value_is_echoed_or_rejected(client: httpx.AsyncClient, value: Any) -> None:
+    response = await client.post("/queue/local/echo", content=json.dumps(value).encode())
+    if isinstance(value, dict):
+        assert response.status_code == 200
+    else:
+        assert (response.status_code, response.json()["detail"][0]["type"]) == (422, "dict_type")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.lists(st.text(alphabet="abc/.-_%", min_size=0, max_size=6), max_size=5).map("/".join),
+       method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]), prefix=st.sampled_from(["run", "queue", "files"]))  # fmt: skip
+async def test_no_path_gives_a_server_error(client: httpx.AsyncClient, path: str, method: str, prefix: str) -> None:
+    response = await client.request(method, f"/{prefix}/{path}", json={})
+    assert response.status_code < 500 or prefix == "run" and path.startswith("local/fail")
+    assert isinstance(response.json(), dict)

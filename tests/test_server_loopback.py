@@ -161,13 +161,13 @@ async def test_serve_local_in_the_running_loop() -> None:
         httpx.post(server.run_url + "/local/echo", json={})
 
 
-def _start_serve(args: list[str], cwd: Path | None = None) -> tuple[subprocess.Popen[str], str, str]:
+def _start_serve(args: list[str], cwd: Path | None = None, scheme: str = "http") -> tuple[subprocess.Popen[str], str, str]:
     proc = subprocess.Popen([sys.executable, "-m", "batchrun", "serve", "--port", "0", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": os.getcwd()})  # fmt: skip
     assert proc.stdout is not None
     run_line, queue_line = proc.stdout.readline(), proc.stdout.readline()
-    assert run_line.startswith("run_url: http://127.0.0.1:"), run_line + (proc.stderr.read() if proc.poll() else "")
-    assert queue_line.startswith("queue_url: http://127.0.0.1:")
+    assert run_line.startswith(f"run_url: {scheme}://127.0.0.1:"), run_line + (proc.stderr.read() if proc.poll() else "")
+    assert queue_line.startswith(f"queue_url: {scheme}://127.0.0.1:")
     return proc, run_line.split(": ", 1)[1].strip(), queue_line.split(": ", 1)[1].strip()
 
 
@@ -217,3 +217,27 @@ def test_serve_command_usage_errors(args: list[str], message: str, capsys: pytes
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_serve_command_with_tls(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    cert = str(tmp_path / "server.pem")
+    proc, run_url, queue_url = _start_serve(["--tls-cert", cert, "--tls-key", cert], scheme="https")
+    try:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        assert httpx.post(run_url + "/local/echo", json={}, verify=context, timeout=5).json() == {"echo": {}, "path": ""}
+        submitted = httpx.post(queue_url + "/local/echo", json={}, verify=context, timeout=5).json()
+        assert submitted["status_url"].startswith(queue_url + "/local/echo/requests/")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
