@@ -147,7 +147,7 @@ class Checker:
                 where = (*job.at("expect"), i)
                 if not self.is_bad(where):
                     for msg in expect.check_problems(check):
-                        self.error(where, msg)
+                        self.error(_check_value_path(where, check, msg), msg)
 
     def check_exclude(self, job: JobSource, matrix: dict[str, Any]) -> None:
         exclude = job.options.get("exclude")
@@ -251,6 +251,16 @@ def _not_in_matrix(section: str, key: str, matrix_keys: list[str], job: str) -> 
     close = difflib.get_close_matches(key, matrix_keys, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else f"matrix keys: {', '.join(matrix_keys)}"
     return f"{section} key '{key}' is not in the matrix; {hint}"
+
+
+def _check_value_path(where: PathKey, check: Any, message: str) -> PathKey:
+    """Point an expectation problem at the value it is about when the message names one."""
+    prefixes = {"invalid regular expression": "matches", "matches must": "matches", "invalid JSON Schema": "schema",
+                "schema must": "schema", "exists must": "exists", "latency_s must": "latency_s", "path must": "path"}
+    for prefix, key in prefixes.items():
+        if message.startswith(prefix) and isinstance(check, dict) and key in check:
+            return (*where, key)
+    return where
 
 
 def _is_num(value: Any) -> bool:

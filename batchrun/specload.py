@@ -6,6 +6,7 @@ shows everything that is wrong. Raw dicts never leave this module.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,16 @@ def _float(value: Any) -> float | None:
 # ---- checks that need the expanded plan -----------------------------------------------------
 
 def _plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource]) -> list[Problem]:
+    # include/exclude make counting walk the product; refuse absurd products before walking them.
+    scan_cap = max(10 * spec.max_requests, 1_000_000)
+    for job, source in zip(spec.jobs, jobs, strict=True):
+        raw = math.prod(len(v) for v in job.matrix.values())
+        if (job.include or job.exclude) and raw > scan_cap:
+            return [located.problem(
+                source.at("matrix"),
+                f"the matrix of job '{job.name}' has {raw} combinations before exclude/include, far more than "
+                f"limits.max_requests ({spec.max_requests})",
+            )]
     counts = count_plan(spec)
     total = sum(counts.values())
     if total > spec.max_requests:

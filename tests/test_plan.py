@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from batchrun.errors import UsageError
 from batchrun.plan import build_plan, count_plan, in_shard, parse_shard, request_id
-from batchrun.spec import Job, Spec
+from batchrun.spec import Job, RateLimit, Spec, Target
 from batchrun.specload import load_spec
 
 DATA = Path(__file__).parent / "data" / "spec"
@@ -251,3 +251,24 @@ def test_file_objects_are_absolute_in_the_plan(tmp_path: Path) -> None:
     """))
     [request] = build_plan(spec)
     assert request.arguments == {"static": {"$file": str(tmp_path / "img/a.png")}, "templated": {"$file": str(tmp_path / "img/a.png")}}
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("", Target("fal")),
+        ("target: local\n", Target("local")),
+        ("target: {run_url: 'http://127.0.0.1:1', queue_url: 'http://127.0.0.1:2'}\n",
+         Target("custom", "http://127.0.0.1:1", "http://127.0.0.1:2")),
+    ],
+)
+def test_top_level_fields(tmp_path: Path, target: str, expected: Target) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("version: 1\nname: t\n" + target + "output: out/x.jsonl\nconcurrency: 3\nrate_limit: {per_second: 2}\n"
+                    "gates: {max_errors: 1}\nbudget: {max_usd: 2}\njobs: [{name: a, endpoint: local/echo, rate_limit: {per_second: 1}}]\n")
+    spec = load_spec(path)
+    assert spec.target == expected
+    assert (spec.output, spec.output_path(), spec.concurrency, spec.max_requests) == (Path("out/x.jsonl"), Path("out/x.jsonl"), 3, 10_000)
+    assert (spec.rate_limit, spec.jobs[0].rate_limit) == (RateLimit(2.0), RateLimit(1.0))
+    assert (spec.gates, spec.budget, spec.pricing) == ({"max_errors": 1}, {"max_usd": 2}, {})
+    assert spec.source == path

@@ -6,6 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchrun.errors import SpecError
 from batchrun.specload import load_spec, validate_spec
@@ -245,7 +248,7 @@ jobs:
         "spec.yaml:9:13: $.jobs[0].arguments.gone['$file']: file not found: missing.png (looked for "
         f"{here}/missing.png)",
         "spec.yaml:12:15: $.jobs[0].headers['bad header']: 'bad header' is not a valid HTTP header name",
-        "spec.yaml:14:9: $.jobs[0].expect[0]: invalid regular expression \"(\": missing ), unterminated subpattern at "
+        "spec.yaml:14:31: $.jobs[0].expect[0].matches: invalid regular expression \"(\": missing ), unterminated subpattern at "
         "position 0",
         "spec.yaml:15:9: $.jobs[0].expect[1]: a path check needs exactly one of exists, equals, matches, min/max",
     ]
@@ -323,3 +326,60 @@ def test_missing_file_and_directory(here: Path) -> None:
     assert str(exc.value) == "nope.yaml:1:1: $: file not found"
     Path("adir").mkdir()
     assert [str(p) for p in validate_spec("adir")[1]] == ["adir:1:1: $: is a directory, not a file"]
+
+
+_WORDS = ["version", "name", "jobs", "defaults", "target", "matrix", "include", "exclude", "dataset", "arguments",
+          "endpoint", "mode", "path", "hint", "headers", "priority", "client_timeout", "start_timeout", "timeout",
+          "retries", "expect", "pricing", "gates", "budget", "limits", "max_requests", "repeat", "run", "local",
+          "$file", "per_request", "per_unit", "unit_argument", "latency_s", "matches", "schema", "x"]
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 5), st.floats(allow_nan=False, allow_infinity=False, width=16),
+    st.sampled_from(_WORDS + ["${{ matrix.x }}", "${{ row.x }}", "${{ env.X }}", "${{ bad", "local/echo", "a/b", "("]),
+)
+_TREES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_WORDS), inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(_WORDS), _TREES, max_size=6), st.booleans())
+def test_random_documents_never_trace_back(here: Path, doc: dict, with_valid_head: bool) -> None:
+    """Any YAML document gives problems or a spec, never an exception."""
+    if with_valid_head:
+        doc = {"version": 1, "name": "fuzz", **doc}
+    Path("spec.yaml").write_text(yaml.safe_dump(doc))
+    spec, found = validate_spec("spec.yaml")
+    assert (spec is None) == any(p.severity == "error" for p in found)
+
+
+def test_huge_matrix_with_exclude_is_refused_before_walking_it(here: Path) -> None:
+    values = ", ".join(str(i) for i in range(2000))
+    assert problems(HEAD + f"""
+jobs:
+  - name: a
+    endpoint: local/echo
+    arguments: {{x: "${{{{ matrix.x }}}}", y: "${{{{ matrix.y }}}}"}}
+    matrix: {{x: [{values}], y: [{values}]}}
+    exclude: [{{x: 1}}]
+""") == [
+        "spec.yaml:8:13: $.jobs[0].matrix: the matrix of job 'a' has 4000000 combinations before exclude/include, "
+        "far more than limits.max_requests (10000)"
+    ]
+
+
+def test_pricing_shapes(here: Path) -> None:
+    assert problems(HEAD + """
+pricing:
+  local/echo: {per_request: 0.1, per_unit: 0.2, unit_argument: n}
+  local/image: {per_unit: 0.2}
+  nope: {per_request: 1}
+jobs:
+  - {name: a, endpoint: local/echo}
+""") == [
+        "spec.yaml:5:15: $.pricing['local/echo']: give either per_request or per_unit with unit_argument, not both",
+        "spec.yaml:6:17: $.pricing['local/image'].per_unit: 'per_unit' needs 'unit_argument' as well",
+        "spec.yaml:7:3: $.pricing.nope: 'nope' is not an endpoint id: expected owner/alias[/path] such as "
+        "fal-ai/flux/schnell",
+    ]
