@@ -27,7 +27,14 @@ class Problem:
 
     def __str__(self) -> str:
         prefix = "warning: " if self.severity == "warning" else ""
-        return f"{self.file}:{self.line}:{self.col}: {self.path}: {prefix}{self.message}"
+        return f"{self.file}:{self.line}:{self.col}: {_one_line(self.path)}: {prefix}{_one_line(self.message)}"
+
+
+def _one_line(text: str) -> str:
+    """Escape control characters (a YAML key may hold a CR or a newline): one problem, one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class BatchrunError(Exception):
