@@ -272,3 +272,21 @@ def test_top_level_fields(tmp_path: Path, target: str, expected: Target) -> None
     assert (spec.rate_limit, spec.jobs[0].rate_limit) == (RateLimit(2.0), RateLimit(1.0))
     assert (spec.gates, spec.budget, spec.pricing) == ({"max_errors": 1}, {"max_usd": 2}, {})
     assert spec.source == path
+
+
+def test_path_hint_and_headers_are_strings_and_path_escapes_are_undone(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, """
+        version: 1
+        name: t
+        jobs:
+          - name: j
+            endpoint: local/echo
+            path: "${{ matrix.n }}"
+            hint: "${{ matrix.n }}"
+            headers: {X-N: "${{ matrix.n }}", X-L: "$${{ lit }}"}
+            matrix: {n: [1]}
+          - {name: k, endpoint: local/echo, path: "/a$${{b"}
+    """))
+    first, second = build_plan(spec)
+    assert (first.path, first.hint, first.headers) == ("1", "1", {"X-N": "1", "X-L": "$${{ lit }}"})
+    assert second.path == "/a${{b"  # the escape is undone: path is the final string sent
