@@ -179,3 +179,25 @@ async def test_in_process_stats_function() -> None:
         await client.post("/run/local/echo", json={})
     stats = app.state.stats()
     assert (stats["requests"]["run"], stats["apps"], stats["runners"]) == (1, {"local/echo": {"run": 1}}, 2)
+
+
+async def test_positions_stay_accurate_after_cancels_and_priorities(one_runner: httpx.AsyncClient) -> None:
+    blocker = (await one_runner.post("/queue/local/fail", json={"hang": True})).json()
+    low = (await one_runner.post("/queue/local/echo", json={"low": 1}, headers={"X-Fal-Queue-Priority": "low"})).json()
+    normal = [(await one_runner.post("/queue/local/echo", json={"n": i})).json() for i in range(4)]
+
+    async def positions() -> list[int | None]:
+        out = []
+        for submitted in [*normal, low]:
+            body = (await one_runner.get(submitted["status_url"])).json()
+            out.append(body.get("queue_position") if body["status"] == "IN_QUEUE" else None)
+        return out
+
+    assert await positions() == [0, 1, 2, 3, 4]
+    assert (await one_runner.put(normal[1]["cancel_url"])).status_code == 202
+    assert await positions() == [0, None, 1, 2, 3]
+    assert (await one_runner.put(blocker["cancel_url"])).status_code == 202
+    async with asyncio.timeout(5):
+        while (await one_runner.get(low["status_url"])).status_code != 200:
+            await asyncio.sleep(0.01)
+    assert await positions() == [None] * 5

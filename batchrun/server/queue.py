@@ -33,7 +33,7 @@ class Job:
     __slots__ = (
         "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "low", "hint", "no_retry",
         "start_timeout", "deadline", "state", "logs", "attempts", "gateway_id", "reply", "error", "error_type",
-        "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at",
+        "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at", "event", "position",
     )  # fmt: skip
 
     def __init__(
@@ -63,6 +63,8 @@ class Job:
         self.waiting = False  # in one of the waiting deques (False during a retry backoff)
         self.running = False  # its attempt coroutine has started (a task may exist before that)
         self.completed_at = 0.0
+        self.event: asyncio.Event | None = None  # set at its next change; only while watched
+        self.position = 0  # cached queue position, valid while Queue._positions_version is current
 
 
 class Queue:
@@ -81,25 +83,46 @@ class Queue:
         self.low: collections.deque[Job] = collections.deque()
         self.completed: collections.deque[Job] = collections.deque()  # completion order, for retention
         self.hint_runner: dict[str, str] = {}
-        self._changed = asyncio.Event()
+        self._watched: set[Job] = set()
+        self._order_version = 0  # bumped whenever the waiting order changes
+        self._positions_version = -1  # the order version Job.position values were computed for
 
     # -- observation ---------------------------------------------------------------------------
-    @property
-    def changed(self) -> asyncio.Event:
-        """An event set at the next change of any request or of the queue order."""
-        return self._changed
+    def watch(self, job: Job) -> asyncio.Event:
+        """An event set at the job's next change (status, queue position or a new log line)."""
+        if job.event is None:
+            job.event = asyncio.Event()
+            self._watched.add(job)
+        return job.event
 
-    def _bump(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+    def _notify(self, job: Job) -> None:
+        event = job.event
+        if event is not None:
+            job.event = None
+            self._watched.discard(job)
+            event.set()
+
+    def _order_changed(self) -> None:
+        # Only waiting requests have a position, so only their watchers need waking.
+        self._order_version += 1
+        for job in [j for j in self._watched if j.waiting]:
+            self._notify(job)
 
     def position(self, job: Job) -> int:
-        """Requests ahead of `job` (0-based); 0 while it waits out a retry backoff (it goes first)."""
+        """Requests ahead of `job` (0-based); 0 while it waits out a retry backoff (it goes first).
+
+        All positions are recomputed in one pass when the order has changed since the last call,
+        so polling many queued requests costs O(1) each rather than a scan per poll.
+        """
         if not job.waiting:
             return 0
-        if job.low:
-            return len(self.normal) + self.low.index(job)
-        return self.normal.index(job)
+        if self._positions_version != self._order_version:
+            for index, waiting in enumerate(self.normal):
+                waiting.position = index
+            for index, waiting in enumerate(self.low, len(self.normal)):
+                waiting.position = index
+            self._positions_version = self._order_version
+        return job.position
 
     @property
     def length(self) -> int:
@@ -120,7 +143,7 @@ class Queue:
         if job.start_timeout is not None:
             asyncio.get_running_loop().call_later(job.start_timeout, self._start_deadline, job)
         self.dispatch()
-        self._bump()
+        self._order_changed()
         return position
 
     def dispatch(self) -> None:
@@ -130,6 +153,8 @@ class Queue:
             runner = self._pick_runner(job)
             job.state, job.runner = IN_PROGRESS, runner
             job.task = asyncio.get_running_loop().create_task(self._attempt(job, runner))
+            self._notify(job)
+            self._order_changed()
 
     def _pick_runner(self, job: Job) -> str:
         # Same hint -> same runner when it is free; otherwise the lowest free runner (fal falls back
@@ -150,14 +175,13 @@ class Queue:
             job.gateway_id = str(uuid.uuid4())
             self.stats.retries += 1
         self.stats.attempts += 1
-        self._bump()
         loop = asyncio.get_running_loop()
         started = loop.time()
         assert job.handler is not None and job.arguments is not None
         if job.logs is None:
             job.logs = []
         call = Call(job.arguments, job.path, job.origin, job.id, job.attempts, self.state, queued=True,
-                    logs=job.logs, on_log=self._bump)
+                    logs=job.logs, on_log=lambda: self._notify(job))
         try:
             reply = await job.handler(call)
         except asyncio.CancelledError:
@@ -179,7 +203,7 @@ class Queue:
                 # Back to IN_QUEUE (protocol §3.2: status can move backwards), ahead of the others.
                 job.state, job.runner = IN_QUEUE, None
                 loop.call_later(self.retry_backoff * 2 ** min(job.attempts - 1, 5), self._requeue, job)
-                self._bump()
+                self._notify(job)
         else:
             self._finish(job, reply)
         self.dispatch()
@@ -193,8 +217,8 @@ class Queue:
             return  # cancelled or timed out during the backoff
         (self.low if job.low else self.normal).appendleft(job)
         job.waiting = True
+        self._order_changed()
         self.dispatch()
-        self._bump()
 
     def _start_deadline(self, job: Job) -> None:
         if job.state == IN_QUEUE:
@@ -205,6 +229,7 @@ class Queue:
         if job.waiting:
             (self.low if job.low else self.normal).remove(job)
             job.waiting = False
+            self._order_changed()
 
     def _finish(self, job: Job, reply: Reply) -> None:
         # orjson over-allocates small outputs (~1 KiB each); a stored body gets an exact-size copy.
@@ -220,7 +245,7 @@ class Queue:
         job.completed_at = time.monotonic()
         self.completed.append(job)
         self.stats.completed += 1
-        self._bump()
+        self._notify(job)
 
     # -- cancellation and retention ------------------------------------------------------------
     def cancel(self, job: Job) -> bool:

@@ -15,7 +15,8 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from batchrun.server.app import FaultReset, create_app
+from batchrun.server.app import create_app
+from batchrun.server.emulator import FaultReset
 
 START_TIMEOUT = 10.0  # seconds a server may take to bind before we give up
 

@@ -1,0 +1,137 @@
+"""The queue host's routes: submit, status, SSE status stream, result and cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from batchrun.server import faults
+from batchrun.server.emulator import TRUE_VALUES, Emulator, WireResponse, origin_of, respond, start_timeout_of
+from batchrun.server.queue import COMPLETED, IN_QUEUE, Job
+from batchrun.server.wire import Reply, dumps, json_reply, platform_error
+
+
+async def queue_route(request: Request) -> Any:
+    em: Emulator = request.app.state.emulator
+    rest: str = request.path_params["rest"]
+    if request.method == "POST":
+        return await submit(em, request, rest)
+    parts = rest.split("/")
+    for i in range(2, len(parts) - 1):
+        if parts[i] == "requests":
+            break
+    else:
+        return respond(json_reply({"detail": f"Not a queue request URL: /queue/{rest}"}, 404), str(uuid.uuid4()))
+    prefix, rid, tail = "/".join(parts[:i]), parts[i + 1], parts[i + 2 :]
+    op = {("GET", ()): "result", ("GET", ("response",)): "result", ("GET", ("status",)): "status",
+          ("GET", ("status", "stream")): "stream", ("PUT", ("cancel",)): "cancel"}.get((request.method, tuple(tail)))  # fmt: skip
+    if op is None:
+        return respond(json_reply({"detail": f"Method {request.method} not allowed on /queue/{rest}"}, 405), rid)
+    em.stats.requests[op] += 1
+    denied = em.auth_failure(request)
+    if denied is not None:
+        return respond(denied, rid)
+    job = em.queue.jobs.get(rid)
+    if job is not None and not (job.endpoint_id == prefix or (job.endpoint_id.startswith(prefix + "/") and len(prefix) >= len(job.app_id))):
+        job = None  # the id exists, but under another app
+    if job is None:
+        body = {"status": "NOT_FOUND"} if op == "cancel" else {"detail": f"Request {rid} not found"}
+        return respond(json_reply(body, 404), rid)
+    if op == "status":
+        return respond(json_reply(status_body(em, job, request), 200 if job.state == COMPLETED else 202), rid)
+    if op == "stream":
+        return StreamingResponse(stream_status(em, job, request), media_type="text/event-stream",
+                                 headers={"x-fal-request-id": rid, "cache-control": "no-cache"})
+    if op == "cancel":
+        if em.queue.cancel(job):
+            return respond(json_reply({"status": "CANCELLATION_REQUESTED"}, 202), rid)
+        return respond(json_reply({"status": "ALREADY_COMPLETED"}, 400), rid)
+    if job.state != COMPLETED or job.reply is None:
+        where = "in queue" if job.state == IN_QUEUE else "in progress"
+        return respond(json_reply({"detail": f"Request is still {where}"}, 400), rid)
+    return respond(job.reply, rid, job.runner)
+
+
+async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
+    em.stats.requests["submit"] += 1
+    rid = str(uuid.uuid4())
+    found = em.auth_failure(request) or em.lookup(rest)
+    if isinstance(found, Reply):
+        return respond(found, rid)
+    app_id, path, handler = found
+    timeout = start_timeout_of(request)
+    if isinstance(timeout, Reply):
+        return respond(timeout, rid)
+    arguments = await em.arguments_of(request)
+    if isinstance(arguments, Reply):
+        return respond(arguments, rid)
+    dropped: Reply | None = None
+    if app_id == "local/fail":
+        fault = faults.submit_fault(arguments, em.fault_counts)
+        if fault is not None and not fault.reset:
+            return respond(fault, rid)
+        dropped = fault  # a reset: enqueue, then drop the connection instead of answering
+    limit = request.query_params.get("fal_max_queue_length")
+    if limit is not None and limit.isdigit() and em.queue.length > int(limit):
+        return respond(platform_error("queue_full", f"More than {limit} requests are waiting", 429), rid)
+    em.stats.count_app(app_id, "submit")
+    em.stats.note_submit(rest.strip("/"), arguments)
+    headers = request.headers
+    job = Job(
+        endpoint_id=em.shared("/".join(p for p in rest.split("/") if p)), app_id=em.shared(app_id),
+        path=em.shared(path), handler=handler, arguments=arguments, origin=em.shared(origin_of(request.scope)),
+        low=headers.get("x-fal-queue-priority", "").strip().lower() == "low",
+        hint=headers.get("x-fal-runner-hint"),
+        no_retry=headers.get("x-fal-no-retry", "").strip().lower() in TRUE_VALUES,
+        start_timeout=timeout,
+    )  # fmt: skip
+    if app_id == "local/fail":
+        em.note_fault_request(job.id, arguments, headers)
+    position = em.queue.submit(job)
+    if dropped is not None:
+        return respond(dropped, job.id)
+    base = f"{job.origin}/queue/{app_id}/requests/{job.id}"
+    body = {"status": IN_QUEUE, "request_id": job.id, "response_url": base, "status_url": base + "/status",
+            "cancel_url": base + "/cancel", "queue_position": position, "gateway_request_id": job.gateway_id}
+    return respond(json_reply(body), job.id)
+
+
+def status_body(em: Emulator, job: Job, request: Request) -> dict[str, Any]:
+    base = f"{origin_of(request.scope)}/queue/{job.app_id}/requests/{job.id}"
+    body: dict[str, Any] = {"status": em.fault_status.get(job.id, job.state), "request_id": job.id, "response_url": base,
+                            "status_url": base + "/status", "cancel_url": base + "/cancel"}
+    if job.state == IN_QUEUE:
+        body["queue_position"] = em.queue.position(job)
+        return body
+    with_logs = request.query_params.get("logs", "").lower() in TRUE_VALUES
+    body["logs"] = list(job.logs or ()) if with_logs else None
+    if job.state == COMPLETED:
+        body["metrics"] = {"inference_time": job.inference_time} if job.inference_time is not None else {}
+        if job.error_type is not None:
+            body["error"] = job.error
+            body["error_type"] = job.error_type
+    return body
+
+
+async def stream_status(em: Emulator, job: Job, request: Request) -> AsyncIterator[bytes]:
+    """`data: <status json>` on every change, `: keepalive` when idle, closes after COMPLETED."""
+    last = b""
+    while True:
+        changed = em.queue.watch(job)
+        data = dumps(status_body(em, job, request))
+        if data != last:
+            yield b"data: " + data + b"\n\n"
+            last = data
+        if job.state == COMPLETED:
+            return
+        try:
+            await asyncio.wait_for(changed.wait(), em.keepalive)
+        except TimeoutError:
+            yield b": keepalive\n\n"
+
+
