@@ -241,3 +241,25 @@ def test_serve_command_with_tls(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_webhook_receives_the_outcome(make_server: ServerFactory) -> None:
+    received: list[dict[str, Any]] = []
+
+    def hook(arguments: dict[str, Any]) -> dict[str, Any]:
+        received.append(arguments)
+        return {}
+
+    with make_server(apps={"me/hook": hook}) as server:
+        hook_url = server.run_url + "/me/hook"
+        ok = httpx.post(server.queue_url + "/local/echo", params={"fal_webhook": hook_url}, json={"a": 1}).json()
+        bad = httpx.post(server.queue_url + "/local/fail", params={"fal_webhook": hook_url}, json={"status": 422}).json()
+        deadline = time.monotonic() + 10
+        while len(received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    by_id = {r["request_id"]: r for r in received}
+    assert by_id[ok["request_id"]] == {"request_id": ok["request_id"], "gateway_request_id": ok["request_id"],
+                                       "status": "OK", "payload": {"echo": {"a": 1}, "path": ""}}  # fmt: skip
+    assert by_id[bad["request_id"]]["status"] == "ERROR"
+    assert by_id[bad["request_id"]]["error"] == "Invalid status code: 422"
+    assert by_id[bad["request_id"]]["payload"]["detail"][0]["type"] == "less_than_equal"

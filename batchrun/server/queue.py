@@ -18,6 +18,7 @@ import time
 import uuid
 from typing import Any
 
+from batchrun.server import webhooks
 from batchrun.server.apps import Call, Handler
 from batchrun.server.stats import Stats
 from batchrun.server.wire import Reply, failure_of, platform_error
@@ -33,15 +34,16 @@ class Job:
     __slots__ = (
         "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "low", "hint", "no_retry",
         "start_timeout", "deadline", "state", "logs", "attempts", "gateway_id", "reply", "error", "error_type",
-        "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at", "event", "position",
+        "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at", "event", "position", "webhook",
     )  # fmt: skip
 
     def __init__(
         self, *, endpoint_id: str, app_id: str, path: str, handler: Handler, arguments: dict[str, Any],
         origin: str, low: bool = False, hint: str | None = None, no_retry: bool = False,
-        start_timeout: float | None = None,
+        start_timeout: float | None = None, webhook: str | None = None,
     ) -> None:  # fmt: skip
         self.id = str(uuid.uuid4())
+        self.webhook = webhook
         self.endpoint_id, self.app_id, self.path = endpoint_id, app_id, path
         self.handler: Handler | None = handler
         self.arguments: dict[str, Any] | None = arguments
@@ -246,6 +248,8 @@ class Queue:
         self.completed.append(job)
         self.stats.completed += 1
         self._notify(job)
+        if job.webhook is not None:
+            webhooks.deliver(job.webhook, job.id, job.gateway_id, reply)
 
     # -- cancellation and retention ------------------------------------------------------------
     def cancel(self, job: Job) -> bool:

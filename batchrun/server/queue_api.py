@@ -88,7 +88,7 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
         low=headers.get("x-fal-queue-priority", "").strip().lower() == "low",
         hint=headers.get("x-fal-runner-hint"),
         no_retry=headers.get("x-fal-no-retry", "").strip().lower() in TRUE_VALUES,
-        start_timeout=timeout,
+        start_timeout=timeout, webhook=webhook_of(request),
     )  # fmt: skip
     if app_id == "local/fail":
         em.note_fault_request(job.id, arguments, headers)
@@ -99,6 +99,11 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
     body = {"status": IN_QUEUE, "request_id": job.id, "response_url": base, "status_url": base + "/status",
             "cancel_url": base + "/cancel", "queue_position": position, "gateway_request_id": job.gateway_id}
     return respond(json_reply(body), job.id)
+
+
+def webhook_of(request: Request) -> str | None:
+    url = request.query_params.get("fal_webhook")
+    return url if url and url.startswith(("http://", "https://")) else None
 
 
 def status_body(em: Emulator, job: Job, request: Request) -> dict[str, Any]:
