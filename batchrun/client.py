@@ -191,7 +191,7 @@ class FalClient:
 
     async def _prepare(self, request: PlannedRequest) -> _Prepared:
         job = request.job
-        for name in env_names(request.arguments) | env_names(job.headers):
+        for name in env_names(request.arguments) | env_names(request.headers):
             if name in self._environ:
                 self._redactor.add(self._environ[name])
         arguments = resolve_env(request.arguments, self._environ)
@@ -200,14 +200,14 @@ class FalClient:
         headers = {"Content-Type": "application/json"}
         # Job headers may replace our defaults (a custom Authorization for a proxy), but the typed
         # options below are the spec's explicit word and win over raw headers.
-        headers.update(resolve_env(job.headers, self._environ))
+        headers.update(resolve_env(request.headers, self._environ))
         start_timeout = job.start_timeout
         if request.mode == "subscribe" and start_timeout is None:
             start_timeout = job.client_timeout  # fal-client: client_timeout implies start_timeout
         if start_timeout is not None:
             headers["X-Fal-Request-Timeout"] = str(float(start_timeout))
-        if job.hint is not None:
-            headers["X-Fal-Runner-Hint"] = job.hint
+        if request.hint is not None:
+            headers["X-Fal-Runner-Hint"] = request.hint
         if request.mode == "subscribe" and job.priority is not None:
             headers["X-Fal-Queue-Priority"] = job.priority
         base = self._run_url if request.mode == "run" else self._queue_url

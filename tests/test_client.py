@@ -7,6 +7,7 @@ import base64
 import hashlib
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,9 +16,11 @@ import pytest
 from client_helpers import FAST, Recorded, Recorder, planned
 
 from batchrun.client import FalClient, QueueHandle
+from batchrun.plan import build_plan
 from batchrun.redact import REDACTED, Redactor
 from batchrun.server.app import create_app
 from batchrun.spec import RetryPolicy
+from batchrun.specload import load_spec
 
 pytestmark = pytest.mark.anyio
 
@@ -84,6 +87,24 @@ async def test_run_sends_every_parameter(emu: Emulator) -> None:
     assert seen.headers["user-agent"].startswith("batchrun/")
     assert "x-fal-queue-priority" not in seen.headers
     assert events.calls == []
+
+
+async def test_templated_path_hint_and_headers_reach_the_wire(emu: Emulator, tmp_path: Path) -> None:
+    """Per-request path, hint and header values rendered by the planner are what is sent, not the job's templates."""
+    spec_file = tmp_path / "t.yaml"
+    spec_file.write_text(
+        "version: 1\nname: t\ntarget: local\njobs:\n"
+        "  - name: j\n    endpoint: local/echo\n    mode: run\n    path: 'p${{ matrix.n }}'\n"
+        "    hint: 'h-${{ matrix.n }}'\n    headers: {X-Trace: 't${{ matrix.n }}', X-Token: '${{ env.HDR_TOKEN }}'}\n"
+        "    matrix: {n: [7]}\n"
+    )
+    [request] = build_plan(load_spec(spec_file))
+    outcome = await emu.client.call(request, Recorded())
+    assert outcome.ok is True
+    [seen] = emu.recorder.seen
+    assert seen.path == "/run/local/echo/p7"
+    assert (seen.headers["x-fal-runner-hint"], seen.headers["x-trace"]) == ("h-7", "t7")
+    assert seen.headers["x-token"] == ENV["HDR_TOKEN"]
 
 
 async def test_subscribe_sends_every_parameter_in_three_requests(emu: Emulator) -> None:
