@@ -57,6 +57,18 @@ def _describe(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _make_parent(path: Path, what: str, output: Path) -> None:
+    """Create the folder of `path` (the `what`). mkdir says "File exists" when an ancestor is a
+    regular file, which reads as nonsense; name the file that is in the way instead."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((a for a in reversed(path.parents) if a.exists() and not a.is_dir()), path.parent)
+        raise SinkError(f"cannot create {what} {path}: {blocker} is not a directory", path=str(output)) from None
+    except OSError as exc:
+        raise SinkError(f"cannot create {what} {path}: {_describe(exc)}", path=str(output)) from None
+
+
 class OutputLock:
     """An exclusive, non-blocking lock on `<output>.lock`, released on close or process death."""
 
@@ -66,8 +78,8 @@ class OutputLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        _make_parent(self.path, "the output lock", self.output)
         try:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise SinkError(
@@ -113,8 +125,8 @@ class JsonlSink:
         self.written = 0
 
     def open(self) -> None:
+        _make_parent(self.path, "the output", self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             # buffering=0: every write() goes straight to the kernel, nothing waits in user space.
             self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         except OSError as exc:

@@ -1,0 +1,156 @@
+"""Output problems: paths that cannot be written (even by root, which CI runs as), a disk that
+fills up mid-run, a read-only file system, and two runs racing for one output.
+
+Each gives a clear one-line error naming the path and the reason, keeps every complete record
+already written (no partial line), and a resume finishes the plan once the problem is gone.
+The disk cases mount a tiny tmpfs, which needs root; without it they are skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchrun.server import ServerThread
+from fixtures_execute import records, run_cli, write_spec
+
+SPEC = """\
+    version: 1
+    name: faults
+    concurrency: 4
+    jobs:
+      - name: direct
+        endpoint: local/echo
+        mode: run
+        matrix: {n: [%s]}
+        arguments: {n: "${{ matrix.n }}", pad: "%s"}
+      - name: queued
+        endpoint: local/echo
+        matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}
+        arguments: {n: "${{ matrix.n }}"}
+"""
+N = 200
+
+
+def _spec(tmp_path: Path, n: int = N, pad: int = 400) -> Path:
+    return write_spec(tmp_path, SPEC % (", ".join(map(str, range(n))), "p" * pad))
+
+
+def _urls(srv: ServerThread) -> list[str]:
+    return ["--run-url", srv.run_url, "--queue-url", srv.queue_url, "--no-progress"]
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str, *options: str) -> Iterator[Path]:
+    where.mkdir()
+    opts = ",".join((f"size={size}", *options))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill up (needs root / CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _complete_lines(path: Path) -> list[dict[str, object]]:
+    raw = path.read_bytes()
+    assert raw == b"" or raw.endswith(b"\n"), "a partial last line was left behind"
+    return [json.loads(line) for line in raw.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("make_out", "reason"),
+    [
+        pytest.param(lambda tmp: (tmp / "file").write_text("x") and tmp / "file" / "out.jsonl", "/file is not a directory",
+                     id="parent-is-a-file"),
+        pytest.param(lambda tmp: (tmp / "dir.jsonl").mkdir() or tmp / "dir.jsonl", "Is a directory",
+                     id="output-is-a-directory"),
+        pytest.param(lambda tmp: Path("/proc/self/batchrun-out.jsonl"), "", id="under-proc"),
+        pytest.param(lambda tmp: Path("/proc/version"), "", id="a-proc-file"),
+    ],
+)
+def test_unwritable_outputs_fail_clearly_before_any_request(
+    tmp_path: Path, loopback_server: ServerThread, capsys: pytest.CaptureFixture[str], make_out, reason: str
+) -> None:
+    """Paths no one can write, root included: exit 1 with one `batchrun: error:` line naming the
+    path, and no request is sent."""
+    out = make_out(tmp_path)
+    spec = _spec(tmp_path, n=3)
+    before = loopback_server.app.state.stats()["requests"]["run"]
+    code = run_cli(str(spec), "-o", str(out), *_urls(loopback_server))
+    err = capsys.readouterr().err
+    assert code == 1, err
+    [line] = [line for line in err.splitlines() if line]
+    assert line.startswith("batchrun: error: cannot ") and str(out) in line and reason in line, line
+    assert "File exists" not in line  # regression: mkdir's message when a parent is a regular file
+    assert "Traceback" not in err
+    assert loopback_server.app.state.stats()["requests"]["run"] == before
+
+
+def test_full_disk_mid_run_keeps_what_was_written_and_the_resume_finishes(
+    tmp_path: Path, make_server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 64 KB tmpfs fills up after ~100 records: a clear 'no space left on device' error, exit 1,
+    only complete lines in the output; once there is room, the resume completes the plan with one
+    record per id."""
+    spec = _spec(tmp_path)
+    with tmpfs(tmp_path / "disk", "64k") as disk, make_server(runners=4) as srv:
+        out = disk / "out.jsonl"
+        code = run_cli(str(spec), "-o", str(out), *_urls(srv))
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert "no space left on device" in err and str(disk) in err
+        assert "Traceback" not in err
+        kept = _complete_lines(out)
+        assert 20 < len(kept) < N
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        assert run_cli(str(spec), "-o", str(out), *_urls(srv)) == 0
+        final = records(out)
+        stats = srv.app.state.stats()
+    assert final[: len(kept)] == kept  # what was written stayed as it was
+    assert len({r["id"] for r in final}) == len(final) == N + 10
+    assert stats["duplicate_submits"] == 0
+
+
+def test_read_only_file_system_is_a_clear_error(
+    tmp_path: Path, loopback_server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _spec(tmp_path, n=3)
+    with tmpfs(tmp_path / "ro", "64k", "ro") as ro:
+        code = run_cli(str(spec), "-o", str(ro / "out.jsonl"), *_urls(loopback_server))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(f"batchrun: error: cannot create the output lock {ro / 'out.jsonl.lock'}: read-only file system")
+
+
+def test_two_runs_on_one_output_one_is_refused_nothing_interleaves(tmp_path: Path, make_server) -> None:
+    """Two processes started together on the same output: exactly one runs, the other exits 1
+    at once saying the output is in use; the output holds each planned record exactly once."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: race
+        concurrency: 4
+        jobs:
+          - {name: slow, endpoint: local/echo, mode: run, matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8]},
+             arguments: {n: "${{ matrix.n }}", delay: 0.2}}
+    """)
+    out = tmp_path / "out.jsonl"
+    with make_server(runners=2) as srv:
+        cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), *_urls(srv)]
+        procs = [subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = sorted((p.wait(timeout=60), p.communicate()[1]) for p in procs)
+    (ok_code, _), (refused_code, refused_err) = results
+    assert (ok_code, refused_code) == (0, 1), results
+    assert refused_err.strip() == (
+        f"batchrun: error: {out} is in use by another batchrun process (lock {out}.lock is held); "
+        "wait for it to finish or choose another output with -o"
+    )
+    final = records(out)
+    assert sorted(r["arguments"]["n"] for r in final) == [1, 2, 3, 4, 5, 6, 7, 8]
