@@ -59,6 +59,7 @@ class _Active:
     scope: anyio.CancelScope
     slot: Slot | None = None
     journaled: bool = False
+    backoff_until: float | None = None  # a submit sleeping before its next attempt, until then (monotonic)
 
 
 @dataclasses.dataclass(slots=True)
@@ -106,6 +107,8 @@ class _Events:
     def retrying(self, request: PlannedRequest, attempt: int, delay: float, reason: str, *,
                  rate_limited: bool) -> None:
         self._x.progress.set_state(request.id, "retrying")
+        if not self._active.journaled:
+            self._active.backoff_until = time.monotonic() + delay
         if rate_limited and self._active.slot is not None:
             self._active.slot.rate_limited()
             self._x.progress.effective = self._x.limits.effective
@@ -226,6 +229,12 @@ class Executor:
             del self._active[key]
             self.progress.clear(request.id)
         if outcome is None:
+            if request.mode == "subscribe" and not active.journaled and (
+                active.backoff_until is not None and time.monotonic() < active.backoff_until
+            ):
+                # Stopped while sleeping between submit attempts: nothing of it is on the wire, so
+                # the next run may submit it (an open intent would make it outcome_unknown).
+                self.journal.unsent(request.id)
             return None  # interrupted: no record (a journaled queue request stays in flight)
         if item.unknown_since is not None:
             self.journal.unknown(request.id)

@@ -10,6 +10,7 @@ requests are re-attached (status and result fetched) instead of submitted again,
     {"event": "done", "id", "request_id"}        its final record is in the output
     {"event": "cancelled", "id", "request_id"}   cancelled remotely; the id will be planned again
     {"event": "unknown", "id"}                   an intent settled as an outcome_unknown record
+    {"event": "unsent", "id"}                    an intent withdrawn: stopped between attempts, nothing on the wire
 
 A request is in flight when its newest "submitted" entry has no later "done" or "cancelled".
 An intent is *open* when a "sending" entry has no later entry for its id: the process died while
@@ -157,6 +158,12 @@ class Journal:
         """The open intent of `id` became an outcome_unknown record."""
         self._append({"event": "unknown", "id": id})
         self.intents.pop(id, None)
+
+    def unsent(self, id: str) -> None:
+        """Withdraw the intent of `id`: the run stopped while no submit of it was on the wire."""
+        if id in self.intents:
+            self._append({"event": "unsent", "id": id})
+            del self.intents[id]
 
     def submitted(self, *, id: str, job: str, request_id: str, status_url: str, response_url: str,
                   cancel_url: str) -> InFlight:

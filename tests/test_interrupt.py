@@ -1,0 +1,157 @@
+"""Ctrl-C in the situations tests/test_execute_interrupt.py does not cover: while queue submits
+sleep between retry attempts, with the embedded server (`target: local`) dying with the run, and
+in the first moments of a run. Each time: exit 130 within 5 s, no traceback, an output of complete
+records, and a resume that finishes the plan without submitting anything twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from batchrun.journal import journal_path, read_journal
+from batchrun.plan import build_plan
+from batchrun.server import ServerThread
+from batchrun.specload import load_spec
+from fixtures_execute import records, stats, write_spec
+
+MakeServer = Callable[..., AbstractContextManager[ServerThread]]
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the run to get going"
+        time.sleep(0.01)
+
+
+def _interrupt(cmd: list[str], cwd: Path, ready: Callable[[], bool]) -> tuple[int, str, float]:
+    """Start `cmd`, wait for `ready`, send SIGINT; (exit code, stderr, seconds from SIGINT to exit)."""
+    with subprocess.Popen(cmd, cwd=cwd, stderr=subprocess.PIPE, text=True, env=dict(os.environ)) as proc:
+        _wait_for(lambda: ready() or proc.poll() is not None)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+        return proc.returncode, err, time.monotonic() - t0
+
+
+def _resume(cmd: list[str], cwd: Path) -> tuple[int, str]:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
+    return proc.returncode, proc.stderr
+
+
+def test_ctrl_c_while_submits_back_off_exits_fast_and_the_resume_submits_them_once(
+    tmp_path: Path, make_server: MakeServer
+) -> None:
+    """Queue submits refused with 429 sleep 20+ s before their next attempt. Ctrl-C: exit 130
+    within 5 s; nothing of theirs is on the wire, so their write-ahead intents are withdrawn and
+    the resume submits them (not outcome_unknown), each exactly once."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: backoff
+        concurrency: 8
+        jobs:
+          - name: refused-first
+            endpoint: local/fail
+            matrix: {n: [1, 2, 3, 4]}
+            retries: {initial_delay: 20, max_delay: 40, max_attempts: 3}
+            arguments: {submit: "429", times: 1, key: "backoff-${{ matrix.n }}", n: "${{ matrix.n }}"}
+          - {name: direct, endpoint: local/echo, mode: run, matrix: {n: [1, 2]}, arguments: {n: "${{ matrix.n }}"}}
+    """)
+    out = tmp_path / "out.jsonl"
+    with make_server(runners=4) as srv:
+        cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--run-url", srv.run_url,
+               "--queue-url", srv.queue_url, "--no-progress"]
+        code, err, elapsed = _interrupt(
+            cmd, tmp_path, lambda: stats(srv.origin)["requests"]["submit"] == 4 and len(records(out)) == 2)
+        assert code == 130, err
+        assert elapsed < 5.0
+        assert "Traceback" not in err and "batchrun: interrupted" in err
+        assert [r["job"] for r in records(out)] == ["direct", "direct"]
+        in_flight, intents = read_journal(journal_path(out))
+        assert (in_flight, intents) == ({}, {})  # nothing accepted, nothing of unknown outcome
+        code, err = _resume(cmd, tmp_path)
+        counters = stats(srv.origin)
+    assert code == 0, err
+    final = records(out)
+    assert sorted(r["job"] for r in final) == ["direct", "direct", "refused-first", "refused-first",
+                                               "refused-first", "refused-first"]
+    assert all(r["status"] == "ok" for r in final)
+    assert counters["apps"]["local/fail"]["submit"] == 4  # accepted once each (the 429s were refused)
+    assert counters["duplicate_submits"] == 0
+    assert not journal_path(out).exists()
+
+
+def test_ctrl_c_with_the_embedded_server_settles_its_requests_and_the_resume_finishes(tmp_path: Path) -> None:
+    """`target: local`: the embedded server stops with the interrupted run, so its queued
+    requests cannot be re-attached; they are settled in the journal (not left dangling) and the
+    resume runs them again on a fresh server."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: local-interrupt
+        target: local
+        concurrency: 4
+        jobs:
+          - {name: q, endpoint: local/sleep, matrix: {n: [1, 2]}, arguments: {seconds: 1.5, n: "${{ matrix.n }}"}}
+          - {name: d, endpoint: local/echo, mode: run, arguments: {n: 0}}
+    """)
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--no-progress"]
+    code, err, elapsed = _interrupt(cmd, tmp_path, lambda: len(read_journal(journal_path(out))[0]) == 2)
+    assert code == 130, err
+    assert elapsed < 5.0
+    assert "Traceback" not in err
+    assert read_journal(journal_path(out)) == ({}, {})
+    assert all(r["status"] == "ok" for r in records(out))
+    code, err = _resume(cmd, tmp_path)
+    assert code == 0, err
+    planned = sorted(p.id for p in build_plan(load_spec(spec)))
+    assert sorted(r["id"] for r in records(out)) == planned
+    assert not journal_path(out).exists()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
+def test_ctrl_c_in_the_first_moments_of_a_run(tmp_path: Path, make_server: MakeServer, delay: float) -> None:
+    """SIGINT right after the run took its output lock (plus `delay`): exit 130 within 5 s, no
+    traceback, complete records only, and the resume completes the plan."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: early
+        concurrency: 4
+        jobs:
+          - {name: q, endpoint: local/echo, matrix: {n: [1, 2, 3, 4, 5, 6]}, arguments: {n: "${{ matrix.n }}", delay: 0.1}}
+          - {name: d, endpoint: local/echo, mode: run, matrix: {n: [1, 2, 3, 4, 5, 6]},
+             arguments: {n: "${{ matrix.n }}", delay: 0.1}}
+    """)
+    out = tmp_path / "out.jsonl"
+    lock = out.with_name(out.name + ".lock")
+
+    def started() -> bool:
+        if not lock.exists():
+            return False
+        time.sleep(delay)
+        return True
+
+    with make_server(runners=4) as srv:
+        cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--run-url", srv.run_url,
+               "--queue-url", srv.queue_url, "--no-progress"]
+        code, err, elapsed = _interrupt(cmd, tmp_path, started)
+        assert code == 130, err
+        assert elapsed < 5.0
+        assert "Traceback" not in err
+        first = records(out) if out.exists() else []
+        assert len(first) < 12
+        code, err = _resume(cmd, tmp_path)
+        counters = stats(srv.origin)
+    assert code == 0, err
+    assert len({r["id"] for r in records(out)}) == len(records(out)) == 12
+    assert counters["duplicate_submits"] == 0
