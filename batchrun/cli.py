@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 
@@ -89,9 +91,30 @@ def error_handler(debug: bool) -> Iterator[list[int]]:
         code[0] = 3
 
 
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C back while the subcommands (and their C extensions) are imported, and deliver
+    it afterwards: an interrupt inside an extension's module init can crash the interpreter
+    (orjson segfaults), and elsewhere in an import it would print a traceback."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = block(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, previous)  # a pending SIGINT is delivered here, as KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # Ctrl-C during start-up: 130 and one line, not a traceback
+        with _sigint_deferred():
+            parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("batchrun: interrupted", file=sys.stderr)
+        return 130
     with error_handler(args.debug) as code:
         code[0] = args._run(args)
     return code[0]

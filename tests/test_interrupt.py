@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -155,3 +156,41 @@ def test_ctrl_c_in_the_first_moments_of_a_run(tmp_path: Path, make_server: MakeS
     assert code == 0, err
     assert len({r["id"] for r in records(out)}) == len(records(out)) == 12
     assert counters["duplicate_submits"] == 0
+
+
+def test_ctrl_c_while_the_commands_are_imported_is_held_back_then_delivered() -> None:
+    """Regression: a SIGINT landing inside an extension module's init (orjson) crashed the
+    interpreter with a segfault, elsewhere in the imports it printed a traceback. During start-up
+    the signal is now blocked and delivered afterwards, where `main` turns it into exit 130."""
+    from batchrun.cli import _sigint_deferred
+
+    reached_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with _sigint_deferred():
+            # Directed at this thread: other threads of the test session (servers) must not take it.
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            time.sleep(0.05)  # had it not been held back, KeyboardInterrupt would be raised here
+            reached_end = True
+    assert reached_end
+
+
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    """SIGINT at several points of `batchrun validate`'s start-up: 130 and one line every time
+    (once the interpreter itself is up: its own first imports are Python's business)."""
+    spec = write_spec(tmp_path, "version: 1\nname: s\njobs: [{name: a, endpoint: local/echo}]\n")
+    cmd = [sys.executable, "-X", "importtime", "-m", "batchrun", "validate", str(spec)]
+    outcomes = []
+    for delay in (0.0, 0.02, 0.05, 0.1):
+        with subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+            assert proc.stderr is not None
+            # -X importtime reports each import as it ends: wait until batchrun's own code runs.
+            for line in proc.stderr:
+                if line.rstrip().endswith("batchrun.cli"):
+                    break
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=15)
+        outcomes.append((proc.returncode, "Traceback" in err or "Fatal Python error" in err))
+    # 0 when the validation finished before the signal arrived; never a crash or a traceback.
+    assert all(code in (0, 130) and not crashed for code, crashed in outcomes), outcomes
+    assert (130, False) in outcomes
