@@ -37,6 +37,7 @@ from batchrun.redact import Redactor
 from batchrun.resume import ResumeState
 from batchrun.sinks import JsonlSink
 from batchrun.summary import RunSummary
+from batchrun.toolkit import Toolkit
 
 __all__ = ["GRACE_S", "Executor", "RunResult"]
 
@@ -73,7 +74,8 @@ class RunResult:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 1 if self.summary.failed else 0
+        s = self.summary
+        return 1 if s.failed or s.expectations_failed or s.stopped_by or s.gate_failures else 0
 
 
 class _Events:
@@ -133,6 +135,7 @@ class Executor:
         show_logs: bool = False,
         record_logs: set[str] | None = None,
         handle_signals: bool = True,
+        toolkit: Toolkit | None = None,
     ) -> None:
         self.client = client
         self.sink = sink
@@ -147,7 +150,9 @@ class Executor:
         self.show_logs = show_logs
         self.record_logs = record_logs  # job names whose records keep logs (None: each job's with_logs)
         self.handle_signals = handle_signals and threading.current_thread() is threading.main_thread()
+        self.toolkit = toolkit  # expectations, artifacts, cost, budget and gates (batchrun.toolkit)
         self.stopping = False
+        self.halted = False  # a gate or the budget stopped the run: no new requests, in-flight ones finish
         self.cancel_remote = False
         self._active: dict[int, _Active] = {}
         self._producer_scope = anyio.CancelScope()
@@ -165,6 +170,8 @@ class Executor:
                 yield _Item(request, journaled)
             elif self.resume.skip(request.id, retry_errors=self.retry_errors):
                 self.summary.skip(request.job.name, ok=self.resume.newest_ok[request.id])
+                if self.toolkit is not None:
+                    self.toolkit.skipped(request)
                 if request.id in intents:
                     self.journal.done(request.id, None)  # died after its record, before its "done"
             elif request.id in intents and not request.job.retries.unknown_outcome:
@@ -186,7 +193,7 @@ class Executor:
                     results: MemoryObjectSendStream[dict[str, Any]]) -> None:
         async with items, results:
             async for item in items:
-                if self.stopping:
+                if self.stopping or self.halted:
                     continue  # drain what the producer had already queued, without sending it
                 record = await self._one(item)
                 if record is not None:
@@ -217,13 +224,15 @@ class Executor:
                         h = item.handle
                         handle = QueueHandle(h.request_id, h.status_url, h.response_url, h.cancel_url)
                         outcome = await self.client.reattach(request, handle, events)
+                    elif self.halted or (self.toolkit is not None and self._refused(request)):
+                        pass  # not sent: no record, the next run sends it
                     else:
                         if request.mode == "subscribe":
                             # Write-ahead: should we die before the submit answers, the next run
                             # knows this request may be running remotely (see batchrun.journal).
                             self.journal.sending(request.id, request.job.name)
                         outcome = await self.client.call(request, events)
-                    if outcome.ok:
+                    if outcome is not None and outcome.ok:
                         slot.succeeded()
         finally:
             del self._active[key]
@@ -238,11 +247,21 @@ class Executor:
             return None  # interrupted: no record (a journaled queue request stays in flight)
         if item.unknown_since is not None:
             self.journal.unknown(request.id)
-        return build_record(
+        record = build_record(
             request, outcome, started_at=started_wall, finished_at=time.time(),
             latency_s=time.monotonic() - t0, scrub=self.redactor.scrub,
             keep_logs=None if self.record_logs is None else request.job.name in self.record_logs,
         )
+        if self.toolkit is not None:
+            await self.toolkit.enrich(request, record)
+        return record
+
+    def _refused(self, request: PlannedRequest) -> bool:
+        assert self.toolkit is not None
+        refused = self.toolkit.admit(request)
+        if refused is not None:
+            self.halt(refused)
+        return refused is not None
 
     # ---- the writer ---------------------------------------------------------------------------
 
@@ -255,8 +274,22 @@ class Executor:
                 self.progress.advance(record["status"] == "ok")
                 self.progress.effective = self.limits.effective
                 self.summary.add(record)
+                if self.toolkit is not None and (breach := self.toolkit.observe(record)) is not None:
+                    self.halt(breach)
 
     # ---- interruption -------------------------------------------------------------------------
+
+    def halt(self, reason: str) -> None:
+        """A gate or the budget says stop: send nothing new (requests waiting for a slot stop waiting),
+        let the requests on the wire finish and be written. Resumable like an interrupt."""
+        if self.halted:
+            return
+        self.halted = True
+        self.progress.message(f"batchrun: {reason}; finishing the requests in flight")
+        self._producer_scope.cancel()
+        for active in list(self._active.values()):
+            if active.slot is None:
+                active.scope.cancel()
 
     def interrupt(self) -> None:
         """First Ctrl-C: stop submitting; stop waiting on what is safe to leave; grace for the rest."""
@@ -322,8 +355,11 @@ class Executor:
             await self._cancel_in_flight()
         left = len(self.journal.in_flight)
         # Only a run that walked the whole plan knows which journaled ids it does not contain.
-        not_in_plan = 0 if self.stopping else sum(1 for i in self.journal.in_flight if i not in self._attach_ids)
+        walked = not (self.stopping or self.halted)
+        not_in_plan = sum(1 for i in self.journal.in_flight if i not in self._attach_ids) if walked else 0
         self.summary.interrupted = self.stopping
+        if self.toolkit is not None:
+            self.toolkit.finish()
         self.summary.left_running = left
         return RunResult(self.summary, self.stopping, left, not_in_plan)
 

@@ -72,6 +72,10 @@ class ResumeState:
     repaired_bytes: int = 0
     # Journaled request ids that already have a final record (so they are not in flight).
     finished_request_ids: set[str] = dataclasses.field(default_factory=set)
+    # Regression toolkit: ids whose newest record has a failed expectation, and the sum of every
+    # record's cost_usd (money already spent, for the budget).
+    expect_failed: set[str] = dataclasses.field(default_factory=set)
+    spent_usd: float = 0.0
 
     @property
     def ok(self) -> int:
@@ -105,6 +109,17 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _toolkit_fields(state: ResumeState, rid: str, record: dict[str, Any]) -> None:
+    cost = record.get("cost_usd")
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+        state.spent_usd += cost
+    checks = record.get("expectations")
+    if checks and any(isinstance(c, dict) and not c.get("passed") for c in checks):
+        state.expect_failed.add(rid)
+    elif state.expect_failed:
+        state.expect_failed.discard(rid)
+
+
 def scan_output(path: Path, *, watch_request_ids: Collection[str] = ()) -> ResumeState:
     """Stream `path` (repairing a truncated tail first) into a ResumeState.
 
@@ -136,6 +151,7 @@ def scan_output(path: Path, *, watch_request_ids: Collection[str] = ()) -> Resum
                 continue
             state.lines += 1
             newest[rid] = status == "ok"  # a later line is a newer record: it wins
+            _toolkit_fields(state, rid, record or {})
             if watch:
                 qid = record.get("request_id") if record is not None else None
                 if isinstance(qid, str) and qid in watch:

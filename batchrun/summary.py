@@ -30,6 +30,8 @@ class JobSummary:
     skipped: int = 0  # settled by an earlier run's record
     skipped_errors: int = 0  # of which the newest record is an error (not retried)
     retries: int = 0
+    expectation_failures: int = 0  # requests of this run with a failed expectation
+    skipped_expectation_failures: int = 0  # settled by an earlier run's record with a failed expectation
     errors_by_type: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     latencies: array.array[float] = dataclasses.field(default_factory=lambda: array.array("d"))
 
@@ -41,6 +43,11 @@ class RunSummary:
     interrupted: bool = False
     left_running: int = 0
     cancelled_remote: int = 0
+    # Regression toolkit (batchrun.toolkit): what stopped the run early, breached gates, cost of this run.
+    stopped_by: str | None = None
+    gate_failures: list[str] = dataclasses.field(default_factory=list)
+    cost_usd: float = 0.0
+    cost_unknown: int = 0  # ok requests of this run whose price is unknown
 
     def job(self, name: str) -> JobSummary:
         js = self.jobs.get(name)
@@ -56,6 +63,13 @@ class RunSummary:
             js.error += 1
             js.errors_by_type[(record.get("error") or {}).get("type", "unknown")] += 1
         js.retries += max(0, int(record.get("attempts") or 0) - 1)
+        if any(not e.get("passed") for e in record.get("expectations") or ()):
+            js.expectation_failures += 1
+        if "cost_usd" in record:
+            if record["cost_usd"] is None:
+                self.cost_unknown += 1
+            else:
+                self.cost_usd += record["cost_usd"]
         js.latencies.append(float(record["timing"]["latency_s"]))
 
     def skip(self, job: str, *, ok: bool) -> None:
@@ -81,6 +95,11 @@ class RunSummary:
         """Planned requests whose newest record is an error, from this run or an earlier one."""
         return sum(j.error + j.skipped_errors for j in self.jobs.values())
 
+    @property
+    def expectations_failed(self) -> int:
+        """Planned requests whose newest record has a failed expectation (this run or an earlier one)."""
+        return sum(j.expectation_failures + j.skipped_expectation_failures for j in self.jobs.values())
+
     def lines(self) -> list[str]:
         out = ["batchrun: summary" + (" (interrupted)" if self.interrupted else "")]
         for name, js in self.jobs.items():
@@ -93,7 +112,9 @@ class RunSummary:
                 f" latency p50={percentile(lat, 50):.3f}s p95={percentile(lat, 95):.3f}s "
                 f"max={lat[-1]:.3f}s" if lat else ""
             )
-            out.append(f"  {name}: {counts}{latency} retries={js.retries}")
+            expectations = js.expectation_failures + js.skipped_expectation_failures
+            failed = f" expectations_failed={expectations}" if expectations else ""
+            out.append(f"  {name}: {counts}{latency} retries={js.retries}{failed}")
             if js.errors_by_type:
                 kinds = ", ".join(f"{k}={v}" for k, v in js.errors_by_type.most_common())
                 out.append(f"    errors by type: {kinds}")
@@ -101,6 +122,12 @@ class RunSummary:
         if self.skipped:
             total += f" skipped={self.skipped}"
         out.append(f"  total: {total}")
+        if self.cost_usd or self.cost_unknown:
+            unknown = f" (+ {self.cost_unknown} requests of unknown price)" if self.cost_unknown else ""
+            out.append(f"  cost: ${self.cost_usd:.4f} estimated for this run{unknown}")
+        if self.stopped_by:
+            out.append(f"  stopped early: {self.stopped_by}")
+        out.extend(f"  failed {g}" for g in self.gate_failures if g != self.stopped_by)
         if self.left_running:
             out.append(f"  {self.left_running} queue requests left running remotely (journaled)")
         if self.cancelled_remote:

@@ -9,6 +9,7 @@ usage, 3 internal error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -19,11 +20,14 @@ from typing import Any
 
 import anyio
 
+from batchrun.budget import check_budget_prices
 from batchrun.errors import BatchrunError, Problem, UsageError
 from batchrun.execute import Executor, RunResult
 from batchrun.journal import Journal, journal_path
 from batchrun.limits import Limits
+from batchrun.manifest import Manifest
 from batchrun.plan import build_plan, count_plan, parse_shard
+from batchrun.planids import PlanIds, compare, plan_ids_path, read_ids
 from batchrun.progress import Progress
 from batchrun.redact import Redactor
 from batchrun.resume import ResumeState, scan_output
@@ -33,6 +37,7 @@ from batchrun.specload import load_spec
 from batchrun.summary import RunSummary
 from batchrun.target import Endpoints, resolve_target
 from batchrun.template import env_names
+from batchrun.toolkit import Toolkit
 
 
 def _positive_int(text: str) -> int:
@@ -119,13 +124,13 @@ def _move_aside(out: Path) -> None:
 
 
 def _plan_size(spec: Spec, shard: tuple[int, int] | None, state: ResumeState, retry_errors: bool,
-               attach: Mapping[str, Any]) -> tuple[int, int, int]:
+               attach: Mapping[str, Any], ids: PlanIds) -> tuple[int, int, int]:
     """(planned requests, settled by the output, of which errors). Counting needs no expansion
-    unless the plan is sharded or there is something to resume."""
+    unless the plan is sharded or there is something to resume (a walk collects the plan's `ids`)."""
     if shard is None and not state.newest_ok:
         return sum(count_plan(spec).values()), 0, 0
     total = settled = errors = 0
-    for request in build_plan(spec, shard=shard):
+    for request in ids.wrap(build_plan(spec, shard=shard)):
         total += 1
         if request.id not in attach and state.skip(request.id, retry_errors=retry_errors):
             settled += 1
@@ -152,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, jobs=[dataclasses.replace(j, with_logs=True) for j in spec.jobs])
     out = _output(spec, args, shard)
     redactor = _secrets(spec, endpoints, environ)
+    check_budget_prices(spec)
 
     with OutputLock(out):
         if args.fresh:
@@ -170,7 +176,11 @@ def run(args: argparse.Namespace) -> int:
             for entry in list(journal.in_flight.values()):
                 if entry.request_id in state.finished_request_ids:
                     journal.done(entry.id, entry.request_id)
-            total, settled, settled_errors = _plan_size(spec, shard, state, args.retry_errors, journal.in_flight)
+            ids = PlanIds()
+            total, settled, settled_errors = _plan_size(spec, shard, state, args.retry_errors, journal.in_flight, ids)
+            manifest = Manifest(out, spec, target=_target_urls(target, endpoints), shard=shard, planned=total,
+                                resumed=bool(state.lines), scrub=redactor.scrub)
+            _compare_plans(out, state, ids, manifest)
             if state.lines or journal.in_flight or journal.intents:
                 hint = "; --retry-errors re-runs errors" if settled_errors else ""
                 unknown = (
@@ -184,13 +194,65 @@ def run(args: argparse.Namespace) -> int:
                     f"{len(journal.in_flight)} journaled queue requests to re-attach{unknown}",
                     file=sys.stderr,
                 )
-            result = anyio.run(
-                _main, spec, target, endpoints, shard, out, journal, state, redactor, concurrency,
-                total, settled, record_logs, args,
-            )
+            manifest.start()
+            result: RunResult | None = None
+            try:
+                result = anyio.run(
+                    _main, spec, target, endpoints, shard, out, journal, state, redactor, concurrency,
+                    total, settled, record_logs, args, ids,
+                )
+            finally:
+                if ids.complete and manifest.data["plan"]["ids_sha256"] is None:
+                    _record_plan(out, ids, manifest)
+                _finish_manifest(manifest, result)
         finally:
             journal.close()
+    assert result is not None  # anyio.run returned
     return _report(result, out)
+
+
+def _target_urls(target: Target, endpoints: Endpoints | None) -> dict[str, str | None]:
+    if endpoints is None:  # local: the embedded server's URLs exist only while the run lasts
+        return {"kind": target.kind, "run_url": None, "queue_url": None}
+    return {"kind": target.kind, "run_url": endpoints.run_url, "queue_url": endpoints.queue_url}
+
+
+def _compare_plans(out: Path, state: ResumeState, ids: PlanIds, manifest: Manifest) -> None:
+    """Resuming: say which plan ids the spec added or removed since the output's last run; record the
+    plan's ids beside the output (when this start walked the plan)."""
+    sidecar = plan_ids_path(out)
+    if not state.lines:
+        with contextlib.suppress(OSError):
+            sidecar.unlink(missing_ok=True)  # left by an output that is gone (--fresh, deleted)
+    if not ids.complete:
+        return  # the executor's walk collects them
+    old = read_ids(sidecar) if state.lines else None
+    new = ids.sorted_ids()
+    if old is not None:
+        change = compare(old, new)
+        if change:
+            print(change.message(out), file=sys.stderr)
+    _record_plan(out, ids, manifest)
+
+
+def _record_plan(out: Path, ids: PlanIds, manifest: Manifest) -> None:
+    sidecar = plan_ids_path(out)
+    try:
+        manifest.plan(len(ids), ids.write(sidecar), sidecar)
+    except OSError as exc:  # a full disk must not mask the run's own outcome
+        print(f"batchrun: warning: cannot write {sidecar}: {exc.strerror or exc}", file=sys.stderr)
+
+
+def _finish_manifest(manifest: Manifest, result: RunResult | None) -> None:
+    if result is None:  # the run raised: its error is reported by the CLI
+        manifest.finish(counts={}, cost_usd=None, gates=[], stopped_by=None, exit_code=None, interrupted=False)
+        return
+    s = result.summary
+    counts = {"ok": s.ok, "error": s.errors, "skipped": s.skipped, "skipped_errors": s.failed - s.errors,
+              "expectation_failures": s.expectations_failed}
+    manifest.finish(counts=counts, cost_usd=round(s.cost_usd, 6) if s.cost_usd or s.cost_unknown else None,
+                    gates=s.gate_failures, stopped_by=s.stopped_by, exit_code=result.exit_code,
+                    interrupted=result.interrupted)
 
 
 def _report(result: RunResult, out: Path) -> int:
@@ -216,14 +278,15 @@ def _report(result: RunResult, out: Path) -> int:
 
 async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: tuple[int, int] | None,
                 out: Path, journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
-                total: int, settled: int, record_logs: set[str], args: argparse.Namespace) -> RunResult:
+                total: int, settled: int, record_logs: set[str], args: argparse.Namespace,
+                ids: PlanIds) -> RunResult:
     if target.kind == "local":
         from batchrun.server import serve_local
 
         async with serve_local(runners=max(2, concurrency)) as server:
             local = resolve_target(target, {}, run_url=server.run_url, queue_url=server.queue_url)
             result = await _execute(spec, local, shard, out, journal, state, redactor, concurrency,
-                                    total, settled, record_logs, args)
+                                    total, settled, record_logs, args, ids)
             # The server stops with this run: nothing it had queued can be re-attached later.
             for entry in list(journal.in_flight.values()):
                 if entry.status_url.startswith(server.origin):
@@ -233,17 +296,22 @@ async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: 
             return result
     assert endpoints is not None
     return await _execute(spec, endpoints, shard, out, journal, state, redactor, concurrency,
-                          total, settled, record_logs, args)
+                          total, settled, record_logs, args, ids)
 
 
 async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | None, out: Path,
                    journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
-                   total: int, settled: int, record_logs: set[str], args: argparse.Namespace) -> RunResult:
+                   total: int, settled: int, record_logs: set[str], args: argparse.Namespace,
+                   ids: PlanIds) -> RunResult:
+    from batchrun.artifacts import Downloader
     from batchrun.client import FalClient
 
     progress = Progress(total, skipped=settled, concurrency=concurrency, enabled=not args.no_progress)
     summary = RunSummary(output=str(out))
     limits = Limits(concurrency, rate=spec.rate_limit)
+    downloader = Downloader(out, scrub_text=redactor.text) if any(j.download for j in spec.jobs) else None
+    toolkit = Toolkit(spec, summary=summary, resume=state, downloader=downloader)
+    plan = build_plan(spec, shard=shard)
     try:
         async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
                              redactor=redactor, max_connections=concurrency) as client:
@@ -252,7 +320,10 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
                     client=client, sink=sink, journal=journal, resume=state, limits=limits,
                     progress=progress, summary=summary, redactor=redactor, workers=concurrency,
                     retry_errors=args.retry_errors, show_logs=args.show_logs, record_logs=record_logs,
+                    toolkit=toolkit,
                 )
-                return await executor.execute(build_plan(spec, shard=shard))
+                return await executor.execute(plan if ids.complete else ids.wrap(plan))
     finally:
         progress.close()
+        if downloader is not None:
+            await downloader.aclose()

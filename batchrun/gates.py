@@ -1,0 +1,85 @@
+"""Run gates: thresholds over the whole run, checked as records arrive and at the end.
+
+    gates:
+      fail_fast: true          stop at the first failed request (an error record or a failed expectation)
+      max_errors: 2            stop once more than 2 planned requests have failed
+      max_error_rate: 0.05     stop once more than 5% of finished requests have failed (checked from
+                               MIN_RATE_SAMPLE finished requests on, and at the end whatever the count)
+      max_p95_latency_s: 30    checked at the end, over the latencies of this run's requests
+
+Failed requests and finished requests count the whole output for this plan: records of earlier
+runs that a resume skips count too, so a resumed run keeps the gates of the run it continues.
+A stopping gate stops the run gracefully (no new requests; those in flight finish and are written;
+the run is resumable) and every breached gate makes the run exit 1. Pure: figures come from the
+run's summary (batchrun.summary.RunSummary).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchrun.summary import RunSummary, percentile
+
+__all__ = ["MIN_RATE_SAMPLE", "Gates"]
+
+MIN_RATE_SAMPLE = 20  # an error rate over fewer finished requests is noise (1 of 3 is 33%)
+
+
+def _failed(record: dict[str, Any]) -> bool:
+    return record["status"] != "ok" or any(not e.get("passed") for e in record.get("expectations") or ())
+
+
+class Gates:
+    """The spec's `gates:`; `breaches` maps a gate name to the message saying how it broke."""
+
+    def __init__(self, gates: dict[str, Any]) -> None:
+        self.fail_fast = bool(gates.get("fail_fast", False))
+        self.max_errors: int | None = gates.get("max_errors")
+        self.max_error_rate: float | None = gates.get("max_error_rate")
+        self.max_p95: float | None = gates.get("max_p95_latency_s")
+        self.breaches: dict[str, str] = {}
+
+    def after_record(self, summary: RunSummary, record: dict[str, Any]) -> str | None:
+        """Check the stopping gates after `record` was counted; the message of a breach, else None."""
+        if self.breaches:
+            return None  # already stopping
+        if self.fail_fast and _failed(record):
+            what = (f"error {record['error']['type']}" if record["status"] != "ok" and record.get("error")
+                    else "failed expectation")
+            return self._breach("fail_fast", f"gate fail_fast: request {record['id']} (job {record['job']}) "
+                                f"failed ({what}); stopped after {_finished(summary)} finished requests")
+        if record["status"] == "ok":
+            return None  # only a new error can push an error count over its limit
+        message = self._errors(summary, minimum=MIN_RATE_SAMPLE)
+        return message
+
+    def at_end(self, summary: RunSummary) -> list[str]:
+        """Every breached gate, the stopping ones first; for the summary, the manifest and the exit code."""
+        if "max_errors" not in self.breaches and "max_error_rate" not in self.breaches:
+            self._errors(summary, minimum=1)
+        if self.max_p95 is not None and "max_p95_latency_s" not in self.breaches:
+            latencies = sorted(x for js in summary.jobs.values() for x in js.latencies)
+            p95 = percentile(latencies, 95)
+            if latencies and p95 > self.max_p95:
+                self._breach("max_p95_latency_s", f"gate max_p95_latency_s: p95 latency {p95:.3f} s over "
+                             f"{len(latencies)} requests > {self.max_p95:g} s")
+        return list(self.breaches.values())
+
+    def _errors(self, summary: RunSummary, *, minimum: int) -> str | None:
+        failed, finished = summary.failed, _finished(summary)
+        if self.max_errors is not None and failed > self.max_errors:
+            return self._breach("max_errors", f"gate max_errors: {failed} failed requests > max_errors "
+                                f"{self.max_errors} ({finished} finished)")
+        if self.max_error_rate is not None and finished >= minimum and failed / finished > self.max_error_rate:
+            return self._breach("max_error_rate", f"gate max_error_rate: {failed} of {finished} finished "
+                                f"requests failed ({failed / finished:.1%}) > max_error_rate "
+                                f"{self.max_error_rate:.1%}")
+        return None
+
+    def _breach(self, gate: str, message: str) -> str:
+        self.breaches[gate] = message
+        return message
+
+
+def _finished(summary: RunSummary) -> int:
+    return summary.ok + summary.errors + summary.skipped

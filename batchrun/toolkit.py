@@ -1,0 +1,86 @@
+"""The regression toolkit's hooks into the executor: expectations, artifacts, cost, budget, gates.
+
+The executor calls, for each planned request:
+
+    skipped(request)            a resume skips it (an earlier record settles it)
+    admit(request)              just before sending it; a message means: do not send, stop the run
+    await enrich(request, rec)  its record is built (in the worker): add expectations, artifacts, cost
+    observe(record)             the writer has written and counted it; a message means: stop the run
+
+and `finish()` once the run is over. Each feature is off unless the spec asks for it, so a record of
+a spec without `expect`, `download` or `pricing` has exactly the executor's fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchrun.artifacts import Downloader
+from batchrun.budget import Budget, request_cost
+from batchrun.expect import check_expectations
+from batchrun.gates import Gates
+from batchrun.plan import PlannedRequest
+from batchrun.resume import ResumeState
+from batchrun.spec import Spec
+from batchrun.summary import RunSummary
+
+__all__ = ["Toolkit"]
+
+
+class Toolkit:
+    def __init__(self, spec: Spec, *, summary: RunSummary, resume: ResumeState,
+                 downloader: Downloader | None = None) -> None:
+        self.spec = spec
+        self.summary = summary
+        self.resume = resume
+        self.downloader = downloader
+        self.gates = Gates(spec.gates) if spec.gates else None
+        max_usd = spec.budget.get("max_usd")
+        self.budget = Budget(max_usd, spent=resume.spent_usd) if max_usd is not None else None
+        self._reserved: dict[str, float] = {}  # request id -> cost reserved against the budget
+        self.stopped_by: str | None = None
+
+    def skipped(self, request: PlannedRequest) -> None:
+        if request.id in self.resume.expect_failed:
+            self.summary.job(request.job.name).skipped_expectation_failures += 1
+
+    def admit(self, request: PlannedRequest) -> str | None:
+        if self.budget is None:
+            return None
+        cost = request_cost(self.spec.pricing, request)
+        refused = self.budget.reserve(cost, f"request {request.id} (job {request.job.name})")
+        if refused is not None:
+            return self._stop(refused)
+        assert cost is not None
+        self._reserved[request.id] = cost
+        return None
+
+    async def enrich(self, request: PlannedRequest, record: dict[str, Any]) -> None:
+        ok = record["status"] == "ok"
+        if ok and request.job.expect:
+            record["expectations"] = check_expectations(
+                request.job.expect, record["result"], record["timing"]["latency_s"])
+        if ok and request.job.download and self.downloader is not None:
+            record["artifacts"] = await self.downloader.fetch(record["result"])
+        cost = request_cost(self.spec.pricing, request) if ok else None
+        if ok and self.spec.pricing:
+            record["cost_usd"] = cost
+        if self.budget is not None:
+            self.budget.settle(self._reserved.pop(request.id, None), cost)
+
+    def observe(self, record: dict[str, Any]) -> str | None:
+        if self.gates is None:
+            return None
+        breach = self.gates.after_record(self.summary, record)
+        return self._stop(breach) if breach is not None else None
+
+    def finish(self) -> None:
+        """Evaluate the end-of-run gates into the summary."""
+        if self.gates is not None:
+            self.summary.gate_failures = self.gates.at_end(self.summary)
+        self.summary.stopped_by = self.stopped_by
+
+    def _stop(self, message: str) -> str:
+        if self.stopped_by is None:
+            self.stopped_by = message
+        return message
