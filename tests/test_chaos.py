@@ -62,6 +62,8 @@ QUEUE_KINDS: dict[str, tuple[dict[str, Any], int, int]] = {
     "queue-model-error-422": ({"status": 422}, 0, 3),
     "queue-internal-error": ({"error_type": "internal_error"}, 0, 3),
     "queue-bad-json": ({"bad_json": True}, 0, 3),
+    # Accepted, but the answer is lost: never submitted again (outcome_unknown, the server saw one).
+    "submit-answer-lost": ({"submit": "reset"}, 0, 3),
 }
 HEALTHY_RUN = 980
 HEALTHY_QUEUE = 980
@@ -219,6 +221,9 @@ def test_soak_with_faults_and_three_sigkills_loses_nothing_and_submits_once(
     # may have accepted it. Those are recorded as outcome_unknown, never submitted a second time.
     unknown = {rid for rid in errors - expected_errors if newest[rid]["error"]["type"] == "outcome_unknown"}
     assert all(planned[rid].mode == "subscribe" for rid in unknown)
+    lost = {p.id for p in plan if p.job.name == "submit-answer-lost"}
+    assert {newest[rid]["error"]["type"] for rid in lost} == {"outcome_unknown"}
+    assert stats["apps"]["local/fail"]["submit"] >= len(lost)
     assert errors - unknown == expected_errors, {
         planned[r].job.name: newest[r]["error"] for r in (errors - unknown) ^ expected_errors}
     assert len(unknown) <= 10 * KILLS
@@ -240,6 +245,7 @@ def test_soak_with_faults_and_three_sigkills_loses_nothing_and_submits_once(
         "faults by kind": faults,
         "HTTP requests the server saw": {k: v for k, v in stats["requests"].items() if v},
         "server-side retries": stats["retries"],
+        "client-side retries (final records)": sum(r["attempts"] - 1 for r in newest.values() if r["attempts"]),
         "kills survived": kills,
         "records lost": len(set(planned) - set(newest)),
         "submits cut by a kill (outcome_unknown, not resubmitted)": len(unknown),
