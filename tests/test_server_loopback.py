@@ -263,3 +263,30 @@ def test_webhook_receives_the_outcome(make_server: ServerFactory) -> None:
     assert by_id[bad["request_id"]]["status"] == "ERROR"
     assert by_id[bad["request_id"]]["error"] == "Invalid status code: 422"
     assert by_id[bad["request_id"]]["payload"]["detail"][0]["type"] == "less_than_equal"
+
+
+def test_stop_ends_hung_runs_and_open_streams_at_once(make_server: ServerFactory) -> None:
+    import threading
+
+    outcomes: dict[str, Any] = {}
+    server = make_server(runners=1)
+    with server:
+        submitted = httpx.post(server.queue_url + "/local/fail", json={"hang": True}).json()
+
+        def run() -> None:
+            outcomes["run"] = httpx.post(server.run_url + "/local/fail", json={"hang": True}, timeout=20).json()
+
+        def stream() -> None:
+            outcomes["stream"] = [e["status"] for e in events(read_stream(submitted["status_url"], timeout=20))]
+
+        threads = [threading.Thread(target=run), threading.Thread(target=stream)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+    elapsed = time.monotonic() - started
+    for thread in threads:
+        thread.join(10)
+    assert elapsed < 0.9  # well under uvicorn's graceful-shutdown timeout (1 s)
+    assert outcomes == {"run": {"detail": "the server is shutting down", "error_type": "runner_disconnected"},
+                        "stream": ["IN_PROGRESS"]}  # fmt: skip

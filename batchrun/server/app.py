@@ -61,13 +61,17 @@ async def run_route(request: Request) -> WireResponse:
     await asyncio.sleep(0)  # most apps answer in their first step: then no watcher task is needed
     if not work.done():
         watch = asyncio.ensure_future(_until_disconnect(request.receive))
+        em.direct_runs.add(work)
         try:
             await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            em.direct_runs.discard(work)
             watch.cancel()
             if not work.done():
                 work.cancel()
     if work.cancelled():
+        if em.closing:
+            return respond(platform_error("runner_disconnected", "the server is shutting down"), rid)
         return respond(platform_error("client_disconnected", "the client disconnected", 499), rid)
     try:
         reply = work.result()

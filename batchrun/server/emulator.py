@@ -4,6 +4,7 @@ id parsing, request checks (auth, body, timeout headers) and the ASGI response f
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from typing import Any
@@ -95,6 +96,8 @@ class Emulator:
         self.stats = Stats()
         self.fault_counts: dict[str, int] = {}
         self._strings: dict[str, str] = {}
+        self.closing = False
+        self.direct_runs: set[asyncio.Task[Reply]] = set()  # direct runs that did not answer at once
         # local/fail by request id: headers to echo back (echo_request), a fake status (status_value).
         self.request_headers: dict[str, dict[str, str]] = {}
         self.fault_status: dict[str, str] = {}
@@ -109,6 +112,14 @@ class Emulator:
                 self._strings.clear()
             found = self._strings[text] = text
         return found
+
+    def close(self) -> None:
+        """Before the server stops: end hung direct runs and open status streams, so connections
+        close at once instead of running into uvicorn's graceful-shutdown timeout."""
+        self.closing = True
+        for task in list(self.direct_runs):
+            task.cancel()
+        self.queue.close()
 
     def reset(self) -> None:
         self.stats.reset()

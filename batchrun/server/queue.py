@@ -283,10 +283,12 @@ class Queue:
             self.jobs.pop(oldest.id, None)
 
     def close(self) -> None:
-        """Cancel every running attempt (server shutdown)."""
+        """Server shutdown: cancel every running attempt and wake every status stream."""
         for job in list(self.jobs.values()):
             if job.task is not None and not job.task.done():
                 job.task.cancel()
+        for job in list(self._watched):
+            self._notify(job)
 
 
 def cancelled_reply() -> Reply:

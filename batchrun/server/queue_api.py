@@ -132,7 +132,7 @@ async def stream_status(em: Emulator, job: Job, request: Request) -> AsyncIterat
         if data != last:
             yield b"data: " + data + b"\n\n"
             last = data
-        if job.state == COMPLETED:
+        if job.state == COMPLETED or em.closing:
             return
         try:
             await asyncio.wait_for(changed.wait(), em.keepalive)

@@ -98,8 +98,8 @@ async def serve_local(
         await _wait_started(server, task)
         yield RunningServer(_origin(server, host, ssl_certfile is not None), asgi)
     finally:
+        asgi.state.emulator.close()
         server.should_exit = True
-        asgi.state.emulator.queue.close()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(asyncio.shield(task), START_TIMEOUT)
         if not task.done():
@@ -157,7 +157,7 @@ class ServerThread:
         try:
             await self._server.serve()
         finally:
-            self.app.state.emulator.queue.close()
+            self.app.state.emulator.close()
 
     @property
     def run_url(self) -> str:
@@ -185,6 +185,8 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.app.state.emulator.close)
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(START_TIMEOUT)
