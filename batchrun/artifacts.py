@@ -88,8 +88,11 @@ class Downloader:
     """One per run. `await fetch(result)` -> the record's `artifacts` list."""
 
     def __init__(self, output: Path, *, scrub_text: Callable[[str], str] = lambda s: s,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient | None = None, max_bytes: int = MAX_BYTES,
+                 backoff_s: float = BACKOFF_S) -> None:
         self.output = output
+        self.max_bytes = max_bytes
+        self.backoff_s = backoff_s
         self.dir = files_dir(output)
         self._scrub = scrub_text
         self._own_client = client is None
@@ -125,7 +128,7 @@ class Downloader:
         entry: dict[str, Any] = {"url": url, "path": None, "sha256": None, "bytes": None, "content_type": declared}
         try:
             if url.startswith("data:"):
-                data, mime = _decode_data_url(url)
+                data, mime = _decode_data_url(url, self.max_bytes)
                 entry["content_type"] = declared or mime
                 digest, size, tmp = await anyio.to_thread.run_sync(self._store_bytes, data)
             else:
@@ -162,7 +165,7 @@ class Downloader:
         return hashlib.sha256(data).hexdigest(), len(data), tmp
 
     async def _download(self, url: str) -> tuple[str, int, Path, str | None]:
-        delay = BACKOFF_S
+        delay = self.backoff_s
         for attempt in range(RETRIES + 1):
             try:
                 return await self._attempt(url)
@@ -185,13 +188,13 @@ class Downloader:
                         raise _Failed(f"HTTP {response.status_code} fetching {url}",
                                       retry=response.status_code in _RETRY_STATUS)
                     length = response.headers.get("content-length")
-                    if length is not None and length.isdigit() and int(length) > MAX_BYTES:
-                        raise _Failed(f"{url} is {int(length)} bytes, over the {MAX_BYTES}-byte cap", retry=False)
+                    if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                        raise _Failed(f"{url} is {int(length)} bytes, over the {self.max_bytes}-byte cap", retry=False)
                     digest, size = hashlib.sha256(), 0
                     async for chunk in response.aiter_bytes(_CHUNK):
                         size += len(chunk)
-                        if size > MAX_BYTES:
-                            raise _Failed(f"{url} is over the {MAX_BYTES}-byte cap", retry=False)
+                        if size > self.max_bytes:
+                            raise _Failed(f"{url} is over the {self.max_bytes}-byte cap", retry=False)
                         digest.update(chunk)
                         f.write(chunk)
                     served = response.headers.get("content-type")
@@ -205,7 +208,7 @@ class Downloader:
                     tmp.unlink()
 
 
-def _decode_data_url(url: str) -> tuple[bytes, str | None]:
+def _decode_data_url(url: str, max_bytes: int) -> tuple[bytes, str | None]:
     header, sep, payload = url[5:].partition(",")
     if not sep:
         raise _Failed("malformed data URL (no comma)", retry=False)
@@ -216,6 +219,6 @@ def _decode_data_url(url: str) -> tuple[bytes, str | None]:
             urllib.parse.unquote_to_bytes(payload))
     except (binascii.Error, ValueError) as exc:
         raise _Failed(f"malformed data URL: {exc}", retry=False) from None
-    if len(data) > MAX_BYTES:
-        raise _Failed(f"data URL of {len(data)} bytes, over the {MAX_BYTES}-byte cap", retry=False)
+    if len(data) > max_bytes:
+        raise _Failed(f"data URL of {len(data)} bytes, over the {max_bytes}-byte cap", retry=False)
     return data, mime

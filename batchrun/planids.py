@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TypeAlias
 
 from batchrun.plan import PlannedRequest
 
-__all__ = ["LISTED", "PlanChange", "PlanIds", "compare", "plan_ids_path", "read_ids"]
+__all__ = ["LISTED", "PlanChange", "PlanIds", "compare", "parse_ids", "plan_ids_path", "read_ids"]
 
 LISTED = 10  # ids named in the changed-plan message, of each kind
 
@@ -30,8 +31,7 @@ def plan_ids_path(output: Path) -> Path:
     return output.with_name(output.name + ".plan-ids")
 
 
-def _is_hex16(rid: str) -> bool:
-    return len(rid) == 16 and all(c in "0123456789abcdef" for c in rid)
+_is_hex16 = re.compile(r"[0-9a-f]{16}").fullmatch
 
 
 class PlanIds:
@@ -87,29 +87,20 @@ def _text(rid: int | str) -> str:
     return rid if isinstance(rid, str) else format(rid, "016x")
 
 
-def read_ids(path: Path) -> Ids | None:
-    """The sorted ids of an earlier run, or None when there is no readable file."""
+def read_ids(path: Path) -> bytes | None:
+    """The raw `.plan-ids` file of an earlier run, or None when there is none to read."""
     try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+        return path.read_bytes()
     except OSError:
         return None
-    ints: array.array[int] = array.array("Q")
-    strs: list[str] | None = None
-    try:
-        with f:
-            for line in f:
-                rid = line.rstrip("\n")
-                if not rid:
-                    continue
-                if strs is None and _is_hex16(rid):
-                    ints.append(int(rid, 16))
-                    continue
-                if strs is None:
-                    strs = [format(x, "016x") for x in ints]
-                strs.append(rid)
-    except (OSError, UnicodeDecodeError):
-        return None
-    return sorted(strs) if strs is not None else array.array("Q", sorted(ints))
+
+
+def parse_ids(data: bytes) -> Ids:
+    """Sorted ids from a `.plan-ids` file's bytes."""
+    lines = [line for line in data.decode("utf-8", "replace").split("\n") if line]
+    if all(_is_hex16(line) for line in lines):
+        return array.array("Q", sorted(int(line, 16) for line in lines))
+    return sorted(lines)
 
 
 class PlanChange:

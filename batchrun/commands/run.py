@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import os
 import sys
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from batchrun.journal import Journal, journal_path
 from batchrun.limits import Limits
 from batchrun.manifest import Manifest
 from batchrun.plan import build_plan, count_plan, parse_shard
-from batchrun.planids import PlanIds, compare, plan_ids_path, read_ids
+from batchrun.planids import PlanIds, compare, parse_ids, plan_ids_path, read_ids
 from batchrun.progress import Progress
 from batchrun.redact import Redactor
 from batchrun.resume import ResumeState, scan_output
@@ -227,12 +228,11 @@ def _compare_plans(out: Path, state: ResumeState, ids: PlanIds, manifest: Manife
     if not ids.complete:
         return  # the executor's walk collects them
     old = read_ids(sidecar) if state.lines else None
-    new = ids.sorted_ids()
-    if old is not None:
-        change = compare(old, new)
+    _record_plan(out, ids, manifest)
+    if old is not None and hashlib.sha256(old).hexdigest() != manifest.data["plan"]["ids_sha256"]:
+        change = compare(parse_ids(old), ids.sorted_ids())  # only a changed plan pays for the merge
         if change:
             print(change.message(out), file=sys.stderr)
-    _record_plan(out, ids, manifest)
 
 
 def _record_plan(out: Path, ids: PlanIds, manifest: Manifest) -> None:
