@@ -443,3 +443,30 @@ def test_budget_with_an_unpriced_endpoint_refuses_to_start(tmp_path: Path, capsy
     assert ("budget.max_usd is set but these endpoints have no price in `pricing`: local/echo"
             in capsys.readouterr().err)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_gate_stop_in_subscribe_mode_leaves_nothing_journaled(
+    tmp_path: Path, loopback_server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Queue requests in flight when a gate stops the run finish and are written; the journal is
+    settled, and a resume with --retry-errors runs only what is left."""
+    from batchrun.journal import journal_path
+
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: sub
+        concurrency: 2
+        gates: {max_errors: 0}
+        jobs:
+          - {name: bad, endpoint: local/fail, headers: {X-Fal-No-Retry: "1"}, arguments: {status: 422}}
+          - {name: ok, endpoint: local/echo, arguments: {i: "${{ matrix.i }}", delay: 0.05}, matrix: {i: [1, 2, 3, 4, 5, 6]}}
+    """)
+    out = tmp_path / "out.jsonl"
+    assert run(spec, out, loopback_server) == 1
+    first = records(out)
+    assert first[0]["job"] == "bad" and first[0]["status"] == "error"
+    assert 1 <= len(first) <= 3  # the error, and what was already in flight with it
+    assert not journal_path(out).exists()
+    assert "stopped early: gate max_errors: 1 failed requests > max_errors 0" in capsys.readouterr().err
+    assert run(spec, out, loopback_server) == 1  # the error is still the newest record of its id
+    assert len(records(out)) == 7 and {r["job"] for r in records(out)[len(first):]} == {"ok"}
