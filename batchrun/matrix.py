@@ -29,11 +29,14 @@ def _original_keys(entry: Mapping[str, Any], matrix_keys: set[str]) -> list[str]
 
 def _product(matrix: Mapping[str, Sequence[Any]]) -> Iterator[dict[str, Any]]:
     keys = list(matrix)
-    for values in itertools.product(*(matrix[k] for k in keys)):
-        yield dict(zip(keys, values, strict=True))
+    # map over the product: one C-level loop per combination (zip's lengths match by construction).
+    return map(dict, map(zip, itertools.repeat(keys), itertools.product(*(matrix[k] for k in keys))))
 
 
 def _surviving(matrix: Mapping[str, Sequence[Any]], exclude: Sequence[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    if not exclude:
+        yield from _product(matrix)
+        return
     for combo in _product(matrix):
         if not any(_matches(combo, entry) for entry in exclude):
             yield combo

@@ -72,6 +72,36 @@ class PlannedRequest:
         }
 
 
+def _fast_constructor() -> Any:
+    """PlannedRequest(...) with positional fields, about 2x faster than the frozen dataclass's
+    __init__ (which goes through object.__setattr__ by name for each of its ten fields). The
+    object is the same: slots set directly by their descriptors, in field order."""
+    setters = tuple(getattr(PlannedRequest, f.name).__set__ for f in dataclasses.fields(PlannedRequest))
+    s_id, s_index, s_job, s_args, s_matrix, s_row, s_repeat, s_path, s_hint, s_headers = setters
+    make = object.__new__
+
+    def new(id: str, index: int, job: Job, arguments: dict[str, Any], matrix: dict[str, Any], row: int | None,
+            repeat: int, resolved_path: str | None, resolved_hint: str | None,
+            resolved_headers: dict[str, str] | None) -> PlannedRequest:
+        request: PlannedRequest = make(PlannedRequest)
+        s_id(request, id)
+        s_index(request, index)
+        s_job(request, job)
+        s_args(request, arguments)
+        s_matrix(request, matrix)
+        s_row(request, row)
+        s_repeat(request, repeat)
+        s_path(request, resolved_path)
+        s_hint(request, resolved_hint)
+        s_headers(request, resolved_headers)
+        return request
+
+    return new
+
+
+_new_request = _fast_constructor()
+
+
 def request_id(job: str, endpoint: str, path: str, arguments: Any, repeat: int) -> str:
     """sha256 of canonical JSON (sorted keys, no whitespace), first 16 hex digits."""
     canonical = json.dumps(
@@ -179,33 +209,32 @@ class JobPlanner:
         return matrix_mod.expand(self.job.matrix, self.job.include, self.job.exclude)
 
     def requests(self, start: int, shard: tuple[int, int] | None) -> Iterator[PlannedRequest]:
+        # The hot loop of every plan walk (plan, validate, each resume): names are bound to locals
+        # and per-job decisions hoisted out of it.
         job = self.job
         index = start
         no_rows: list[tuple[None, None]] = [(None, None)]
         make_id = _fast_request_id if self.plain_ids else request_id
+        render = self.arguments.render
+        path_t, hint_t, headers_t = self.path, self.hint, self.headers
+        name, endpoint, job_path = job.name, job.endpoint, job.path
+        repeats = range(job.repeat)
+        check_shard = shard is not None and shard[1] != 1
+        new = _new_request
         for combo in self.combos():
             for row_index, row in no_rows if self.rows is None else enumerate(self.rows):
-                for repeat in range(job.repeat):
+                for repeat in repeats:
                     ctx = Context(combo, row, repeat)
-                    arguments = self.arguments.render(ctx)
-                    path = _text(self.path.render(ctx)) if self.path is not None else job.path
-                    rid = make_id(job.name, job.endpoint, path, arguments, repeat)
-                    if in_shard(rid, shard):
-                        yield PlannedRequest(
-                            id=rid,
-                            index=index,
-                            job=job,
-                            arguments=arguments,
-                            matrix=combo,
-                            row=row_index,
-                            repeat=repeat,
-                            resolved_path=path if self.path is not None else None,
-                            resolved_hint=_text(self.hint.render(ctx)) if self.hint is not None else None,
-                            resolved_headers=(
-                                {k: _header_text(v) for k, v in self.headers.render(ctx).items()}
-                                if self.headers is not None
-                                else None
-                            ),
+                    arguments = render(ctx)
+                    path = job_path if path_t is None else _text(path_t.render(ctx))
+                    rid = make_id(name, endpoint, path, arguments, repeat)
+                    if not check_shard or in_shard(rid, shard):
+                        yield new(
+                            rid, index, job, arguments, combo, row_index, repeat,
+                            None if path_t is None else path,
+                            None if hint_t is None else _text(hint_t.render(ctx)),
+                            None if headers_t is None
+                            else {k: _header_text(v) for k, v in headers_t.render(ctx).items()},
                         )
                     index += 1
         self.end = index

@@ -107,7 +107,7 @@ def interpolate(value: Any) -> str:
 
 # ---- compiled templates: built once per job, rendered per request ------------------------------
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: one per planned request, and frozen init is ~3x slower
 class Context:
     matrix: Mapping[str, Any]
     row: Mapping[str, Any] | None
@@ -121,6 +121,38 @@ def _lookup(ref: Ref, ctx: Context) -> Any:
     if ref.namespace == "row":
         return None if ctx.row is None else ctx.row.get(ref.name)
     return ctx.repeat
+
+
+def _getter(ref: Ref) -> Any:
+    """`_lookup` bound to one reference once, at compile time (rendering runs once per request)."""
+    name = ref.name
+    if ref.namespace == "matrix":
+        return lambda ctx: ctx.matrix.get(name)
+    if ref.namespace == "row":
+        return lambda ctx: None if ctx.row is None else ctx.row.get(name)
+    return lambda ctx: ctx.repeat
+
+
+def _escaped_value(value: Any) -> Any:
+    """`_escape_deep` with the common scalars first."""
+    kind = value.__class__
+    if kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is str:
+        return value.replace("${{", "$${{") if "${{" in value else value
+    return _escape_deep(value)
+
+
+def _interpolated(value: Any) -> str:
+    """`interpolate`, escaped, with the common scalars first."""
+    kind = value.__class__
+    if kind is str:
+        text: str = value
+    elif kind is int or kind is float:
+        return str(value)  # digits only: nothing to escape
+    else:
+        text = interpolate(value)
+    return text.replace("${{", "$${{") if "${{" in text else text
 
 
 class Compiled:
@@ -147,7 +179,11 @@ def compile_value(value: Any, *, file_base: str | None = None) -> tuple[Compiled
 
 
 def _const(value: Any) -> Any:
-    return lambda ctx: value
+    def const(ctx: Context) -> Any:
+        return value
+
+    const.const = value  # type: ignore[attr-defined]  # marks it constant for the dict fill below
+    return const
 
 
 def _compile(value: Any, path: tuple[str | int, ...], refs: list[Any], errors: list[Any], base: str | None) -> Any:
@@ -165,7 +201,20 @@ def _compile(value: Any, path: tuple[str | int, ...], refs: list[Any], errors: l
 
             return file_fn
         items = [(k, _compile(v, (*path, k), refs, errors, base)) for k, v in value.items()]
-        return lambda ctx: {k: f(ctx) for k, f in items}
+        # Scalar constants go into a template dict copied per render (copying keeps key order);
+        # only the other values are computed. Constants are immutable scalars (see _compile).
+        shape = {k: getattr(f, "const", None) for k, f in items}
+        live = [(k, f) for k, f in items if not hasattr(f, "const")]
+        if len(live) == len(items):
+            return lambda ctx: {k: f(ctx) for k, f in items}
+
+        def fill(ctx: Context) -> dict[str, Any]:
+            out = shape.copy()
+            for k, f in live:
+                out[k] = f(ctx)
+            return out
+
+        return fill
     if isinstance(value, list):
         fns = [_compile(v, (*path, i), refs, errors, base) for i, v in enumerate(value)]
         return lambda ctx: [f(ctx) for f in fns]
@@ -189,7 +238,8 @@ def _compile_str(text: str, path: tuple[str | int, ...], refs: list[Any], errors
     if len(parts) == 1:
         ref = parts[0]
         assert isinstance(ref, Ref)
-        return lambda ctx: _escape_deep(_lookup(ref, ctx))
+        get = _getter(ref)
+        return lambda ctx: _escaped_value(get(ctx))
 
     # Literals are escaped and env references re-rendered once, here, not per request.
     pieces: list[str | Ref] = [
@@ -197,15 +247,11 @@ def _compile_str(text: str, path: tuple[str | int, ...], refs: list[Any], errors
         for p in parts
     ]
 
+    # (literal, None) or (None, getter): no isinstance and no namespace dispatch per request.
+    steps = [(p, None) if isinstance(p, str) else (None, _getter(p)) for p in pieces]
+
     def interp(ctx: Context) -> str:
-        out = []
-        for piece in pieces:
-            if piece.__class__ is str:
-                out.append(piece)
-            else:
-                text = interpolate(_lookup(piece, ctx))  # type: ignore[arg-type]
-                out.append(escape(text) if "${{" in text else text)
-        return "".join(out)
+        return "".join([text if get is None else _interpolated(get(ctx)) for text, get in steps])
 
     return interp
 
