@@ -6,6 +6,7 @@ shows everything that is wrong. Raw dicts never leave this module.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -17,6 +18,8 @@ from batchrun.plan import JobPlanner, count_plan
 from batchrun.schemaerrors import schema_problems
 from batchrun.spec import Job, RateLimit, RetryPolicy, Spec, Target
 from batchrun.specchecks import Checker, JobSource
+from batchrun.template import Ref, TemplateError
+from batchrun.template import parse as parse_template
 
 DEFAULT_MAX_REQUESTS = 10_000
 
@@ -179,13 +182,15 @@ def _job_plan_problems(spec: Spec, job: Job, source: JobSource, located: yamlsou
     """Duplicate ids within a job (ids include the job name, so jobs never collide with each other)
     and templated $file paths that name no file."""
     problems: list[Problem] = []
+    check_files = "$file" in repr(job.arguments) and "${{" in repr(job.arguments)
+    if not check_files and _distinct_by_construction(job):
+        return problems  # no walk needed: see _distinct_by_construction
     # A set of 64-bit ints (not ids, not a dict) keeps a 1M-request job near 70 MB; the rare
     # duplicate is then located by a second pass.
     seen: set[int] = set()
     duplicates = 0
     dup_key: int | None = None
     dup_index = 0
-    check_files = "$file" in repr(job.arguments) and "${{" in repr(job.arguments)
     missing_files: set[str] = set()
     for request in JobPlanner.create(job, spec).requests(start, None):
         key = int(request.id, 16)
@@ -214,6 +219,52 @@ def _job_plan_problems(spec: Spec, job: Job, source: JobSource, located: yamlsou
             located.problem(source.at("arguments"), f"file not found: {missing} (from a templated $file)", at_key=True)
         )
     return problems
+
+
+def _distinct_by_construction(job: Job) -> bool:
+    """True when no two requests of `job` can have the same id, so the duplicate walk is skipped
+    (it is a full plan walk: seconds for a million requests, repeated by every `batchrun run`).
+
+    Holds when the job has no dataset and no include (exclude only removes combinations), each
+    matrix list's values are distinct as canonical JSON, and every matrix key is the whole value
+    of some argument (`seed: "${{ matrix.seed }}"`), outside `$file` objects. Then two combinations
+    differ in some key, that argument differs (a whole-value template renders the value itself,
+    only escaping `${{` in strings, which is injective), so the arguments differ and so do the ids
+    (the repeat index is part of the id too). Anything else keeps the walk."""
+    if job.dataset is not None or job.include or not job.matrix:
+        return False
+    for values in job.matrix.values():
+        if not isinstance(values, list):
+            return False
+        try:
+            canonical = {json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for v in values}
+        except (TypeError, ValueError):
+            return False
+        if len(canonical) != len(values):
+            return False
+    whole: set[str] = set()
+    _whole_matrix_refs(job.arguments, whole)
+    return whole >= set(job.matrix)
+
+
+def _whole_matrix_refs(value: Any, out: set[str]) -> None:
+    """Matrix keys that some value of `value` is exactly one template of (`"${{ matrix.k }}"`)."""
+    if isinstance(value, str):
+        if "${{" in value:
+            try:
+                parts = parse_template(value)
+            except TemplateError:
+                return
+            if len(parts) == 1 and isinstance(parts[0], Ref) and parts[0].namespace == "matrix":
+                out.add(parts[0].name)
+    elif isinstance(value, dict):
+        if "$file" in value:
+            return  # a file path is normalised (a/../b is b): not a faithful copy of the value
+        for v in value.values():
+            _whole_matrix_refs(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _whole_matrix_refs(v, out)
 
 
 def _missing_files(value: Any, out: set[str]) -> None:

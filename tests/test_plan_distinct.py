@@ -1,0 +1,109 @@
+"""The duplicate-id check skips its plan walk only when ids are distinct by construction."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchrun.errors import SpecError
+from batchrun.plan import build_plan
+from batchrun.spec import Job, Spec
+from batchrun.specload import _distinct_by_construction, load_spec
+
+# Matrix values that collide in Python (1 == 1.0 == True) or only after escaping, and containers.
+VALUES = st.one_of(
+    st.sampled_from([0, 1, 1.0, True, False, None, "1", "a", "${{ x }}", "$${{ x }}", "a/../b", "b"]),
+    st.lists(st.sampled_from([0, 1, "a"]), max_size=2),
+    st.dictionaries(st.sampled_from(["k", "$file"]), st.sampled_from([0, "a", "b"]), max_size=2),
+)
+KEYS = ["x", "y", "z"]
+
+
+@st.composite
+def jobs(draw: st.DrawFn) -> Job:
+    keys = draw(st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique=True))
+    matrix = {k: draw(st.lists(VALUES, min_size=1, max_size=4)) for k in keys}
+    arguments: dict[str, Any] = {}
+    for k in keys:
+        use = draw(st.sampled_from(["whole", "embedded", "nested", "file", "unused"]))
+        ref = f"${{{{ matrix.{k} }}}}"
+        if use == "whole":
+            arguments[k] = ref
+        elif use == "embedded":
+            arguments[k] = f"value {ref}"
+        elif use == "nested":
+            arguments[k] = {"inner": [ref]}
+        elif use == "file":
+            arguments[k] = {"$file": ref}
+    exclude = draw(st.lists(st.fixed_dictionaries({keys[0]: st.sampled_from(matrix[keys[0]])}), max_size=1))
+    return Job(name="j", endpoint="local/echo", arguments=arguments, matrix=matrix, exclude=exclude,
+               repeat=draw(st.integers(1, 2)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(jobs())
+def test_distinct_by_construction_implies_distinct_ids(job: Job) -> None:
+    """Whenever the walk is skipped, walking would have found no duplicate id."""
+    spec = Spec(version=1, name="t", jobs=[job], source=Path("/nowhere/spec.yaml"), max_requests=10**9)
+    ids = [r.id for r in build_plan(spec)]
+    if _distinct_by_construction(job):
+        assert len(set(ids)) == len(ids)
+
+
+def _spec(tmp_path: Path, job: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text("version: 1\nname: t\njobs:\n" + textwrap.indent(textwrap.dedent(job), "  "))
+    return path
+
+
+def test_repeated_matrix_value_is_still_a_located_duplicate(tmp_path: Path) -> None:
+    """Whole-value templates, but a matrix list repeats a value: the walk runs and finds it."""
+    path = _spec(tmp_path, """\
+        - name: j
+          endpoint: local/echo
+          arguments: {seed: "${{ matrix.seed }}"}
+          matrix: {seed: [1, 2, 1]}
+    """)
+    try:
+        load_spec(path)
+    except SpecError as exc:
+        [problem] = exc.problems
+        assert problem.message.startswith("requests 0 and 2 of job 'j' are identical (id ")
+    else:
+        raise AssertionError("the duplicate was not reported")
+
+
+def test_normalised_file_paths_are_still_a_located_duplicate(tmp_path: Path) -> None:
+    """A $file path made from the matrix is normalised (d/../a is a): not proof, so the walk runs."""
+    (tmp_path / "a").write_text("x")
+    (tmp_path / "d").mkdir()
+    path = _spec(tmp_path, """\
+        - name: j
+          endpoint: local/echo
+          arguments: {image: {$file: "${{ matrix.f }}"}}
+          matrix: {f: [a, d/../a]}
+    """)
+    try:
+        load_spec(path)
+    except SpecError as exc:
+        [problem] = exc.problems
+        assert problem.message.startswith("requests 0 and 1 of job 'j' are identical (id ")
+    else:
+        raise AssertionError("the duplicate was not reported")
+
+
+def test_sweep_of_whole_value_templates_validates_without_a_walk(tmp_path: Path) -> None:
+    path = _spec(tmp_path, """\
+        - name: j
+          endpoint: local/echo
+          arguments: {prompt: "style ${{ matrix.s }}", seed: "${{ matrix.seed }}", s: "${{ matrix.s }}"}
+          matrix: {seed: [1, 2, 3], s: [a, b]}
+          exclude: [{seed: 2}]
+    """)
+    spec = load_spec(path)
+    assert _distinct_by_construction(spec.jobs[0])
+    assert len({r.id for r in build_plan(spec)}) == 4
