@@ -83,6 +83,13 @@ def resolve_target(
 
 def _base_url(url: str, which: str) -> str:
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # Checked first, and the URL is not echoed: it holds a password. The key travels in the
+        # Authorization header, so URL credentials would clash with it (aiohttp refuses both).
+        raise UsageError(
+            f"the {which} URL must not contain credentials (user:password@host); "
+            "send them with a `headers:` entry instead"
+        )
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         raise UsageError(f"the {which} URL must be an http(s) URL with a host, got {url!r}")
     if parts.query or parts.fragment:

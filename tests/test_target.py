@@ -85,6 +85,12 @@ def test_custom_uses_key_when_present() -> None:
             Target(kind="custom", run_url="http://x", queue_url="http://x?a=1"), {},
             "the queue URL must not have a query or fragment, got 'http://x?a=1'", id="query",
         ),
+        pytest.param(
+            Target(kind="custom", run_url="http://x", queue_url="http://x"),
+            {"run_url": "https://user:s3cret-pw@proxy.example/run?x=1"},
+            "the run URL must not contain credentials (user:password@host); send them with a `headers:` entry instead",
+            id="credentials-not-echoed",
+        ),
     ],
 )
 def test_bad_urls(target, kwargs, message) -> None:
