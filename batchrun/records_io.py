@@ -81,7 +81,7 @@ def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
 def _decode(raw: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # a damaged line may nest absurdly
         return None
     return value if isinstance(value, dict) else None
 
@@ -93,6 +93,8 @@ def _raise_bad(path: Path, number: int, start: int, raw: bytes) -> None:
         raise RecordsError(f"{path}:{number}: invalid JSON (not UTF-8)") from None
     except json.JSONDecodeError as exc:
         raise RecordsError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise RecordsError(f"{path}:{number}: invalid JSON (nested too deeply)") from None
     raise RecordsError(f"{path}:{number}: not a batchrun record: a record is a JSON object")
 
 

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchrun.server import ServerThread
 from fixtures_execute import records, run_cli, write_spec
@@ -154,3 +156,67 @@ def test_two_runs_on_one_output_one_is_refused_nothing_interleaves(tmp_path: Pat
     )
     final = records(out)
     assert sorted(r["arguments"]["n"] for r in final) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+# ---- damaged outputs fed to report, diff and merge --------------------------------------------------
+
+GOOD_RECORD = {
+    "id": "a1", "index": 0, "job": "j", "endpoint": "local/echo", "path": "", "mode": "run", "arguments": {},
+    "matrix": {}, "status": "ok", "result": {"x": 1}, "error": None, "request_id": None, "attempts": 1,
+    "logs": None, "metrics": None,
+    "timing": {"started_at": "2026-01-01T00:00:00.000Z", "finished_at": "2026-01-01T00:00:01.000Z",
+               "latency_s": 1.0, "queue_s": None},
+}  # fmt: skip
+
+
+def _readers(path: Path, other: Path) -> list[tuple[list[str], int, str]]:
+    """(command, exit code, stderr) of every command that reads an output, on `path`."""
+    import io
+
+    from batchrun.cli import main
+
+    results = []
+    for argv in (["report", str(path)], ["report", str(path), "--format", "json"],
+                 ["diff", str(path), str(other)], ["merge", str(path), "-o", str(path.with_suffix(".merged"))]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+        results.append((argv, code, err.getvalue()))
+    return results
+
+
+def test_a_deeply_nested_line_is_a_located_error_not_a_crash(tmp_path: Path) -> None:
+    """Regression: a damaged line nesting 100k arrays made report/diff/merge die with a
+    RecursionError traceback (exit 3). Now it is `FILE:LINE: invalid JSON (nested too deeply)`."""
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"id": "d", "result": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+                    + json.dumps(GOOD_RECORD).encode() + b"\n")
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(GOOD_RECORD) + "\n")
+    for argv, code, err in _readers(out, good):
+        assert code == 2, (argv, err)
+        assert err.strip().endswith(f"{out}:1: invalid JSON (nested too deeply)"), (argv, err)
+
+
+@settings(max_examples=60, deadline=None, database=None, derandomize=True)
+@given(st.lists(st.one_of(
+    st.just(json.dumps(GOOD_RECORD).encode()),
+    st.binary(max_size=60),
+    st.builds(lambda cut: json.dumps(GOOD_RECORD).encode()[:cut], st.integers(0, 200)),
+    st.builds(lambda k, v: json.dumps({**GOOD_RECORD, k: v}).encode(),
+              st.sampled_from(["id", "index", "job", "status", "timing", "result", "error", "attempts", "matrix"]),
+              st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2),
+                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))),
+), max_size=6))
+def test_damaged_outputs_never_crash_the_readers(lines: list[bytes]) -> None:
+    """Random damage (garbage bytes, cut lines, fields of the wrong type) in an output: report,
+    diff and merge exit 0, 1 or 2 with a message, never a traceback."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out, good = Path(tmp) / "out.jsonl", Path(tmp) / "good.jsonl"
+        out.write_bytes(b"\n".join(lines) + b"\n")
+        good.write_text(json.dumps(GOOD_RECORD) + "\n")
+        for argv, code, err in _readers(out, good):
+            assert code in (0, 1, 2), (argv, err)
+            assert "Traceback" not in err
