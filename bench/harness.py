@@ -125,7 +125,31 @@ class Child:
 
 def run_child(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path = ROOT,
               timeout: float = 900) -> Child:
-    """Run `cmd`, return its output, wall time, CPU time and peak RSS (from wait4, this child only)."""
+    """Run `cmd`, return its output, wall time, CPU time (wait4, this child only) and peak RSS.
+
+    A Python child runs under bench/measured.py, which reports its own VmHWM: wait4's ru_maxrss
+    would include this (parent) process's peak, which Linux carries over exec."""
+    import tempfile
+
+    cmd = list(cmd)
+    hwm = None
+    if cmd and cmd[0] == sys.executable:
+        fd, hwm = tempfile.mkstemp(prefix="bench-hwm-")
+        os.close(fd)
+        cmd = [cmd[0], str(BENCH_DIR / "measured.py"), hwm, *cmd[1:]]
+    try:
+        child = _wait_child(cmd, env=env, cwd=cwd, timeout=timeout)
+        if hwm is not None:
+            text = Path(hwm).read_text().strip()
+            if text:
+                child.peak_rss_mb = int(text) / 1024
+    finally:
+        if hwm is not None:
+            os.unlink(hwm)
+    return child
+
+
+def _wait_child(cmd: Sequence[str], *, env: Mapping[str, str] | None, cwd: Path, timeout: float) -> Child:
     import tempfile
 
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
