@@ -43,12 +43,10 @@ class _DropFaultResets(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_DropFaultResets())
 
 
-@dataclasses.dataclass(frozen=True)
-class RunningServer:
-    """Where a started server listens. `app` is the ASGI app (its state.emulator holds the queue)."""
+class _Urls:
+    """The run and queue bases of a server listening at `origin` (one port serves both hosts)."""
 
     origin: str
-    app: Starlette
 
     @property
     def run_url(self) -> str:
@@ -61,6 +59,14 @@ class RunningServer:
     @property
     def port(self) -> int:
         return int(self.origin.rsplit(":", 1)[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningServer(_Urls):
+    """Where a started server listens. `app` is the ASGI app (its state.emulator holds the queue)."""
+
+    origin: str
+    app: Starlette
 
 
 def _config(app: Starlette, host: str, port: int, ssl_certfile: str | None, ssl_keyfile: str | None) -> uvicorn.Config:
@@ -127,7 +133,7 @@ async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None]) -> Non
         await asyncio.sleep(0.005)
 
 
-class ServerThread:
+class ServerThread(_Urls):
     """`with ServerThread(runners=1) as srv:` — a real server in its own thread and event loop.
 
     The same attributes as serve_local's object: origin, run_url, queue_url, app, port.
@@ -158,18 +164,6 @@ class ServerThread:
             await self._server.serve()
         finally:
             self.app.state.emulator.close()
-
-    @property
-    def run_url(self) -> str:
-        return self.origin + "/run"
-
-    @property
-    def queue_url(self) -> str:
-        return self.origin + "/queue"
-
-    @property
-    def port(self) -> int:
-        return int(self.origin.rsplit(":", 1)[1])
 
     def __enter__(self) -> ServerThread:
         self._thread.start()
