@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_cancelled(exc: BaseException) -> bool:
+    """asyncio.CancelledError, without importing asyncio for commands that never use it."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
+
+
 @contextlib.contextmanager
 def error_handler(debug: bool) -> Iterator[list[int]]:
     """Turn every failure into a message and an exit code; tracebacks only for real bugs."""
@@ -89,6 +95,19 @@ def error_handler(debug: bool) -> Iterator[list[int]]:
             file=sys.stderr,
         )
         code[0] = 3
+    except BaseException as exc:
+        if not _is_cancelled(exc):
+            raise
+        # Only a Ctrl-C cancels a command's main task. asyncio's runner turns that into
+        # KeyboardInterrupt, except when it lands while the runner is still starting (a race there).
+        print("batchrun: interrupted", file=sys.stderr)
+        code[0] = 130
+
+
+# What a command imports lazily once it runs, loaded while Ctrl-C is held back (see below): a
+# KeyboardInterrupt inside an import can be swallowed ("Exception ignored in ... _get_module_lock")
+# so the run goes on, or leave the process to exit -2 after it reported exit 130.
+_PRELOAD = {name: ("anyio._backends._asyncio", "anyio._core._signals") for name in ("run", "cancel", "serve")}
 
 
 @contextlib.contextmanager
@@ -111,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # Ctrl-C during start-up: 130 and one line, not a traceback
         with _sigint_deferred():
             parser = build_parser()
-        args = parser.parse_args(argv)
+            args = parser.parse_args(argv)
+            for module in _PRELOAD.get(args.command, ()):
+                importlib.import_module(module)
     except KeyboardInterrupt:
         print("batchrun: interrupted", file=sys.stderr)
         return 130

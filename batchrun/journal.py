@@ -66,8 +66,8 @@ def _entries(path: Path) -> Iterator[dict[str, Any]]:
         for line in f:
             try:
                 entry = json.loads(line)
-            except ValueError:
-                continue  # only a torn last line can be invalid; repair_tail removes it first
+            except (ValueError, RecursionError):
+                continue  # only a torn last line (or a damaged one) is invalid; repair_tail cuts the torn one
             if isinstance(entry, dict):
                 yield entry
 

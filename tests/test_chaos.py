@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
+from batchrun.cli import main
 from batchrun.journal import journal_path
 from batchrun.plan import build_plan
 from batchrun.server import ServerThread
@@ -327,3 +328,28 @@ def test_intents_settle_in_a_normal_run_and_by_records(tmp_path: Path, make_serv
         assert run_cli(str(spec), "-o", str(out), *urls) == 1
         assert records(out) == first  # nothing new: the intent's id already had its record
         assert not journal_path(out).exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(b'{"event":"submitted","id":"x","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", id="nested-deep"),
+        pytest.param(b'{"event":"submitted","id":"x","request_id":"r","status_url":"ftp://x","response_url":"::",'
+                     b'"cancel_url":"http://[::1"}\n', id="bad-urls"),
+        pytest.param(bytes(range(256)) + b"\n", id="binary"),
+    ],
+)
+def test_a_damaged_journal_is_no_crash(tmp_path: Path, make_server: MakeServer, damage: bytes) -> None:
+    """Regression: a journal line nested 100k deep crashed `run` and `cancel` with a RecursionError,
+    and a cancel_url that is not a URL crashed `cancel` with a ValueError (both exit 3 with a
+    traceback). Damaged entries are now skipped (or fail as that request's error)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(INTENT_SPEC)
+    out = tmp_path / "out.jsonl"
+    out.write_text("")
+    journal_path(out).write_bytes(damage)
+    assert main(["cancel", str(out)]) == 0
+    with make_server() as srv:
+        assert run_cli(str(spec), "-o", str(out), "--run-url", srv.run_url, "--queue-url", srv.queue_url,
+                       "--no-progress") == 0
+    assert sorted(r["arguments"]["n"] for r in records(out)) == [1, 2, 3]

@@ -194,3 +194,20 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path) ->
     # 0 when the validation finished before the signal arrived; never a crash or a traceback.
     assert all(code in (0, 130) and not crashed for code, crashed in outcomes), outcomes
     assert (130, False) in outcomes
+
+
+def test_a_ctrl_c_racing_asyncios_runner_start_is_an_interrupt_not_a_crash() -> None:
+    """Regression: a SIGINT landing while asyncio's runner installs its handler cancels the main
+    task without becoming KeyboardInterrupt (a race in asyncio.Runner); the CancelledError then
+    escaped with a traceback and exit 1. It is reported as an interrupt: exit 130."""
+    import asyncio
+    import contextlib
+    import io
+
+    from batchrun.cli import error_handler
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), error_handler(False) as code:
+        raise asyncio.CancelledError()
+    assert code == [130]
+    assert err.getvalue() == "batchrun: interrupted\n"

@@ -48,8 +48,12 @@ async def _cancel_all(journal: Journal) -> tuple[int, int]:
     # One client per distinct (queue origin, auth): the key only ever goes to the fal queue host.
     groups: dict[tuple[str, str | None], list[InFlight]] = {}
     for entry in entries:
-        parts = urlsplit(entry.cancel_url)
-        groups.setdefault((f"{parts.scheme}://{parts.netloc}", _auth_for(entry.cancel_url)), []).append(entry)
+        try:
+            parts = urlsplit(entry.cancel_url)
+            auth = _auth_for(entry.cancel_url)
+        except ValueError:  # a damaged journal line: that one cannot be cancelled, the others can
+            continue
+        groups.setdefault((f"{parts.scheme}://{parts.netloc}", auth), []).append(entry)
 
     async def one(client: FalClient, entry: InFlight) -> None:
         nonlocal cancelled
