@@ -125,6 +125,34 @@ def test_a_thousand_concurrent_connections_are_all_answered(server: ServeProcess
     assert httpx.post(server.origin + "/run/local/echo", json={"after": True}, timeout=10).json()["echo"] == {"after": True}
 
 
+def test_a_thousand_concurrent_status_streams_all_see_completed(server: ServeProcess) -> None:
+    """1000 queue submits, each followed on its own connection by an SSE status stream held open
+    until COMPLETED (long-lived connections, unlike the test above): every stream ends with it."""
+
+    async def one(i: int) -> bool:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:
+            body = json.dumps({"i": i, "delay": 0.01}).encode()
+            writer.write(_post("/queue/local/echo", body, f"{server.host}:{server.port}").replace(
+                b"Connection: close\r\n", b""))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            submitted = json.loads(await reader.readexactly(length))
+            path = submitted["status_url"].split(str(server.port), 1)[1] + "/stream"
+            writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            stream = await asyncio.wait_for(reader.read(), 60)
+            return b'"status":"COMPLETED"' in stream
+        finally:
+            writer.close()
+
+    async def main() -> list[bool]:
+        return await asyncio.gather(*(one(i) for i in range(CONNECTIONS)))
+
+    assert asyncio.run(main()) == [True] * CONNECTIONS
+    assert httpx.get(server.origin + "/_emulator/stats", timeout=10).json()["requests"]["stream"] >= CONNECTIONS
+
+
 GARBAGE = [
     pytest.param(b"\x00\x01\x02\xff" * 64 + b"\r\n\r\n", id="binary"),
     pytest.param(b"HELLO WORLD\r\n\r\n", id="not-http"),
