@@ -16,11 +16,12 @@ SIGINT cancels the journaled queue requests remotely.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -39,7 +40,7 @@ from batchrun.sinks import JsonlSink
 from batchrun.summary import RunSummary
 from batchrun.toolkit import Toolkit
 
-__all__ = ["GRACE_S", "Executor", "RunResult"]
+__all__ = ["GRACE_S", "Executor", "RunResult", "SettledJob"]
 
 GRACE_S = 3.0  # after Ctrl-C, how long requests on the wire may take to finish and be written
 REMOTE_CANCEL_S = 1.5  # bound on cancelling journaled requests after a second Ctrl-C
@@ -61,6 +62,22 @@ class _Active:
     slot: Slot | None = None
     journaled: bool = False
     backoff_until: float | None = None  # a submit sleeping before its next attempt, until then (monotonic)
+
+
+@dataclasses.dataclass(slots=True)
+class SettledJob:
+    """Requests of one job that an earlier run's records settle, as a resume's counting walk found
+    them; the executor's walk then renders only the rest (`build_plan(only=...)`) and skips these
+    in bulk when its walk reaches `start`, where it would have skipped the first of them (so the
+    summary's counts and job order are the same; only a walk interrupted inside the job counts
+    all of the job's settled requests rather than those walked so far)."""
+
+    name: str
+    start: int  # plan index of the job's first settled request
+    skipped: int = 0
+    skipped_errors: int = 0
+    expect_failed: int = 0  # of them with a failed expectation (resume.expect_failed)
+    intents: list[str] = dataclasses.field(default_factory=list)  # settled ids with an open submit intent
 
 
 @dataclasses.dataclass(slots=True)
@@ -160,10 +177,13 @@ class Executor:
 
     # ---- the plan side ------------------------------------------------------------------------
 
-    def _items(self, plan: Iterable[PlannedRequest]) -> Iterator[_Item]:
+    def _items(self, plan: Iterable[PlannedRequest], settled: Sequence[SettledJob] = ()) -> Iterator[_Item]:
         in_flight = self.journal.in_flight
         intents = dict(self.journal.intents)  # open intents left by an earlier run
+        pending = collections.deque(settled)
         for request in plan:
+            while pending and pending[0].start <= request.index:
+                self._skip_settled(pending.popleft())
             journaled = in_flight.get(request.id)
             if journaled is not None:
                 self._attach_ids.add(request.id)
@@ -179,11 +199,25 @@ class Executor:
                 yield _Item(request, None, intents[request.id])
             else:
                 yield _Item(request, None)
+        while pending:
+            self._skip_settled(pending.popleft())
 
-    async def _produce(self, plan: Iterable[PlannedRequest], items: MemoryObjectSendStream[_Item]) -> None:
+    def _skip_settled(self, job: SettledJob) -> None:
+        """The per-request skip above, for a job's settled requests at once."""
+        if job.skipped > job.skipped_errors:
+            self.summary.skip(job.name, ok=True, count=job.skipped - job.skipped_errors)
+        if job.skipped_errors:
+            self.summary.skip(job.name, ok=False, count=job.skipped_errors)
+        if self.toolkit is not None and job.expect_failed:
+            self.toolkit.skipped_expectation_failures(job.name, job.expect_failed)
+        for id in job.intents:
+            self.journal.done(id, None)  # died after its record, before its "done"
+
+    async def _produce(self, plan: Iterable[PlannedRequest], items: MemoryObjectSendStream[_Item],
+                       settled: Sequence[SettledJob] = ()) -> None:
         async with items:
             with self._producer_scope:
-                for item in self._items(plan):
+                for item in self._items(plan, settled):
                     self.limits.add_job(item.request.job)
                     await items.send(item)
 
@@ -331,13 +365,15 @@ class Executor:
 
     # ---- the run ------------------------------------------------------------------------------
 
-    async def execute(self, plan: Iterable[PlannedRequest]) -> RunResult:
+    async def execute(self, plan: Iterable[PlannedRequest], settled: Sequence[SettledJob] = ()) -> RunResult:
+        """Run `plan`. `settled`: requests a resume's counting walk found settled and left out of
+        `plan` (see SettledJob); without it, the walk finds them itself."""
         try:
-            return await self._execute(plan)
+            return await self._execute(plan, settled)
         except BaseExceptionGroup as group:
             raise _unwrap(group) from None
 
-    async def _execute(self, plan: Iterable[PlannedRequest]) -> RunResult:
+    async def _execute(self, plan: Iterable[PlannedRequest], settled: Sequence[SettledJob] = ()) -> RunResult:
         items_tx, items_rx = anyio.create_memory_object_stream[_Item](self.workers)
         results_tx, results_rx = anyio.create_memory_object_stream[dict[str, Any]](self.workers)
         async with anyio.create_task_group() as outer:
@@ -349,7 +385,7 @@ class Executor:
                 async with items_rx, results_tx:
                     for _ in range(self.workers):
                         tg.start_soon(self._work, items_rx.clone(), results_tx.clone())
-                tg.start_soon(self._produce, plan, items_tx)
+                tg.start_soon(self._produce, plan, items_tx, settled)
             outer.cancel_scope.cancel()
         if self.cancel_remote:
             await self._cancel_in_flight()

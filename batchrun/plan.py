@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from batchrun import matrix as matrix_mod
@@ -208,7 +208,10 @@ class JobPlanner:
     def combos(self) -> Iterator[dict[str, Any]]:
         return matrix_mod.expand(self.job.matrix, self.job.include, self.job.exclude)
 
-    def requests(self, start: int, shard: tuple[int, int] | None) -> Iterator[PlannedRequest]:
+    def requests(self, start: int, shard: tuple[int, int] | None,
+                 only: _Wanted | None = None) -> Iterator[PlannedRequest]:
+        """This job's requests from plan index `start`. With `only`, just the requests at its plan
+        indices; the others are stepped over without being rendered (a whole combination at once)."""
         # The hot loop of every plan walk (plan, validate, each resume): names are bound to locals
         # and per-job decisions hoisted out of it.
         job = self.job
@@ -221,9 +224,18 @@ class JobPlanner:
         repeats = range(job.repeat)
         check_shard = shard is not None and shard[1] != 1
         new = _new_request
+        per_combo = 0 if only is None else job.repeat * (1 if self.rows is None else self.rows.count())
         for combo in self.combos():
+            if only is not None and (only.next is None or only.next >= index + per_combo):
+                index += per_combo
+                continue
             for row_index, row in no_rows if self.rows is None else enumerate(self.rows):
                 for repeat in repeats:
+                    if only is not None:
+                        if index != only.next:
+                            index += 1
+                            continue
+                        only.advance()
                     ctx = Context(combo, row, repeat)
                     arguments = render(ctx)
                     path = job_path if path_t is None else _text(path_t.render(ctx))
@@ -240,6 +252,20 @@ class JobPlanner:
         self.end = index
 
 
+class _Wanted:
+    """A cursor over ascending plan indices, shared by the jobs of one walk."""
+
+    __slots__ = ("_it", "next")
+
+    def __init__(self, indices: Iterable[int]) -> None:
+        self._it = iter(indices)
+        self.next: int | None = None
+        self.advance()
+
+    def advance(self) -> None:
+        self.next = next(self._it, None)
+
+
 def _text(value: Any) -> str:
     """path and hint are final strings: no env is allowed in them, so only escapes remain to undo."""
     return resolve_env(interpolate(value), {})
@@ -250,13 +276,21 @@ def _header_text(value: Any) -> str:
     return interpolate(value)
 
 
-def build_plan(spec: Spec, *, shard: tuple[int, int] | None = None) -> Iterator[PlannedRequest]:
+def build_plan(spec: Spec, *, shard: tuple[int, int] | None = None,
+               only: Iterable[int] | None = None) -> Iterator[PlannedRequest]:
     """Every planned request of `spec`, lazily, in plan order. With `shard` (I, N), only the
-    requests of shard I; `index` stays the position in the whole plan."""
+    requests of shard I; `index` stays the position in the whole plan.
+
+    `only`: ascending plan indices (of requests in the shard, as an earlier walk yielded them);
+    just those requests are yielded, and the rest of the plan is stepped over without rendering
+    or hashing, so a resume that has already counted what is left walks the plan cheaply."""
+    wanted = None if only is None else _Wanted(only)
     index = 0
     for job in spec.jobs:
+        if wanted is not None and wanted.next is None:
+            return  # nothing more wanted: the remaining jobs need no walk at all
         planner = JobPlanner.create(job, spec)
-        yield from planner.requests(index, shard)
+        yield from planner.requests(index, shard, wanted)
         index = planner.end
 
 

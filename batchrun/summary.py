@@ -72,11 +72,11 @@ class RunSummary:
                 self.cost_usd += record["cost_usd"]
         js.latencies.append(float(record["timing"]["latency_s"]))
 
-    def skip(self, job: str, *, ok: bool) -> None:
+    def skip(self, job: str, *, ok: bool, count: int = 1) -> None:
         js = self.job(job)
-        js.skipped += 1
+        js.skipped += count
         if not ok:
-            js.skipped_errors += 1
+            js.skipped_errors += count
 
     @property
     def ok(self) -> int:

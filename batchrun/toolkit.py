@@ -42,7 +42,12 @@ class Toolkit:
 
     def skipped(self, request: PlannedRequest) -> None:
         if request.id in self.resume.expect_failed:
-            self.summary.job(request.job.name).skipped_expectation_failures += 1
+            self.skipped_expectation_failures(request.job.name, 1)
+
+    def skipped_expectation_failures(self, job: str, count: int) -> None:
+        """Skipped requests of `job` whose settling record has a failed expectation (a resume's
+        counting walk finds them in bulk: see batchrun.execute.SettledJob)."""
+        self.summary.job(job).skipped_expectation_failures += count
 
     def admit(self, request: PlannedRequest) -> str | None:
         if self.budget is None:

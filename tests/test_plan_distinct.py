@@ -107,3 +107,51 @@ def test_sweep_of_whole_value_templates_validates_without_a_walk(tmp_path: Path)
     spec = load_spec(path)
     assert _distinct_by_construction(spec.jobs[0])
     assert len({r.id for r in build_plan(spec)}) == 4
+
+
+# ---- build_plan(only=...): the resume's second walk renders only what is left to do ----------
+
+ONLY_JOBS = st.builds(
+    lambda m, inc, exc, rep: (m, inc, exc, rep),
+    st.dictionaries(st.sampled_from(["x", "y", "z"]), st.lists(st.integers(0, 4), min_size=1, max_size=3, unique=True),
+                    max_size=3),
+    st.lists(st.dictionaries(st.sampled_from(["x", "w"]), st.integers(0, 4), min_size=1, max_size=2), max_size=2),
+    st.lists(st.dictionaries(st.sampled_from(["x", "y"]), st.integers(0, 4), min_size=1, max_size=1), max_size=1),
+    st.integers(1, 3),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(ONLY_JOBS, min_size=1, max_size=3), st.integers(1, 3), st.data())
+def test_only_yields_exactly_the_wanted_requests(cases: list[Any], n: int, data: st.DataObject) -> None:
+    """Any subset of a (sharded) plan's indices: the same requests, equal in every field, in order."""
+    jobs = []
+    for i, (matrix, include, exclude, repeat) in enumerate(cases):
+        keys = sorted({*matrix, *(k for e in include for k in e)})
+        jobs.append(Job(name=f"j{i}", endpoint="local/echo", arguments={k: f"${{{{ matrix.{k} }}}}" for k in keys},
+                        matrix=matrix, include=include, exclude=[e for e in exclude if set(e) <= set(matrix)],
+                        repeat=repeat, path=f"p/${{{{ matrix.{keys[0]} }}}}" if keys else ""))
+    spec = Spec(version=1, name="t", jobs=jobs, source=Path("/nowhere/spec.yaml"), max_requests=10**9)
+    shard = (data.draw(st.integers(1, n)), n)
+    full = list(build_plan(spec, shard=shard))
+    chosen = sorted(data.draw(st.sets(st.sampled_from([r.index for r in full]))) if full else set())
+    by_index = {r.index: r for r in full}
+    assert list(build_plan(spec, shard=shard, only=chosen)) == [by_index[i] for i in chosen]
+
+
+def test_only_steps_over_dataset_rows(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text("".join(f'{{"p": "r{i}"}}\n' for i in range(5)))
+    path = _spec(tmp_path, """\
+        - name: j
+          endpoint: local/echo
+          arguments: {p: "${{ row.p }}", s: "${{ matrix.s }}", r: "${{ repeat }}"}
+          matrix: {s: [1, 2, 3]}
+          dataset: rows.jsonl
+          repeat: 2
+    """)
+    spec = load_spec(path)
+    full = list(build_plan(spec))
+    assert len(full) == 30
+    chosen = [0, 9, 10, 11, 29]
+    assert [r.arguments for r in build_plan(spec, only=chosen)] == [full[i].arguments for i in chosen]
+    assert list(build_plan(spec, only=[])) == []

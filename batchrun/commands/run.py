@@ -9,6 +9,7 @@ usage, 3 internal error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import array
 import contextlib
 import dataclasses
 import datetime as dt
@@ -23,7 +24,7 @@ import anyio
 
 from batchrun.budget import check_budget_prices
 from batchrun.errors import BatchrunError, Problem, UsageError
-from batchrun.execute import Executor, RunResult
+from batchrun.execute import Executor, RunResult, SettledJob
 from batchrun.journal import Journal, journal_path
 from batchrun.limits import Limits
 from batchrun.manifest import Manifest
@@ -124,19 +125,48 @@ def _move_aside(out: Path) -> None:
         )
 
 
+@dataclasses.dataclass(slots=True)
+class _Count:
+    total: int  # planned requests
+    settled: int = 0  # settled by the output
+    errors: int = 0  # of which errors
+    # When the plan was walked: the plan indices left to do (the executor renders only those) and
+    # the settled requests per job (it skips them in bulk). None: the executor walks everything.
+    todo: array.array[int] | None = None
+    settled_jobs: list[SettledJob] = dataclasses.field(default_factory=list)
+
+
 def _plan_size(spec: Spec, shard: tuple[int, int] | None, state: ResumeState, retry_errors: bool,
-               attach: Mapping[str, Any], ids: PlanIds) -> tuple[int, int, int]:
-    """(planned requests, settled by the output, of which errors). Counting needs no expansion
-    unless the plan is sharded or there is something to resume (a walk collects the plan's `ids`)."""
+               attach: Mapping[str, Any], intents: Mapping[str, Any], ids: PlanIds) -> _Count:
+    """Count the plan and what the output settles. Counting needs no expansion unless the plan is
+    sharded or there is something to resume; then this walk also collects the plan's `ids` and
+    what the executor's walk needs (so that one renders only the requests left to do)."""
     if shard is None and not state.newest_ok:
-        return sum(count_plan(spec).values()), 0, 0
-    total = settled = errors = 0
+        return _Count(sum(count_plan(spec).values()))
+    count = _Count(0, todo=array.array("Q"))
+    todo = count.todo
+    assert todo is not None
+    newest_ok, expect_failed = state.newest_ok, state.expect_failed
+    job: SettledJob | None = None
     for request in ids.wrap(build_plan(spec, shard=shard)):
-        total += 1
-        if request.id not in attach and state.skip(request.id, retry_errors=retry_errors):
-            settled += 1
-            errors += not state.newest_ok[request.id]
-    return total, settled, errors
+        count.total += 1
+        rid = request.id
+        if rid not in attach and state.skip(rid, retry_errors=retry_errors):
+            count.settled += 1
+            if job is None or job.name != request.job.name:
+                job = SettledJob(request.job.name, request.index)
+                count.settled_jobs.append(job)
+            job.skipped += 1
+            if not newest_ok[rid]:
+                count.errors += 1
+                job.skipped_errors += 1
+            if rid in expect_failed:
+                job.expect_failed += 1
+            if rid in intents:
+                job.intents.append(rid)
+        else:
+            todo.append(request.index)
+    return count
 
 
 def run(args: argparse.Namespace) -> int:
@@ -178,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
                 if entry.request_id in state.finished_request_ids:
                     journal.done(entry.id, entry.request_id)
             ids = PlanIds()
-            total, settled, settled_errors = _plan_size(spec, shard, state, args.retry_errors, journal.in_flight, ids)
+            count = _plan_size(spec, shard, state, args.retry_errors, journal.in_flight, journal.intents, ids)
+            total, settled, settled_errors = count.total, count.settled, count.errors
             manifest = Manifest(out, spec, target=_target_urls(target, endpoints), shard=shard, planned=total,
                                 resumed=bool(state.lines), scrub=redactor.scrub)
             _compare_plans(out, state, ids, manifest)
@@ -200,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 result = anyio.run(
                     _main, spec, target, endpoints, shard, out, journal, state, redactor, concurrency,
-                    total, settled, record_logs, args, ids,
+                    count, record_logs, args, ids,
                 )
             finally:
                 if ids.complete and manifest.data["plan"]["ids_sha256"] is None:
@@ -278,7 +309,7 @@ def _report(result: RunResult, out: Path) -> int:
 
 async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: tuple[int, int] | None,
                 out: Path, journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
-                total: int, settled: int, record_logs: set[str], args: argparse.Namespace,
+                count: _Count, record_logs: set[str], args: argparse.Namespace,
                 ids: PlanIds) -> RunResult:
     if target.kind == "local":
         from batchrun.server import serve_local
@@ -286,7 +317,7 @@ async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: 
         async with serve_local(runners=max(2, concurrency)) as server:
             local = resolve_target(target, {}, run_url=server.run_url, queue_url=server.queue_url)
             result = await _execute(spec, local, shard, out, journal, state, redactor, concurrency,
-                                    total, settled, record_logs, args, ids)
+                                    count, record_logs, args, ids)
             # The server stops with this run: nothing it had queued can be re-attached later.
             for entry in list(journal.in_flight.values()):
                 if entry.status_url.startswith(server.origin):
@@ -296,22 +327,22 @@ async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: 
             return result
     assert endpoints is not None
     return await _execute(spec, endpoints, shard, out, journal, state, redactor, concurrency,
-                          total, settled, record_logs, args, ids)
+                          count, record_logs, args, ids)
 
 
 async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | None, out: Path,
                    journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
-                   total: int, settled: int, record_logs: set[str], args: argparse.Namespace,
+                   count: _Count, record_logs: set[str], args: argparse.Namespace,
                    ids: PlanIds) -> RunResult:
     from batchrun.artifacts import Downloader
     from batchrun.client import FalClient
 
-    progress = Progress(total, skipped=settled, concurrency=concurrency, enabled=not args.no_progress)
+    progress = Progress(count.total, skipped=count.settled, concurrency=concurrency, enabled=not args.no_progress)
     summary = RunSummary(output=str(out))
     limits = Limits(concurrency, rate=spec.rate_limit)
     downloader = Downloader(out, scrub_text=redactor.text) if any(j.download for j in spec.jobs) else None
     toolkit = Toolkit(spec, summary=summary, resume=state, downloader=downloader)
-    plan = build_plan(spec, shard=shard)
+    plan = build_plan(spec, shard=shard, only=count.todo)
     try:
         async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
                              redactor=redactor, max_connections=concurrency) as client:
@@ -322,7 +353,7 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
                     retry_errors=args.retry_errors, show_logs=args.show_logs, record_logs=record_logs,
                     toolkit=toolkit,
                 )
-                return await executor.execute(plan if ids.complete else ids.wrap(plan))
+                return await executor.execute(plan if ids.complete else ids.wrap(plan), count.settled_jobs)
     finally:
         progress.close()
         if downloader is not None:
