@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,6 +52,8 @@ CONNECT_TIMEOUT = 30.0
 QUEUE_TIMEOUT = httpx.Timeout(120.0, connect=CONNECT_TIMEOUT)
 CANCEL_GRACE = 5.0  # bound on the best-effort cancel after a client timeout
 MAX_POLL_INTERVAL = 2.0
+
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab; CR/LF would inject headers
 
 # Everything a send can raise besides cancellation. aiohttp errors normally arrive wrapped by
 # httpx-aiohttp, but a few (response parsing) pass through unmapped; OSError covers TLS and sockets.
@@ -210,6 +213,12 @@ class FalClient:
             headers["X-Fal-Runner-Hint"] = request.hint
         if request.mode == "subscribe" and job.priority is not None:
             headers["X-Fal-Queue-Priority"] = job.priority
+        for name, value in headers.items():
+            if _HEADER_CONTROL.search(value):
+                # aiohttp would raise at send time (header injection guard) and take the run down.
+                # The value is not quoted: it may be a secret.
+                raise ValueError(f"header {name}: its value contains a line break or another control "
+                                 "character, which HTTP does not allow")
         base = self._run_url if request.mode == "run" else self._queue_url
         url = f"{base}/{request.endpoint.strip('/')}"
         if request.path.strip("/"):

@@ -187,3 +187,38 @@ def test_planted_secrets_reach_no_file_and_no_stream(tmp_path: Path, server: Ser
     leaks.update({name: _leaks(text) for name, text in streams.texts})
     assert {where: found for where, found in leaks.items() if found} == {}
     assert len(streams.texts) >= 20
+
+
+@pytest.mark.parametrize("bad", ["\nInjected: 1", "\r", "\x7f", "\x01"])
+def test_a_header_value_with_a_line_break_is_an_input_error_not_a_crash(
+    tmp_path: Path, loopback_server: ServerThread, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], bad: str,
+) -> None:
+    """Regression: an env-interpolated header value holding CR/LF (or another control character)
+    made aiohttp raise at send time, which took the whole run down with a traceback (exit 3).
+    Now each such request is an input_error record that names the header, not its value."""
+    from fixtures_execute import run_cli
+
+    monkeypatch.setenv("BR_HDR", HDR_SECRET + bad)
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: hdr
+        jobs:
+          - {name: r, endpoint: local/echo, mode: run, headers: {X-Tok: "${{ env.BR_HDR }}"}, arguments: {n: 1}}
+          - {name: q, endpoint: local/echo, headers: {X-Tok: "${{ env.BR_HDR }}"}, arguments: {n: 2}}
+          - {name: fine, endpoint: local/echo, mode: run, arguments: {n: 3}}
+    """)
+    out = tmp_path / "out.jsonl"
+    code = run_cli(str(spec), "-o", str(out), "--run-url", loopback_server.run_url, "--queue-url",
+                   loopback_server.queue_url, "--no-progress")
+    err = capsys.readouterr().err
+    assert code == 1, err
+    by_job = {r["job"]: r for r in records(out)}
+    for job in ("r", "q"):
+        assert by_job[job]["error"] == {
+            "type": "input_error", "status_code": None, "retryable": False,
+            "detail": "header X-Tok: its value contains a line break or another control character, "
+                      "which HTTP does not allow",
+        }  # fmt: skip
+    assert by_job["fine"]["status"] == "ok"
+    assert _leaks(out.read_text() + err) == []
