@@ -62,7 +62,7 @@ class PlanIds:
 
     def sorted_ids(self) -> Ids:
         if self._ints is not None:
-            return array.array("Q", sorted(self._ints))
+            return _sorted_q(self._ints)
         return sorted(self._strs)
 
     def write(self, path: Path) -> str:
@@ -81,6 +81,19 @@ class PlanIds:
             Path(tmp).unlink(missing_ok=True)
             raise
         return digest.hexdigest()
+
+
+def _sorted_q(values: array.array[int]) -> array.array[int]:
+    """`values` sorted, one bucket (by the top 8 bits) at a time: sorted() of the whole array would
+    hold a Python int per id at once (~40 MB for a million, the largest item of a resume's peak)."""
+    buckets = [array.array("Q") for _ in range(256)]
+    for value in values:
+        buckets[value >> 56].append(value)
+    out = array.array("Q")
+    for i, bucket in enumerate(buckets):
+        out.extend(sorted(bucket))
+        buckets[i] = array.array("Q")  # free it now
+    return out
 
 
 def _text(rid: int | str) -> str:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from batchrun.errors import SpecError
 from batchrun.plan import build_plan
+from batchrun.planids import PlanIds
 from batchrun.spec import Job, Spec
 from batchrun.specload import _distinct_by_construction, load_spec
 
@@ -155,3 +156,14 @@ def test_only_steps_over_dataset_rows(tmp_path: Path) -> None:
     chosen = [0, 9, 10, 11, 29]
     assert [r.arguments for r in build_plan(spec, only=chosen)] == [full[i].arguments for i in chosen]
     assert list(build_plan(spec, only=[])) == []
+
+
+# ---- the plan-ids sidecar sorts a million ids without a million Python ints -------------------
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1) | st.sampled_from([0, 2**56 - 1, 2**56, 2**63, 2**64 - 1]), max_size=300))
+def test_plan_ids_sort_bucketwise_like_sorted(values: list[int]) -> None:
+    ids = PlanIds()
+    for v in values:
+        ids.add(f"{v:016x}")
+    assert list(ids.sorted_ids()) == sorted(values)
