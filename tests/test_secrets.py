@@ -182,7 +182,7 @@ def test_planted_secrets_reach_no_file_and_no_stream(tmp_path: Path, server: Ser
     produced = [p for p in _all_files(tmp_path) if p.suffix != ".yaml"]
     names = {p.name for p in produced}
     assert {"out.jsonl", "out2.jsonl", "out3.jsonl", "out.jsonl.lock", "report.html", "diff.html",
-            "out3.jsonl.journal.jsonl"} <= names, names
+            "out3.jsonl.journal.jsonl", "out.jsonl.manifest.json"} <= names, names
     leaks = {str(p.relative_to(tmp_path)): _leaks(p.read_bytes().decode("utf-8", "replace")) for p in produced}
     leaks.update({name: _leaks(text) for name, text in streams.texts})
     assert {where: found for where, found in leaks.items() if found} == {}

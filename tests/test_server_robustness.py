@@ -87,6 +87,7 @@ def _post(path: str, body: bytes, host: str, extra: bytes = b"") -> bytes:
             + extra + b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
 
 
+@pytest.mark.slow
 def test_a_thousand_concurrent_connections_are_all_answered(server: ServeProcess) -> None:
     """1000 connections opened at once, half direct runs, half queue submits: all answered 200
     (a refused connection is tolerated, but at most 5%), and the server answers afterwards."""
@@ -125,6 +126,7 @@ def test_a_thousand_concurrent_connections_are_all_answered(server: ServeProcess
     assert httpx.post(server.origin + "/run/local/echo", json={"after": True}, timeout=10).json()["echo"] == {"after": True}
 
 
+@pytest.mark.slow
 def test_a_thousand_concurrent_status_streams_all_see_completed(server: ServeProcess) -> None:
     """1000 queue submits, each followed on its own connection by an SSE status stream held open
     until COMPLETED (long-lived connections, unlike the test above): every stream ends with it."""
