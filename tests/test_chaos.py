@@ -234,6 +234,8 @@ def test_soak_with_faults_and_three_sigkills_loses_nothing_and_submits_once(
     healthy_unknown = sum(1 for rid in unknown if planned[rid].job.name == "healthy-queue")
     assert HEALTHY_QUEUE - healthy_unknown <= stats["apps"]["local/echo"]["submit"] <= HEALTHY_QUEUE
 
+    assert not journal_path(out).exists()  # every journaled request and intent was settled
+
     err_text = log.read_text()
     assert "Traceback" not in err_text
     assert "removed a truncated last line" in err_text
