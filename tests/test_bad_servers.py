@@ -36,6 +36,8 @@ SPEC = """\
       - {name: unknown-status, endpoint: local/fail, arguments: {status_value: DONE_ISH}}
       - {name: result-not-json, endpoint: local/fail, arguments: {bad_json: true}}
       - {name: result-not-object, endpoint: local/fail, arguments: {not_object: true}}
+      - {name: run-nested-too-deep, endpoint: local/fail, mode: run, arguments: {deep_json: 100000}}
+      - {name: result-nested-too-deep, endpoint: local/fail, arguments: {deep_json: 100000}}
       - {name: stream-never-ends, endpoint: local/fail, client_timeout: 1, arguments: {hang: true}}
       - {name: healthy-run, endpoint: local/echo, mode: run, arguments: {n: 1}}
       - {name: healthy-queue, endpoint: local/echo, mode: subscribe, arguments: {n: 2}}
@@ -54,6 +56,8 @@ EXPECTED: dict[str, tuple[str, int | None, str, int]] = {
     "unknown-status": ("invalid_response", None, "unknown queue status 'DONE_ISH'", 1),
     "result-not-json": ("invalid_response", 200, "HTTP 200 answer is not JSON: <html>this is not JSON", 1),
     "result-not-object": ("invalid_response", 200, 'HTTP 200 answer is a JSON list: ["not","an","object"]', 1),
+    "run-nested-too-deep": ("invalid_response", 200, 'HTTP 200 answer is not JSON: {"a":{"a":', 1),
+    "result-nested-too-deep": ("invalid_response", 200, 'HTTP 200 answer is not JSON: {"a":{"a":', 1),
     "stream-never-ends": ("client_timeout", None, "client_timeout of 1 s expired for request ", 1),
 }
 
@@ -91,5 +95,5 @@ def test_each_protocol_breakage_is_a_structured_error_record_in_bounded_time(
     # Bounded: the slowest breakage is the 1 s client_timeout; the never-ending stream was cancelled.
     assert elapsed < 8.0
     assert counters["cancelled"] == 1
-    # One submit per subscribe job (9): a broken or lost submit answer is not sent again.
-    assert counters["requests"]["submit"] == 9 and counters["duplicate_submits"] == 0
+    # One submit per subscribe job (10): a broken or lost submit answer is not sent again.
+    assert counters["requests"]["submit"] == 10 and counters["duplicate_submits"] == 0

@@ -8,6 +8,7 @@ Arguments (combine freely; the first matching kind wins, in this order):
   echo_request: true   an error (status, default 400) whose body echoes the request's headers and
                        arguments, as careless servers do: secrets must not survive it
   bad_json: true       200 whose body is not JSON
+  deep_json: n         200 whose body is a JSON object nested n levels deep (parsers may overflow)
   not_object: true     200 whose body is a JSON list
   reset: true          drop the connection after the response headers (queue: runner_disconnected)
   ingress: true        nginx HTML error without x-fal-request-id (status 502/503/504, default 503);
@@ -121,6 +122,9 @@ async def fail(call: Call) -> Reply:
         return Reply(200, dumps({"echo": args, "path": call.path}))
     if args.get("echo_request"):
         return echo_request_reply(call)
+    deep = args.get("deep_json")
+    if isinstance(deep, int) and not isinstance(deep, bool) and 0 < deep <= 1_000_000:
+        return Reply(200, b'{"a":' * deep + b"1" + b"}" * deep)
     if args.get("bad_json"):
         return Reply(200, b"<html>this is not JSON", (("content-type", "application/json"),))
     if args.get("not_object"):
