@@ -219,7 +219,10 @@ class Executor:
             with self._producer_scope:
                 for item in self._items(plan, settled):
                     self.limits.add_job(item.request.job)
-                    await items.send(item)
+                    try:  # room in the buffer: no turn of the event loop per planned request
+                        items.send_nowait(item)
+                    except anyio.WouldBlock:
+                        await items.send(item)
 
     # ---- workers ------------------------------------------------------------------------------
 
@@ -231,7 +234,10 @@ class Executor:
                     continue  # drain what the producer had already queued, without sending it
                 record = await self._one(item)
                 if record is not None:
-                    await results.send(record)
+                    try:  # the writer usually has room: no extra turn of the event loop
+                        results.send_nowait(record)
+                    except anyio.WouldBlock:
+                        await results.send(record)
 
     async def _one(self, item: _Item) -> dict[str, Any] | None:
         request = item.request
@@ -301,15 +307,16 @@ class Executor:
 
     async def _write(self, results: MemoryObjectReceiveStream[dict[str, Any]]) -> None:
         async with results:
-            async for record in results:
-                self.sink.write(record)
-                if record["mode"] == "subscribe":
-                    self.journal.done(record["id"], record["request_id"])
-                self.progress.advance(record["status"] == "ok")
-                self.progress.effective = self.limits.effective
-                self.summary.add(record)
-                if self.toolkit is not None and (breach := self.toolkit.observe(record)) is not None:
-                    self.halt(breach)
+            async for first in results:
+                for record in _ready(first, results):
+                    self.sink.write(record)
+                    if record["mode"] == "subscribe":
+                        self.journal.done(record["id"], record["request_id"])
+                    self.progress.advance(record["status"] == "ok")
+                    self.progress.effective = self.limits.effective
+                    self.summary.add(record)
+                    if self.toolkit is not None and (breach := self.toolkit.observe(record)) is not None:
+                        self.halt(breach)
 
     # ---- interruption -------------------------------------------------------------------------
 
@@ -412,6 +419,16 @@ class Executor:
             async with anyio.create_task_group() as tg:
                 for entry in entries:
                     tg.start_soon(cancel, entry)
+
+
+def _ready(first: dict[str, Any], results: MemoryObjectReceiveStream[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """`first`, then every record already waiting: one turn of the event loop per batch, not per record."""
+    yield first
+    while True:
+        try:
+            yield results.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return
 
 
 def _unknown_outcome(since: str) -> Outcome:
