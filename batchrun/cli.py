@@ -119,11 +119,13 @@ def _sigint_deferred() -> Iterator[None]:
     if block is None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = block(signal.SIG_BLOCK, {signal.SIGINT})
+    block(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        block(signal.SIG_SETMASK, previous)  # a pending SIGINT is delivered here, as KeyboardInterrupt
+        # Unblock rather than restore: `python -m batchrun` blocks SIGINT before importing us, so
+        # the previous mask may be "blocked". A pending SIGINT is delivered here, as KeyboardInterrupt.
+        block(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
