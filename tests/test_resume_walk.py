@@ -104,3 +104,14 @@ def test_sharded_resume_runs_only_the_shards_missing_request(
     assert f"{n - 1} of {n} planned requests are already done" in err
     last = records(out)[-1]
     assert (last["id"], last["index"]) == (first[0]["id"], first[0]["index"])
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, make_server: MakeServer) -> None:
+    """The run freezes start-up objects out of the cyclic GC (see commands/run.py) and unfreezes them
+    when it ends, so a program running several commands in one process keeps collecting them."""
+    import gc
+
+    spec = write_spec(tmp_path, SPEC)
+    with make_server(runners=4) as srv:
+        assert run_cli(str(spec), "-o", str(tmp_path / "out.jsonl"), *_urls(srv)) == 1
+    assert gc.get_freeze_count() == 0
