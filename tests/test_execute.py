@@ -223,6 +223,10 @@ def test_fresh_moves_the_old_output_aside(
     backups = list(tmp_path.glob("out.jsonl.*.bak"))
     assert len(backups) == 1 and backups[0].read_bytes() == old
     assert len(records(out)) == 10
+    # The old manifest travels with the old output; the new one describes the fresh run.
+    old_manifest = json.loads(Path(f"{backups[0]}.manifest.json").read_text())
+    new_manifest = json.loads(Path(f"{out}.manifest.json").read_text())
+    assert old_manifest["started_at"] < new_manifest["started_at"]
     assert f"batchrun: --fresh: moved the previous output to {backups[0]}" in capsys.readouterr().err
 
 

@@ -28,7 +28,7 @@ from batchrun.errors import BatchrunError, Problem, UsageError
 from batchrun.execute import Executor, RunResult, SettledJob
 from batchrun.journal import Journal, journal_path
 from batchrun.limits import Limits
-from batchrun.manifest import Manifest
+from batchrun.manifest import Manifest, manifest_path
 from batchrun.plan import build_plan, count_plan, parse_shard
 from batchrun.planids import PlanIds, compare, parse_ids, plan_ids_path, read_ids
 from batchrun.progress import Progress
@@ -100,8 +100,10 @@ def _secrets(spec: Spec, endpoints: Endpoints | None, environ: Mapping[str, str]
 
 
 def _move_aside(out: Path) -> None:
-    """--fresh: never clobber; the old output (and its journal) move to <out>.<UTC time>.bak."""
+    """--fresh: never clobber; the old output (with its journal and manifest) moves to
+    <out>.<UTC time>.bak, so the manifest still describes the output beside it."""
     journal = journal_path(out)
+    manifest = manifest_path(out)
     if not out.exists() and not journal.exists():
         return
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -115,6 +117,8 @@ def _move_aside(out: Path) -> None:
             os.replace(out, backup)
         if journal.exists():
             os.replace(journal, journal_path(backup))
+        if manifest.exists():
+            os.replace(manifest, manifest_path(backup))
     except OSError as exc:
         raise BatchrunError(f"--fresh: cannot move {out} aside to {backup}: {exc.strerror or exc}") from None
     print(f"batchrun: --fresh: moved the previous output to {backup}", file=sys.stderr)
