@@ -250,6 +250,10 @@ class FalClient:
                 # The value is not quoted: it may be a secret.
                 raise ValueError(f"header {name}: its value contains a line break or another control "
                                  "character, which HTTP does not allow")
+        if any(segment in {".", ".."} for segment in request.path.split("/")):
+            # URL normalisation would resolve them, so a templated path could call another app.
+            raise ValueError(f"path {request.path!r}: '.' and '..' segments are not allowed "
+                             "(they would leave the endpoint)")
         base = self._run_url if request.mode == "run" else self._queue_url
         url = f"{base}/{request.endpoint.strip('/')}"
         if request.path.strip("/"):

@@ -107,6 +107,18 @@ async def test_templated_path_hint_and_headers_reach_the_wire(emu: Emulator, tmp
     assert seen.headers["x-token"] == ENV["HDR_TOKEN"]
 
 
+@pytest.mark.parametrize("path", ["../../other/app", "sub/./x", ".."])
+async def test_a_path_with_dot_segments_is_an_input_error_and_nothing_is_sent(emu: Emulator, path: str) -> None:
+    """A (templated) path cannot climb out of its endpoint to call another app."""
+    outcome = await emu.client.call(planned("local/echo", {"x": 1}, path=path), Recorded())
+    assert outcome.ok is False and outcome.attempts == 0
+    assert outcome.error == {
+        "type": "input_error", "status_code": None, "retryable": False,
+        "detail": f"path {path!r}: '.' and '..' segments are not allowed (they would leave the endpoint)",
+    }
+    assert emu.recorder.seen == []
+
+
 async def test_subscribe_sends_every_parameter_in_three_requests(emu: Emulator) -> None:
     """A subscribe submits with priority/hint/timeout headers, journals, streams, fetches: 3 requests."""
     request = planned(
