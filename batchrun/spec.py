@@ -13,9 +13,6 @@ from typing import Any, Literal
 Mode = Literal["run", "subscribe"]
 Priority = Literal["normal", "low"]
 
-FAL_RUN_URL = "https://fal.run"
-FAL_QUEUE_URL = "https://queue.fal.run"
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Target:
