@@ -30,24 +30,16 @@ COMMANDS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse's default is exit 2 with usage: keep it, but through our own exit path.
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from batchrun import __version__
 
-    parser = _Parser(
+    parser = argparse.ArgumentParser(
         prog="batchrun",
         description="Run batches of model-inference requests against fal-style APIs from a YAML spec.",
     )
     parser.add_argument("--version", action="version", version=f"batchrun {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for every error")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"batchrun.commands.{name}")
         cmd = sub.add_parser(name, help=help_text, description=help_text)
