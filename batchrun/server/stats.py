@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from batchrun.server.wire import dumps
+import orjson
 
 OPERATIONS = ("run", "submit", "status", "stream", "result", "cancel", "files")
 MAX_HASHES = 500_000  # distinct submit contents remembered; the oldest half is forgotten beyond this
@@ -45,11 +45,9 @@ class Stats:
         per_app[operation] = per_app.get(operation, 0) + 1
 
     def note_submit(self, endpoint_id: str, arguments: Any) -> None:
-        try:
-            canonical = dumps([endpoint_id, arguments]) if not isinstance(arguments, dict) else dumps(
-                [endpoint_id, _sorted(arguments)]
-            )
-        except TypeError:
+        try:  # sorted keys: key order must not make two equal argument dicts look different
+            canonical = orjson.dumps([endpoint_id, arguments], option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # nesting orjson refuses (non-str keys, too deep, ...)
             canonical = repr((endpoint_id, arguments)).encode()
         digest = hashlib.blake2b(canonical, digest_size=16).digest()
         seen = self._submit_hashes.get(digest, 0)
@@ -76,11 +74,3 @@ class Stats:
             "cancelled": self.cancelled,
         }
 
-
-def _sorted(value: Any) -> Any:
-    """Key order must not make two equal argument dicts look different."""
-    if isinstance(value, dict):
-        return {k: _sorted(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(v) for v in value]
-    return value
