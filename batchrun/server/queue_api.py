@@ -79,11 +79,12 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
     limit = request.query_params.get("fal_max_queue_length")
     if limit is not None and limit.isdigit() and em.queue.length > int(limit):
         return respond(platform_error("queue_full", f"More than {limit} requests are waiting", 429), rid)
+    endpoint_id = app_id + path  # == the non-empty segments of `rest` joined by "/"
     em.stats.count_app(app_id, "submit")
-    em.stats.note_submit(rest.strip("/"), arguments)
+    em.stats.note_submit(endpoint_id, arguments)
     headers = request.headers
     job = Job(
-        endpoint_id=em.shared("/".join(p for p in rest.split("/") if p)), app_id=em.shared(app_id),
+        endpoint_id=em.shared(endpoint_id), app_id=em.shared(app_id),
         path=em.shared(path), handler=handler, arguments=arguments, origin=em.shared(origin_of(request.scope)),
         low=headers.get("x-fal-queue-priority", "").strip().lower() == "low",
         hint=headers.get("x-fal-runner-hint"),
