@@ -29,7 +29,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from batchrun.inputs import InputFileError, encode_files
 from batchrun.plan import PlannedRequest
-from batchrun.queue_status import STATUSES, Events, InvalidAnswer, NoEvents, Progress, QueueHandle
+from batchrun.queue_status import STATUSES, Events, InvalidAnswer, Progress, QueueHandle
 from batchrun.redact import Redactor
 from batchrun.retry import (
     Phase,
@@ -44,7 +44,7 @@ from batchrun.retry import (
 from batchrun.spec import RetryPolicy
 from batchrun.template import TemplateError, env_names, resolve_env
 
-__all__ = ["Events", "FalClient", "NoEvents", "Outcome", "QueueHandle"]
+__all__ = ["Events", "FalClient", "Outcome", "QueueHandle"]
 
 CONNECT_TIMEOUT = 30.0
 # Queue calls (submit, status, stream, result, cancel): fal-client's 120 s read limit, added because

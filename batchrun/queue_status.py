@@ -52,22 +52,6 @@ class Events(Protocol):
         called for retried status/result GETs (reason names the GET); those are not attempts."""
 
 
-class NoEvents:
-    """Events that do nothing (cancel, tools and tests that need no progress)."""
-
-    async def submitted(self, request: PlannedRequest, handle: QueueHandle) -> None:
-        return None
-
-    def status(self, request: PlannedRequest, status: str, queue_position: int | None) -> None:
-        return None
-
-    def log(self, request: PlannedRequest, entry: dict[str, Any]) -> None:
-        return None
-
-    def retrying(self, request: PlannedRequest, attempt: int, delay: float, reason: str, *, rate_limited: bool) -> None:
-        return None
-
-
 @dataclasses.dataclass(slots=True)
 class Progress:
     """What one call has learnt so far; survives a client timeout to build its Outcome."""

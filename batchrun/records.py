@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from batchrun.plan import PlannedRequest
 
-__all__ = ["RECORD_FIELDS", "OutcomeLike", "build_record", "error_record", "isoformat"]
+__all__ = ["RECORD_FIELDS", "OutcomeLike", "build_record", "isoformat"]
 
 # The order every record is written in (optional toolkit fields come after, when present).
 RECORD_FIELDS = (
@@ -72,19 +72,6 @@ def _object_or_none(value: Any) -> dict[str, Any] | None:
     return {"value": value}
 
 
-@dataclasses.dataclass(slots=True)
-class _Failed:
-    ok: bool = False
-    result: Any = None
-    error: Any = None
-    request_id: str | None = None
-    attempts: int = 0
-    logs: Any = None
-    metrics: Any = None
-    queue_s: float | None = None
-    served_from: str | None = None
-
-
 def build_record(
     request: PlannedRequest,
     outcome: OutcomeLike,
@@ -133,25 +120,3 @@ def build_record(
         record["error"] = {"type": "client_error", "status_code": None, "detail": "failed without detail",
                            "retryable": False}
     return record
-
-
-def error_record(
-    request: PlannedRequest,
-    *,
-    type: str,
-    detail: str,
-    started_at: float,
-    finished_at: float,
-    latency_s: float,
-    request_id: str | None = None,
-    attempts: int = 0,
-    scrub: Callable[[Any], Any],
-) -> dict[str, Any]:
-    """A record for a request that failed before the client could produce an outcome."""
-    failed = _Failed(
-        error={"type": type, "status_code": None, "detail": detail, "retryable": False},
-        request_id=request_id,
-        attempts=attempts,
-    )
-    return build_record(request, failed, started_at=started_at, finished_at=finished_at,
-                        latency_s=latency_s, scrub=scrub)

@@ -148,9 +148,9 @@ def scan_output(path: Path, *, watch_request_ids: Collection[str] = ()) -> Resum
                 continue
             state.lines += 1
             newest[rid] = status == "ok"  # a later line is a newer record: it wins
-            _toolkit_fields(state, rid, record or {})
+            _toolkit_fields(state, rid, record)
             if watch:
-                qid = record.get("request_id") if record is not None else None
+                qid = record.get("request_id")
                 if isinstance(qid, str) and qid in watch:
                     state.finished_request_ids.add(qid)
     return state
