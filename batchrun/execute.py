@@ -34,6 +34,7 @@ from batchrun.limits import Limits, Slot
 from batchrun.plan import PlannedRequest
 from batchrun.progress import Progress
 from batchrun.records import build_record
+from batchrun.retry import error_record
 from batchrun.redact import Redactor
 from batchrun.resume import ResumeState
 from batchrun.sinks import JsonlSink
@@ -218,7 +219,6 @@ class Executor:
         async with items:
             with self._producer_scope:
                 for item in self._items(plan, settled):
-                    self.limits.add_job(item.request.job)
                     try:  # room in the buffer: no turn of the event loop per planned request
                         items.send_nowait(item)
                     except anyio.WouldBlock:
@@ -261,9 +261,7 @@ class Executor:
                     if item.unknown_since is not None:
                         outcome = _unknown_outcome(item.unknown_since)
                     elif item.handle is not None:
-                        h = item.handle
-                        handle = QueueHandle(h.request_id, h.status_url, h.response_url, h.cancel_url)
-                        outcome = await self.client.reattach(request, handle, events)
+                        outcome = await self.client.reattach(request, item.handle.handle, events)
                     elif self.halted or (self.toolkit is not None and self._refused(request)):
                         pass  # not sent: no record, the next run sends it
                     else:
@@ -410,8 +408,7 @@ class Executor:
         entries = list(self.journal.in_flight.values())
 
         async def cancel(entry: InFlight) -> None:
-            handle = QueueHandle(entry.request_id, entry.status_url, entry.response_url, entry.cancel_url)
-            if await self.client.cancel(handle):
+            if await self.client.cancel(entry.handle):
                 self.journal.cancelled(entry.id, entry.request_id)
                 self.summary.cancelled_remote += 1
 
@@ -436,8 +433,7 @@ def _unknown_outcome(since: str) -> Outcome:
               "on the wire, so it may have been accepted and be running remotely under an id batchrun never "
               "received; it was not submitted again, since that could pay twice (re-run with --retry-errors "
               "to submit it anyway, or set retries.unknown_outcome to do so automatically)")
-    error = {"type": "outcome_unknown", "status_code": None, "detail": detail, "retryable": True}
-    return Outcome(False, None, error, None, 1, None, None, None, None)
+    return Outcome(False, None, error_record("outcome_unknown", None, detail, True), None, 1, None, None, None, None)
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:

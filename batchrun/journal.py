@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from batchrun.errors import SinkError
+from batchrun.queue_status import QueueHandle
+from batchrun.records import isoformat
 from batchrun.resume import repair_tail
+from batchrun.sinks import encode_record
 
 __all__ = ["InFlight", "Journal", "journal_path", "read_in_flight", "read_journal"]
 
@@ -42,7 +45,7 @@ def journal_path(output: Path) -> Path:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return isoformat(time.time())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,6 +59,10 @@ class InFlight:
     response_url: str
     cancel_url: str
     at: str  # ISO 8601 UTC time of the submit answer
+
+    @property
+    def handle(self) -> QueueHandle:
+        return QueueHandle(self.request_id, self.status_url, self.response_url, self.cancel_url)
 
     def to_json(self) -> dict[str, Any]:
         return {"event": "submitted", **dataclasses.asdict(self)}
@@ -140,7 +147,7 @@ class Journal:
     def _append(self, entry: dict[str, Any]) -> None:
         if self._file is None:
             raise RuntimeError("Cannot write to a journal that is not open.")
-        line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        line = encode_record(entry)
         try:
             self._file.write(line)
         except OSError as exc:

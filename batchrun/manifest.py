@@ -14,7 +14,6 @@ that fails (full disk) is a warning, never the run's failure.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import os
@@ -22,11 +21,13 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from batchrun.records import isoformat
 from batchrun.spec import Spec
 
 __all__ = ["GIT_TIMEOUT_S", "Manifest", "git_state", "manifest_path", "spec_digest"]
@@ -40,7 +41,7 @@ def manifest_path(output: Path) -> Path:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return isoformat(time.time())
 
 
 def spec_digest(spec: Spec) -> str:

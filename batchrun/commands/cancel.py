@@ -39,7 +39,7 @@ def _auth_for(url: str) -> str | None:
 
 
 async def _cancel_all(journal: Journal) -> tuple[int, int]:
-    from batchrun.client import FalClient, QueueHandle
+    from batchrun.client import FalClient
 
     entries = list(journal.in_flight.values())
     cancelled = 0
@@ -57,8 +57,7 @@ async def _cancel_all(journal: Journal) -> tuple[int, int]:
 
     async def one(client: FalClient, entry: InFlight) -> None:
         nonlocal cancelled
-        handle = QueueHandle(entry.request_id, entry.status_url, entry.response_url, entry.cancel_url)
-        if await client.cancel(handle):
+        if await client.cancel(entry.handle):
             journal.cancelled(entry.id, entry.request_id)
             cancelled += 1
 
