@@ -221,10 +221,10 @@ class Checker:
             self._datasets_checked.add(key)
             full = Path(os.path.normpath(os.path.join(os.path.abspath(self.spec_dir), source)))
             label = os.path.normpath(os.path.join(os.path.dirname(self.located.file), source))
-            report = dataset.check(full, label, fields)
-            if report.problems and report.problems[0].message == "dataset file not found":
+            if not full.exists():  # said at the spec's own key, with where we looked
                 self.error(where, f"dataset file not found: {source} (looked for {full})")
                 return
+            report = dataset.check(full, label, fields)
         else:
             return
         self.problems.extend(report.problems)

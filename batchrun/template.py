@@ -114,17 +114,9 @@ class Context:
     repeat: int
 
 
-def _lookup(ref: Ref, ctx: Context) -> Any:
-    if ref.namespace == "matrix":
-        # An include may add a key to only some combinations; GitHub renders the others empty.
-        return ctx.matrix.get(ref.name)
-    if ref.namespace == "row":
-        return None if ctx.row is None else ctx.row.get(ref.name)
-    return ctx.repeat
-
-
 def _getter(ref: Ref) -> Any:
-    """`_lookup` bound to one reference once, at compile time (rendering runs once per request)."""
+    """The value of one reference in a context, resolved to a function once, at compile time
+    (rendering runs once per request)."""
     name = ref.name
     if ref.namespace == "matrix":
         return lambda ctx: ctx.matrix.get(name)

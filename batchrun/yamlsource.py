@@ -167,9 +167,6 @@ def parse(text: str, file: str) -> tuple[Located | None, list[Problem]]:
             mark = exc.problem_mark or exc.context_mark
             p = _pos(mark) if mark is not None else Pos(1, 1)
             return None, [Problem(file, p.line, p.col, "$", _yaml_message(exc))]
-        except yaml.reader.ReaderError as exc:
-            line, col = _offset_to_pos(text, exc.position)
-            return None, [Problem(file, line, col, "$", f"YAML: unacceptable character #x{exc.character:04x}")]
         except yaml.YAMLError as exc:
             return None, [Problem(file, 1, 1, "$", f"YAML: {exc}")]
         except RecursionError:
