@@ -16,7 +16,7 @@ from batchrun.server import faults
 from batchrun.server.apps import Handler, builtin_apps, wrap_user_function
 from batchrun.server.queue import Queue
 from batchrun.server.stats import Stats
-from batchrun.server.wire import Reply, json_reply, loads, model_error, model_error_item, platform_error
+from batchrun.server.wire import Reply, json_reply, loads, model_error, model_error_item, platform_error, trim_oldest
 
 NAMESPACES = ("workflows", "comfy")
 DEFAULT_MAX_BODY = 50 * 1024 * 1024
@@ -190,9 +190,7 @@ class Emulator:
 
 def _remember(store: dict[str, Any], key: str, value: Any) -> None:
     store[key] = value
-    if len(store) > faults.MAX_KEYS:  # bounded: the oldest half is forgotten
-        for old in list(store)[: faults.MAX_KEYS // 2]:
-            del store[old]
+    trim_oldest(store, faults.MAX_KEYS)
 
 
 def respond(reply: Reply, request_id: str | None, runner: str | None = None) -> WireResponse:

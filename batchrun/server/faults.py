@@ -35,7 +35,7 @@ import asyncio
 from typing import Any
 
 from batchrun.server.apps import Call
-from batchrun.server.wire import Reply, dumps, model_error, model_error_item, platform_error
+from batchrun.server.wire import Reply, dumps, model_error, model_error_item, platform_error, trim_oldest
 
 NGINX_BODY = (
     "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"
@@ -53,9 +53,7 @@ def _attempt_fails(args: dict[str, Any], counts: dict[str, int]) -> bool:
     key = str(args.get("key", ""))
     seen = counts.get(key, 0) + 1
     counts[key] = seen
-    if len(counts) > MAX_KEYS:
-        for old in list(counts)[: MAX_KEYS // 2]:
-            del counts[old]
+    trim_oldest(counts, MAX_KEYS)
     try:
         return seen <= int(times)
     except (TypeError, ValueError):

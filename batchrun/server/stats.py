@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from batchrun.server.wire import trim_oldest
+
 OPERATIONS = ("run", "submit", "status", "stream", "result", "cancel", "files")
 MAX_HASHES = 500_000  # distinct submit contents remembered; the oldest half is forgotten beyond this
 
@@ -55,9 +57,8 @@ class Stats:
         if seen:
             self.duplicate_submits += 1
             self.duplicates[endpoint_id] = self.duplicates.get(endpoint_id, 0) + 1
-        elif len(self._submit_hashes) > MAX_HASHES:
-            for old in list(self._submit_hashes)[: MAX_HASHES // 2]:
-                del self._submit_hashes[old]
+        else:
+            trim_oldest(self._submit_hashes, MAX_HASHES)
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -23,6 +23,13 @@ def loads(data: bytes) -> Any:
 
 JSONDecodeError: type[Exception] = orjson.JSONDecodeError
 
+
+def trim_oldest(store: dict[Any, Any], limit: int) -> None:
+    """Keep a bookkeeping dict bounded: beyond `limit` entries, forget the oldest half (insertion order)."""
+    if len(store) > limit:
+        for old in list(store)[: limit // 2]:
+            del store[old]
+
 JSON_HEADERS: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
 
 # Platform error types whose failure a queue retries on another runner (protocol §6.3 "server_error"
