@@ -27,7 +27,7 @@ from typing import Any
 
 from batchrun.records_io import iter_records, newest_per_id
 from batchrun.resultpath import Part, format_path, json_equal, matches_prefix, show_value
-from batchrun.report import one_line
+from batchrun.report import error_text, seconds
 
 LATENCY_FLOOR_S = 0.05
 VOLATILE_KEYS = frozenset({"url", "request_id", "timings", "timing"})
@@ -121,7 +121,7 @@ def diff_files(
             continue
         b_ok, n_ok = b["status"] == "ok", n["status"] == "ok"
         if b_ok and not n_ok:
-            cats["newly_failing"].append(Entry(rid, n["job"], _error_text(n), data={"error": n.get("error")}))
+            cats["newly_failing"].append(Entry(rid, n["job"], error_text(n), data={"error": n.get("error")}))
         elif n_ok and not b_ok:
             cats["newly_passing"].append(Entry(rid, n["job"]))
         elif b_ok and n_ok:
@@ -144,13 +144,6 @@ def _load(path: str | Path) -> dict[str, dict[str, Any]]:
     return newest_per_id(slim)
 
 
-def _error_text(record: dict[str, Any]) -> str:
-    error = record.get("error") if isinstance(record.get("error"), dict) else {}
-    kind = str(error.get("type") or "unknown")
-    detail = error.get("detail")
-    return f"{kind}: {one_line(detail)}" if detail not in (None, "") else kind
-
-
 def _latency_regression(b: dict[str, Any], n: dict[str, Any], ratio: float) -> Entry | None:
     old, new = _latency(b), _latency(n)
     if old is None or new is None or not (new > old * ratio and new - old > LATENCY_FLOOR_S):
@@ -160,8 +153,7 @@ def _latency_regression(b: dict[str, Any], n: dict[str, Any], ratio: float) -> E
 
 
 def _latency(record: dict[str, Any]) -> float | None:
-    value = (record.get("timing") or {}).get("latency_s")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return seconds((record.get("timing") or {}).get("latency_s"))
 
 
 def _expectation_regressions(rid: str, b: dict[str, Any], n: dict[str, Any]) -> list[Entry]:

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from batchrun.errors import UsageError
 from batchrun.records_io import iter_records, newest_per_id
-from batchrun.report import one_line
+from batchrun.report import error_text, one_line, seconds
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".avif", ".bmp")
 LAZY_AFTER = 48  # more images than this: let the browser load the off-screen ones lazily
@@ -87,13 +87,6 @@ def _shot(record: dict[str, Any], output: Path, html_dir: Path) -> Shot:
         for url, width, height in _image_refs(record.get("result"))
         if (image := _image(url, width, height, local)) is not None
     )
-    error = record.get("error") if isinstance(record.get("error"), dict) else {}
-    detail = error.get("detail")
-    error_text = str(error.get("type") or "unknown")
-    if detail not in (None, ""):
-        error_text += f": {one_line(detail, 200)}"
-    timing = record.get("timing") or {}
-    latency = timing.get("latency_s")
     return Shot(
         id=record["id"],
         index=record["index"],
@@ -102,8 +95,8 @@ def _shot(record: dict[str, Any], output: Path, html_dir: Path) -> Shot:
         matrix=dict(matrix),
         tooltip="\n".join(lines),
         images=images,
-        error="" if record["status"] == "ok" else error_text,
-        latency_s=float(latency) if isinstance(latency, int | float) and not isinstance(latency, bool) else None,
+        error="" if record["status"] == "ok" else error_text(record, 200),
+        latency_s=seconds((record.get("timing") or {}).get("latency_s")),
     )
 
 

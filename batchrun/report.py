@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.records_io import finished_at, iter_records, newest_per_id, parse_time
+from batchrun.summary import percentile
 
 _KEPT = ("id", "index", "job", "status", "error", "expectations", "attempts", "timing", "cost_usd")
 MAX_LISTED = 20  # rows of expectation failures shown in text/markdown (json has them all)
@@ -178,16 +179,17 @@ def _entry(record: dict[str, Any]) -> _Entry:
         error_type=str(error.get("type") or "unknown") if error else None,
         error_detail=error.get("detail") if error else None,
         failed_checks=failed,
-        latency_s=_seconds(timing.get("latency_s")),
-        queue_s=_seconds(timing.get("queue_s")),
+        latency_s=seconds(timing.get("latency_s")),
+        queue_s=seconds(timing.get("queue_s")),
         attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 0,
         started=parse_time(timing.get("started_at")),
         finished=finished_at(record),
-        cost_usd=_seconds(record.get("cost_usd")),
+        cost_usd=seconds(record.get("cost_usd")),
     )
 
 
-def _seconds(value: Any) -> float | None:
+def seconds(value: Any) -> float | None:
+    """A finite JSON number as a float, else None (a hand-edited or NaN latency is unknown)."""
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
@@ -222,10 +224,8 @@ def _stats(entries: list[_Entry]) -> Stats:
 
 
 def _percentile(ordered: list[float], pct: int) -> float | None:
-    """Nearest rank: the smallest value with at least pct% of the values at or below it."""
-    if not ordered:
-        return None
-    return ordered[max(math.ceil(pct / 100 * len(ordered)), 1) - 1]
+    """Nearest rank, as in the run summary; None (not 0.0) when there are no values."""
+    return percentile(ordered, pct) if ordered else None
 
 
 def _error_groups(entries: list[_Entry]) -> list[ErrorGroup]:
@@ -237,6 +237,14 @@ def _error_groups(entries: list[_Entry]) -> list[ErrorGroup]:
         ErrorGroup(job, kind, len(members), one_line(members[0].error_detail))
         for (job, kind), members in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1]))
     ]
+
+
+def error_text(record: dict[str, Any], limit: int = 80) -> str:
+    """A record's error as `type: detail` on one line (`unknown` when the type is missing)."""
+    error = record.get("error") if isinstance(record.get("error"), dict) else {}
+    kind = str(error.get("type") or "unknown")
+    detail = error.get("detail")
+    return f"{kind}: {one_line(detail, limit)}" if detail not in (None, "") else kind
 
 
 def one_line(detail: Any, limit: int = 80) -> str:

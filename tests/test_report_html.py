@@ -289,3 +289,13 @@ def test_diff_page_puts_base_and_new_side_by_side(tmp_path: Path, capsys: pytest
         ("id-04", ["(absent)"], [url(4)], []),
         ("id-02", [url(2)], [url("2-new")], ["seed: 2 -> 99"]),
     ]
+
+
+@pytest.mark.parametrize("latency", [float("nan"), float("inf")])
+def test_a_non_finite_latency_is_unknown_not_a_crash(tmp_path: Path, latency: float) -> None:
+    """Regression: a NaN/Infinity latency (valid for Python's json) made the histogram raise; it is
+    now unknown, as in the text report, so the page shows the other requests' histogram."""
+    out = write(tmp_path / "run.jsonl", [record(0, latency=latency), record(1, latency=2.0)])
+    html_path = tmp_path / "report.html"
+    assert main(["report", str(out), "--html", str(html_path)]) == 0
+    assert "Histogram 1 successful request" in " ".join(parse(html_path.read_text()).text().split())
