@@ -55,7 +55,7 @@ async def run_route(request: Request) -> WireResponse:
     em.stats.count_app(app_id, "run")
     if app_id == "local/fail":
         em.note_fault_request(rid, arguments, request.headers)
-    call = Call(arguments, path, origin_of(request.scope), rid, 1, em)
+    call = Call(arguments, path, origin_of(request.scope), rid, em)
     # If the caller hangs up, the app is cancelled (protocol §8.2), so hung apps do not pile up.
     work = asyncio.ensure_future(handler(call))
     await asyncio.sleep(0)  # most apps answer in their first step: then no watcher task is needed

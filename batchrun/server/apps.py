@@ -30,8 +30,7 @@ class Call:
     path: str  # sub-path after owner/alias, "" or "/sub/path"
     origin: str  # scheme://host[:port] of the server as the caller reached it
     request_id: str
-    attempt: int  # 1-based; > 1 after a server-side retry
-    state: Any  # the emulator-wide AppState (fault counters, image cache)
+    state: Any  # the Emulator (fault counters, request headers, image cache)
     queued: bool = False  # True on the queue, False for a direct run
     logs: list[dict[str, Any]] | None = None  # None: nobody records logs (direct run)
     on_log: Callable[[], None] | None = None

@@ -95,7 +95,7 @@ def echo_request_reply(call: Call) -> Reply:
     """A 4xx (or the caller's `status`) echoing the request back, headers included."""
     status = call.arguments.get("status")
     code = status if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599 else 400
-    headers = call.state.request_headers.pop(call.request_id, {}) if hasattr(call.state, "request_headers") else {}
+    headers = call.state.request_headers.pop(call.request_id, {})
     body = {"detail": f"rejected request with headers {headers} and arguments {call.arguments}",
             "error_type": "bad_request", "headers": headers, "arguments": call.arguments}
     return Reply(code, dumps(body), (("content-type", "application/json"), ("x-fal-error-type", "bad_request")),

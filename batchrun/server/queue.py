@@ -182,7 +182,7 @@ class Queue:
         assert job.handler is not None and job.arguments is not None
         if job.logs is None:
             job.logs = []
-        call = Call(job.arguments, job.path, job.origin, job.id, job.attempts, self.state, queued=True,
+        call = Call(job.arguments, job.path, job.origin, job.id, self.state, queued=True,
                     logs=job.logs, on_log=lambda: self._notify(job))
         try:
             reply = await job.handler(call)

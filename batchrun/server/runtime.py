@@ -1,5 +1,5 @@
-"""Running the app on a real socket: in the current event loop (`serve_local`), in a thread
-(`ServerThread`), or in the foreground for `batchrun serve` (`serve_forever`).
+"""Running the app on a real socket: in the current event loop (`serve_local`, which `batchrun serve`
+uses too) or in a thread (`ServerThread`).
 """
 
 from __future__ import annotations

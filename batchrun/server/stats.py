@@ -35,11 +35,6 @@ class Stats:
         self.duplicate_submits = 0
         self.duplicates: dict[str, int] = {}  # endpoint id -> duplicate submits
 
-    def count(self, operation: str, app_id: str | None = None) -> None:
-        self.requests[operation] += 1
-        if app_id is not None:
-            self.count_app(app_id, operation)
-
     def count_app(self, app_id: str, operation: str) -> None:
         per_app = self.apps.get(app_id)
         if per_app is None:

@@ -21,8 +21,6 @@ def loads(data: bytes) -> Any:
     return orjson.loads(data)
 
 
-JSONDecodeError: type[Exception] = orjson.JSONDecodeError
-
 
 def trim_oldest(store: dict[Any, Any], limit: int) -> None:
     """Keep a bookkeeping dict bounded: beyond `limit` entries, forget the oldest half (insertion order)."""
