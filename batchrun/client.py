@@ -37,6 +37,7 @@ from batchrun.retry import (
     Verdict,
     backoff_delay,
     error_record,
+    get_retried,
     judge_response,
     judge_transport,
     shorten,
@@ -513,9 +514,7 @@ class FalClient:
                 if answer.is_success:
                     return answer, None
                 verdict = self._judge(answer, policy)
-                code = answer.status_code
-                ingress = code in (502, 503, 504) and "x-fal-request-id" not in answer.headers
-                if not (code in (408, 409, 429) or ingress or (code >= 500 and not result)):
+                if not get_retried(answer.status_code, answer.headers, result=result):
                     return answer, verdict  # the model's stored answer, or a final queue error (404)
                 verdict = dataclasses.replace(verdict, retry=True)
                 response: httpx.Response | None = answer

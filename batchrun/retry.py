@@ -36,6 +36,7 @@ __all__ = [
     "Verdict",
     "backoff_delay",
     "error_record",
+    "get_retried",
     "judge_response",
     "judge_transport",
     "parse_retry_after",
@@ -125,7 +126,7 @@ def judge_response(
     if isinstance(body, dict) and isinstance(body.get("error_type"), str):
         fal_type = body["error_type"]
     fal_type = fal_type or h.get("x-fal-error-type") or None
-    has_request_id = bool(h.get("x-fal-request-id"))
+    has_request_id = _has_request_id(h)
     user_timeout = status_code == 504 and "x-fal-request-timeout-type" in h
 
     if fal_type:
@@ -152,6 +153,22 @@ def judge_response(
     retry_after = parse_retry_after(h.get("retry-after")) if retry else None
     detail = _detail(status_code, body, text)
     return Verdict(error_record(type_, status_code, detail, retryable), retry, retry_after, rate_limited)
+
+
+def get_retried(status_code: int, headers: Mapping[str, str], *, result: bool) -> bool:
+    """Whether an idempotent status or result GET is sent again after a non-2xx answer: on
+    408/409/429 and ingress 5xx; a status GET also on any other 5xx. A result GET's other 5xx is
+    the model's own stored answer, so it is the result, not a failure to fetch it."""
+    if status_code in _RETRIED_STATUSES:
+        return True
+    if status_code >= 500 and not result:
+        return True
+    return status_code in _INGRESS_STATUSES and not _has_request_id({k.lower(): v for k, v in headers.items()})
+
+
+def _has_request_id(h: Mapping[str, str]) -> bool:
+    """`h` with lower-case names; an empty id counts as none."""
+    return bool(h.get("x-fal-request-id"))
 
 
 def _retryable(status_code: int, h: Mapping[str, str], fal_type: str | None) -> bool:

@@ -12,6 +12,7 @@ from batchrun.retry import (
     Phase,
     TransportFailure,
     backoff_delay,
+    get_retried,
     judge_response,
     judge_transport,
     parse_retry_after,
@@ -192,3 +193,20 @@ def test_shorten_leaves_small_values() -> None:
     value = {"a": [1, "ok", {"b": None}]}
     assert shorten(value) == value
     assert shorten("abcdef", limit=4) == "abc…"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "result", "retried"),
+    [
+        (429, {}, True, True),
+        (408, {}, False, True),
+        (503, {}, True, True),  # ingress: the load balancer answered, the stored result is intact
+        (503, {"X-Fal-Request-Id": "r"}, True, False),  # the model's own stored 503 is the result
+        (503, {"x-fal-request-id": "r"}, False, True),  # a status GET retries any 5xx
+        (500, {}, True, False),
+        (404, {}, False, False),
+    ],
+)
+def test_follow_gets_are_retried_on_transient_answers_only(status, headers, result, retried) -> None:
+    """Status/result GETs are idempotent: retried on 408/409/429 and ingress 5xx; a status GET on any 5xx."""
+    assert get_retried(status, headers, result=result) is retried
