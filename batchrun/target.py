@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from batchrun.errors import RunAborted, UsageError
 from batchrun.spec import Target
 
-__all__ = ["Endpoints", "fal_key", "resolve_target"]
+__all__ = ["Endpoints", "fal_hosts", "fal_key", "resolve_target"]
 
 NO_KEY_MESSAGE = (
     "target 'fal' needs an API key: set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET), "
@@ -49,6 +49,13 @@ def fal_key(environ: Mapping[str, str]) -> str | None:
     return None
 
 
+def fal_hosts(environ: Mapping[str, str]) -> tuple[str, str]:
+    """(run host, queue host) as fal-client reads them: FAL_RUN_HOST (default fal.run) and
+    FAL_QUEUE_RUN_HOST (default queue.<run host>)."""
+    run_host = environ.get("FAL_RUN_HOST", "").strip() or "fal.run"
+    return run_host, environ.get("FAL_QUEUE_RUN_HOST", "").strip() or f"queue.{run_host}"
+
+
 def resolve_target(
     target: Target,
     environ: Mapping[str, str],
@@ -60,8 +67,7 @@ def resolve_target(
     of a started embedded server for kind local)."""
     key = fal_key(environ)
     if target.kind == "fal":
-        run_host = environ.get("FAL_RUN_HOST", "").strip() or "fal.run"
-        queue_host = environ.get("FAL_QUEUE_RUN_HOST", "").strip() or f"queue.{run_host}"
+        run_host, queue_host = fal_hosts(environ)
         run = run_url or target.run_url or f"https://{run_host}"
         queue = queue_url or target.queue_url or f"https://{queue_host}"
         if key is None:

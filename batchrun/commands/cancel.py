@@ -20,7 +20,7 @@ from batchrun.errors import UsageError
 from batchrun.journal import InFlight, Journal, journal_path
 from batchrun.redact import Redactor
 from batchrun.sinks import OutputLock
-from batchrun.target import fal_key
+from batchrun.target import fal_hosts, fal_key
 
 CANCEL_TIMEOUT_S = 30.0
 
@@ -30,8 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _auth_for(url: str) -> str | None:
-    run_host = os.environ.get("FAL_RUN_HOST", "").strip() or "fal.run"
-    queue_host = os.environ.get("FAL_QUEUE_RUN_HOST", "").strip() or f"queue.{run_host}"
+    _, queue_host = fal_hosts(os.environ)
     key = fal_key(os.environ)
     if key is None or urlsplit(url).netloc != queue_host:
         return None
