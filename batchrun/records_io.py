@@ -32,10 +32,7 @@ class Located:
     """One record with where it came from: merge re-reads the exact bytes by offset."""
 
     record: dict[str, Any]
-    file: Path
-    line: int  # 1-based
     offset: int  # byte offset of the line's start
-    raw: bytes  # the line as stored, without its newline
 
 
 def iter_located(path: str | Path) -> Iterator[Located]:
@@ -50,7 +47,7 @@ def iter_located(path: str | Path) -> Iterator[Located]:
     except OSError as exc:
         raise RecordsError(f"{path}: cannot read: {exc.strerror or exc}") from None
     with handle:
-        pending: tuple[int, int, bytes] | None = None  # a bad line, fatal unless it is the last
+        pending: tuple[int, bytes] | None = None  # a bad line, fatal unless it is the last
         offset = 0
         for number, raw_line in enumerate(handle, start=1):
             start, offset = offset, offset + len(raw_line)
@@ -61,12 +58,12 @@ def iter_located(path: str | Path) -> Iterator[Located]:
                 continue
             record = _decode(raw)
             if record is None:
-                pending = (number, start, raw)
+                pending = (number, raw)
                 continue
             problem = _shape_problem(record)
             if problem:
                 raise RecordsError(f"{path}:{number}: not a batchrun record: {problem}")
-            yield Located(record, path, number, start, raw)
+            yield Located(record, start)
         if pending is not None:
             number = pending[0]
             log.warning("%s:%d: skipping a truncated last line (the run was stopped mid-write)", path, number)
@@ -86,7 +83,7 @@ def _decode(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _raise_bad(path: Path, number: int, start: int, raw: bytes) -> None:
+def _raise_bad(path: Path, number: int, raw: bytes) -> None:
     try:
         json.loads(raw)
     except UnicodeDecodeError:
