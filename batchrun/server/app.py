@@ -15,7 +15,6 @@ Status/result/cancel accept owner/alias or the full id with its sub-path (protoc
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +25,7 @@ from starlette.types import Receive
 
 from batchrun.server import image
 from batchrun.server.apps import Call
-from batchrun.server.emulator import DEFAULT_MAX_BODY, Emulator, FaultReset, WireResponse, origin_of, respond, start_timeout_of
+from batchrun.server.emulator import DEFAULT_MAX_BODY, Emulator, FaultReset, WireResponse, origin_of, respond
 from batchrun.server.queue_api import queue_route
 from batchrun.server.wire import Reply, json_reply, platform_error
 
@@ -40,24 +39,17 @@ async def _until_disconnect(receive: Receive) -> None:
 
 async def run_route(request: Request) -> WireResponse:
     em: Emulator = request.app.state.emulator
-    em.stats.requests["run"] += 1
-    rid = str(uuid.uuid4())
-    found = em.auth_failure(request) or em.lookup(request.path_params["rest"])
-    if isinstance(found, Reply):
-        return respond(found, rid)
-    app_id, path, handler = found
-    timeout = start_timeout_of(request)  # validated only: direct runs start at once, never queue
-    if isinstance(timeout, Reply):
-        return respond(timeout, rid)
-    arguments = await em.arguments_of(request)
-    if isinstance(arguments, Reply):
-        return respond(arguments, rid)
+    accepted = await em.accept(request, request.path_params["rest"], "run")
+    if isinstance(accepted, WireResponse):
+        return accepted
+    # Its start timeout is only validated: a direct run starts at once, it never queues.
+    rid, app_id, arguments = accepted.request_id, accepted.app_id, accepted.arguments
     em.stats.count_app(app_id, "run")
     if app_id == "local/fail":
         em.note_fault_request(rid, arguments, request.headers)
-    call = Call(arguments, path, origin_of(request.scope), rid, em)
+    call = Call(arguments, accepted.path, origin_of(request.scope), rid, em)
     # If the caller hangs up, the app is cancelled (protocol §8.2), so hung apps do not pile up.
-    work = asyncio.ensure_future(handler(call))
+    work = asyncio.ensure_future(accepted.handler(call))
     await asyncio.sleep(0)  # most apps answer in their first step: then no watcher task is needed
     if not work.done():
         watch = asyncio.ensure_future(_until_disconnect(request.receive))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,17 @@ def start_timeout_of(request: Request) -> float | None | Reply:
     return None
 
 
+class Accepted:
+    """A run or submit that passed the checks both share: what its route goes on with."""
+
+    __slots__ = ("request_id", "app_id", "path", "handler", "start_timeout", "arguments")
+
+    def __init__(self, request_id: str, app_id: str, path: str, handler: Handler, start_timeout: float | None,
+                 arguments: dict[str, Any]) -> None:  # fmt: skip
+        self.request_id, self.app_id, self.path, self.handler = request_id, app_id, path, handler
+        self.start_timeout, self.arguments = start_timeout, arguments
+
+
 class Emulator:
     """Everything the routes share: configuration, the app registry, the queue and the counters."""
 
@@ -141,6 +153,23 @@ class Emulator:
         return snap
 
     # -- shared checks -------------------------------------------------------------------------
+    async def accept(self, request: Request, rest: str, operation: str) -> Accepted | WireResponse:
+        """What a direct run and a queue submit share: count the request, give it an id, then check
+        auth, the endpoint id, the timeout headers and the body, in that order. A failed check
+        comes back as the response to send (carrying the new request id)."""
+        self.stats.requests[operation] += 1
+        request_id = str(uuid.uuid4())
+        found = self.auth_failure(request) or self.lookup(rest)
+        if isinstance(found, Reply):
+            return respond(found, request_id)
+        timeout = start_timeout_of(request)
+        if isinstance(timeout, Reply):
+            return respond(timeout, request_id)
+        arguments = await self.arguments_of(request)
+        if isinstance(arguments, Reply):
+            return respond(arguments, request_id)
+        return Accepted(request_id, *found, timeout, arguments)
+
     def auth_failure(self, request: Request) -> Reply | None:
         if not self.require_key:
             return None

@@ -40,9 +40,9 @@ class Job:
     def __init__(
         self, *, endpoint_id: str, app_id: str, path: str, handler: Handler, arguments: dict[str, Any],
         origin: str, low: bool = False, hint: str | None = None, no_retry: bool = False,
-        start_timeout: float | None = None, webhook: str | None = None,
+        start_timeout: float | None = None, webhook: str | None = None, request_id: str | None = None,
     ) -> None:  # fmt: skip
-        self.id = str(uuid.uuid4())
+        self.id = request_id or str(uuid.uuid4())
         self.webhook = webhook
         self.endpoint_id, self.app_id, self.path = endpoint_id, app_id, path
         self.handler: Handler | None = handler

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from batchrun.server import faults
-from batchrun.server.emulator import TRUE_VALUES, Emulator, WireResponse, origin_of, respond, start_timeout_of
+from batchrun.server.emulator import TRUE_VALUES, Emulator, WireResponse, origin_of, respond
 from batchrun.server.queue import COMPLETED, IN_QUEUE, Job
 from batchrun.server.wire import Reply, dumps, json_reply, platform_error
 
@@ -58,18 +58,10 @@ async def queue_route(request: Request) -> Any:
 
 
 async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
-    em.stats.requests["submit"] += 1
-    rid = str(uuid.uuid4())
-    found = em.auth_failure(request) or em.lookup(rest)
-    if isinstance(found, Reply):
-        return respond(found, rid)
-    app_id, path, handler = found
-    timeout = start_timeout_of(request)
-    if isinstance(timeout, Reply):
-        return respond(timeout, rid)
-    arguments = await em.arguments_of(request)
-    if isinstance(arguments, Reply):
-        return respond(arguments, rid)
+    accepted = await em.accept(request, rest, "submit")
+    if isinstance(accepted, WireResponse):
+        return accepted
+    rid, app_id, path, arguments = accepted.request_id, accepted.app_id, accepted.path, accepted.arguments
     dropped: Reply | None = None
     if app_id == "local/fail":
         fault = faults.submit_fault(arguments, em.fault_counts)
@@ -85,11 +77,11 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
     headers = request.headers
     job = Job(
         endpoint_id=em.shared(endpoint_id), app_id=em.shared(app_id),
-        path=em.shared(path), handler=handler, arguments=arguments, origin=em.shared(origin_of(request.scope)),
+        path=em.shared(path), handler=accepted.handler, arguments=arguments, origin=em.shared(origin_of(request.scope)),
         low=headers.get("x-fal-queue-priority", "").strip().lower() == "low",
         hint=headers.get("x-fal-runner-hint"),
         no_retry=headers.get("x-fal-no-retry", "").strip().lower() in TRUE_VALUES,
-        start_timeout=timeout, webhook=webhook_of(request),
+        start_timeout=accepted.start_timeout, webhook=webhook_of(request), request_id=rid,
     )  # fmt: skip
     if app_id == "local/fail":
         em.note_fault_request(job.id, arguments, headers)
