@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from batchrun.records_io import iter_records, newest_per_id
+from batchrun.records_io import check_message, check_passed, expectation_checks, iter_records, newest_per_id
 from batchrun.resultpath import Part, format_path, json_equal, matches_prefix, show_value
 from batchrun.report import error_text, seconds
 
@@ -157,20 +157,22 @@ def _latency(record: dict[str, Any]) -> float | None:
 
 
 def _expectation_regressions(rid: str, b: dict[str, Any], n: dict[str, Any]) -> list[Entry]:
-    def keyed(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        found = {}
-        for position, outcome in enumerate(record.get("expectations") or []):
-            if isinstance(outcome, dict):
-                check = outcome.get("check")
-                key = json.dumps(check, sort_keys=True) if check is not None else f"#{position}"
-                found.setdefault(key, outcome)
+    """Checks that passed in base and failed in new (`records_io.check_passed` decides both)."""
+
+    def keyed(record: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """check key -> (the check's definition, its outcome)."""
+        found: dict[str, tuple[Any, Any]] = {}
+        for position, outcome in enumerate(expectation_checks(record)):
+            check = outcome.get("check") if isinstance(outcome, dict) else None
+            key = json.dumps(check, sort_keys=True) if check is not None else f"#{position}"
+            found.setdefault(key, (check, outcome))
         return found
 
     old = keyed(b)
     return [
-        Entry(rid, n["job"], str(outcome.get("message", "")), data={"check": outcome.get("check")})
-        for key, outcome in keyed(n).items()
-        if outcome.get("passed") is False and old.get(key, {}).get("passed") is True
+        Entry(rid, n["job"], check_message(outcome), data={"check": check})
+        for key, (check, outcome) in keyed(n).items()
+        if not check_passed(outcome) and key in old and check_passed(old[key][1])
     ]
 
 

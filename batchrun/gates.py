@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchrun.records_io import failed_expectation
 from batchrun.summary import RunSummary, percentile
 
 __all__ = ["MIN_RATE_SAMPLE", "Gates"]
@@ -26,7 +27,7 @@ MIN_RATE_SAMPLE = 20  # an error rate over fewer finished requests is noise (1 o
 
 
 def _failed(record: dict[str, Any]) -> bool:
-    return record["status"] != "ok" or any(not e.get("passed") for e in record.get("expectations") or ())
+    return record["status"] != "ok" or failed_expectation(record)
 
 
 class Gates:

@@ -4,6 +4,9 @@ Streaming: one line in memory at a time. A run killed mid-write leaves a truncat
 line is skipped with a warning. A broken line anywhere else means the file is damaged: it is a
 located error `FILE:LINE: invalid JSON`, never a silent skip. (The executor keeps its own resume
 scanner; this reader is for outputs that are done.)
+
+It also says what a record means where every command must agree: which record of an id is its
+final state (`newest_per_id`) and whether a record failed an expectation (`failed_checks`).
 """
 
 from __future__ import annotations
@@ -127,6 +130,54 @@ def parse_time(value: Any) -> datetime | None:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
+
+def expectation_checks(record: dict[str, Any]) -> list[Any]:
+    """The record's expectation checks as a list: [] when `expectations` is absent or null; a
+    value that is not a list (hand-edited) is taken as one check."""
+    checks = record.get("expectations")
+    if checks is None:
+        return []
+    return checks if isinstance(checks, list) else [checks]
+
+
+def check_passed(check: Any) -> bool:
+    """A check passed only when it is an object whose `passed` is exactly `true`."""
+    return isinstance(check, dict) and check.get("passed") is True
+
+
+def failed_expectation(record: dict[str, Any]) -> bool:
+    """Whether the record failed an expectation: `bool(failed_checks(record))`, without the messages
+    (resume calls it on every line of a possibly huge output)."""
+    return any(not check_passed(check) for check in expectation_checks(record))
+
+
+def failed_checks(record: dict[str, Any]) -> list[str]:
+    """The messages of the record's failed expectation checks, in order; empty when none failed.
+
+    The one answer to "did this record fail an expectation" for report, diff, resume, gates and
+    the run summary. batchrun writes `expectations` as a list of `{"passed": bool, "message": str,
+    "check": ...}`; for a hand-edited record:
+
+    - `expectations` absent, null or `[]`: no checks, so nothing failed;
+    - a check passed only when it says so: an object with `"passed": true`. `passed` missing, null
+      or not a boolean (`"true"`, `1`) is a failed check, as is an entry that is not an object (or
+      an `expectations` value that is not a list): a check that cannot be shown to have passed
+      must not turn a regression run green.
+
+    A failed check's message is its `message`; one without a string message is shown as its JSON.
+    """
+    return [check_message(check) for check in expectation_checks(record) if not check_passed(check)]
+
+
+def check_message(check: Any) -> str:
+    """A check's `message`, or (hand-edited, no string message) its JSON on one short line."""
+    if isinstance(check, dict) and isinstance(check.get("message"), str):
+        return check["message"]
+    try:
+        text = json.dumps(check, ensure_ascii=False, sort_keys=True, default=str)
+    except (RecursionError, ValueError):  # absurdly nested: say what it is, not what it holds
+        text = type(check).__name__
+    return "invalid check: " + (text if len(text) <= 80 else text[:79] + "…")
 
 
 def newest_per_id(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from batchrun.records_io import finished_at, iter_records, newest_per_id, parse_time
+from batchrun.records_io import failed_checks, finished_at, iter_records, newest_per_id, parse_time
 from batchrun.summary import percentile
 
 _KEPT = ("id", "index", "job", "status", "error", "expectations", "attempts", "timing", "cost_usd")
@@ -165,11 +165,7 @@ def build_report(path: str | Path) -> Report:
 def _entry(record: dict[str, Any]) -> _Entry:
     timing = record.get("timing") or {}
     error = record.get("error") if isinstance(record.get("error"), dict) else None
-    failed = tuple(
-        str(e.get("message", ""))
-        for e in (record.get("expectations") or [])
-        if isinstance(e, dict) and e.get("passed") is False
-    )
+    failed = tuple(failed_checks(record))
     attempts = record.get("attempts")
     return _Entry(
         id=record["id"],

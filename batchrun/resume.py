@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from batchrun.errors import SinkError
+from batchrun.records_io import failed_expectation
 
 __all__ = ["ResumeState", "repair_tail", "scan_output"]
 
@@ -110,8 +111,7 @@ def _toolkit_fields(state: ResumeState, rid: str, record: dict[str, Any]) -> Non
     cost = record.get("cost_usd")
     if isinstance(cost, (int, float)) and not isinstance(cost, bool):
         state.spent_usd += cost
-    checks = record.get("expectations")
-    if checks and any(isinstance(c, dict) and not c.get("passed") for c in checks):
+    if failed_expectation(record):
         state.expect_failed.add(rid)
     elif state.expect_failed:
         state.expect_failed.discard(rid)

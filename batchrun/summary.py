@@ -12,6 +12,8 @@ import collections
 import dataclasses
 from typing import Any
 
+from batchrun.records_io import failed_expectation
+
 __all__ = ["JobSummary", "RunSummary", "percentile"]
 
 
@@ -63,7 +65,7 @@ class RunSummary:
             js.error += 1
             js.errors_by_type[(record.get("error") or {}).get("type", "unknown")] += 1
         js.retries += max(0, int(record.get("attempts") or 0) - 1)
-        if any(not e.get("passed") for e in record.get("expectations") or ()):
+        if failed_expectation(record):
             js.expectation_failures += 1
         if "cost_usd" in record:
             if record["cost_usd"] is None:
