@@ -1,13 +1,18 @@
-"""The client builds its POSTs without httpx's build_request (cached URL and timeout) and skips
-httpx's cookie bookkeeping for responses without Set-Cookie: both must change nothing on the wire."""
+"""The client sends its POSTs straight through aiohttp when it owns the session, and otherwise builds
+them without httpx's build_request (cached URL and timeout); it skips httpx's cookie bookkeeping for
+responses without Set-Cookie. None of it may change anything on the wire."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from batchrun.client import QUEUE_TIMEOUT, FalClient, _Cookies
+from client_helpers import Recorded, planned
+from httpx_aiohttp import AiohttpTransport
+
+from batchrun.client import QUEUE_TIMEOUT, FalClient, _Cookies, _Post
 from batchrun.redact import Redactor
+from batchrun.server import ServerThread
 
 CASES = [
     ("https://127.0.0.1:8/run/fal-ai/x", {"Content-Type": "application/json"}, 30.0, False),
@@ -26,7 +31,7 @@ async def test_posts_equal_httpx_build_request(url: str, headers: dict[str, str]
     async with FalClient(run_url="https://127.0.0.1:8/run", queue_url="http://127.0.0.1:8/queue", auth="Key a:b",
                          redactor=Redactor()) as client:
         for _ in range(2):  # the second time from the caches
-            mine = client._post(url, b'{"a":1}', headers, timeout, queue=queue)
+            mine = client._post(_Post(url, httpx.URL(url), b'{"a":1}', headers, queue, timeout))
             expected = client._http.build_request(
                 "POST", url, content=b'{"a":1}', headers=headers,
                 timeout=QUEUE_TIMEOUT if queue else httpx.Timeout(timeout, connect=30.0))
@@ -40,23 +45,51 @@ async def test_a_set_cookie_is_kept_and_sent_back() -> None:
     async with FalClient(run_url="http://127.0.0.1:8/run", queue_url="http://127.0.0.1:8/queue", auth=None,
                          redactor=Redactor()) as client:
         assert isinstance(client._http.cookies, _Cookies)
-        request = client._post("http://127.0.0.1:8/run/x", b"{}", {}, None, queue=False)
+        post = _Post("http://127.0.0.1:8/run/x", httpx.URL("http://127.0.0.1:8/run/x"), b"{}", {}, False, 10.0)
+        request = client._post(post)
         client._http.cookies.extract_cookies(httpx.Response(200, request=request))  # no Set-Cookie
         assert not client._http.cookies
         client._http.cookies.extract_cookies(
             httpx.Response(200, headers={"Set-Cookie": "lb=node-3; Path=/"}, request=request))
         assert dict(client._http.cookies) == {"lb": "node-3"}
-        again = client._post("http://127.0.0.1:8/run/x", b"{}", {"Content-Type": "application/json"}, None, queue=False)
+        again = client._post(post)
         assert again.headers["cookie"] == "lb=node-3"
 
 
 @pytest.mark.anyio
-async def test_bad_urls_and_headers_fail_as_with_build_request() -> None:
-    async with FalClient(run_url="http://127.0.0.1:8/run", queue_url="http://127.0.0.1:8/queue", auth=None,
-                         redactor=Redactor()) as client:
-        for url, headers, error in [("http://127.0.0.1:8/run/x", {"X-Custom": "\u00e9t\u00e9"}, UnicodeEncodeError),
-                                    ("http://[::1/run/x", {}, httpx.InvalidURL)]:
-            with pytest.raises(error):
-                client._http.build_request("POST", url, content=b"{}", headers=headers)
-            with pytest.raises(error):
-                client._post(url, b"{}", headers, None, queue=False)
+async def test_direct_posts_reach_the_server_as_httpx_sends_them(loopback_server: ServerThread) -> None:
+    """The direct aiohttp way (default transport) and httpx's way (any given transport, here the
+    same aiohttp stack) deliver the same headers, in the same order, and the same body."""
+    seen = []
+    for transport in (None, AiohttpTransport()):
+        async with FalClient(run_url=loopback_server.run_url, queue_url=loopback_server.queue_url, auth="Key a:b",
+                             redactor=Redactor(), transport=transport) as client:
+            for mode in ("run", "subscribe"):
+                request = planned("local/fail", {"echo_request": True, "text": "\u00e9t\u00e9"}, mode=mode,
+                                  headers={"X-Custom": "v", "user-agent": "mine"}, hint="h1")
+                outcome = await client.call(request, Recorded())
+                assert outcome.error is not None and outcome.error["type"] == "bad_request"
+                seen.append((mode, outcome.error["detail"]))
+    direct, via_httpx = seen[:2], seen[2:]
+    assert direct == via_httpx
+    assert "'user-agent': 'mine'" in direct[0][1] and "'x-fal-runner-hint': 'h1'" in direct[0][1]
+    assert "'authorization': '[REDACTED]'" in direct[1][1] and "\u00e9t\u00e9" in direct[1][1]
+
+
+@pytest.mark.anyio
+async def test_bad_urls_and_headers_are_input_errors() -> None:
+    """Caught before anything is sent, on both ways: a request that cannot be built is the
+    request's input_error, never an exception out of the client."""
+    cases = [
+        ("http://127.0.0.1:8/run", {"X-Custom": "\u00e9t\u00e9"}, "header X-Custom: header names and values must be ASCII"),
+        ("http://127.0.0.1:8/run", {"X-Custom": "a\r\nX-Injected: 1"}, "header X-Custom: its value contains a line break"),
+        ("http://[::1:8/run", {}, "cannot build the request to http://[::1:8/run/x/y: "),
+    ]
+    for transport in (None, httpx.ASGITransport(app=lambda *a: None)):
+        for run_url, headers, message in cases:
+            async with FalClient(run_url=run_url, queue_url=run_url, auth=None, redactor=Redactor(),
+                                 transport=transport) as client:
+                outcome = await client.call(planned("x/y", {}, headers=headers), Recorded())
+            assert outcome.error is not None and outcome.error["type"] == "input_error"
+            assert outcome.error["detail"].startswith(message), outcome.error["detail"]
+            assert outcome.attempts == 0
