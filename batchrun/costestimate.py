@@ -7,19 +7,17 @@ unit argument is not a number, makes the estimate "unknown" (None) rather than a
 
 from __future__ import annotations
 
-from batchrun.plan import JobPlanner, job_count
+from batchrun.plan import JobPlanner
 from batchrun.spec import Job, Spec
 
 
-def estimate_job_cost(spec: Spec, job: Job, shard: tuple[int, int] | None = None) -> float | None:
+def estimate_job_cost(spec: Spec, job: Job, count: int, shard: tuple[int, int] | None = None) -> float | None:
+    """`count`: the job's requests (in the shard, with one)."""
     price = spec.pricing.get(job.endpoint)
     if not isinstance(price, dict):
         return None
     if "per_request" in price:
-        if shard is None:
-            return float(price["per_request"]) * job_count(job)
-        n = sum(1 for _ in JobPlanner.create(job, spec).requests(0, shard))
-        return float(price["per_request"]) * n
+        return float(price["per_request"]) * count
     per_unit, argument = price.get("per_unit"), price.get("unit_argument")
     if per_unit is None or argument is None:
         return None

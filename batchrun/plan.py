@@ -291,9 +291,12 @@ def build_plan(spec: Spec, *, shard: tuple[int, int] | None = None,
         index = planner.end
 
 
-def job_count(job: Job) -> int:
+def job_count(job: Job, rows: int | None = None) -> int:
+    """The job's request count. `rows`: its dataset's row count when already known (validation
+    counts them while checking the file), which spares reading the dataset again."""
     combos = matrix_mod.count(job.matrix, job.include, job.exclude)
-    rows = 1 if job.dataset is None else RowSource(job.dataset).count()
+    if rows is None:
+        rows = 1 if job.dataset is None else RowSource(job.dataset).count()
     return combos * rows * job.repeat
 
 

@@ -79,7 +79,10 @@ class Checker:
         self.bad = bad
         self.spec_dir = spec_dir
         self.problems: list[Problem] = []
-        self._datasets_checked: set[tuple[str, tuple[str, ...]]] = set()
+        # Rows per job index with a dataset, counted by the check's read: the plan is counted from
+        # them, so validation reads a dataset file once for checking, not again for counting.
+        self.dataset_rows: dict[int, int] = {}
+        self._datasets_checked: dict[tuple[str, tuple[str, ...]], int] = {}
 
     def is_bad(self, path: PathKey) -> bool:
         return any(path[:i] in self.bad for i in range(1, len(path) + 1))
@@ -215,18 +218,22 @@ class Checker:
             report = dataset.Report()
             dataset.check_inline(self.located, where, fields, report)
         elif isinstance(source, str):
-            key = (str(where), tuple(sorted(fields)))
-            if key in self._datasets_checked:
-                return
-            self._datasets_checked.add(key)
             full = Path(os.path.normpath(os.path.join(os.path.abspath(self.spec_dir), source)))
-            label = os.path.normpath(os.path.join(os.path.dirname(self.located.file), source))
             if not full.exists():  # said at the spec's own key, with where we looked
                 self.error(where, f"dataset file not found: {source} (looked for {full})")
                 return
+            # Jobs of a sweep often share one file: it is read once per set of fields used, and
+            # its problems (located in the file itself) are said once.
+            key = (str(full), tuple(sorted(fields)))
+            if key in self._datasets_checked:
+                self.dataset_rows[job.index] = self._datasets_checked[key]
+                return
+            label = os.path.normpath(os.path.join(os.path.dirname(self.located.file), source))
             report = dataset.check(full, label, fields)
+            self._datasets_checked[key] = report.rows
         else:
             return
+        self.dataset_rows[job.index] = report.rows
         self.problems.extend(report.problems)
         if report.more:
             first = report.problems[-1]

@@ -14,7 +14,7 @@ from typing import Any
 
 from batchrun import yamlsource
 from batchrun.errors import Problem, SpecError
-from batchrun.plan import JobPlanner, count_plan
+from batchrun.plan import JobPlanner, job_count
 from batchrun.schemaerrors import schema_problems
 from batchrun.spec import Job, RateLimit, RetryPolicy, Spec, Target
 from batchrun.specchecks import Checker, JobSource
@@ -24,9 +24,11 @@ from batchrun.template import parse as parse_template
 DEFAULT_MAX_REQUESTS = 10_000
 
 
-def load_spec(path: str | Path, warnings: list[Problem] | None = None) -> Spec:
-    """Load and fully validate a spec. Raises SpecError with every error; warnings go to `warnings`."""
-    spec, problems = validate_spec(path)
+def load_spec(path: str | Path, warnings: list[Problem] | None = None, counts: dict[str, int] | None = None) -> Spec:
+    """Load and fully validate a spec. Raises SpecError with every error; warnings go to `warnings`,
+    and the plan's requests per job name (in job order) to `counts`: validation counted them, so a
+    command that shows them need not count again (which reads every dataset file once more)."""
+    spec, problems = validate_spec(path, counts)
     errors = [p for p in problems if p.severity == "error"]
     if warnings is not None:
         warnings.extend(p for p in problems if p.severity != "error")
@@ -35,8 +37,9 @@ def load_spec(path: str | Path, warnings: list[Problem] | None = None) -> Spec:
     return spec
 
 
-def validate_spec(path: str | Path) -> tuple[Spec | None, list[Problem]]:
-    """(spec or None, every problem: errors and warnings). The spec is None when there is an error."""
+def validate_spec(path: str | Path, counts: dict[str, int] | None = None) -> tuple[Spec | None, list[Problem]]:
+    """(spec or None, every problem: errors and warnings). The spec is None when there is an error.
+    With a spec, `counts` (when given) receives the requests per job name, in job order."""
     label = str(path)
     source = Path(path)
     text, problems = yamlsource.read_text(source, label)
@@ -62,10 +65,13 @@ def validate_spec(path: str | Path) -> tuple[Spec | None, list[Problem]]:
     if any(p.severity == "error" for p in problems):
         return None, _sorted(problems, label)
     spec = _build(data, jobs, source)
-    problems.extend(_plan_problems(spec, located, jobs))
+    plan_problems, job_counts = _plan_problems(spec, located, jobs, checker.dataset_rows)
+    problems.extend(plan_problems)
     problems = _sorted(_dedupe(problems), label)
     if any(p.severity == "error" for p in problems):
         return None, problems
+    if counts is not None:
+        counts.update(job_counts)
     return spec, problems
 
 
@@ -147,7 +153,9 @@ def _float(value: Any) -> float | None:
 
 # ---- checks that need the expanded plan -----------------------------------------------------
 
-def _plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource]) -> list[Problem]:
+def _plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource],
+                   dataset_rows: dict[int, int]) -> tuple[list[Problem], dict[str, int]]:
+    """The plan's problems and its requests per job name (empty when it was too big to count)."""
     # include/exclude make counting walk the product; refuse absurd products before walking them.
     scan_cap = max(10 * spec.max_requests, 1_000_000)
     for job, source in zip(spec.jobs, jobs, strict=True):
@@ -157,8 +165,11 @@ def _plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource
                 source.at("matrix"),
                 f"the matrix of job '{job.name}' has {raw} combinations before exclude/include, far more than "
                 f"limits.max_requests ({spec.max_requests})",
-            )]
-    counts = count_plan(spec)
+            )], {}
+    counts = {
+        job.name: job_count(job, dataset_rows.get(source.index))
+        for job, source in zip(spec.jobs, jobs, strict=True)
+    }
     total = sum(counts.values())
     if total > spec.max_requests:
         per_job = ", ".join(f"{name}: {n}" for name, n in list(counts.items())[:5])
@@ -169,13 +180,13 @@ def _plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource
             where = ("jobs",)
             fix = f"add `limits: {{max_requests: {total}}}` if you mean it"
         message = f"the plan has {total} requests ({per_job}), more than limits.max_requests ({spec.max_requests}); {fix}"
-        return [located.problem(where, message, at_key=where == ("jobs",))]
+        return [located.problem(where, message, at_key=where == ("jobs",))], counts
     problems: list[Problem] = []
     index = 0
     for job, source in zip(spec.jobs, jobs, strict=True):
         problems.extend(_job_plan_problems(spec, job, source, located, index))
         index += counts[job.name]
-    return problems
+    return problems, counts
 
 
 def _job_plan_problems(spec: Spec, job: Job, source: JobSource, located: yamlsource.Located, start: int) -> list[Problem]:

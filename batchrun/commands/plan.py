@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from batchrun.plan import PlannedRequest, build_plan, count_plan, parse_shard
+from batchrun.plan import PlannedRequest, build_plan, parse_shard
 from batchrun.costestimate import estimate_job_cost
 from batchrun.spec import Spec
 from batchrun.specload import load_spec
@@ -23,14 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard is not None else None
     warnings: list[Any] = []
-    spec = load_spec(args.spec, warnings)
+    counts: dict[str, int] = {}  # the whole plan's, counted by validation
+    spec = load_spec(args.spec, warnings, counts)
     for warning in warnings:
         print(warning, file=sys.stderr)
     out = sys.stdout
     if args.count:
-        _print_counts(spec, shard, out)
+        _print_counts(spec, counts, shard, out)
     elif args.format == "table":
-        _print_table(spec, build_plan(spec, shard=shard), out)
+        _print_table(spec, sum(counts.values()), build_plan(spec, shard=shard), out)
     else:
         for request in build_plan(spec, shard=shard):
             out.write(json.dumps(plan_line(request), ensure_ascii=False) + "\n")
@@ -59,20 +60,18 @@ def plan_line(request: PlannedRequest) -> dict[str, Any]:
     return line
 
 
-def _print_counts(spec: Spec, shard: tuple[int, int] | None, out: Any) -> None:
+def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | None, out: Any) -> None:
     if shard is not None:
-        counts: dict[str, int] = dict.fromkeys(count_plan(spec), 0)
+        counts = dict.fromkeys(counts, 0)
         for request in build_plan(spec, shard=shard):
             counts[request.job.name] += 1
-    else:
-        counts = count_plan(spec)
     rows = []
     total_cost: float | None = 0.0
     for job in spec.jobs:
         n = counts[job.name]
         row = [job.name, job.endpoint, str(n)]
         if spec.pricing:
-            cost = estimate_job_cost(spec, job, shard)
+            cost = estimate_job_cost(spec, job, n, shard)
             row.append("unknown" if cost is None else f"${cost:.4f}")
             total_cost = None if cost is None or total_cost is None else total_cost + cost
         rows.append(row)
@@ -83,9 +82,8 @@ def _print_counts(spec: Spec, shard: tuple[int, int] | None, out: Any) -> None:
     _write_table(header, [*rows, total], out, right={2, 3})
 
 
-def _print_table(spec: Spec, requests: Any, out: Any) -> None:
+def _print_table(spec: Spec, total: int, requests: Any, out: Any) -> None:
     """Streamed, so column widths come from the spec (job names, endpoints, plan size), not the rows."""
-    total = sum(count_plan(spec).values())
     widths = [max(5, len(str(max(total - 1, 0)))), 16, max(3, *(len(j.name) for j in spec.jobs)),
               max(8, *(len(j.endpoint) for j in spec.jobs))]
     header = ["index", "id", "job", "endpoint"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from batchrun.plan import count_plan
 from batchrun.specload import validate_spec
 
 
@@ -16,13 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     code = 0
     for path in args.specs:
-        spec, problems = validate_spec(path)
+        counts: dict[str, int] = {}
+        spec, problems = validate_spec(path, counts)
         for problem in problems:
             print(problem, file=sys.stderr)
         if spec is None:
             code = 2
             continue
-        counts = count_plan(spec)
         total = sum(counts.values())
         jobs = len(counts)
         print(f"{path}: ok ({total} request{'s' if total != 1 else ''} in {jobs} job{'s' if jobs != 1 else ''})")

@@ -1,0 +1,106 @@
+"""How many times `validate` and `plan` read a dataset file: validation counts the plan while it
+checks the file, and the commands reuse that count instead of reading every row again.
+
+Reads are counted by Python's own audit hook ("open" events) in a child process, so nothing of
+batchrun is replaced: the commands run as they do for a user. (A named pipe, readable once, would
+be a stricter proof, but validation reads a dataset twice by design: the located check, then the
+duplicate-id walk, which streams the file once per matrix combination.)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+# Runs each command line in one process and prints, per command, its exit code, its stdout and
+# how many times the dataset file was opened.
+_CHILD = textwrap.dedent("""
+    import contextlib, io, json, os, sys
+    from batchrun.cli import main
+
+    dataset = os.path.realpath(sys.argv[1])
+    opens = 0
+
+    def hook(event, args):
+        global opens
+        if event == "open" and isinstance(args[0], str) and os.path.realpath(args[0]) == dataset:
+            opens += 1
+
+    sys.addaudithook(hook)
+    results = []
+    for argv in json.loads(sys.argv[2]):
+        opens = 0
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            code = main(argv)
+        results.append({"code": code, "opens": opens, "out": out.getvalue()})
+    print(json.dumps(results))
+""")
+
+
+def _run(tmp_path: Path, dataset: Path, *argvs: list[str]) -> list[dict[str, object]]:
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(dataset), json.dumps(list(argvs))],
+        cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60,
+    )
+    return json.loads(done.stdout)
+
+
+def _write(tmp_path: Path, spec: str, rows: int) -> Path:
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"p": f"a cat {i}"}) + "\n" for i in range(rows)))
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(spec).lstrip("\n"))
+    return tmp_path / "rows.jsonl"
+
+
+ONE_JOB = """
+    version: 1
+    name: t
+    pricing:
+      local/echo: {per_request: 0.5}
+    jobs:
+      - {name: e, endpoint: local/echo, dataset: rows.jsonl, arguments: {prompt: "${{ row.p }}"}}
+"""
+
+
+def test_one_dataset_job_is_read_to_check_and_to_walk_for_duplicates_only(tmp_path: Path) -> None:
+    dataset = _write(tmp_path, ONE_JOB, rows=4)
+    validate, count, shard, plan, table = _run(
+        tmp_path, dataset,
+        ["validate", "spec.yaml"],
+        ["plan", "spec.yaml", "--count"],
+        ["plan", "spec.yaml", "--count", "--shard", "1/1"],
+        ["plan", "spec.yaml"],
+        ["plan", "spec.yaml", "--format", "table"],
+    )
+    assert validate == {"code": 0, "opens": 2, "out": "spec.yaml: ok (4 requests in 1 job)\n"}
+    assert count == {"code": 0, "opens": 2, "out": (
+        "job    endpoint    requests  est. cost\n"
+        "e      local/echo         4    $2.0000\n"
+        "total                     4    $2.0000\n"
+    )}
+    # A shard is counted by walking the plan: one read more (it was three more: the whole plan's
+    # count, the shard's walk and the cost estimate's own walk).
+    assert (shard["code"], shard["opens"], shard["out"]) == (0, 3, count["out"])
+    assert (plan["code"], plan["opens"], len(str(plan["out"]).splitlines())) == (0, 3, 4)
+    assert (table["code"], table["opens"], len(str(table["out"]).splitlines())) == (0, 3, 5)
+
+
+SWEEP = """
+    version: 1
+    name: sweep
+    jobs:
+      - {name: a, endpoint: local/echo, dataset: rows.jsonl, arguments: {prompt: "${{ row.p }}", s: "${{ matrix.s }}"},
+         matrix: {s: [1, 2]}}
+      - {name: b, endpoint: local/echo, dataset: rows.jsonl, arguments: {prompt: "${{ row.p }}"}, path: /b}
+      - {name: c, endpoint: local/echo, dataset: ./rows.jsonl, arguments: {prompt: "${{ row.p }}"}, path: /c}
+"""
+
+
+def test_jobs_sharing_a_dataset_check_it_once(tmp_path: Path) -> None:
+    """One check read for the three jobs, then the duplicate walk: once per matrix combination of
+    each job (2 + 1 + 1). It was 13: a check and two counts per job, and the same four walks."""
+    dataset = _write(tmp_path, SWEEP, rows=3)
+    (validate,) = _run(tmp_path, dataset, ["validate", "spec.yaml"])
+    assert validate == {"code": 0, "opens": 5, "out": "spec.yaml: ok (12 requests in 3 jobs)\n"}
