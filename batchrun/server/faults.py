@@ -26,7 +26,7 @@ Queue-only faults (with times/key, the runs after the failures are left succeed 
                        a 200 submit answer that breaks the protocol (nothing is enqueued)
   status_value: s      status polls and SSE events report the unknown status s
 Platform errors listed as retryable in wire.RETRYABLE_ERROR_TYPES, and statuses 503/504, are retried
-by the queue on another runner unless X-Fal-No-Retry.
+by the queue on another runner unless X-Fal-No-Retry, within X-Fal-Retry-Config's budgets.
 """
 
 from __future__ import annotations

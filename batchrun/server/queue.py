@@ -26,20 +26,22 @@ from batchrun.server.wire import Reply, failure_of, platform_error
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 MAX_ATTEMPTS = 10  # fal's ceiling on server-side attempts (protocol §6.3)
 MAX_HINTS = 10_000
+RETRY_CONDITIONS = ("server_error", "timeout", "connection_error")  # X-Fal-Retry-Config's keys
+CONNECTION_ERRORS = frozenset({"runner_connection_timeout", "runner_connection_refused", "runner_connection_error"})
 
 
 class Job:
     """One queued request and, once it completes, its stored result."""
 
     __slots__ = (
-        "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "low", "hint", "no_retry",
+        "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "low", "hint", "retries",
         "start_timeout", "deadline", "state", "logs", "attempts", "gateway_id", "reply", "error", "error_type",
         "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at", "event", "position", "webhook",
     )  # fmt: skip
 
     def __init__(
         self, *, endpoint_id: str, app_id: str, path: str, handler: Handler, arguments: dict[str, Any],
-        origin: str, low: bool = False, hint: str | None = None, no_retry: bool = False,
+        origin: str, low: bool = False, hint: str | None = None, retries: dict[str, int] | None = None,
         start_timeout: float | None = None, webhook: str | None = None, request_id: str | None = None,
     ) -> None:  # fmt: skip
         self.id = request_id or str(uuid.uuid4())
@@ -48,7 +50,10 @@ class Job:
         self.handler: Handler | None = handler
         self.arguments: dict[str, Any] | None = arguments
         self.origin = origin
-        self.low, self.hint, self.no_retry = low, hint, no_retry
+        self.low, self.hint = low, hint
+        # Server-side retries left per condition (see retry_condition); a condition not in the dict,
+        # or no dict at all, is bounded only by MAX_ATTEMPTS.
+        self.retries = retries
         self.start_timeout = start_timeout
         self.deadline = None if start_timeout is None else time.monotonic() + start_timeout
         self.state = IN_QUEUE
@@ -198,7 +203,7 @@ class Queue:
         job.inference_time = round(loop.time() - started, 6)
         if reply.reset:  # a dropped connection between gateway and runner
             reply = platform_error("runner_disconnected", "the runner dropped the connection mid-response")
-        if reply.retry and not job.no_retry and not job.cancelled and job.attempts < MAX_ATTEMPTS:
+        if reply.retry and not job.cancelled and job.attempts < MAX_ATTEMPTS and _take_retry(job, reply):
             if job.deadline is not None and time.monotonic() >= job.deadline:
                 self._finish(job, start_timeout_reply(job.start_timeout))
             else:
@@ -289,6 +294,29 @@ class Queue:
                 job.task.cancel()
         for job in list(self._watched):
             self._notify(job)
+
+
+def retry_condition(reply: Reply) -> str:
+    """Which of fal's retry conditions (protocol §6.3) a retryable failure falls under."""
+    if reply.error_type == "request_timeout":
+        return "timeout"
+    if reply.error_type in CONNECTION_ERRORS:
+        return "connection_error"
+    return "server_error"  # runner crash/503/504, disconnect, incomplete response
+
+
+def _take_retry(job: Job, reply: Reply) -> bool:
+    """Spend one retry of the reply's condition; False when the job's budget for it is used up."""
+    if job.retries is None:
+        return True
+    condition = retry_condition(reply)
+    left = job.retries.get(condition)
+    if left is None:
+        return True
+    if left <= 0:
+        return False
+    job.retries[condition] = left - 1
+    return True
 
 
 def cancelled_reply() -> Reply:

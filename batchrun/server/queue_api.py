@@ -7,13 +7,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from batchrun.server import faults
 from batchrun.server.emulator import TRUE_VALUES, Emulator, WireResponse, origin_of, respond
-from batchrun.server.queue import COMPLETED, IN_QUEUE, Job
-from batchrun.server.wire import Reply, dumps, json_reply, platform_error
+from batchrun.server.queue import COMPLETED, IN_QUEUE, MAX_ATTEMPTS, RETRY_CONDITIONS, Job
+from batchrun.server.wire import Reply, dumps, json_reply, loads, platform_error
 
 
 async def queue_route(request: Request) -> Any:
@@ -80,7 +81,7 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
         path=em.shared(path), handler=accepted.handler, arguments=arguments, origin=em.shared(origin_of(request.scope)),
         low=headers.get("x-fal-queue-priority", "").strip().lower() == "low",
         hint=headers.get("x-fal-runner-hint"),
-        no_retry=headers.get("x-fal-no-retry", "").strip().lower() in TRUE_VALUES,
+        retries=retries_of(headers),
         start_timeout=accepted.start_timeout, webhook=webhook_of(request), request_id=rid,
     )  # fmt: skip
     if app_id == "local/fail":
@@ -92,6 +93,30 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
     body = {"status": IN_QUEUE, "request_id": job.id, "response_url": base, "status_url": base + "/status",
             "cancel_url": base + "/cancel", "queue_position": position, "gateway_request_id": job.gateway_id}
     return respond(json_reply(body), job.id)
+
+
+def retries_of(headers: Headers) -> dict[str, int] | None:
+    """Server-side retries allowed per condition: X-Fal-No-Retry (none at all) wins over
+    X-Fal-Retry-Config (`{"server_error": {"retries": N}, ...}`, N extra attempts); invalid JSON,
+    unknown keys and bad values are ignored, as fal does (protocol §4.1)."""
+    if headers.get("x-fal-no-retry", "").strip().lower() in TRUE_VALUES:
+        return dict.fromkeys(RETRY_CONDITIONS, 0)
+    raw = headers.get("x-fal-retry-config")
+    if raw is None:
+        return None
+    try:
+        config = loads(raw.encode())
+    except ValueError:
+        return None
+    if not isinstance(config, dict):
+        return None
+    retries: dict[str, int] = {}
+    for condition in RETRY_CONDITIONS:
+        entry = config.get(condition)
+        count = entry.get("retries") if isinstance(entry, dict) else None
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            retries[condition] = min(count, MAX_ATTEMPTS - 1)
+    return retries or None
 
 
 def webhook_of(request: Request) -> str | None:
