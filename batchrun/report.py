@@ -100,11 +100,20 @@ class Report:
     errors: list[ErrorGroup]
     expectation_failures: list[ExpectationFailure]  # in plan order
 
+    @property
+    def superseded(self) -> int:
+        """Records replaced by a newer record of the same id (a resumed run retried them)."""
+        return self.lines - self.overall.requests
+
+    def superseded_note(self) -> str:
+        """`7 records, 1 superseded by newer ones` for the renderings; "" when nothing was superseded."""
+        return f"{self.lines} records, {self.superseded} superseded by newer ones" if self.superseded else ""
+
     def to_json(self) -> dict[str, Any]:
         return {
             "file": self.file,
             "records": self.lines,
-            "superseded": self.lines - self.overall.requests,
+            "superseded": self.superseded,
             "overall": self.overall.to_json(),
             "jobs": {name: stats.to_json() for name, stats in self.jobs.items()},
             "errors": [dataclasses.asdict(group) for group in self.errors],
@@ -309,8 +318,8 @@ def _sections(report: Report) -> list[tuple[str, str, Stats]]:
 
 def _text(report: Report) -> str:
     out = [f"batchrun report: {report.file}"]
-    if report.lines > report.overall.requests:
-        out.append(f"({report.lines} records, {report.lines - report.overall.requests} superseded by newer ones)")
+    if report.superseded:
+        out.append(f"({report.superseded_note()})")
     if not report.overall.requests:
         return "\n".join([*out, "no records"]) + "\n"
     for title, _, stats in _sections(report):
@@ -346,8 +355,8 @@ def _failure_rows(report: Report) -> list[list[str]]:
 
 def _markdown(report: Report) -> str:
     out = [f"## batchrun report: `{report.file}`", ""]
-    if report.lines > report.overall.requests:
-        out += [f"{report.lines} records, {report.lines - report.overall.requests} superseded by newer ones.", ""]
+    if report.superseded:
+        out += [f"{report.superseded_note()}.", ""]
     if not report.overall.requests:
         return "\n".join([*out, "No records."]) + "\n"
     for _, heading, stats in _sections(report):

@@ -64,9 +64,7 @@ def render_report_html(report: Report, html_path: str | Path, grid: tuple[str, s
 
 
 def _superseded(report: Report) -> str:
-    if report.lines <= report.overall.requests:
-        return ""
-    return f" · {report.lines} records, {report.lines - report.overall.requests} superseded by newer ones"
+    return f" · {esc(report.superseded_note())}" if report.superseded else ""
 
 
 def _summary(report: Report) -> list[str]:
