@@ -1,8 +1,9 @@
 """Command line: argparse, one error handler, documented exit codes.
 
 Exit codes: 0 success; 1 some requests (or expectations, gates) failed; 2 invalid spec or usage;
-3 internal error (a bug); 130 interrupted. Each subcommand lives in batchrun/commands/<name>.py
-with `add_arguments(parser)` and `run(args) -> int`.
+3 internal error (a bug); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM: a cancelled CI job, a
+deleted pod), both graceful and resumable (batchrun.signals). Each subcommand lives in
+batchrun/commands/<name>.py with `add_arguments(parser)` and `run(args) -> int`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Iterator, Sequence
 
+from batchrun import signals
 from batchrun.errors import BatchrunError, SpecError
 
 COMMANDS = {
@@ -27,6 +27,7 @@ COMMANDS = {
     "report": "summarise an output file",
     "diff": "compare a new output with a baseline",
     "merge": "merge shard outputs in plan order",
+    "check": "re-evaluate a spec's expectations on an existing output, sending nothing",
 }
 
 
@@ -70,8 +71,8 @@ def error_handler(debug: bool) -> Iterator[list[int]]:
         print(f"batchrun: error: {exc}", file=sys.stderr)
         code[0] = exc.exit_code
     except KeyboardInterrupt:
-        print("batchrun: interrupted", file=sys.stderr)
-        code[0] = 130
+        print(f"batchrun: interrupted{signals.label()}", file=sys.stderr)
+        code[0] = signals.exit_code()
     except BrokenPipeError:
         # `batchrun plan | head`: the reader left; that is not an error.
         with contextlib.suppress(Exception):
@@ -90,46 +91,30 @@ def error_handler(debug: bool) -> Iterator[list[int]]:
     except BaseException as exc:
         if not _is_cancelled(exc):
             raise
-        # Only a Ctrl-C cancels a command's main task. asyncio's runner turns that into
-        # KeyboardInterrupt, except when it lands while the runner is still starting (a race there).
-        print("batchrun: interrupted", file=sys.stderr)
-        code[0] = 130
+        # Only a Ctrl-C (or a SIGTERM, which takes its path) cancels a command's main task.
+        # asyncio's runner turns that into KeyboardInterrupt, except when it lands while the
+        # runner is still starting (a race there).
+        print(f"batchrun: interrupted{signals.label()}", file=sys.stderr)
+        code[0] = signals.exit_code()
 
 
-# What a command imports lazily once it runs, loaded while Ctrl-C is held back (see below): a
+# What a command imports lazily once it runs, loaded while Ctrl-C is held back (signals.held): a
 # KeyboardInterrupt inside an import can be swallowed ("Exception ignored in ... _get_module_lock")
 # so the run goes on, or leave the process to exit -2 after it reported exit 130.
 _PRELOAD = {name: ("anyio._backends._asyncio", "anyio._core._signals") for name in ("run", "cancel", "serve")}
 
 
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C back while the subcommands (and their C extensions) are imported, and deliver
-    it afterwards: an interrupt inside an extension's module init can crash the interpreter
-    (orjson segfaults), and elsewhere in an import it would print a traceback."""
-    block = getattr(signal, "pthread_sigmask", None)
-    if block is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    block(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        # Unblock rather than restore: `python -m batchrun` blocks SIGINT before importing us, so
-        # the previous mask may be "blocked". A pending SIGINT is delivered here, as KeyboardInterrupt.
-        block(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    try:  # Ctrl-C during start-up: 130 and one line, not a traceback
-        with _sigint_deferred():
-            parser = build_parser()
-            args = parser.parse_args(argv)
-            for module in _PRELOAD.get(args.command, ()):
-                importlib.import_module(module)
-    except KeyboardInterrupt:
-        print("batchrun: interrupted", file=sys.stderr)
-        return 130
-    with error_handler(args.debug) as code:
-        code[0] = args._run(args)
-    return code[0]
+    with signals.handled():  # SIGTERM stops a command the way Ctrl-C does
+        try:  # Ctrl-C or SIGTERM during start-up: 130/143 and one line, not a traceback
+            with signals.held():
+                parser = build_parser()
+                args = parser.parse_args(argv)
+                for module in _PRELOAD.get(args.command, ()):
+                    importlib.import_module(module)
+        except KeyboardInterrupt:
+            print(f"batchrun: interrupted{signals.label()}", file=sys.stderr)
+            return signals.exit_code()
+        with error_handler(args.debug) as code:
+            code[0] = args._run(args)
+        return code[0]

@@ -8,10 +8,12 @@
 - The writer is the only task touching the output: it appends and flushes each line, settles the
   journal entry, and updates progress and the summary.
 
-Interruption (SIGINT): the producer stops at once; workers waiting for a slot, and queue requests
-already journaled, stop waiting (they keep running remotely and are re-attached by the next run);
-direct calls and submits still on the wire get `GRACE_S` to finish and be written. A second
-SIGINT cancels the journaled queue requests remotely.
+Interruption (SIGINT, or SIGTERM from CI or Kubernetes: the same path): the producer stops at
+once; workers waiting for a slot, and queue requests already journaled, stop waiting (they keep
+running remotely and are re-attached by the next run); direct calls and submits still on the wire
+get `GRACE_S` to finish and be written. A second SIGINT cancels the journaled queue requests
+remotely; a second SIGTERM changes nothing (a supervisor repeating itself is not asking to throw
+away paid-for work; it sends SIGKILL when its grace period ends, and the journal survives that).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from batchrun import signals
 from batchrun.client import FalClient, Outcome, QueueHandle
 from batchrun.errors import BatchrunError
 from batchrun.journal import InFlight, Journal
@@ -43,7 +46,7 @@ from batchrun.toolkit import Toolkit
 
 __all__ = ["GRACE_S", "Executor", "RunResult", "SettledJob"]
 
-GRACE_S = 3.0  # after Ctrl-C, how long requests on the wire may take to finish and be written
+GRACE_S = 3.0  # after Ctrl-C or SIGTERM, how long requests on the wire may take to finish and be written
 REMOTE_CANCEL_S = 1.5  # bound on cancelling journaled requests after a second Ctrl-C
 
 
@@ -87,11 +90,12 @@ class RunResult:
     interrupted: bool
     left_running: int
     not_in_plan: int
+    stop_signal: int = signal.SIGINT  # the signal that interrupted the run (the exit code says which)
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return 130
+            return 128 + self.stop_signal
         s = self.summary
         return 1 if s.failed or s.expectations_failed or s.stopped_by or s.gate_failures else 0
 
@@ -170,6 +174,7 @@ class Executor:
         self.handle_signals = handle_signals and threading.current_thread() is threading.main_thread()
         self.toolkit = toolkit  # expectations, artifacts, cost, budget and gates (batchrun.toolkit)
         self.stopping = False
+        self.stop_signal: int = signal.SIGINT  # the first signal that interrupted the run
         self.halted = False  # a gate or the budget stopped the run: no new requests, in-flight ones finish
         self.cancel_remote = False
         self._active: dict[int, _Active] = {}
@@ -330,14 +335,17 @@ class Executor:
             if active.slot is None:
                 active.scope.cancel()
 
-    def interrupt(self) -> None:
-        """First Ctrl-C: stop submitting; stop waiting on what is safe to leave; grace for the rest."""
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        """First Ctrl-C or SIGTERM: stop submitting; stop waiting on what is safe to leave; grace for
+        the rest. A second Ctrl-C also cancels the journaled queue requests remotely."""
         if self.stopping:
-            self.cancel_remote = True
-            for active in list(self._active.values()):
-                active.scope.cancel()
+            if signum == signal.SIGINT:
+                self.cancel_remote = True
+                for active in list(self._active.values()):
+                    active.scope.cancel()
             return
         self.stopping = True
+        self.stop_signal = signum
         self._producer_scope.cancel()
         for active in list(self._active.values()):
             if active.slot is None or active.journaled:
@@ -349,18 +357,23 @@ class Executor:
             active.scope.cancel()
 
     async def _watch_signals(self, tg: anyio.abc.TaskGroup) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT) as signals:
-            async for _ in signals:
-                first = not self.stopping
-                self.interrupt()
-                if first:
-                    n = sum(1 for a in self._active.values() if a.slot is not None and not a.journaled)
-                    self.progress.message(
-                        "batchrun: interrupted; no new requests"
-                        + (f"; waiting up to {GRACE_S:.0f} s for {n} requests on the wire" if n else "")
-                        + " (Ctrl-C again to also cancel the queued requests remotely)"
-                    )
-                    tg.start_soon(self._grace)
+        saved = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+        try:
+            with anyio.open_signal_receiver(*signals.STOP_SIGNALS) as received:
+                async for signum in received:
+                    signals.note(signum)
+                    first = not self.stopping
+                    self.interrupt(signum)
+                    if first:
+                        n = sum(1 for a in self._active.values() if a.slot is not None and not a.journaled)
+                        self.progress.message(
+                            f"batchrun: interrupted{signals.label(signum)}; no new requests"
+                            + (f"; waiting up to {GRACE_S:.0f} s for {n} requests on the wire" if n else "")
+                            + " (Ctrl-C again to also cancel the queued requests remotely)"
+                        )
+                        tg.start_soon(self._grace)
+        finally:
+            signals.restore(saved)
 
     async def _tick(self) -> None:
         while True:
@@ -402,7 +415,7 @@ class Executor:
         if self.toolkit is not None:
             self.toolkit.finish()
         self.summary.left_running = left
-        return RunResult(self.summary, self.stopping, left, not_in_plan)
+        return RunResult(self.summary, self.stopping, left, not_in_plan, self.stop_signal)
 
     async def _cancel_in_flight(self) -> None:
         entries = list(self.journal.in_flight.values())

@@ -162,11 +162,11 @@ def test_ctrl_c_while_the_commands_are_imported_is_held_back_then_delivered() ->
     """Regression: a SIGINT landing inside an extension module's init (orjson) crashed the
     interpreter with a segfault, elsewhere in the imports it printed a traceback. During start-up
     the signal is now blocked and delivered afterwards, where `main` turns it into exit 130."""
-    from batchrun.cli import _sigint_deferred
+    from batchrun.signals import held
 
     reached_end = False
     with pytest.raises(KeyboardInterrupt):
-        with _sigint_deferred():
+        with held():
             # Directed at this thread: other threads of the test session (servers) must not take it.
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
             time.sleep(0.05)  # had it not been held back, KeyboardInterrupt would be raised here

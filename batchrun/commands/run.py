@@ -3,7 +3,7 @@
 Resumes by default when the output exists (ids with an ok record are skipped; journaled queue
 requests are re-attached, never resubmitted); --retry-errors also re-runs error records; --fresh
 moves the old output aside first. Exit codes: 0 all ok, 1 some requests failed, 2 invalid spec or
-usage, 3 internal error, 130 interrupted.
+usage, 3 internal error, 130 interrupted by Ctrl-C, 143 by SIGTERM (both resumable).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from batchrun import signals
 from batchrun.budget import check_budget_prices
 from batchrun.errors import BatchrunError, Problem, UsageError
 from batchrun.execute import Executor, RunResult, SettledJob
@@ -313,7 +314,8 @@ def _report(result: RunResult, out: Path) -> int:
             file=sys.stderr,
         )
     if result.interrupted:
-        print("batchrun: interrupted", file=sys.stderr)
+        print(f"batchrun: interrupted{signals.label(result.stop_signal)}; run the same command again to "
+              "resume (nothing already written is sent again)", file=sys.stderr)
     return result.exit_code
 
 

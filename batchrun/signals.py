@@ -1,0 +1,101 @@
+"""The signals that stop a command gracefully: SIGINT (Ctrl-C) and SIGTERM.
+
+SIGTERM is how CI and Kubernetes stop work (a cancelled GitHub Actions job, a deleted pod of an
+Indexed Job, `docker stop`), so it takes Ctrl-C's path everywhere rather than a second one:
+- at start-up both are held back (`held`) and delivered once the command's imports are done;
+- outside an event loop, and while asyncio's runner starts, SIGTERM does whatever SIGINT's handler
+  does at that moment (raise KeyboardInterrupt, or let asyncio's runner cancel its main task);
+- inside a run, the executor listens for both (batchrun.execute) and stops the same graceful way.
+The first of them decides the exit code: 128 + its number (130 for SIGINT, 143 for SIGTERM), the
+shell's convention for "stopped by this signal", which CI and Kubernetes report as such.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+__all__ = ["STOP_SIGNALS", "exit_code", "handled", "held", "label", "note", "restore"]
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_first: list[int] = []  # the first stop signal this command received
+
+
+def note(signum: int) -> None:
+    """Remember a stop signal; the first one decides the exit code."""
+    if not _first:
+        _first.append(signum)
+
+
+def exit_code() -> int:
+    """128 + the first stop signal received (a KeyboardInterrupt without one was a Ctrl-C)."""
+    return 128 + (_first[0] if _first else signal.SIGINT)
+
+
+def label(signum: int | None = None) -> str:
+    """"" for SIGINT (the message Ctrl-C always gave), " (SIGTERM)" for the others."""
+    signum = signum if signum is not None else (_first[0] if _first else signal.SIGINT)
+    return "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    note(signum)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        # default_int_handler raises KeyboardInterrupt; asyncio's runner cancels its main task.
+        handler(signal.SIGINT, frame)
+        return
+    # SIGINT ignored (`cmd &` in a non-interactive shell, nohup): SIGTERM must still stop us.
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """For one command: SIGTERM stops it the way Ctrl-C does. The previous handler comes back
+    afterwards (for a program, such as the test suite, that runs several commands in one process)."""
+    _first.clear()
+    if not _main_thread():  # signal handlers can only be set from the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def restore(handlers: dict[signal.Signals, object]) -> None:
+    """Put back handlers saved before asyncio took the signals over: removing its own handler,
+    asyncio resets SIGTERM to SIG_DFL (so a SIGTERM while the run writes its manifest would kill
+    the process outright) and SIGINT to default_int_handler (not its runner's)."""
+    if not _main_thread():
+        return
+    for signum, handler in handlers.items():
+        if handler is not None:
+            signal.signal(signum, handler)  # type: ignore[arg-type]  # a saved getsignal() value
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the subcommands (and their C extensions) are imported,
+    and deliver them afterwards: an interrupt inside an extension's module init can crash the
+    interpreter (orjson segfaults), and elsewhere in an import it would print a traceback."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or not _main_thread():
+        yield
+        return
+    block(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        # Unblock rather than restore: `python -m batchrun` blocks them before importing us, so the
+        # previous mask may be "blocked". A pending signal is delivered here, as KeyboardInterrupt.
+        block(signal.SIG_UNBLOCK, STOP_SIGNALS)
