@@ -9,8 +9,9 @@ import pytest
 
 from client_helpers import Recorded, planned
 from httpx_aiohttp import AiohttpTransport
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from batchrun.client import QUEUE_TIMEOUT, FalClient, _Cookies, _Post
+from batchrun.client import QUEUE_TIMEOUT, FalClient, _Answer, _Cookies, _Post
 from batchrun.redact import Redactor
 from batchrun.server import ServerThread
 
@@ -93,3 +94,17 @@ async def test_bad_urls_and_headers_are_input_errors() -> None:
             assert outcome.error is not None and outcome.error["type"] == "input_error"
             assert outcome.error["detail"].startswith(message), outcome.error["detail"]
             assert outcome.attempts == 0
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("text/html; charset=iso-8859-1", b"caf\xe9 503"),
+    ('text/plain; charset="UTF-8"', "\u00e9t\u00e9".encode()),
+    ("application/json", b'{"detail": "bad \xff byte"}'),
+    ("text/plain; charset=no-such-codec", b"plain \xe9"),
+    ("", b"\xfe\xff"),
+])
+def test_direct_answers_decode_their_text_as_httpx_does(content_type: str, body: bytes) -> None:
+    """Error details quote the body's text: the direct way must read it as httpx would."""
+    headers = CIMultiDict({"Content-Type": content_type} if content_type else {})
+    expected = httpx.Response(503, headers=dict(headers), content=body).text
+    assert _Answer(503, CIMultiDictProxy(headers), body).text == expected
