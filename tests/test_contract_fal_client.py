@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ import trustme
 
 from batchrun.server import ServerThread
 
-CASES = r'''
-import json, struct, sys, time, traceback, zlib
+PRELUDE = r'''
+import json, os, struct, sys, threading, time, traceback, zlib
 import httpx
 import fal_client
 
@@ -52,6 +51,11 @@ def wait_for(handle, kind):
         time.sleep(0.02)
     raise AssertionError(f"never reached {kind.__name__}")
 
+def server_stats():
+    return httpx.get("https://" + os.environ["FAL_RUN_HOST"][: -len("/run")] + "/_emulator/stats").json()
+'''
+
+CASES = r'''
 @case
 def run():
     return fal_client.run("local/echo", {"a": 1}, path="/sub/path")
@@ -128,29 +132,77 @@ def status_and_result_by_id():
             break
         time.sleep(0.02)
     return fal_client.result("local/echo", handle.request_id)
-
-print(json.dumps(out))
 '''
 
+# Against a server with a concurrency limit of 1 per key and 2 runners.
+LIMITED_CASES = r'''
+@case
+def run_over_the_limit_is_retried():
+    # Two direct runs at once: the second gets 429 + X-Fal-Needs-Retry, which fal-client retries.
+    results = [None, None]
+    def call(index):
+        results[index] = fal_client.run("local/sleep", {"seconds": 0.3})
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"results": results, "concurrency": server_stats()["concurrency"]}
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Run every case once against one TLS server with one runner; yield {case: outcome}."""
+@case
+def queued_request_waits_for_the_limit():
+    blocker = fal_client.submit("local/sleep", {"seconds": 0.5})
+    wait_for(blocker, fal_client.InProgress)
+    positions = []
+    def on_update(status):
+        if isinstance(status, fal_client.Queued) and (not positions or positions[-1] != status.position):
+            positions.append(status.position)
+    result = fal_client.subscribe("local/echo", {"after": "blocker"}, on_queue_update=on_update)
+    return {"positions": positions, "result": result, "blocker": blocker.get()}
+
+@case
+def retry_config_header():
+    before = server_stats()["attempts"]
+    outcome = http_error(lambda: fal_client.subscribe("local/fail", {"error_type": "runner_disconnected"},
+                                                      headers={"X-Fal-Retry-Config": '{"server_error": {"retries": 1}}'}))
+    outcome["attempts"] = server_stats()["attempts"] - before
+    return outcome
+'''
+
+EPILOGUE = """
+print(json.dumps(out))
+"""
+
+
+def run_cases(tmp_path_factory: pytest.TempPathFactory, cases: str, **server_options: Any) -> dict[str, Any]:
+    """Run every case once, in one fal-client subprocess, against one TLS server; {case: outcome}."""
     folder = tmp_path_factory.mktemp("fal_contract")
     ca = trustme.CA()
     ca_file, cert_file = folder / "ca.pem", folder / "server.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(cert_file))
     script = folder / "cases.py"
-    script.write_text(CASES)
-    with ServerThread(runners=1, ssl_certfile=str(cert_file), ssl_keyfile=str(cert_file)) as server:
+    script.write_text(PRELUDE + cases + EPILOGUE)
+    with ServerThread(ssl_certfile=str(cert_file), ssl_keyfile=str(cert_file), **server_options) as server:
         host = f"127.0.0.1:{server.port}"
         env = {**os.environ, "FAL_RUN_HOST": host + "/run", "FAL_QUEUE_RUN_HOST": host + "/queue",
                "FAL_KEY": "dummy-id:dummy-secret", "SSL_CERT_FILE": str(ca_file)}  # fmt: skip
         done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=100,
                               cwd=Path(folder))  # fmt: skip
         assert done.returncode == 0, done.stderr
-        yield json.loads(done.stdout.strip().splitlines()[-1])
+        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The main cases against a server with one runner."""
+    return run_cases(tmp_path_factory, CASES, runners=1)
+
+
+@pytest.fixture(scope="module")
+def limited_outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The concurrency-limit and retry-config cases: at most 1 request per key in progress, 2 runners."""
+    return run_cases(tmp_path_factory, LIMITED_CASES, runners=2, max_concurrency=1, retry_backoff=0.01)
 
 
 def test_run(outcomes: dict[str, Any]) -> None:
@@ -214,3 +266,21 @@ def test_image_result_is_downloadable_png(outcomes: dict[str, Any]) -> None:
 
 def test_status_and_result_rebuilt_from_the_id(outcomes: dict[str, Any]) -> None:
     assert outcomes["status_and_result_by_id"] == {"echo": {"k": "v"}, "path": "/deep"}
+
+
+def test_run_over_the_concurrency_limit_is_429_that_fal_client_retries(limited_outcomes: dict[str, Any]) -> None:
+    got = limited_outcomes["run_over_the_limit_is_retried"]
+    assert got["results"] == [{"slept": 0.3}, {"slept": 0.3}]
+    assert got["concurrency"]["refused"] >= 1
+    assert (got["concurrency"]["limit"], got["concurrency"]["peak"], got["concurrency"]["in_progress"]) == (1, 1, 0)
+
+
+def test_queued_request_waits_for_the_concurrency_limit(limited_outcomes: dict[str, Any]) -> None:
+    got = limited_outcomes["queued_request_waits_for_the_limit"]
+    assert got["positions"] == [0]  # a runner was free: only the key's limit held it in the queue
+    assert (got["result"], got["blocker"]) == ({"echo": {"after": "blocker"}, "path": ""}, {"slept": 0.5})
+
+
+def test_retry_config_sent_through_fal_client_headers(limited_outcomes: dict[str, Any]) -> None:
+    got = limited_outcomes["retry_config_header"]
+    assert (got["status"], got["error_type"], got["attempts"]) == (503, "runner_disconnected", 2)

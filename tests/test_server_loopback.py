@@ -3,6 +3,7 @@ the `batchrun serve` command as a subprocess."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -207,10 +208,29 @@ def test_serve_command_with_a_user_app_and_require_key(tmp_path: Path) -> None:
             proc.communicate()
 
 
+def test_serve_command_with_a_concurrency_limit() -> None:
+    proc, run_url, queue_url = _start_serve(["--max-concurrency", "3"])
+    try:
+        key = {"Authorization": "Key the-key"}
+        with httpx.Client(timeout=5, headers=key) as client, concurrent.futures.ThreadPoolExecutor(4) as pool:
+            codes = sorted(pool.map(lambda _: client.post(run_url + "/local/sleep", json={"seconds": 1.0}).status_code, range(4)))
+            stats = client.get(run_url[: -len("/run")] + "/_emulator/stats").json()
+        assert codes == [200, 200, 200, 429]
+        assert (stats["runners"], stats["concurrency"]) == (3, {"limit": 3, "in_progress": 0, "peak": 3, "refused": 1})
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--app", "bad"], "expected owner/alias=module:function"), (["--app", "a/b=no_such_module_xyz:f"], "cannot import"),
-     (["--runners", "0"], "--runners must be at least 1"), (["--tls-cert", "x.pem"], "--tls-cert and --tls-key go together")],
+     (["--runners", "0"], "--runners must be at least 1"), (["--tls-cert", "x.pem"], "--tls-cert and --tls-key go together"),
+     (["--max-concurrency", "0"], "--max-concurrency must be at least 1")],
 )  # fmt: skip
 def test_serve_command_usage_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--port", "0", *args]) == 2

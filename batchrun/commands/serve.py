@@ -20,7 +20,11 @@ from batchrun.errors import UsageError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default: 8765)")
-    parser.add_argument("--runners", type=int, default=2, help="queue workers running requests at once (default: 2)")
+    parser.add_argument("--runners", type=int,
+                        help="queue workers running requests at once (default: 2, or --max-concurrency if larger)")
+    parser.add_argument("--max-concurrency", type=int, metavar="N",
+                        help="like fal's account limit: at most N requests per key in progress at once; over it a "
+                             "direct run gets 429 and a queued request waits in IN_QUEUE")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve https with this certificate (PEM)")
     parser.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
     parser.add_argument("--require-key", action="store_true",
@@ -32,8 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from batchrun.server.apps import load_app_option
 
+    if args.runners is None:
+        args.runners = max(2, args.max_concurrency or 0)
     if args.runners < 1:
         raise UsageError("--runners must be at least 1")
+    if args.max_concurrency is not None and args.max_concurrency < 1:
+        raise UsageError("--max-concurrency must be at least 1")
     if not 0 <= args.port <= 65535:
         raise UsageError("--port must be between 0 and 65535")
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -63,7 +71,8 @@ async def _serve(args: argparse.Namespace, apps: dict[str, Callable[..., Any]]) 
         loop.add_signal_handler(sig, stop.set)
     try:
         async with serve_local(host=args.host, port=args.port, runners=args.runners, require_key=args.require_key,
-                               apps=apps, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key) as server:
+                               apps=apps, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+                               max_concurrency=args.max_concurrency) as server:
             print(f"run_url: {server.run_url}", flush=True)
             print(f"queue_url: {server.queue_url}", flush=True)
             await stop.wait()

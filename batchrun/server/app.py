@@ -25,7 +25,8 @@ from starlette.types import Receive
 
 from batchrun.server import image
 from batchrun.server.apps import Call
-from batchrun.server.emulator import DEFAULT_MAX_BODY, Emulator, FaultReset, WireResponse, origin_of, respond
+from batchrun.server.concurrency import key_of
+from batchrun.server.emulator import DEFAULT_MAX_BODY, Accepted, Emulator, FaultReset, WireResponse, origin_of, respond
 from batchrun.server.queue_api import queue_route
 from batchrun.server.wire import Reply, json_reply, platform_error
 
@@ -42,6 +43,19 @@ async def run_route(request: Request) -> WireResponse:
     accepted = await em.accept(request, request.path_params["rest"], "run")
     if isinstance(accepted, WireResponse):
         return accepted
+    key, limits = key_of(request.headers), em.limits
+    if not limits.has_room(key):
+        return respond(limits.refuse(), accepted.request_id)
+    limits.take(key)
+    try:
+        return await _run(em, request, accepted)
+    finally:
+        limits.give(key)
+        if em.queue.waiting_keys:
+            em.queue.dispatch()  # the freed slot may let a queued request of the same key start
+
+
+async def _run(em: Emulator, request: Request, accepted: Accepted) -> WireResponse:
     # Its start timeout is only validated: a direct run starts at once, it never queues.
     rid, app_id, arguments = accepted.request_id, accepted.app_id, accepted.arguments
     em.stats.count_app(app_id, "run")
@@ -106,16 +120,19 @@ async def _internal_error(request: Request, exc: Exception) -> WireResponse:
 def create_app(
     *, runners: int = 2, require_key: bool = False, apps: dict[str, Callable[..., Any]] | None = None,
     result_ttl: float = 3600, max_results: int = 100_000, max_body: int = DEFAULT_MAX_BODY,
-    keepalive: float = 15.0, retry_backoff: float = 0.05,
+    keepalive: float = 15.0, retry_backoff: float = 0.05, max_concurrency: int | None = None,
 ) -> Starlette:  # fmt: skip
     """The fal-compatible ASGI app. Works without lifespan events (e.g. under httpx.ASGITransport).
 
     `apps` maps "owner/alias" to a user function (arguments dict in, JSON-able dict out, optional
     `log` and `path` keyword parameters; sync or async). `keepalive` is the SSE comment interval
     and `retry_backoff` the first server-side retry delay (doubling), both in seconds.
+    `max_concurrency` limits the requests of one Authorization key in progress at once, as fal's
+    account limit does: over it a direct run gets 429 and a queued request waits (None: no limit).
     """
     emulator = Emulator(runners=runners, require_key=require_key, apps=apps, result_ttl=result_ttl,
-                        max_results=max_results, max_body=max_body, keepalive=keepalive, retry_backoff=retry_backoff)
+                        max_results=max_results, max_body=max_body, keepalive=keepalive, retry_backoff=retry_backoff,
+                        max_concurrency=max_concurrency)
     routes = [
         Route("/run/{rest:path}", run_route, methods=ALL_METHODS),
         Route("/queue/{rest:path}", queue_route, methods=["GET", "POST", "PUT"]),

@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from batchrun.server import faults
 from batchrun.server.apps import Handler, builtin_apps, wrap_user_function
+from batchrun.server.concurrency import KeyLimits
 from batchrun.server.queue import Queue
 from batchrun.server.stats import Stats
 from batchrun.server.wire import Reply, json_reply, loads, model_error, model_error_item, platform_error, trim_oldest
@@ -99,13 +100,14 @@ class Emulator:
 
     def __init__(
         self, *, runners: int, require_key: bool, apps: dict[str, Callable[..., Any]] | None, result_ttl: float,
-        max_results: int, max_body: int, keepalive: float, retry_backoff: float,
+        max_results: int, max_body: int, keepalive: float, retry_backoff: float, max_concurrency: int | None = None,
     ) -> None:  # fmt: skip
         self.require_key, self.max_body, self.keepalive = require_key, max_body, keepalive
         self.handlers: dict[str, Handler] = builtin_apps()
         for name, func in (apps or {}).items():
             self.handlers[name.strip("/")] = wrap_user_function(func, name)
         self.stats = Stats()
+        self.limits = KeyLimits(max_concurrency)
         self.fault_counts: dict[str, int] = {}
         self._strings: dict[str, str] = {}
         self.closing = False
@@ -114,7 +116,7 @@ class Emulator:
         self.request_headers: dict[str, dict[str, str]] = {}
         self.fault_status: dict[str, str] = {}
         self.queue = Queue(runners=runners, stats=self.stats, state=self, result_ttl=result_ttl,
-                           max_results=max_results, retry_backoff=retry_backoff)
+                           max_results=max_results, retry_backoff=retry_backoff, limits=self.limits)
 
     def shared(self, text: str) -> str:
         """One copy of each endpoint id / origin string, however many stored results use it."""
@@ -135,6 +137,7 @@ class Emulator:
 
     def reset(self) -> None:
         self.stats.reset()
+        self.limits.reset()
         self.fault_counts.clear()
         self.request_headers.clear()
         self.fault_status.clear()
@@ -149,7 +152,8 @@ class Emulator:
     def snapshot(self) -> dict[str, Any]:
         snap = self.stats.snapshot()
         snap.update(queue_length=self.queue.length, runners=len(self.queue.runner_ids),
-                    runners_busy=self.queue.busy, stored_requests=len(self.queue.jobs))
+                    runners_busy=self.queue.busy, stored_requests=len(self.queue.jobs),
+                    concurrency=self.limits.snapshot())
         return snap
 
     # -- shared checks -------------------------------------------------------------------------

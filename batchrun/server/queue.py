@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import time
 import uuid
 from typing import Any
 
 from batchrun.server import webhooks
 from batchrun.server.apps import Call, Handler
+from batchrun.server.concurrency import KeyLimits
 from batchrun.server.stats import Stats
 from batchrun.server.wire import Reply, failure_of, platform_error
 
@@ -34,7 +36,7 @@ class Job:
     """One queued request and, once it completes, its stored result."""
 
     __slots__ = (
-        "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "low", "hint", "retries",
+        "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "key", "low", "hint", "retries",
         "start_timeout", "deadline", "state", "logs", "attempts", "gateway_id", "reply", "error", "error_type",
         "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at", "event", "position", "webhook",
     )  # fmt: skip
@@ -43,6 +45,7 @@ class Job:
         self, *, endpoint_id: str, app_id: str, path: str, handler: Handler, arguments: dict[str, Any],
         origin: str, low: bool = False, hint: str | None = None, retries: dict[str, int] | None = None,
         start_timeout: float | None = None, webhook: str | None = None, request_id: str | None = None,
+        key: str = "",
     ) -> None:  # fmt: skip
         self.id = request_id or str(uuid.uuid4())
         self.webhook = webhook
@@ -50,6 +53,7 @@ class Job:
         self.handler: Handler | None = handler
         self.arguments: dict[str, Any] | None = arguments
         self.origin = origin
+        self.key = key  # whose concurrency budget its attempts spend (concurrency.key_of)
         self.low, self.hint = low, hint
         # Server-side retries left per condition (see retry_condition); a condition not in the dict,
         # or no dict at all, is bounded only by MAX_ATTEMPTS.
@@ -77,11 +81,15 @@ class Job:
 class Queue:
     def __init__(
         self, *, runners: int, stats: Stats, state: Any, result_ttl: float, max_results: int,
-        retry_backoff: float = 0.05,
+        retry_backoff: float = 0.05, limits: KeyLimits | None = None,
     ) -> None:  # fmt: skip
         if runners < 1:
             raise ValueError("runners must be at least 1")
         self.stats, self.state = stats, state
+        self.limits = limits if limits is not None else KeyLimits(None)
+        # With a concurrency limit: waiting requests per key, so dispatch can tell in O(keys) that
+        # every waiting request is held back by its key's limit, without scanning the queue.
+        self.waiting_keys: dict[str, int] | None = None if self.limits.limit is None else {}
         self.result_ttl, self.max_results, self.retry_backoff = result_ttl, max_results, retry_backoff
         self.runner_ids = [f"runner-{i}" for i in range(runners)]
         self.free: list[str] = list(self.runner_ids)
@@ -146,7 +154,7 @@ class Queue:
         self.jobs[job.id] = job
         position = len(self.normal) + (len(self.low) if job.low else 0)
         (self.low if job.low else self.normal).append(job)
-        job.waiting = True
+        self._waits(job)
         if job.start_timeout is not None:
             asyncio.get_running_loop().call_later(job.start_timeout, self._start_deadline, job)
         self.dispatch()
@@ -155,13 +163,42 @@ class Queue:
 
     def dispatch(self) -> None:
         while self.free and (self.normal or self.low):
-            job = (self.normal or self.low).popleft()
-            job.waiting = False
+            job = self._next_job()
+            if job is None:
+                return  # every waiting request is held back by its key's concurrency limit
             runner = self._pick_runner(job)
+            self.limits.take(job.key)
             job.state, job.runner = IN_PROGRESS, runner
             job.task = asyncio.get_running_loop().create_task(self._attempt(job, runner))
             self._notify(job)
             self._order_changed()
+
+    def _next_job(self) -> Job | None:
+        """Take the first waiting request (normal before low) whose key is under its limit."""
+        waiting_keys = self.waiting_keys
+        if waiting_keys is None:
+            job = (self.normal or self.low).popleft()
+        else:
+            if not any(map(self.limits.has_room, waiting_keys)):
+                return None
+            job = next(j for j in itertools.chain(self.normal, self.low) if self.limits.has_room(j.key))
+            (self.low if job.low else self.normal).remove(job)
+        self._stops_waiting(job)
+        return job
+
+    def _waits(self, job: Job) -> None:
+        job.waiting = True
+        if self.waiting_keys is not None:
+            self.waiting_keys[job.key] = self.waiting_keys.get(job.key, 0) + 1
+
+    def _stops_waiting(self, job: Job) -> None:
+        job.waiting = False
+        if self.waiting_keys is not None:
+            left = self.waiting_keys[job.key] - 1
+            if left:
+                self.waiting_keys[job.key] = left
+            else:
+                del self.waiting_keys[job.key]
 
     def _pick_runner(self, job: Job) -> str:
         # Same hint -> same runner when it is free; otherwise the lowest free runner (fal falls back
@@ -199,7 +236,7 @@ class Queue:
             reply = platform_error("internal_error", f"app raised {type(exc).__name__}: {exc}")
         finally:
             job.running = False
-            self._release(runner)
+            self._release(job, runner)
         job.inference_time = round(loop.time() - started, 6)
         if reply.reset:  # a dropped connection between gateway and runner
             reply = platform_error("runner_disconnected", "the runner dropped the connection mid-response")
@@ -215,7 +252,8 @@ class Queue:
             self._finish(job, reply)
         self.dispatch()
 
-    def _release(self, runner: str) -> None:
+    def _release(self, job: Job, runner: str) -> None:
+        self.limits.give(job.key)
         self.free.append(runner)
         self.free.sort(key=self.runner_ids.index)
 
@@ -223,7 +261,7 @@ class Queue:
         if job.state != IN_QUEUE or job.waiting:
             return  # cancelled or timed out during the backoff
         (self.low if job.low else self.normal).appendleft(job)
-        job.waiting = True
+        self._waits(job)
         self._order_changed()
         self.dispatch()
 
@@ -235,7 +273,7 @@ class Queue:
     def _unqueue(self, job: Job) -> None:
         if job.waiting:
             (self.low if job.low else self.normal).remove(job)
-            job.waiting = False
+            self._stops_waiting(job)
             self._order_changed()
 
     def _finish(self, job: Job, reply: Reply) -> None:
@@ -272,7 +310,7 @@ class Queue:
             job.task.cancel()
             if not job.running:  # dispatched but not started: the coroutine will never run
                 assert job.runner is not None
-                self._release(job.runner)
+                self._release(job, job.runner)
                 self._finish(job, cancelled_reply())
                 self.dispatch()
         return True

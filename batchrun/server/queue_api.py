@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from batchrun.server import faults
+from batchrun.server.concurrency import key_of
 from batchrun.server.emulator import TRUE_VALUES, Emulator, WireResponse, origin_of, respond
 from batchrun.server.queue import COMPLETED, IN_QUEUE, MAX_ATTEMPTS, RETRY_CONDITIONS, Job
 from batchrun.server.wire import Reply, dumps, json_reply, loads, platform_error
@@ -82,7 +83,7 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
         low=headers.get("x-fal-queue-priority", "").strip().lower() == "low",
         hint=headers.get("x-fal-runner-hint"),
         retries=retries_of(headers),
-        start_timeout=accepted.start_timeout, webhook=webhook_of(request), request_id=rid,
+        start_timeout=accepted.start_timeout, webhook=webhook_of(request), request_id=rid, key=key_of(headers),
     )  # fmt: skip
     if app_id == "local/fail":
         em.note_fault_request(job.id, arguments, headers)
