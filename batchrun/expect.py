@@ -11,16 +11,26 @@ Check kinds (one per check):
 
 Paths use the language of `batchrun.resultpath`. A malformed check does not raise: it becomes a
 failed expectation whose message says what is wrong, so one bad check cannot stop a run.
+
+Any value of a check may hold `${{ matrix.X }}`, `${{ row.X }}` or `${{ repeat }}`: `Expectations`
+renders them per request by the argument templates' rules (batchrun.template), so a template that
+is the whole string keeps the value's type (`equals: "${{ matrix.seed }}"` compares to the integer)
+and `$${{` is a literal `${{`. `${{ env.X }}` is refused by validation: an expected value is echoed
+in failure messages and stored in records, so a secret would leak.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
 from batchrun.resultpath import MISSING, PathError, get_path, is_number, json_equal, parse_path, show_value
+from batchrun.template import Compiled, Context, compile_value, is_template, mentions_template, unescape
+
+if TYPE_CHECKING:
+    from batchrun.plan import PlannedRequest
 
 _PATH_KINDS = ("exists", "equals", "matches")
 
@@ -45,10 +55,41 @@ def check_expectations(
     return out
 
 
-def check_problems(check: Any) -> list[str]:
-    """What is wrong with one check's shape (empty when it is well formed); for the spec loader."""
+class Expectations:
+    """Every job's `expect:` list, rendered per request (see the module docstring). Templates are
+    compiled once per job; a job whose checks hold no `${{` uses them as written."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[str, Compiled | None] = {}  # job name -> its compiled checks
+
+    def checks(self, request: PlannedRequest) -> list[Any]:
+        """The job's checks with this request's matrix values, dataset row and repeat index."""
+        job = request.job
+        try:
+            compiled = self._compiled[job.name]
+        except KeyError:
+            compiled = compile_value(job.expect)[0] if mentions_template(job.expect) else None
+            self._compiled[job.name] = compiled
+        if compiled is None:
+            return job.expect
+        return unescape(compiled.render(Context(request.matrix, request.row_values, request.repeat)))  # type: ignore[no-any-return]
+
+    def evaluate(self, request: PlannedRequest, result: dict[str, Any] | None,
+                 latency_s: float | None) -> list[dict[str, Any]]:
+        """`check_expectations` with the request's rendered checks."""
+        return check_expectations(self.checks(request), result, latency_s)
+
+
+def check_problems(check: Any, *, templates: bool = False) -> list[str]:
+    """What is wrong with one check's shape (empty when it is well formed); for the spec loader.
+
+    `templates`: the check is as written in the spec, so a value holding a matrix/row/repeat
+    template is known only per request and its own checks wait until then (a rendered check that
+    is malformed fails as `invalid check: ...`)."""
     if not isinstance(check, dict):
         return [f"a check must be a mapping, got {show_value(check)}"]
+    if templates and any(is_template(v) for v in _strings(check)):
+        check = _without_templates(check)
     if "schema" in check:
         return _schema_problems(check)
     if "latency_s" in check:
@@ -57,7 +98,9 @@ def check_problems(check: Any) -> list[str]:
         return ["a check needs 'path' (with exists, equals, matches or min/max), 'latency_s' or 'schema'"]
     problems = []
     path = check["path"]
-    if not isinstance(path, str):
+    if path is _TEMPLATED:
+        pass
+    elif not isinstance(path, str):
         problems.append(f"path must be a string, got {show_value(path)}")
     else:
         try:
@@ -75,7 +118,7 @@ def check_problems(check: Any) -> list[str]:
             "a path check needs exactly one of exists, equals, matches, min/max"
             + (f"; got {', '.join(kinds)}" if kinds else "")
         )
-    elif kinds == ["exists"] and not isinstance(check["exists"], bool):
+    elif kinds == ["exists"] and not isinstance(check["exists"], bool) and check["exists"] is not _TEMPLATED:
         problems.append(f"exists must be true or false, got {show_value(check['exists'])}")
     elif kinds == ["matches"]:
         problems.extend(_regex_problems(check["matches"]))
@@ -84,9 +127,49 @@ def check_problems(check: Any) -> list[str]:
     return problems
 
 
+class _Templated:
+    """A value known only per request: the validate-time shape checks accept it."""
+
+    def __repr__(self) -> str:
+        return "<templated>"
+
+
+_TEMPLATED = _Templated()
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _without_templates(check: dict[str, Any]) -> dict[str, Any]:
+    """The check with each templated value replaced by _TEMPLATED; a templated JSON Schema is
+    taken as a whole (it can be checked only once rendered)."""
+    def walk(value: Any) -> Any:
+        if is_template(value):
+            return _TEMPLATED
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    out = {k: walk(v) for k, v in check.items()}
+    if "schema" in out and any(is_template(v) for v in _strings(check["schema"])):
+        out["schema"] = _TEMPLATED
+    return out
+
+
 def _schema_problems(check: dict[str, Any]) -> list[str]:
     if set(check) != {"schema"}:
         return [f"a schema check takes only 'schema', got {', '.join(sorted(check))}"]
+    if check["schema"] is _TEMPLATED:
+        return []
     if not isinstance(check["schema"], dict | bool):
         return [f"schema must be a JSON Schema object, got {show_value(check['schema'])}"]
     try:
@@ -109,14 +192,16 @@ def _bounds_problems(bounds: dict[str, Any]) -> list[str]:
     problems = [
         f"{key} must be a number, got {show_value(bounds[key])}"
         for key in ("min", "max")
-        if key in bounds and not is_number(bounds[key])
+        if key in bounds and not is_number(bounds[key]) and bounds[key] is not _TEMPLATED
     ]
-    if not problems and "min" in bounds and "max" in bounds and bounds["min"] > bounds["max"]:
+    if not problems and is_number(bounds.get("min")) and is_number(bounds.get("max")) and bounds["min"] > bounds["max"]:
         problems.append(f"min {show_value(bounds['min'])} is greater than max {show_value(bounds['max'])}")
     return problems
 
 
 def _regex_problems(pattern: Any) -> list[str]:
+    if pattern is _TEMPLATED:
+        return []
     if not isinstance(pattern, str):
         return [f"matches must be a regular expression string, got {show_value(pattern)}"]
     try:

@@ -37,6 +37,8 @@ class PlannedRequest:
     resolved_path: str | None = None
     resolved_hint: str | None = None
     resolved_headers: dict[str, str] | None = None  # ${{ env.X }} still unresolved, like arguments
+    # The dataset row itself (`row` is its index): expectations render `${{ row.X }}` per request.
+    row_values: dict[str, Any] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -76,15 +78,15 @@ class PlannedRequest:
 
 def _fast_constructor() -> Any:
     """PlannedRequest(...) with positional fields, about 2x faster than the frozen dataclass's
-    __init__ (which goes through object.__setattr__ by name for each of its ten fields). The
+    __init__ (which goes through object.__setattr__ by name for each of its eleven fields). The
     object is the same: slots set directly by their descriptors, in field order."""
     setters = tuple(getattr(PlannedRequest, f.name).__set__ for f in dataclasses.fields(PlannedRequest))
-    s_id, s_index, s_job, s_args, s_matrix, s_row, s_repeat, s_path, s_hint, s_headers = setters
+    s_id, s_index, s_job, s_args, s_matrix, s_row, s_repeat, s_path, s_hint, s_headers, s_values = setters
     make = object.__new__
 
     def new(id: str, index: int, job: Job, arguments: dict[str, Any], matrix: dict[str, Any], row: int | None,
             repeat: int, resolved_path: str | None, resolved_hint: str | None,
-            resolved_headers: dict[str, str] | None) -> PlannedRequest:
+            resolved_headers: dict[str, str] | None, row_values: dict[str, Any] | None) -> PlannedRequest:
         request: PlannedRequest = make(PlannedRequest)
         s_id(request, id)
         s_index(request, index)
@@ -96,6 +98,7 @@ def _fast_constructor() -> Any:
         s_path(request, resolved_path)
         s_hint(request, resolved_hint)
         s_headers(request, resolved_headers)
+        s_values(request, row_values)
         return request
 
     return new
@@ -244,6 +247,7 @@ class JobPlanner:
                             None if hint_t is None else _text(hint_t.render(ctx)),
                             None if headers_t is None
                             else {k: _header_text(v) for k, v in headers_t.render(ctx).items()},
+                            row,
                         )
                     index += 1
         self.end = index

@@ -23,7 +23,7 @@ _SEG = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _ENDPOINT = re.compile(rf"^(?:{_SEG}/{_SEG}(?:/{_SEG})*|[0-9]+-[A-Za-z0-9-]+)$")
 _NAMESPACES = ("workflows", "comfy")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-TEMPLATED = ("arguments", "path", "hint", "headers")
+TEMPLATED = ("arguments", "path", "hint", "headers", "expect")
 
 
 def endpoint_problem(endpoint: str) -> str | None:
@@ -149,7 +149,7 @@ class Checker:
             for i, check in enumerate(o["expect"]):
                 where = (*job.at("expect"), i)
                 if not self.is_bad(where):
-                    for msg in expect.check_problems(check):
+                    for msg in expect.check_problems(check, templates=True):
                         self.error(_check_value_path(where, check, msg), msg)
 
     def check_exclude(self, job: JobSource, matrix: dict[str, Any]) -> None:
@@ -179,6 +179,9 @@ class Checker:
     def _ref_problem(self, ref: Ref, key: str, known_matrix: list[str], job: JobSource) -> str | None:
         if ref.namespace == "env" and key in ("path", "hint"):
             return f"{ref.text()}: env templates are allowed in arguments and headers only (they are resolved at send time)"
+        if ref.namespace == "env" and key == "expect":
+            return (f"{ref.text()}: env templates are not allowed in expect: an expected value is shown in "
+                    "failure messages and stored in records, so a secret would leak")
         if ref.namespace == "matrix" and ref.name not in known_matrix:
             if not known_matrix:
                 return f"unknown matrix key '{ref.name}' in {ref.text()}: job '{job.name}' has no matrix"
@@ -263,7 +266,8 @@ def _not_in_matrix(section: str, key: str, matrix_keys: list[str], job: str) -> 
 def _check_value_path(where: PathKey, check: Any, message: str) -> PathKey:
     """Point an expectation problem at the value it is about when the message names one."""
     prefixes = {"invalid regular expression": "matches", "matches must": "matches", "invalid JSON Schema": "schema",
-                "schema must": "schema", "exists must": "exists", "latency_s must": "latency_s", "path must": "path"}
+                "schema must": "schema", "exists must": "exists", "latency_s must": "latency_s", "path must": "path",
+                "min must": "min", "max must": "max"}
     for prefix, key in prefixes.items():
         if message.startswith(prefix) and isinstance(check, dict) and key in check:
             return (*where, key)

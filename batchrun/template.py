@@ -280,6 +280,48 @@ def _env_value(ref: Ref, environ: Mapping[str, str]) -> str:
         ) from None
 
 
+def unescape(value: Any) -> Any:
+    """Rendered plan text -> final values for a place that never resolves env (expectations):
+    `$${{` escapes are undone, recursively; an `${{ env.X }}` stays as its own text (never a
+    value, so no secret). Malformed template text is kept as written (validation reports it)."""
+    if isinstance(value, str):
+        if "${{" not in value:
+            return value
+        try:
+            parts = parse(value)
+        except TemplateError:
+            return value
+        return "".join(p if isinstance(p, str) else p.text() for p in parts)
+    if isinstance(value, dict):
+        return {k: unescape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unescape(v) for v in value]
+    return value
+
+
+def mentions_template(value: Any) -> bool:
+    """Whether any string in `value` holds `${{` (a reference or an escape): such a value must be
+    rendered per request; any other is final as written."""
+    if isinstance(value, str):
+        return "${{" in value
+    if isinstance(value, dict):
+        return any(mentions_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(mentions_template(v) for v in value)
+    return False
+
+
+def is_template(value: Any) -> bool:
+    """Whether `value` is a string with a matrix/row/repeat reference (its value is known only
+    per request). A malformed template is not one (validation reports it on its own)."""
+    if not isinstance(value, str) or "${{" not in value:
+        return False
+    try:
+        return any(isinstance(p, Ref) and p.namespace != "env" for p in parse(value))
+    except TemplateError:
+        return False
+
+
 def env_names(value: Any) -> set[str]:
     """The environment variables `value` references (so their values can be redacted)."""
     names: set[str] = set()

@@ -17,7 +17,7 @@ from typing import Any
 
 from batchrun.artifacts import Downloader
 from batchrun.budget import Budget, request_cost
-from batchrun.expect import check_expectations
+from batchrun.expect import Expectations
 from batchrun.gates import Gates
 from batchrun.plan import PlannedRequest
 from batchrun.resume import ResumeState
@@ -38,6 +38,7 @@ class Toolkit:
         max_usd = spec.budget.get("max_usd")
         self.budget = Budget(max_usd, spent=resume.spent_usd) if max_usd is not None else None
         self._reserved: dict[str, float] = {}  # request id -> cost reserved against the budget
+        self.expectations = Expectations()
         self.stopped_by: str | None = None
 
     def skipped(self, request: PlannedRequest) -> None:
@@ -63,8 +64,8 @@ class Toolkit:
     async def enrich(self, request: PlannedRequest, record: dict[str, Any]) -> None:
         ok = record["status"] == "ok"
         if ok and request.job.expect:
-            record["expectations"] = check_expectations(
-                request.job.expect, record["result"], record["timing"]["latency_s"])
+            record["expectations"] = self.expectations.evaluate(
+                request, record["result"], record["timing"]["latency_s"])
         if ok and request.job.download and self.downloader is not None:
             record["artifacts"] = await self.downloader.fetch(record["result"])
         cost = request_cost(self.spec.pricing, request) if ok else None

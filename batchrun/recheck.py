@@ -1,0 +1,146 @@
+"""`batchrun check`: re-evaluate a spec's current expectations against an existing output.
+
+Expectations are evaluated when a record is written; after a wrong check is fixed in the spec, the
+settled records still carry the old verdicts (a resume sends nothing for them). This re-checks the
+newest record of every planned id that has a result (status ok) against the spec's checks as they
+are now, on the stored result and latency. Nothing is sent over the network.
+
+With `write=True` each record whose expectations changed is appended again, identical except for
+`expectations`. Its `timing` is kept: the request's times are facts about the request (report's
+latencies and throughput read them), and an appended copy with the same `finished_at` is the newest
+record for every reader, which all break a tie by the later line (records_io.newest_per_id for
+report and diff, merge's (ok, finished_at, read order) rank, resume's last line). The append
+happens under the output's lock (batchrun.sinks), so it cannot interleave with a running run, and
+the records are read under the same lock, so a run cannot add a newer record in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from batchrun.expect import Expectations
+from batchrun.plan import PlannedRequest, build_plan
+from batchrun.records_io import RecordsError, failed_checks, iter_located, newest_per_id
+from batchrun.report import seconds
+from batchrun.resume import repair_tail
+from batchrun.sinks import JsonlSink, OutputLock
+from batchrun.spec import Spec
+
+__all__ = ["CheckResult", "Failure", "JobCheck", "recheck"]
+
+
+@dataclasses.dataclass(slots=True)
+class JobCheck:
+    """One job's re-checked requests: `passed` + `failed` of them had a result to check."""
+
+    passed: int = 0
+    failed: int = 0
+    changed: int = 0  # requests whose verdicts or messages differ from the stored ones
+    not_checked: int = 0  # planned requests whose newest record is an error, or that have none
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    job: str
+    id: str
+    message: str
+
+
+@dataclasses.dataclass(slots=True)
+class CheckResult:
+    output: Path
+    jobs: dict[str, JobCheck]  # every job of the spec, in spec order
+    failures: list[Failure]  # one per failed check, in plan order
+    unplanned: int = 0  # ids in the output that the current plan does not have (left alone)
+    written: int = 0  # re-checked records appended (write=True only)
+
+    @property
+    def failed(self) -> int:
+        return sum(j.failed for j in self.jobs.values())
+
+    @property
+    def changed(self) -> int:
+        return sum(j.changed for j in self.jobs.values())
+
+
+def recheck(spec: Spec, output: Path, *, write: bool = False,
+            shard: tuple[int, int] | None = None) -> CheckResult:
+    """Re-evaluate `spec`'s expectations on `output` (see the module docstring).
+
+    Raises:
+        RecordsError: the output is missing, unreadable or damaged (exit 2).
+        SinkError: write=True and the output is locked by a run or cannot be written.
+    """
+    if not output.is_file():
+        raise RecordsError(f"{output}: no such output file")
+    if not write:
+        return _recheck(spec, output, None, shard)
+    with OutputLock(output):
+        # A run killed mid-write leaves a partial last line; an append must not glue onto it.
+        repair_tail(output)
+        with JsonlSink(output) as sink:
+            return _recheck(spec, output, sink, shard)
+
+
+def _recheck(spec: Spec, output: Path, sink: JsonlSink | None, shard: tuple[int, int] | None) -> CheckResult:
+    newest = _newest_offsets(output)
+    result = CheckResult(output, {job.name: JobCheck() for job in spec.jobs}, [])
+    planned: set[str] = set()
+    expectations = Expectations()
+    with output.open("rb") as source:
+        for request, record in _settled(build_plan(spec, shard=shard), newest, source, planned, result):
+            checked = expectations.evaluate(
+                request, record.get("result"), seconds((record.get("timing") or {}).get("latency_s")))
+            job = result.jobs[request.job.name]
+            messages = failed_checks({"expectations": checked})
+            if messages:
+                job.failed += 1
+                result.failures.extend(Failure(request.job.name, request.id, m) for m in messages)
+            else:
+                job.passed += 1
+            if (checked or None) != (record.get("expectations") or None):
+                job.changed += 1
+                if sink is not None:
+                    sink.write(_rechecked(record, checked))
+                    result.written += 1
+    result.unplanned = sum(1 for rid in newest if rid not in planned)
+    return result
+
+
+def _newest_offsets(output: Path) -> dict[str, dict[str, Any]]:
+    """id -> a slim copy of its newest record (id, status, timing, byte offset), chosen by
+    records_io.newest_per_id itself so check agrees with report and diff. Only a few fields per
+    id stay in memory; the full records are re-read by offset."""
+    slim = (
+        {"id": loc.record["id"], "status": loc.record["status"], "timing": loc.record.get("timing"),
+         "offset": loc.offset}
+        for loc in iter_located(output)
+    )
+    return newest_per_id(slim)
+
+
+def _settled(plan: Iterator[PlannedRequest], newest: dict[str, dict[str, Any]], source: Any,
+             planned: set[str], result: CheckResult) -> Iterator[tuple[PlannedRequest, dict[str, Any]]]:
+    """(request, its newest record) for every planned request whose newest record is ok."""
+    for request in plan:
+        planned.add(request.id)
+        slim = newest.get(request.id)
+        if slim is None or slim["status"] != "ok":
+            result.jobs[request.job.name].not_checked += 1
+            continue
+        source.seek(slim["offset"])
+        yield request, json.loads(source.readline())  # the parser iter_located accepted it with
+
+
+def _rechecked(record: dict[str, Any], checked: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record with its new expectations (none: the key is left out, as a run writes it)."""
+    out = dict(record)
+    if checked:
+        out["expectations"] = checked  # in its place when the record had some
+    else:
+        out.pop("expectations", None)
+    return out
