@@ -76,20 +76,21 @@ class Outcome:
 
 
 @dataclasses.dataclass(slots=True)
-class _Post:
-    """A run call or queue submit, ready to send any number of times (`FalClient._send_post`)."""
+class _Call:
+    """One HTTP request, ready to send any number of times (`FalClient._exchange`)."""
 
-    url: str
+    method: str
+    url: str  # with its query
     parsed: httpx.URL
-    body: bytes
+    body: bytes | None
     headers: dict[str, str]  # the request's own; the client's defaults are merged when sending
-    queue: bool  # a queue submit (QUEUE_TIMEOUT) or a run call (the job's timeout)
+    queue: bool  # a queue call (QUEUE_TIMEOUT) or a run call (the job's timeout)
     timeout: float | None  # a run call's read timeout (None: none)
 
 
 @dataclasses.dataclass(slots=True)
 class _Prepared:
-    post: _Post
+    post: _Call
     start_timeout_sent: bool
     inputs: dict[str, dict[str, Any]] | None
 
@@ -216,7 +217,7 @@ class FalClient:
             redactor.add(auth.partition(" ")[2])
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._limits = limits
-        # Our own aiohttp session, shared by httpx's transport and the direct POSTs (see _send_post);
+        # Our own aiohttp session, shared by httpx's transport (the SSE stream) and direct calls (see _exchange);
         # created on first use because aiohttp wants a running event loop.
         self._session: aiohttp.ClientSession | None = None
         self._direct = transport is None
@@ -225,7 +226,7 @@ class FalClient:
         self._http = _AsyncClient(transport=transport, limits=limits, timeout=QUEUE_TIMEOUT, headers=headers)
         self._default_headers = dict(self._http.headers)  # httpx's defaults and ours, for direct POSTs
         self._urls: dict[str, httpx.URL] = {}  # parsed POST URLs (see _prepare)
-        # (queue?, timeout) -> httpx's timeout extension (see _post), and the same for aiohttp
+        # (queue?, timeout) -> httpx's timeout extension (see _request), and the same for aiohttp
         self._timeouts: dict[tuple[bool, float | None], dict[str, float | None]] = {}
         self._client_timeouts: dict[tuple[bool, float | None], aiohttp.ClientTimeout] = {}
 
@@ -277,8 +278,8 @@ class FalClient:
         """Ask the queue to cancel; True when it accepted (2xx). Transport errors are retried a
         few times; a 400 (already completed) or 404 (unknown) is False. Never raises."""
         for attempt in range(1, 4):
-            answer = await self._send(self._build("PUT", handle.cancel_url))
-            if isinstance(answer, httpx.Response):
+            answer = await self._exchange(self._call("PUT", handle.cancel_url))
+            if not isinstance(answer, TransportFailure):
                 return answer.is_success
             if answer.fatal:
                 return False
@@ -334,71 +335,70 @@ class FalClient:
             if len(self._urls) < _URL_CACHE_SIZE:
                 self._urls[url] = parsed
         queue = request.mode != "run"
-        post = _Post(url, parsed, body, headers, queue, None if queue else job.timeout)
+        post = _Call("POST", url, parsed, body, headers, queue, None if queue else job.timeout)
         return _Prepared(post, start_timeout is not None, inputs or None)
 
-    def _post(self, post: _Post) -> httpx.Request:
-        """`build_request("POST", url, ...)` with the parsed URL and the timeout extension cached:
+    def _request(self, call: _Call) -> httpx.Request:
+        """`build_request(method, url, ...)` with the parsed URL and the timeout extension cached:
         build_request parses the URL and rebuilds the timeout for every call. The same request:
         client headers, then ours, merged by httpx.Headers."""
-        key = (post.queue, post.timeout)
+        key = (call.queue, call.timeout)
         extension = self._timeouts.get(key)
         if extension is None:
-            timeout = QUEUE_TIMEOUT if post.queue else httpx.Timeout(post.timeout, connect=CONNECT_TIMEOUT)
+            timeout = QUEUE_TIMEOUT if call.queue else httpx.Timeout(call.timeout, connect=CONNECT_TIMEOUT)
             extension = self._timeouts[key] = timeout.as_dict()
-        if self._http.cookies or post.parsed.is_relative_url:  # cookies to send, a base URL to merge: httpx's way
-            return self._http.build_request("POST", post.url, content=post.body, headers=post.headers,
+        if self._http.cookies or call.parsed.is_relative_url:  # cookies to send, a base URL to merge: httpx's way
+            return self._http.build_request(call.method, call.url, content=call.body, headers=call.headers,
                                             extensions={"timeout": extension})
         merged = httpx.Headers(self._http.headers)
-        merged.update(post.headers)
-        return httpx.Request("POST", post.parsed, headers=merged, content=post.body, extensions={"timeout": extension})
+        merged.update(call.headers)
+        return httpx.Request(call.method, call.parsed, headers=merged, content=call.body,
+                             extensions={"timeout": extension})
 
-    async def _send_post(self, post: _Post) -> Answer | TransportFailure:
-        """Send a run call or queue submit. With our own aiohttp session (the default transport),
-        straight through aiohttp: httpx's request/response machinery (client hooks, auth and
-        redirect flows, header models) costs 0.1-0.15 ms of CPU per call, as much as aiohttp's
-        whole exchange, and run mode is bounded by client CPU. httpx's own way serves other
-        transports (tests' ASGI app) and requests with cookies to send."""
-        if not self._direct or self._http.cookies or post.parsed.is_relative_url:
-            return await self._send(self._post(post))
-        key = (post.queue, post.timeout)
+    def _call(self, method: str, url: str, params: dict[str, str] | None = None) -> _Call | TransportFailure:
+        """A queue GET/PUT to a URL the server (or the journal) gave us, which may be garbage."""
+        try:
+            parsed = httpx.URL(url, params=params)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            return _transport_failure(exc)
+        return _Call(method, str(parsed) if params else url, parsed, None, {}, True, None)
+
+    async def _exchange(self, call: _Call | TransportFailure) -> Answer | TransportFailure:
+        """One HTTP exchange with the body read; the single exception boundary.
+
+        With our own aiohttp session (the default transport), straight through aiohttp: httpx's
+        request/response machinery (client hooks, auth and redirect flows, header and body models)
+        costs 0.1-0.15 ms of CPU per call, as much as aiohttp's whole exchange, and run mode is
+        bounded by client CPU. httpx's own way serves other transports (tests' ASGI app) and
+        requests with cookies to send."""
+        if isinstance(call, TransportFailure):
+            return call
+        if not self._direct or self._http.cookies or call.parsed.is_relative_url:
+            try:
+                return await self._http.send(self._request(call))
+            except _SEND_ERRORS as exc:
+                return _transport_failure(exc)
+        key = (call.queue, call.timeout)
         timeout = self._client_timeouts.get(key)
         if timeout is None:  # httpx-aiohttp's mapping of the httpx.Timeout the other way uses
-            read = QUEUE_TIMEOUT.read if post.queue else post.timeout
+            read = QUEUE_TIMEOUT.read if call.queue else call.timeout
             timeout = self._client_timeouts[key] = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=read,
                                                                          connect=read)
         headers = self._default_headers.copy()  # lower-case names: ours replace the client's by name
-        for name, value in post.headers.items():
+        for name, value in call.headers.items():
             headers.pop(name.lower(), None)
             headers[name] = value
         try:
             async with self._aiohttp().request(
-                "POST", post.url, data=post.body, headers=headers, timeout=timeout,
-                allow_redirects=False,
+                call.method, call.url, data=call.body, headers=headers, timeout=timeout, allow_redirects=False
             ) as answer:
                 response = _Answer(answer.status, answer.headers, await answer.read())
         except _SEND_ERRORS as exc:
             return _transport_failure(exc)
         if "set-cookie" in response.headers:  # rare (a load balancer's affinity): keep it in httpx's jar
-            jar = httpx.Response(answer.status, headers=answer.raw_headers, request=self._post(post))
+            jar = httpx.Response(answer.status, headers=answer.raw_headers, request=self._request(call))
             self._http.cookies.extract_cookies(jar)
         return response
-
-    def _build(self, method: str, url: str, params: dict[str, str] | None = None) -> httpx.Request | TransportFailure:
-        """A queue GET/PUT to a URL the server (or the journal) gave us, which may be garbage."""
-        try:
-            return self._http.build_request(method, url, params=params, timeout=QUEUE_TIMEOUT)
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            return _transport_failure(exc)
-
-    async def _send(self, request: httpx.Request | TransportFailure) -> httpx.Response | TransportFailure:
-        """One HTTP exchange with the body read; the single exception boundary."""
-        if isinstance(request, TransportFailure):
-            return request
-        try:
-            return await self._http.send(request)
-        except _SEND_ERRORS as exc:
-            return _transport_failure(exc)
 
     async def _attempts(
         self, request: PlannedRequest, prepared: _Prepared, events: Events, phase: Phase
@@ -408,7 +408,7 @@ class FalClient:
         attempt = 0
         while True:
             attempt += 1
-            answer = await self._send_post(prepared.post)
+            answer = await self._exchange(prepared.post)
             if not isinstance(answer, TransportFailure):
                 if answer.is_success:
                     return answer, None, attempt
@@ -598,23 +598,23 @@ class FalClient:
     async def _get(
         self, request: PlannedRequest, url: str, events: Events, *, params: dict[str, str] | None = None,
         result: bool = False,
-    ) -> tuple[httpx.Response | None, Verdict | None]:
+    ) -> tuple[Answer | None, Verdict | None]:
         """An idempotent GET of a status or a result, retried (bounded by max_attempts) on transport
         errors, 408/409/429 and 5xx. A result GET replays the model's own answer, so there only an
         ingress 5xx (no x-fal-request-id) is retried; any other error is returned as the result."""
         policy = request.job.retries
-        built = self._build("GET", url, params)
+        built = self._call("GET", url, params)
         failures = 0
         while True:
-            answer = await self._send(built)
-            if isinstance(answer, httpx.Response):
+            answer = await self._exchange(built)
+            if not isinstance(answer, TransportFailure):
                 if answer.is_success:
                     return answer, None
                 verdict = self._judge(answer, policy)
                 if not get_retried(answer.status_code, answer.headers, result=result):
                     return answer, verdict  # the model's stored answer, or a final queue error (404)
                 verdict = dataclasses.replace(verdict, retry=True)
-                response: httpx.Response | None = answer
+                response: Answer | None = answer
             else:
                 verdict = judge_transport(answer, phase=Phase.FOLLOW, policy=policy, start_timeout_sent=False)
                 response = None

@@ -11,7 +11,7 @@ from client_helpers import Recorded, planned
 from httpx_aiohttp import AiohttpTransport
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from batchrun.client import QUEUE_TIMEOUT, FalClient, _Answer, _Cookies, _Post
+from batchrun.client import QUEUE_TIMEOUT, FalClient, _Answer, _Call, _Cookies
 from batchrun.redact import Redactor
 from batchrun.server import ServerThread
 
@@ -32,7 +32,7 @@ async def test_posts_equal_httpx_build_request(url: str, headers: dict[str, str]
     async with FalClient(run_url="https://127.0.0.1:8/run", queue_url="http://127.0.0.1:8/queue", auth="Key a:b",
                          redactor=Redactor()) as client:
         for _ in range(2):  # the second time from the caches
-            mine = client._post(_Post(url, httpx.URL(url), b'{"a":1}', headers, queue, timeout))
+            mine = client._request(_Call("POST", url, httpx.URL(url), b'{"a":1}', headers, queue, timeout))
             expected = client._http.build_request(
                 "POST", url, content=b'{"a":1}', headers=headers,
                 timeout=QUEUE_TIMEOUT if queue else httpx.Timeout(timeout, connect=30.0))
@@ -46,14 +46,14 @@ async def test_a_set_cookie_is_kept_and_sent_back() -> None:
     async with FalClient(run_url="http://127.0.0.1:8/run", queue_url="http://127.0.0.1:8/queue", auth=None,
                          redactor=Redactor()) as client:
         assert isinstance(client._http.cookies, _Cookies)
-        post = _Post("http://127.0.0.1:8/run/x", httpx.URL("http://127.0.0.1:8/run/x"), b"{}", {}, False, 10.0)
-        request = client._post(post)
+        post = _Call("POST", "http://127.0.0.1:8/run/x", httpx.URL("http://127.0.0.1:8/run/x"), b"{}", {}, False, 10.0)
+        request = client._request(post)
         client._http.cookies.extract_cookies(httpx.Response(200, request=request))  # no Set-Cookie
         assert not client._http.cookies
         client._http.cookies.extract_cookies(
             httpx.Response(200, headers={"Set-Cookie": "lb=node-3; Path=/"}, request=request))
         assert dict(client._http.cookies) == {"lb": "node-3"}
-        again = client._post(post)
+        again = client._request(post)
         assert again.headers["cookie"] == "lb=node-3"
 
 
