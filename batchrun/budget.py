@@ -19,18 +19,28 @@ from batchrun.errors import UsageError
 from batchrun.plan import PlannedRequest
 from batchrun.spec import Spec
 
-__all__ = ["Budget", "check_budget_prices", "request_cost"]
+__all__ = ["Budget", "check_budget_prices", "flat_cost", "request_cost"]
 
 _EPSILON = 1e-9  # float sums of prices must not refuse a request that exactly fills the budget
 
 
+def flat_cost(pricing: dict[str, Any], endpoint: str) -> float | None:
+    """The USD cost of every request to `endpoint` when its price is per request, so a count of
+    requests prices them all; None when the price is per unit (see request_cost) or unknown."""
+    price = pricing.get(endpoint)
+    if isinstance(price, dict) and "per_request" in price:
+        return float(price["per_request"])
+    return None
+
+
 def request_cost(pricing: dict[str, Any], request: PlannedRequest) -> float | None:
     """The estimated USD cost of one request, or None when its price is unknown."""
+    flat = flat_cost(pricing, request.endpoint)
+    if flat is not None:
+        return flat
     price = pricing.get(request.endpoint)
     if not isinstance(price, dict):
         return None
-    if "per_request" in price:
-        return float(price["per_request"])
     per_unit, argument = price.get("per_unit"), price.get("unit_argument")
     if per_unit is None or argument is None:
         return None

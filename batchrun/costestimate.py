@@ -1,30 +1,60 @@
 """Cost estimates from a spec's `pricing` section, for `batchrun plan --count`. Pure; no network.
 
-A price is `{per_request: USD}` or `{per_unit: USD, unit_argument: NAME}` (units = the number in
-that argument of each request, e.g. num_images). An endpoint without a price, or a request whose
-unit argument is not a number, makes the estimate "unknown" (None) rather than a guess.
+Prices are read by batchrun.budget alone (`flat_cost`, `request_cost`: the run's budget guard
+prices its requests with the same functions), so an estimate and a run never disagree on a price.
+An endpoint without a price, or a request whose unit argument is not a number, makes a job's
+estimate "unknown" (None) rather than a guess.
 """
 
 from __future__ import annotations
 
-from batchrun.plan import JobPlanner
-from batchrun.spec import Job, Spec
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+from batchrun.budget import flat_cost, request_cost
+from batchrun.plan import JobPlanner, PlannedRequest, build_plan
+from batchrun.spec import Spec
 
 
-def estimate_job_cost(spec: Spec, job: Job, count: int, shard: tuple[int, int] | None = None) -> float | None:
-    """`count`: the job's requests (in the shard, with one)."""
-    price = spec.pricing.get(job.endpoint)
-    if not isinstance(price, dict):
-        return None
-    if "per_request" in price:
-        return float(price["per_request"]) * count
-    per_unit, argument = price.get("per_unit"), price.get("unit_argument")
-    if per_unit is None or argument is None:
-        return None
-    units = 0.0
-    for request in JobPlanner.create(job, spec).requests(0, shard):
-        value = request.arguments.get(argument)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        units += value
-    return float(per_unit) * units
+@dataclasses.dataclass(slots=True)
+class JobEstimate:
+    requests: int
+    cost: float | None  # USD; None: unknown
+
+
+def estimate(spec: Spec, counts: Mapping[str, int], shard: tuple[int, int] | None = None) -> dict[str, JobEstimate]:
+    """Requests and estimated cost per job name, in job order. `counts` is the whole plan's
+    requests per job (validation counted them). The plan is walked only for what a count cannot
+    tell: the units of a job priced per unit, or, with a shard, which requests are in it (one walk
+    of the shard then counts and prices them together)."""
+    if shard is None:
+        out = {}
+        for job in spec.jobs:
+            n = counts[job.name]
+            flat = flat_cost(spec.pricing, job.endpoint)
+            if flat is not None:
+                cost: float | None = flat * n
+            elif job.endpoint in spec.pricing:
+                cost = _sum_costs(spec, JobPlanner.create(job, spec).requests(0, None))
+            else:
+                cost = None
+            out[job.name] = JobEstimate(n, cost)
+        return out
+    estimates = {job.name: JobEstimate(0, 0.0) for job in spec.jobs}
+    for request in build_plan(spec, shard=shard):
+        job_estimate = estimates[request.job.name]
+        job_estimate.requests += 1
+        if job_estimate.cost is not None:
+            cost = request_cost(spec.pricing, request)
+            job_estimate.cost = None if cost is None else job_estimate.cost + cost
+    return estimates
+
+
+def _sum_costs(spec: Spec, requests: Iterable[PlannedRequest]) -> float | None:
+    total = 0.0
+    for request in requests:
+        cost = request_cost(spec.pricing, request)
+        if cost is None:
+            return None  # unknown stays unknown: no need to render the rest
+        total += cost
+    return total

@@ -104,3 +104,18 @@ def test_jobs_sharing_a_dataset_check_it_once(tmp_path: Path) -> None:
     dataset = _write(tmp_path, SWEEP, rows=3)
     (validate,) = _run(tmp_path, dataset, ["validate", "spec.yaml"])
     assert validate == {"code": 0, "opens": 5, "out": "spec.yaml: ok (12 requests in 3 jobs)\n"}
+
+
+def test_a_job_priced_per_unit_is_walked_once_for_its_count_and_cost(tmp_path: Path) -> None:
+    """Units come from each request's arguments, so pricing them walks the plan; with a shard that
+    one walk also counts the shard (it was a walk to count and another to price)."""
+    dataset = _write(tmp_path, ONE_JOB.replace("{per_request: 0.5}", "{per_unit: 0.5, unit_argument: n}")
+                     .replace('arguments: {prompt: "${{ row.p }}"}', 'arguments: {prompt: "${{ row.p }}", n: 3}'), rows=4)
+    whole, shard = _run(tmp_path, dataset, ["plan", "spec.yaml", "--count"], ["plan", "spec.yaml", "--count", "--shard", "1/1"])
+    expected = (
+        "job    endpoint    requests  est. cost\n"
+        "e      local/echo         4    $6.0000\n"
+        "total                     4    $6.0000\n"
+    )
+    assert whole == {"code": 0, "opens": 3, "out": expected}
+    assert shard == {"code": 0, "opens": 3, "out": expected}

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from batchrun.plan import PlannedRequest, build_plan, parse_shard
-from batchrun.costestimate import estimate_job_cost
+from batchrun.costestimate import estimate
 from batchrun.spec import Spec
 from batchrun.specload import load_spec
 
@@ -61,21 +61,17 @@ def plan_line(request: PlannedRequest) -> dict[str, Any]:
 
 
 def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | None, out: Any) -> None:
-    if shard is not None:
-        counts = dict.fromkeys(counts, 0)
-        for request in build_plan(spec, shard=shard):
-            counts[request.job.name] += 1
+    estimates = estimate(spec, counts, shard)
     rows = []
     total_cost: float | None = 0.0
     for job in spec.jobs:
-        n = counts[job.name]
+        n, cost = estimates[job.name].requests, estimates[job.name].cost
         row = [job.name, job.endpoint, str(n)]
         if spec.pricing:
-            cost = estimate_job_cost(spec, job, n, shard)
             row.append("unknown" if cost is None else f"${cost:.4f}")
             total_cost = None if cost is None or total_cost is None else total_cost + cost
         rows.append(row)
-    total = ["total", "", str(sum(counts.values()))]
+    total = ["total", "", str(sum(e.requests for e in estimates.values()))]
     if spec.pricing:
         total.append("unknown" if total_cost is None else f"${total_cost:.4f}")
     header = ["job", "endpoint", "requests"] + (["est. cost"] if spec.pricing else [])
