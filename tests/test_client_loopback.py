@@ -191,3 +191,16 @@ async def test_headers_on_the_wire_with_the_default_transport() -> None:
     assert submit["user-agent"].startswith("batchrun/") and "aiohttp" not in submit["user-agent"]
     assert recorder.seen[1].query == "logs=1"
     assert all(s.headers["authorization"] == "Key lb-key" for s in recorder.seen)
+
+
+async def test_polling_over_sockets_sends_its_query(make_server: MakeServer) -> None:
+    """Without a stream the client polls status with `?logs=1` (direct aiohttp way, query and all)
+    and still gets the runner's logs and the result."""
+    with ServerThread(app=Recorder(create_app(runners=2), no_stream=True)) as server:
+        async with client_for(server) as client:
+            request = planned("local/sleep", {"seconds": 0.25}, mode="subscribe", with_logs=True)
+            outcome = await client.call(request, Recorded())
+            assert outcome.ok and outcome.result == {"slept": 0.25}
+            assert [e["message"] for e in outcome.logs or []][0] == "sleeping 0.25 s"
+            counts = requests_of(server)
+            assert counts["submit"] == 1 and counts["result"] == 1 and counts["status"] >= 2
