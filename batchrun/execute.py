@@ -4,7 +4,10 @@
   journaled as in flight into re-attachments (never a second submit), and feeds a stream whose
   buffer is the worker count: memory stays bounded whatever the plan size.
 - Each worker takes the job's slot and a global slot (batchrun.limits, AIMD on 429), calls the
-  client and sends the record to the writer. A failed request is a record, never an exception.
+  client and sends the record to the writer. A failed request is a record, never an exception:
+  the client maps every failure it knows, and an unexpected exception while handling one request
+  (a bug) becomes that request's `internal_error` record too, so one bad answer cannot stop a
+  night's run. The traceback is shown only with --debug or BATCHRUN_DEBUG=1, redacted.
 - The writer is the only task touching the output: it appends and flushes each line, settles the
   journal entry, and updates progress and the summary.
 
@@ -23,6 +26,7 @@ import dataclasses
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -48,6 +52,7 @@ __all__ = ["GRACE_S", "Executor", "RunResult", "SettledJob"]
 
 GRACE_S = 3.0  # after Ctrl-C or SIGTERM, how long requests on the wire may take to finish and be written
 REMOTE_CANCEL_S = 1.5  # bound on cancelling journaled requests after a second Ctrl-C
+SHOWN_INTERNAL_ERRORS = 3  # internal errors told on stderr one by one (all are records)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -158,6 +163,7 @@ class Executor:
         record_logs: set[str] | None = None,
         handle_signals: bool = True,
         toolkit: Toolkit | None = None,
+        debug: bool = False,
     ) -> None:
         self.client = client
         self.sink = sink
@@ -173,6 +179,8 @@ class Executor:
         self.record_logs = record_logs  # job names whose records keep logs (None: each job's with_logs)
         self.handle_signals = handle_signals and threading.current_thread() is threading.main_thread()
         self.toolkit = toolkit  # expectations, artifacts, cost, budget and gates (batchrun.toolkit)
+        self.debug = debug  # show the traceback of an internal error (redacted)
+        self.internal_errors = 0
         self.stopping = False
         self.stop_signal: int = signal.SIGINT  # the first signal that interrupted the run
         self.halted = False  # a gate or the budget stopped the run: no new requests, in-flight ones finish
@@ -245,13 +253,46 @@ class Executor:
                         await results.send(record)
 
     async def _one(self, item: _Item) -> dict[str, Any] | None:
-        request = item.request
+        """`item`'s record (None: interrupted, or not sent). The safety net is here: anything but
+        a run-level BatchrunError (the journal cannot be written) or a cancellation becomes this
+        request's error record, and the other requests go on."""
         started_wall = time.time()
         t0 = time.monotonic()
         if item.handle is not None:
             # The request started when it was submitted by the earlier run.
             started_wall = _parse_iso(item.handle.at, default=started_wall)
             t0 -= max(0.0, time.time() - started_wall)
+        try:
+            return await self._attempt(item, started_wall, t0)
+        except BatchrunError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the per-request safety net (see above)
+            return self._internal_error(item.request, exc, started_wall, t0)
+
+    def _internal_error(self, request: PlannedRequest, exc: Exception, started_wall: float,
+                        t0: float) -> dict[str, Any]:
+        leaf = _lone(exc)
+        what = self.redactor.text(f"{type(leaf).__name__}: {leaf}")[:500]
+        self.internal_errors += 1
+        if self.debug:
+            self.progress.message(self.redactor.text("".join(traceback.format_exception(exc))).rstrip())
+        if self.debug or self.internal_errors <= SHOWN_INTERNAL_ERRORS:
+            self.progress.message(
+                f"batchrun: internal error on request {request.id} (job {request.job.name}): {what}; "
+                "recorded as its error (internal_error) and the run goes on. This is a bug in batchrun: "
+                "please report it" + ("" if self.debug else " (--debug or BATCHRUN_DEBUG=1 shows the traceback)"))
+        # A queue request it had submitted is settled by this record (its journal entry is done):
+        # the record keeps its request id, so `batchrun cancel` or fal's dashboard can find it.
+        entry = self.journal.in_flight.get(request.id)
+        error = error_record("internal_error", None, f"batchrun failed while handling this request: {what}",
+                             False)
+        outcome = Outcome(False, None, error, entry.request_id if entry is not None else None, 0, None, None,
+                          None, None)
+        return build_record(request, outcome, started_at=started_wall, finished_at=time.time(),
+                            latency_s=time.monotonic() - t0, scrub=self.redactor.scrub, keep_logs=False)
+
+    async def _attempt(self, item: _Item, started_wall: float, t0: float) -> dict[str, Any] | None:
+        request = item.request
         scope = anyio.CancelScope()
         active = _Active(request=request, scope=scope, journaled=item.handle is not None)
         key = id(active)
@@ -467,6 +508,13 @@ def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
             if isinstance(leaf, kind):
                 return leaf
     return leaves[0] if len(leaves) == 1 else group
+
+
+def _lone(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-exception groups (a task group's way of raising)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _parse_iso(text: str, *, default: float) -> float:

@@ -68,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show-logs", action="store_true", help="stream runner logs to stderr, prefixed with job and id")
 
 
+def _debug(args: argparse.Namespace) -> bool:
+    """--debug (before the command) or BATCHRUN_DEBUG=1: show the traceback of an internal error
+    that became a request's record (they are redacted, but still meant for a bug report)."""
+    return bool(getattr(args, "debug", False)) or os.environ.get("BATCHRUN_DEBUG", "") not in ("", "0")
+
+
 def _target(spec: Spec, args: argparse.Namespace) -> Target:
     if (args.run_url is None) != (args.queue_url is None):
         raise UsageError("--run-url and --queue-url go together")
@@ -363,7 +369,7 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
                     client=client, sink=sink, journal=journal, resume=state, limits=limits,
                     progress=progress, summary=summary, redactor=redactor, workers=concurrency,
                     retry_errors=args.retry_errors, show_logs=args.show_logs, record_logs=record_logs,
-                    toolkit=toolkit,
+                    toolkit=toolkit, debug=_debug(args),
                 )
                 return await executor.execute(plan if ids.complete else ids.wrap(plan), count.settled_jobs)
     finally:

@@ -1,0 +1,100 @@
+"""The per-request safety net: an unexpected exception while handling one request becomes that
+request's `internal_error` record and the run goes on.
+
+The trigger is real: a result pointing at a media URL with a control character in it, with
+`download: true`. httpx refuses to build such a URL (httpx.InvalidURL, which is not an
+httpx.HTTPError, so the downloader's own failure handling does not see it); before the net it
+stopped the whole run with a traceback and exit 3.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from batchrun.cli import main
+from batchrun.journal import journal_path
+from batchrun.server import ServerThread
+from fixtures_execute import records, write_spec
+
+SECRET = "netsecret-6f1c0e9a2b7d"
+BAD_URL = "http://127.0.0.1:1/a\x00b.png"  # the NUL is at position 20
+BAD_URL_YAML = "http://127.0.0.1:1/a\\0b.png"  # YAML's double-quoted escape for it
+DETAIL = ("batchrun failed while handling this request: InvalidURL: Invalid non-printable ASCII character "
+          "in URL, '\\x00' at position 20.")
+
+
+def _spec(tmp_path: Path, mode: str) -> Path:
+    # `secret` is echoed back in the result: the record and stderr must show it redacted.
+    return write_spec(tmp_path, f"""\
+        version: 1
+        name: net
+        concurrency: 2
+        jobs:
+          - name: media
+            endpoint: local/echo
+            mode: {mode}
+            download: true
+            matrix: {{u: ["{BAD_URL_YAML}", "data:text/plain,hello"]}}
+            arguments: {{image: {{url: "${{{{ matrix.u }}}}", content_type: text/plain}},
+                         secret: "${{{{ env.BR_NET_SECRET }}}}"}}
+          - {{name: plain, endpoint: local/echo, mode: run, matrix: {{n: [1, 2]}}, arguments: {{n: "${{{{ matrix.n }}}}"}}}}
+    """)
+
+
+@pytest.mark.parametrize("mode", ["run", "subscribe"])
+def test_an_unexpected_exception_in_one_request_is_its_record_and_the_run_goes_on(
+    tmp_path: Path, loopback_server: ServerThread, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], mode: str,
+) -> None:
+    monkeypatch.setenv("BR_NET_SECRET", SECRET)
+    monkeypatch.delenv("BATCHRUN_DEBUG", raising=False)
+    out = tmp_path / "out.jsonl"
+    code = main(["run", str(_spec(tmp_path, mode)), "-o", str(out), "--run-url", loopback_server.run_url,
+                 "--queue-url", loopback_server.queue_url, "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1  # one request failed; not 3 (a crash)
+    by_url = {r["arguments"]["image"]["url"]: r for r in records(out) if r["job"] == "media"}
+    bad = by_url[BAD_URL]
+    assert bad["status"] == "error" and bad["result"] is None
+    assert bad["error"] == {"type": "internal_error", "status_code": None, "detail": DETAIL, "retryable": False}
+    assert (bad["attempts"], bad["mode"]) == (0, mode)
+    assert (bad["request_id"] is not None) == (mode == "subscribe")  # the submitted request can be found
+    good = by_url["data:text/plain,hello"]
+    assert good["status"] == "ok" and good["artifacts"][0]["bytes"] == 5
+    assert good["result"]["echo"]["secret"] == "[REDACTED]"
+    assert sorted(r["status"] for r in records(out) if r["job"] == "plain") == ["ok", "ok"]
+    assert not journal_path(out).exists()  # the submitted request is settled by its record
+    assert (f"batchrun: internal error on request {bad['id']} (job media): InvalidURL: Invalid non-printable "
+            "ASCII character in URL, '\\x00' at position 20.; recorded as its error (internal_error) and the run "
+            "goes on. This is a bug in batchrun: please report it (--debug or BATCHRUN_DEBUG=1 shows the "
+            "traceback)") in err.splitlines()
+    assert "errors by type: internal_error=1" in err
+    assert "Traceback" not in err
+    assert SECRET not in err and SECRET not in out.read_text()
+
+
+@pytest.mark.parametrize("switch", ["--debug", "BATCHRUN_DEBUG"])
+def test_the_traceback_is_shown_only_when_asked_and_redacted(
+    tmp_path: Path, loopback_server: ServerThread, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], switch: str,
+) -> None:
+    monkeypatch.setenv("BR_NET_SECRET", SECRET)
+    monkeypatch.delenv("BATCHRUN_DEBUG", raising=False)
+    argv = ["run", str(_spec(tmp_path, "run")), "-o", str(tmp_path / "out.jsonl"), "--run-url",
+            loopback_server.run_url, "--queue-url", loopback_server.queue_url, "--no-progress"]
+    if switch == "--debug":
+        argv.insert(0, "--debug")
+    else:
+        monkeypatch.setenv("BATCHRUN_DEBUG", "1")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("batchrun: internal error on request ") == 1
+    assert "Traceback (most recent call last):" in err
+    assert "httpx.InvalidURL: Invalid non-printable ASCII character in URL" in err
+    assert "in _attempt" in err  # batchrun's own frames, for the bug report
+    assert "This is a bug in batchrun: please report it\n" in err  # no "--debug shows" hint: it is on
+    assert SECRET not in err
+    assert json.dumps(SECRET) not in (tmp_path / "out.jsonl").read_text()
