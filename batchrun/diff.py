@@ -10,11 +10,14 @@ Categories, each naming its ids in plan order:
 - latency regressions: new latency > ratio x base latency *and* more than `LATENCY_FLOOR_S` slower
   (so 0.02 s -> 0.06 s is noise, not a 3x regression).
 
-Volatile fields are ignored by default: any string that is an http(s) URL, keys named `url`,
-`request_id`, `timings` or `timing`. When both records downloaded their artifacts (sha256 known),
-a media URL is compared by content hash instead, so a re-uploaded identical image is no change and
-a changed image behind the same URL is one. Everything except newly passing and added is a
-regression (exit 1).
+Volatile fields are ignored by default (see `batchrun.resultdiff`): URLs, `request_id`, timings;
+media behind a URL compare by content hash when both sides downloaded it. Everything except newly
+passing and added is a regression (exit 1).
+
+Memory holds a small summary per id and file (`_Side`: status, latency, a digest of the result,
+which checks passed, where the record's line starts), not the records. Ids whose digests differ,
+newly failing ids and possible expectation regressions are then re-read by offset, one pair at a
+time, for their detail.
 """
 
 from __future__ import annotations
@@ -25,41 +28,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from batchrun.records_io import check_message, check_passed, expectation_checks, iter_records, newest_per_id
-from batchrun.resultpath import Part, format_path, json_equal, matches_prefix, show_value
+from batchrun.records_io import (
+    Newest,
+    check_message,
+    check_passed,
+    expectation_checks,
+    finished_at,
+    iter_located,
+    open_output,
+    record_at,
+)
 from batchrun.report import error_text, seconds
+from batchrun.resultdiff import ABSENT, VOLATILE_KEYS, Change, compare_results, fingerprint
+from batchrun.resultpath import Part
+
+__all__ = ["ABSENT", "CATEGORIES", "LATENCY_FLOOR_S", "VOLATILE_KEYS", "Change", "Diff", "Entry", "compare_results",
+           "diff_files", "render", "summary"]
 
 LATENCY_FLOOR_S = 0.05
-VOLATILE_KEYS = frozenset({"url", "request_id", "timings", "timing"})
-_KEPT = ("id", "index", "job", "status", "error", "result", "expectations", "timing", "artifacts")
-ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Change:
-    """One changed field. `base`/`new` are the JSON values (`ABSENT` on the side that lacks the
-    field); for media compared by content they are the sha256 hashes and `media` is true."""
-
-    path: str
-    base: Any
-    new: Any
-    media: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self._shown(self.base)} -> {self._shown(self.new)}"
-
-    def _shown(self, value: Any) -> str:
-        if value is ABSENT:
-            return "(absent)"
-        return f"sha256 {value[:12]}" if self.media else show_value(value, limit=60)
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": self.path}
-        if self.media:
-            out.update(base_sha256=self.base, new_sha256=self.new)
-        else:
-            out.update({side: value for side, value in (("base", self.base), ("new", self.new)) if value is not ABSENT})
-        return out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,6 +84,20 @@ class Diff:
         return any(self.categories[key] for key, _, regression, _ in CATEGORIES if regression)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Side:
+    """What the first pass keeps of an id's newest record in one file."""
+
+    index: int
+    job: str
+    ok: bool
+    latency_s: float | None
+    digest: bytes | None  # `resultdiff.fingerprint` of an ok record's result; None: compare it
+    checks_passed: bool  # some expectation check passed
+    checks_failed: bool  # some expectation check did not pass
+    offset: int  # where the record's line starts, to re-read it
+
+
 def diff_files(
     base: str | Path, new: str | Path, *, ignore: Sequence[tuple[Part, ...]] = (), latency_ratio: float = 1.5
 ) -> Diff:
@@ -111,49 +111,72 @@ def diff_files(
     Raises:
         RecordsError: either file cannot be read.
     """
-    old_records = _load(base)
-    new_records = _load(new)
+    old_sides = _load(base, ignore)
+    new_sides = _load(new, ignore)
     cats: dict[str, list[Entry]] = {key: [] for key, _, _, _ in CATEGORIES}
-    for rid, b in old_records.items():
-        n = new_records.get(rid)
-        if n is None:
-            cats["missing"].append(Entry(rid, b["job"]))
-            continue
-        b_ok, n_ok = b["status"] == "ok", n["status"] == "ok"
-        if b_ok and not n_ok:
-            cats["newly_failing"].append(Entry(rid, n["job"], error_text(n), data={"error": n.get("error")}))
-        elif n_ok and not b_ok:
-            cats["newly_passing"].append(Entry(rid, n["job"]))
-        elif b_ok and n_ok:
-            changes = compare_results(b, n, ignore=ignore)
-            if changes:
-                cats["results_changed"].append(Entry(rid, n["job"], changes=tuple(changes)))
-            slower = _latency_regression(b, n, latency_ratio)
-            if slower is not None:
-                cats["latency_regressions"].append(slower)
-        cats["expectation_regressions"] += _expectation_regressions(rid, b, n)
-    cats["added"] = [Entry(rid, n["job"]) for rid, n in new_records.items() if rid not in old_records]
-    order = {rid: (r["index"], rid) for rid, r in {**old_records, **new_records}.items()}
+    with open_output(base) as base_handle, open_output(new) as new_handle:
+        for rid, b in old_sides.items():
+            n = new_sides.get(rid)
+            if n is None:
+                cats["missing"].append(Entry(rid, b.job))
+                continue
+            # Records are re-read (by offset) only for the ids whose detail is shown.
+            if b.ok and not n.ok:
+                record = record_at(new_handle, n.offset)
+                cats["newly_failing"].append(Entry(rid, n.job, error_text(record), data={"error": record.get("error")}))
+            elif n.ok and not b.ok:
+                cats["newly_passing"].append(Entry(rid, n.job))
+            elif b.ok and n.ok:
+                if b.digest is None or b.digest != n.digest:
+                    pair = record_at(base_handle, b.offset), record_at(new_handle, n.offset)
+                    changes = compare_results(*pair, ignore=ignore)
+                    if changes:
+                        cats["results_changed"].append(Entry(rid, n.job, changes=tuple(changes)))
+                slower = _latency_regression(rid, b, n, latency_ratio)
+                if slower is not None:
+                    cats["latency_regressions"].append(slower)
+            if b.checks_passed and n.checks_failed:
+                cats["expectation_regressions"] += _expectation_regressions(
+                    rid, record_at(base_handle, b.offset), record_at(new_handle, n.offset)
+                )
+    cats["added"] = [Entry(rid, n.job) for rid, n in new_sides.items() if rid not in old_sides]
+
+    def order(entry: Entry) -> tuple[int, str]:
+        side = new_sides.get(entry.id) or old_sides[entry.id]
+        return (side.index, entry.id)
+
     for entries in cats.values():
-        entries.sort(key=lambda e: order[e.id])
-    return Diff(str(base), str(new), len(old_records), len(new_records), cats)
+        entries.sort(key=order)
+    return Diff(str(base), str(new), len(old_sides), len(new_sides), cats)
 
 
-def _load(path: str | Path) -> dict[str, dict[str, Any]]:
-    slim = ({key: record.get(key) for key in _KEPT} for record in iter_records(path))
-    return newest_per_id(slim)
+def _load(path: str | Path, ignore: Sequence[tuple[Part, ...]]) -> dict[str, _Side]:
+    newest: Newest[_Side] = Newest()
+    jobs: dict[str, str] = {}  # one str object per job name, not one per record
+    for located in iter_located(path):
+        record = located.record
+        ok = record["status"] == "ok"
+        checks = [check_passed(check) for check in expectation_checks(record)]
+        side = _Side(
+            index=record["index"],
+            job=jobs.setdefault(record["job"], record["job"]),
+            ok=ok,
+            latency_s=seconds((record.get("timing") or {}).get("latency_s")),
+            digest=fingerprint(record, ignore=ignore) if ok else None,
+            checks_passed=any(checks),
+            checks_failed=not all(checks),
+            offset=located.offset,
+        )
+        newest.offer(record["id"], finished_at(record), side)
+    return newest.values
 
 
-def _latency_regression(b: dict[str, Any], n: dict[str, Any], ratio: float) -> Entry | None:
-    old, new = _latency(b), _latency(n)
+def _latency_regression(rid: str, b: _Side, n: _Side, ratio: float) -> Entry | None:
+    old, new = b.latency_s, n.latency_s
     if old is None or new is None or not (new > old * ratio and new - old > LATENCY_FLOOR_S):
         return None
     factor = f" (x{new / old:.2f})" if old > 0 else ""
-    return Entry(n["id"], n["job"], f"{old:.3f} s -> {new:.3f} s{factor}", data={"base_s": old, "new_s": new})
-
-
-def _latency(record: dict[str, Any]) -> float | None:
-    return seconds((record.get("timing") or {}).get("latency_s"))
+    return Entry(rid, n.job, f"{old:.3f} s -> {new:.3f} s{factor}", data={"base_s": old, "new_s": new})
 
 
 def _expectation_regressions(rid: str, b: dict[str, Any], n: dict[str, Any]) -> list[Entry]:
@@ -174,61 +197,6 @@ def _expectation_regressions(rid: str, b: dict[str, Any], n: dict[str, Any]) -> 
         for key, (check, outcome) in keyed(n).items()
         if not check_passed(outcome) and key in old and check_passed(old[key][1])
     ]
-
-
-def compare_results(
-    base: dict[str, Any], new: dict[str, Any], *, ignore: Sequence[tuple[Part, ...]] = ()
-) -> list[Change]:
-    """Field-level changes between two records' results, volatile fields and `ignore` left out."""
-    walker = _Walker(_hashes(base), _hashes(new), ignore)
-    walker.walk(base.get("result"), new.get("result"), ())
-    return walker.changes
-
-
-def _hashes(record: dict[str, Any]) -> dict[str, str]:
-    """URL -> sha256 of the record's downloaded artifacts (failed downloads have no hash)."""
-    out = {}
-    for artifact in record.get("artifacts") or []:
-        if isinstance(artifact, dict) and isinstance(artifact.get("sha256"), str) and isinstance(artifact.get("url"), str):
-            out[artifact["url"]] = artifact["sha256"]
-    return out
-
-
-def _is_url(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(("http://", "https://"))
-
-
-class _Walker:
-    def __init__(self, base_hashes: dict[str, str], new_hashes: dict[str, str], ignore: Sequence[tuple[Part, ...]]):
-        self.base_hashes = base_hashes
-        self.new_hashes = new_hashes
-        self.ignore = ignore
-        self.changes: list[Change] = []
-
-    def walk(self, a: Any, b: Any, parts: tuple[Part, ...]) -> None:
-        if any(matches_prefix(pattern, parts) for pattern in self.ignore):
-            return
-        if isinstance(a, dict) and isinstance(b, dict):
-            for key in [*a, *(k for k in b if k not in a)]:
-                if key in VOLATILE_KEYS:
-                    if key == "url" and key in a and key in b:
-                        self._media(a[key], b[key], (*parts, key))
-                    continue
-                self.walk(a.get(key, ABSENT), b.get(key, ABSENT), (*parts, key))
-        elif isinstance(a, list) and isinstance(b, list):
-            for i in range(max(len(a), len(b))):
-                self.walk(a[i] if i < len(a) else ABSENT, b[i] if i < len(b) else ABSENT, (*parts, i))
-        elif _is_url(a) and _is_url(b):
-            self._media(a, b, parts)
-        elif a is ABSENT or b is ABSENT or not json_equal(a, b):
-            self.changes.append(Change(format_path(parts), a, b))
-
-    def _media(self, a: Any, b: Any, parts: tuple[Part, ...]) -> None:
-        """URLs are volatile; their content hashes, when both sides have them, are not."""
-        old = self.base_hashes.get(a) if isinstance(a, str) else None
-        new = self.new_hashes.get(b) if isinstance(b, str) else None
-        if old is not None and new is not None and old != new:
-            self.changes.append(Change(format_path(parts), old, new, media=True))
 
 
 MAX_CHANGES_SHOWN = 10  # per id in text/markdown; json lists them all

@@ -17,11 +17,12 @@ import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Generic, TypeVar
 
 from batchrun.errors import BatchrunError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RecordsError(BatchrunError):
@@ -45,11 +46,7 @@ def iter_located(path: str | Path) -> Iterator[Located]:
         RecordsError: the file cannot be opened, or a line other than the last is not a record.
     """
     path = Path(path)
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise RecordsError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with handle:
+    with open_output(path) as handle:
         pending: tuple[int, bytes] | None = None  # a bad line, fatal unless it is the last
         offset = 0
         for number, raw_line in enumerate(handle, start=1):
@@ -70,6 +67,32 @@ def iter_located(path: str | Path) -> Iterator[Located]:
         if pending is not None:
             number = pending[0]
             log.warning("%s:%d: skipping a truncated last line (the run was stopped mid-write)", path, number)
+
+
+def open_output(path: str | Path) -> IO[bytes]:
+    """An output file opened for reading (binary).
+
+    Raises:
+        RecordsError: it cannot be opened.
+    """
+    try:
+        return Path(path).open("rb")
+    except OSError as exc:
+        raise RecordsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def record_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
+    """The record whose line starts at `offset` of an output that `iter_located` has read (second
+    passes re-read the few records they need instead of keeping every record in memory).
+
+    Raises:
+        RecordsError: the line there is no longer a record (the file changed between the passes).
+    """
+    handle.seek(offset)
+    record = _decode(handle.readline().rstrip(b"\r\n"))
+    if record is None or _shape_problem(record):
+        raise RecordsError(f"{handle.name}: changed while being read (no record at byte {offset} any more)")
+    return record
 
 
 def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -186,15 +209,26 @@ def newest_per_id(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]
     A resumed run appends a fresh record for a retried id, so the newest is the id's final state.
     The dict keeps first-seen order of ids.
     """
-    best: dict[str, dict[str, Any]] = {}
-    best_time: dict[str, datetime | None] = {}
+    newest: Newest[dict[str, Any]] = Newest()
     for record in records:
-        rid = record["id"]
-        when = finished_at(record)
-        if rid not in best or _not_older(when, best_time[rid]):
-            best[rid] = record
-            best_time[rid] = when
-    return best
+        newest.offer(record["id"], finished_at(record), record)
+    return newest.values
+
+
+class Newest(Generic[T]):
+    """`newest_per_id` for streaming readers that keep a summary of each record, not the record:
+    `offer` every record's summary in file order; `values` holds the newest one per id (first-seen
+    order of ids)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, T] = {}
+        self._times: dict[str, datetime | None] = {}
+
+    def offer(self, rid: str, when: datetime | None, value: T) -> None:
+        """`value` stands for `rid`'s record that finished at `when` (None: unknown)."""
+        if rid not in self.values or _not_older(when, self._times[rid]):
+            self.values[rid] = value
+            self._times[rid] = when
 
 
 def _not_older(when: datetime | None, than: datetime | None) -> bool:

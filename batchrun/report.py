@@ -19,15 +19,13 @@ import dataclasses
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from batchrun.records_io import failed_checks, finished_at, iter_records, newest_per_id, parse_time
+from batchrun.records_io import Newest, failed_checks, finished_at, iter_records, parse_time
 from batchrun.summary import percentile
 
-_KEPT = ("id", "index", "job", "status", "error", "expectations", "attempts", "timing", "cost_usd")
 MAX_LISTED = 20  # rows of expectation failures shown in text/markdown (json has them all)
 
 
@@ -130,7 +128,7 @@ class _Entry:
     job: str
     ok: bool
     error_type: str | None
-    error_detail: Any
+    error_example: str  # the error's detail on one line ("" when ok): bounded, unlike the detail
     failed_checks: tuple[str, ...]
     latency_s: float | None
     queue_s: float | None
@@ -147,15 +145,14 @@ def build_report(path: str | Path) -> Report:
         RecordsError: the file cannot be read, or has a damaged line (see `batchrun.records_io`).
     """
     lines = 0
-
-    def slimmed() -> Iterable[dict[str, Any]]:
-        nonlocal lines
-        for record in iter_records(path):
-            lines += 1
-            # Drop results, logs and arguments now: only the summary fields stay in memory.
-            yield {key: record.get(key) for key in _KEPT}
-
-    entries = sorted((_entry(r) for r in newest_per_id(slimmed()).values()), key=lambda e: (e.index, e.id))
+    newest: Newest[_Entry] = Newest()
+    shared: dict[str, str] = {}  # one str object per job name / error type, not one per record
+    for record in iter_records(path):
+        lines += 1
+        # Only the small entry outlives this loop turn: results, logs and arguments are dropped now.
+        entry = _entry(record, shared)
+        newest.offer(entry.id, entry.finished, entry)
+    entries = sorted(newest.values.values(), key=lambda e: (e.index, e.id))
     jobs: dict[str, list[_Entry]] = {}
     for entry in entries:
         jobs.setdefault(entry.job, []).append(entry)
@@ -171,18 +168,21 @@ def build_report(path: str | Path) -> Report:
     )
 
 
-def _entry(record: dict[str, Any]) -> _Entry:
+def _entry(record: dict[str, Any], shared: dict[str, str]) -> _Entry:
     timing = record.get("timing") or {}
+    ok = record["status"] == "ok"
     error = record.get("error") if isinstance(record.get("error"), dict) else None
     failed = tuple(failed_checks(record))
     attempts = record.get("attempts")
+    error_type = str(error.get("type") or "unknown") if error else None
     return _Entry(
         id=record["id"],
         index=record["index"],
-        job=record["job"],
-        ok=record["status"] == "ok",
-        error_type=str(error.get("type") or "unknown") if error else None,
-        error_detail=error.get("detail") if error else None,
+        job=shared.setdefault(record["job"], record["job"]),
+        ok=ok,
+        error_type=shared.setdefault(error_type, error_type) if error_type is not None else None,
+        # Only a failed request's error is ever shown (as its group's example).
+        error_example="" if ok else one_line(error.get("detail") if error else None),
         failed_checks=failed,
         latency_s=seconds(timing.get("latency_s")),
         queue_s=seconds(timing.get("queue_s")),
@@ -239,7 +239,7 @@ def _error_groups(entries: list[_Entry]) -> list[ErrorGroup]:
         if not entry.ok:
             groups.setdefault((entry.job, entry.error_type or "unknown"), []).append(entry)
     return [
-        ErrorGroup(job, kind, len(members), one_line(members[0].error_detail))
+        ErrorGroup(job, kind, len(members), members[0].error_example)
         for (job, kind), members in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1]))
     ]
 
