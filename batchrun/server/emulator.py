@@ -159,8 +159,8 @@ class Emulator:
     # -- shared checks -------------------------------------------------------------------------
     async def accept(self, request: Request, rest: str, operation: str) -> Accepted | WireResponse:
         """What a direct run and a queue submit share: count the request, give it an id, then check
-        auth, the endpoint id, the timeout headers and the body, in that order. A failed check
-        comes back as the response to send (carrying the new request id)."""
+        auth, the endpoint id, the timeout headers and the body, in that order, and count its
+        X-Fal-Tags. A failed check comes back as the response to send (carrying the new request id)."""
         self.stats.requests[operation] += 1
         request_id = str(uuid.uuid4())
         found = self.auth_failure(request) or self.lookup(rest)
@@ -172,6 +172,9 @@ class Emulator:
         arguments = await self.arguments_of(request)
         if isinstance(arguments, Reply):
             return respond(arguments, request_id)
+        tags = request.headers.get("x-fal-tags")
+        if tags is not None:
+            self.stats.note_tags(tags)
         return Accepted(request_id, *found, timeout, arguments)
 
     def auth_failure(self, request: Request) -> Reply | None:

@@ -2,6 +2,7 @@
 
 `duplicate_submits` counts queue submits whose (endpoint id, arguments) content was already
 submitted since the last reset: a client that resubmits after a lost response shows up here.
+`tags` counts the X-Fal-Tags cost-attribution tags of runs and submits as "key=value" strings.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ from batchrun.server.wire import trim_oldest
 
 OPERATIONS = ("run", "submit", "status", "stream", "result", "cancel", "files")
 MAX_HASHES = 500_000  # distinct submit contents remembered; the oldest half is forgotten beyond this
+MAX_TAGS = 10_000  # distinct tags counted; the oldest half is forgotten beyond this
+
+
+def parse_tags(raw: str) -> dict[str, str]:
+    """X-Fal-Tags as fal reads it (protocol §4.1): comma-separated key=value, split on the first
+    "=", trimmed, the last duplicate wins; tags without a key or value, or under the reserved
+    "fal." prefix, are dropped (they never fail the request)."""
+    tags: dict[str, str] = {}
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if sep and key and value and not key.startswith("fal."):
+            tags[key] = value
+    return tags
 
 
 class Stats:
@@ -34,12 +49,19 @@ class Stats:
         self._submit_hashes: dict[bytes, int] = {}
         self.duplicate_submits = 0
         self.duplicates: dict[str, int] = {}  # endpoint id -> duplicate submits
+        self.tags: dict[str, int] = {}  # "key=value" -> requests carrying it
 
     def count_app(self, app_id: str, operation: str) -> None:
         per_app = self.apps.get(app_id)
         if per_app is None:
             per_app = self.apps[app_id] = {}
         per_app[operation] = per_app.get(operation, 0) + 1
+
+    def note_tags(self, raw: str) -> None:
+        for key, value in parse_tags(raw).items():
+            tag = f"{key}={value}"
+            self.tags[tag] = self.tags.get(tag, 0) + 1
+        trim_oldest(self.tags, MAX_TAGS)
 
     def note_submit(self, endpoint_id: str, arguments: Any) -> None:
         try:  # sorted keys: key order must not make two equal argument dicts look different
@@ -61,6 +83,7 @@ class Stats:
             "apps": {name: dict(ops) for name, ops in self.apps.items()},
             "duplicate_submits": self.duplicate_submits,
             "duplicates": dict(self.duplicates),
+            "tags": dict(self.tags),
             "auth_failures": self.auth_failures,
             "bad_requests": self.bad_requests,
             "attempts": self.attempts,
