@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 
 from batchrun.resultpath import MISSING, PathError, get_path, is_number, json_equal, parse_path, show_value
-from batchrun.template import Compiled, Context, compile_value, is_template, mentions_template, unescape
+from batchrun.template import Compiled, Context, compile_value, is_template, mentions_template, strings, unescape
 
 if TYPE_CHECKING:
     from batchrun.plan import PlannedRequest
@@ -88,7 +88,7 @@ def check_problems(check: Any, *, templates: bool = False) -> list[str]:
     is malformed fails as `invalid check: ...`)."""
     if not isinstance(check, dict):
         return [f"a check must be a mapping, got {show_value(check)}"]
-    if templates and any(is_template(v) for v in _strings(check)):
+    if templates and any(is_template(v) for v in strings(check)):
         check = _without_templates(check)
     if "schema" in check:
         return _schema_problems(check)
@@ -137,16 +137,6 @@ class _Templated:
 _TEMPLATED = _Templated()
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
 def _without_templates(check: dict[str, Any]) -> dict[str, Any]:
     """The check with each templated value replaced by _TEMPLATED; a templated JSON Schema is
     taken as a whole (it can be checked only once rendered)."""
@@ -160,7 +150,7 @@ def _without_templates(check: dict[str, Any]) -> dict[str, Any]:
         return value
 
     out = {k: walk(v) for k, v in check.items()}
-    if "schema" in out and any(is_template(v) for v in _strings(check["schema"])):
+    if "schema" in out and any(is_template(v) for v in strings(check["schema"])):
         out["schema"] = _TEMPLATED
     return out
 

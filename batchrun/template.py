@@ -18,7 +18,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from batchrun.errors import BatchrunError
@@ -299,16 +299,22 @@ def unescape(value: Any) -> Any:
     return value
 
 
+def strings(value: Any) -> Iterator[str]:
+    """Every string value in `value`, at any depth (not keys: templates never apply to keys)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings(v)
+
+
 def mentions_template(value: Any) -> bool:
     """Whether any string in `value` holds `${{` (a reference or an escape): such a value must be
     rendered per request; any other is final as written."""
-    if isinstance(value, str):
-        return "${{" in value
-    if isinstance(value, dict):
-        return any(mentions_template(v) for v in value.values())
-    if isinstance(value, list):
-        return any(mentions_template(v) for v in value)
-    return False
+    return any("${{" in text for text in strings(value))
 
 
 def is_template(value: Any) -> bool:
