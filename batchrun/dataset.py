@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +71,11 @@ def check(path: Path, label: str, fields: dict[str, str]) -> Report:
     return report
 
 
-def _missing(row: dict[str, Any], fields: dict[str, str], label: str, line: int, col: int, index: int, report: Report) -> None:
+def _missing(row: Mapping[str, Any], fields: dict[str, str], index: int) -> Iterator[str]:
+    """A message for each field the templates use that row `index` lacks."""
     for name, used_at in fields.items():
         if name not in row:
-            report.add(Problem(label, line, col, f"$[{index}]", f"row {index} has no field '{name}' (used by {used_at})"))
+            yield f"row {index} has no field '{name}' (used by {used_at})"
 
 
 def _check_jsonl(path: Path, label: str, fields: dict[str, str], report: Report) -> None:
@@ -100,7 +101,8 @@ def _check_jsonl(path: Path, label: str, fields: dict[str, str], report: Report)
             if not isinstance(row, dict):
                 report.add(Problem(label, lineno, 1, f"$[{index}]", f"a row must be a JSON object, not {_kind(row)}"))
                 continue
-            _missing(row, fields, label, lineno, 1, index, report)
+            for message in _missing(row, fields, index):
+                report.add(Problem(label, lineno, 1, f"$[{index}]", message))
 
 
 def _check_csv(path: Path, label: str, fields: dict[str, str], report: Report) -> None:
@@ -127,7 +129,8 @@ def _check_csv(path: Path, label: str, fields: dict[str, str], report: Report) -
                         Problem(label, line, 1, f"$[{index}]", f"row has {len(record)} fields but the header has {len(header)}")
                     )
                     continue
-                _missing(dict(zip(header, record, strict=True)), fields, label, line, 1, index, report)
+                for message in _missing(dict(zip(header, record, strict=True)), fields, index):
+                    report.add(Problem(label, line, 1, f"$[{index}]", message))
         except csv.Error as exc:
             report.add(Problem(label, reader.line_num or 1, 1, "$", f"invalid CSV: {exc}"))
 
@@ -169,13 +172,8 @@ def check_inline(located: yamlsource.Located, base: tuple[str | int, ...], field
         if not isinstance(row, dict):
             report.add(located.problem((*base, index), f"a row must be an object, not {_kind(row)}"))
             continue
-        pos = located.value_pos((*base, index))
-        for name, used_at in fields.items():
-            if name not in row:
-                report.add(
-                    Problem(located.file, pos.line, pos.col, yamlsource.json_path((*base, index)),
-                            f"row {index} has no field '{name}' (used by {used_at})")
-                )
+        for message in _missing(row, fields, index):
+            report.add(located.problem((*base, index), message))
 
 
 def _kind(value: Any) -> str:

@@ -161,7 +161,8 @@ class Checker:
                 continue
             for key in entry:
                 if key not in matrix:
-                    self.error((*job.at("exclude"), i, key), _not_in_matrix("exclude", key, list(matrix), job.name), at_key=True)
+                    head = f"exclude key '{key}' is not in the matrix"
+                    self.error((*job.at("exclude"), i, key), _not_in_matrix(head, key, list(matrix), job.name), at_key=True)
 
     def check_templates(self, job: JobSource, key: str, known_matrix: list[str], row_fields: dict[str, str], suffix: str) -> None:
         base = job.at(key)
@@ -183,11 +184,7 @@ class Checker:
             return (f"{ref.text()}: env templates are not allowed in expect: an expected value is shown in "
                     "failure messages and stored in records, so a secret would leak")
         if ref.namespace == "matrix" and ref.name not in known_matrix:
-            if not known_matrix:
-                return f"unknown matrix key '{ref.name}' in {ref.text()}: job '{job.name}' has no matrix"
-            close = difflib.get_close_matches(ref.name, known_matrix, n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else f"matrix keys: {', '.join(known_matrix)}"
-            return f"unknown matrix key '{ref.name}' in {ref.text()}; {hint}"
+            return _not_in_matrix(f"unknown matrix key '{ref.name}' in {ref.text()}", ref.name, known_matrix, job.name)
         if ref.namespace == "row" and "dataset" not in job.options:
             return f"{ref.text()} needs a dataset, but job '{job.name}' has none"
         return None
@@ -255,12 +252,13 @@ class Checker:
                 self.error(("pricing", endpoint), "give either per_request or per_unit with unit_argument, not both")
 
 
-def _not_in_matrix(section: str, key: str, matrix_keys: list[str], job: str) -> str:
+def _not_in_matrix(head: str, key: str, matrix_keys: list[str], job: str) -> str:
+    """`head` (which key is unknown), then why: the job has no matrix, or the key it likely meant."""
     if not matrix_keys:
-        return f"{section} key '{key}' is not in the matrix: job '{job}' has no matrix"
+        return f"{head}: job '{job}' has no matrix"
     close = difflib.get_close_matches(key, matrix_keys, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else f"matrix keys: {', '.join(matrix_keys)}"
-    return f"{section} key '{key}' is not in the matrix; {hint}"
+    return f"{head}; {hint}"
 
 
 def _check_value_path(where: PathKey, check: Any, message: str) -> PathKey:

@@ -192,6 +192,17 @@ jobs:
     ]
 
 
+def test_exclude_keys_say_what_was_meant_or_that_there_is_no_matrix(here: Path) -> None:
+    assert problems(HEAD + """
+jobs:
+  - {name: a, endpoint: local/echo, arguments: {s: "${{ matrix.seed }}"}, matrix: {seed: [1, 2]}, exclude: [{sed: 1}]}
+  - {name: b, endpoint: local/echo, exclude: [{seed: 1}]}
+""") == [
+        "spec.yaml:5:110: $.jobs[0].exclude[0].sed: exclude key 'sed' is not in the matrix; did you mean 'seed'?",
+        "spec.yaml:6:48: $.jobs[1].exclude[0].seed: exclude key 'seed' is not in the matrix: job 'b' has no matrix",
+    ]
+
+
 def test_duplicate_planned_requests_are_located_at_the_job(here: Path) -> None:
     assert problems(HEAD + """
 jobs:
