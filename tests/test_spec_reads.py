@@ -119,3 +119,13 @@ def test_a_job_priced_per_unit_is_walked_once_for_its_count_and_cost(tmp_path: P
     )
     assert whole == {"code": 0, "opens": 3, "out": expected}
     assert shard == {"code": 0, "opens": 3, "out": expected}
+
+
+def test_a_run_reads_its_dataset_to_validate_and_to_send_only(tmp_path: Path) -> None:
+    """`run` on the embedded server: the check, the duplicate walk, and the executor's walk (its
+    plan size is validation's count; counting read the file once more)."""
+    dataset = _write(tmp_path, ONE_JOB.replace("name: t\n", "name: t\n    target: local\n    output: out.jsonl\n"), rows=4)
+    (run,) = _run(tmp_path, dataset, ["run", "spec.yaml", "--no-progress"])
+    assert (run["code"], run["opens"]) == (0, 3)
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(r["arguments"]["prompt"] for r in records) == [f"a cat {i}" for i in range(4)]

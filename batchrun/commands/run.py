@@ -30,7 +30,7 @@ from batchrun.execute import Executor, RunResult, SettledJob
 from batchrun.journal import Journal, journal_path
 from batchrun.limits import Limits
 from batchrun.manifest import Manifest, manifest_path
-from batchrun.plan import build_plan, count_plan, parse_shard
+from batchrun.plan import build_plan, parse_shard
 from batchrun.planids import PlanIds, compare, parse_ids, plan_ids_path, read_ids
 from batchrun.progress import Progress
 from batchrun.redact import Redactor
@@ -148,13 +148,13 @@ class _Count:
     settled_jobs: list[SettledJob] = dataclasses.field(default_factory=list)
 
 
-def _plan_size(spec: Spec, shard: tuple[int, int] | None, state: ResumeState, retry_errors: bool,
-               attach: Mapping[str, Any], intents: Mapping[str, Any], ids: PlanIds) -> _Count:
+def _plan_size(spec: Spec, counts: Mapping[str, int], shard: tuple[int, int] | None, state: ResumeState,
+               retry_errors: bool, attach: Mapping[str, Any], intents: Mapping[str, Any], ids: PlanIds) -> _Count:
     """Count the plan and what the output settles. Counting needs no expansion unless the plan is
     sharded or there is something to resume; then this walk also collects the plan's `ids` and
     what the executor's walk needs (so that one renders only the requests left to do)."""
     if shard is None and not state.newest_ok:
-        return _Count(sum(count_plan(spec).values()))
+        return _Count(sum(counts.values()))  # validation's count: no dataset read again
     count = _Count(0, todo=array.array("Q"))
     todo = count.todo
     assert todo is not None
@@ -183,7 +183,8 @@ def _plan_size(spec: Spec, shard: tuple[int, int] | None, state: ResumeState, re
 
 def run(args: argparse.Namespace) -> int:
     warnings: list[Problem] = []
-    spec = load_spec(args.spec, warnings)
+    counts: dict[str, int] = {}
+    spec = load_spec(args.spec, warnings, counts)
     for problem in warnings:
         print(problem, file=sys.stderr)
     if args.fresh and args.retry_errors:
@@ -220,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
                 if entry.request_id in state.finished_request_ids:
                     journal.done(entry.id, entry.request_id)
             ids = PlanIds()
-            count = _plan_size(spec, shard, state, args.retry_errors, journal.in_flight, journal.intents, ids)
+            count = _plan_size(spec, counts, shard, state, args.retry_errors, journal.in_flight, journal.intents, ids)
             total, settled, settled_errors = count.total, count.settled, count.errors
             manifest = Manifest(out, spec, target=_target_urls(target, endpoints), shard=shard, planned=total,
                                 resumed=bool(state.lines), scrub=redactor.scrub)
