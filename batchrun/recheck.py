@@ -8,8 +8,8 @@ are now, on the stored result and latency. Nothing is sent over the network.
 With `write=True` each record whose expectations changed is appended again, identical except for
 `expectations`. Its `timing` is kept: the request's times are facts about the request (report's
 latencies and throughput read them), and an appended copy with the same `finished_at` is the newest
-record for every reader, which all break a tie by the later line (records_io.newest_per_id for
-report and diff, merge's (ok, finished_at, read order) rank, resume's last line). The append
+record for every reader, which all break a tie by the later line (records_io's newest rule for
+report, diff and this command, merge's (ok, finished_at, read order) rank, resume's last line). The append
 happens under the output's lock (batchrun.sinks), so it cannot interleave with a running run, and
 the records are read under the same lock, so a run cannot add a newer record in between.
 """
@@ -17,14 +17,21 @@ the records are read under the same lock, so a run cannot add a newer record in 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from batchrun.expect import Expectations
 from batchrun.plan import PlannedRequest, build_plan
-from batchrun.records_io import RecordsError, failed_checks, iter_located, newest_per_id
+from batchrun.records_io import (
+    Newest,
+    RecordsError,
+    failed_checks,
+    finished_at,
+    iter_located,
+    open_output,
+    record_at,
+)
 from batchrun.report import seconds
 from batchrun.resume import repair_tail
 from batchrun.sinks import JsonlSink, OutputLock
@@ -91,7 +98,7 @@ def _recheck(spec: Spec, output: Path, sink: JsonlSink | None, shard: tuple[int,
     result = CheckResult(output, {job.name: JobCheck() for job in spec.jobs}, [])
     planned: set[str] = set()
     expectations = Expectations()
-    with output.open("rb") as source:
+    with open_output(output) as source:
         for request, record in _settled(build_plan(spec, shard=shard), newest, source, planned, result):
             checked = expectations.evaluate(
                 request, record.get("result"), seconds((record.get("timing") or {}).get("latency_s")))
@@ -111,29 +118,25 @@ def _recheck(spec: Spec, output: Path, sink: JsonlSink | None, shard: tuple[int,
     return result
 
 
-def _newest_offsets(output: Path) -> dict[str, dict[str, Any]]:
-    """id -> a slim copy of its newest record (id, status, timing, byte offset), chosen by
-    records_io.newest_per_id itself so check agrees with report and diff. Only a few fields per
-    id stay in memory; the full records are re-read by offset."""
-    slim = (
-        {"id": loc.record["id"], "status": loc.record["status"], "timing": loc.record.get("timing"),
-         "offset": loc.offset}
-        for loc in iter_located(output)
-    )
-    return newest_per_id(slim)
+def _newest_offsets(output: Path) -> dict[str, tuple[bool, int]]:
+    """id -> (ok?, byte offset) of its newest record, chosen by records_io's rule so check agrees
+    with report and diff. Only these stay in memory; the records are re-read by offset."""
+    newest: Newest[tuple[bool, int]] = Newest()
+    for loc in iter_located(output):
+        newest.offer(loc.record["id"], finished_at(loc.record), (loc.record["status"] == "ok", loc.offset))
+    return newest.values
 
 
-def _settled(plan: Iterator[PlannedRequest], newest: dict[str, dict[str, Any]], source: Any,
+def _settled(plan: Iterator[PlannedRequest], newest: dict[str, tuple[bool, int]], source: IO[bytes],
              planned: set[str], result: CheckResult) -> Iterator[tuple[PlannedRequest, dict[str, Any]]]:
     """(request, its newest record) for every planned request whose newest record is ok."""
     for request in plan:
         planned.add(request.id)
-        slim = newest.get(request.id)
-        if slim is None or slim["status"] != "ok":
+        ok, offset = newest.get(request.id, (False, -1))
+        if not ok:
             result.jobs[request.job.name].not_checked += 1
             continue
-        source.seek(slim["offset"])
-        yield request, json.loads(source.readline())  # the parser iter_located accepted it with
+        yield request, record_at(source, offset)
 
 
 def _rechecked(record: dict[str, Any], checked: list[dict[str, Any]]) -> dict[str, Any]:

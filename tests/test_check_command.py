@@ -269,3 +269,26 @@ def test_check_an_invalid_spec_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     (tmp_path / "out.jsonl").write_text("")
     assert check(spec, tmp_path / "out.jsonl") == 2
     assert "$.jobs[0].expect[0].equals: unknown matrix key 'want' in ${{ matrix.want }}: job 'label' has no matrix" in capsys.readouterr().err
+
+
+def test_check_reads_the_newest_record_of_a_retried_request(
+    tmp_path: Path, loopback_server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = f"retried-{tmp_path.name}"  # the shared server counts failures per key
+    spec = write_spec(tmp_path, f"""\
+        version: 1
+        name: retried
+        jobs:
+          - name: flaky
+            endpoint: local/fail
+            mode: run
+            arguments: {{times: 1, key: {key}, n: 5}}
+            expect: [{{path: echo.n, equals: 5}}]
+    """)
+    out = tmp_path / "out.jsonl"
+    assert run(spec, out, loopback_server) == 1
+    assert run(spec, out, loopback_server, "--retry-errors") == 0
+    assert [r["status"] for r in records(out)] == ["error", "ok"]
+    capsys.readouterr()
+    assert check(spec, out) == 0
+    assert "  flaky  1 checked, 1 passed, 0 failed\n" in capsys.readouterr().out

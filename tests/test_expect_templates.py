@@ -3,16 +3,19 @@ like argument templates, and `${{ env.X }}` refused."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchrun.expect import Expectations, check_problems
 from batchrun.plan import build_plan
 from batchrun.specload import load_spec, validate_spec
-from batchrun.template import is_template, mentions_template, unescape
+from batchrun.template import is_template, mentions_template, resolve_env, unescape
 
 
 @pytest.fixture
@@ -197,3 +200,29 @@ def test_defaults_expect_is_checked_per_job(here: Path) -> None:
         "spec.yaml:4:33: $.defaults.expect[0].equals: unknown matrix key 'seed' in ${{ matrix.seed }}: "
         "job 'b' has no matrix (job 'b')",
     ]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(alphabet="ab${} .", max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet="ab", max_size=2), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=_JSON)
+def test_a_check_renders_to_exactly_what_the_same_argument_template_sends(here: Path, value: Any) -> None:
+    templates = ["${{ row.v }}", "x ${{ row.v }} $${{ y", "${{ repeat }}-${{ row.v }}"]
+    spec = load_spec(write(f"""
+        version: 1
+        name: t
+        jobs:
+          - name: j
+            endpoint: local/echo
+            dataset: [{json.dumps({"v": value})}]
+            arguments: {json.dumps({f"a{i}": t for i, t in enumerate(templates)})}
+            expect: {json.dumps([{"path": f"a{i}", "equals": t} for i, t in enumerate(templates)])}
+    """))
+    [request] = build_plan(spec)
+    sent = resolve_env(request.arguments, {})
+    assert [c["equals"] for c in Expectations().checks(request)] == [sent[f"a{i}"] for i in range(3)]
