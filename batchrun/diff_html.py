@@ -21,8 +21,10 @@ def render_diff_html(diff: Diff, html_path: str | Path) -> str:
     Raises:
         RecordsError: either output file cannot be read any more.
     """
-    base = {shot.id: shot for shot in load_shots(diff.base_file, html_path)}
-    new = {shot.id: shot for shot in load_shots(diff.new_file, html_path)}
+    # Only the ids that get a card: a big diff's shots would not fit in memory.
+    shown = {entry.id for entries in diff.categories.values() for entry in entries[:MAX_CARDS]}
+    base = {shot.id: shot for shot in load_shots(diff.base_file, html_path, shown)}
+    new = {shot.id: shot for shot in load_shots(diff.new_file, html_path, shown)}
     verdict = "bad" if diff.regressed else "good"
     title = f"batchrun diff: {Path(diff.base_file).name} → {Path(diff.new_file).name}"
     counts = "".join(

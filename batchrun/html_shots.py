@@ -15,7 +15,7 @@ import dataclasses
 import html
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -59,8 +59,8 @@ def show(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-def load_shots(output: str | Path, html_path: str | Path) -> list[Shot]:
-    """The newest record of each id of `output`, as shots in plan order.
+def load_shots(output: str | Path, html_path: str | Path, ids: Container[str] | None = None) -> list[Shot]:
+    """The newest record of each id of `output` (or of each of `ids`), as shots in plan order.
 
     Artifact paths are resolved against the output file's directory (then the working directory)
     and given relative to the directory `html_path` will be written to.
@@ -71,7 +71,9 @@ def load_shots(output: str | Path, html_path: str | Path) -> list[Shot]:
     output = Path(output)
     html_dir = Path(html_path).resolve().parent
     slim = (
-        {"id": r["id"], "timing": r.get("timing"), "shot": _shot(r, output, html_dir)} for r in iter_records(output)
+        {"id": r["id"], "timing": r.get("timing"), "shot": _shot(r, output, html_dir)}
+        for r in iter_records(output)
+        if ids is None or r["id"] in ids
     )
     return sorted((s["shot"] for s in newest_per_id(slim).values()), key=lambda s: (s.index, s.id))
 

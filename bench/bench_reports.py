@@ -2,6 +2,8 @@
 
     python bench/bench_reports.py [--records 100000] [--src DIR] [--save DIR] [--workdir DIR]
 
+(`report --html` is left out: its contact sheet of every image is a page as big as the output.)
+
 Generates two realistic outputs (text-to-image records: arguments, matrix, a result with images,
 logs, metrics, expectations, downloaded artifacts; base has ~2% of its ids written twice, as a
 resumed run leaves them; new changes statuses, results, images, latencies and expectations of a
@@ -189,6 +191,7 @@ def main() -> None:
             ("report-json", ["report", str(base), "--format", "json"]),
             ("diff", ["diff", str(base), str(new)]),
             ("diff-json", ["diff", str(base), str(new), "--format", "json"]),
+            ("diff-html", ["diff", str(base), str(new), "--html", str(workdir / "diff.html")]),
             ("merge", ["merge", str(base), str(new), "-o", str(workdir / "merged.jsonl")]),
         ]
         rows = [measure(label, command, workdir, src, save) for label, command in runs]
