@@ -4,6 +4,7 @@ the `batchrun serve` command as a subprocess."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -162,29 +163,36 @@ async def test_serve_local_in_the_running_loop() -> None:
         httpx.post(server.run_url + "/local/echo", json={})
 
 
-def _start_serve(args: list[str], cwd: Path | None = None, scheme: str = "http") -> tuple[subprocess.Popen[str], str, str]:
+@contextlib.contextmanager
+def _serving(args: list[str], cwd: Path | None = None, scheme: str = "http") -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """`batchrun serve` in a subprocess: (process, run_url, queue_url); killed if still running at the end."""
     proc = subprocess.Popen([sys.executable, "-m", "batchrun", "serve", "--port", "0", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": os.getcwd()})  # fmt: skip
-    assert proc.stdout is not None
-    run_line, queue_line = proc.stdout.readline(), proc.stdout.readline()
-    assert run_line.startswith(f"run_url: {scheme}://127.0.0.1:"), run_line + (proc.stderr.read() if proc.poll() else "")
-    assert queue_line.startswith(f"queue_url: {scheme}://127.0.0.1:")
-    return proc, run_line.split(": ", 1)[1].strip(), queue_line.split(": ", 1)[1].strip()
-
-
-def test_serve_command_prints_urls_answers_and_stops_on_sigint() -> None:
-    proc, run_url, queue_url = _start_serve(["--runners", "1"])
     try:
-        assert run_url.endswith("/run") and queue_url == run_url[: -len("/run")] + "/queue"
-        assert httpx.post(run_url + "/local/echo", json={"a": 1}, timeout=5).json() == {"echo": {"a": 1}, "path": ""}
-        assert httpx.post(queue_url + "/local/echo", json={}, timeout=5).json()["status"] == "IN_QUEUE"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
-        assert (proc.returncode, out, err) == (0, "", "")
+        assert proc.stdout is not None
+        run_line, queue_line = proc.stdout.readline(), proc.stdout.readline()
+        assert run_line.startswith(f"run_url: {scheme}://127.0.0.1:"), run_line + (proc.stderr.read() if proc.poll() else "")
+        assert queue_line.startswith(f"queue_url: {scheme}://127.0.0.1:")
+        yield proc, run_line.split(": ", 1)[1].strip(), queue_line.split(": ", 1)[1].strip()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGINT) -> tuple[int, str, str]:
+    """Signal the server and wait for it: (exit status, stdout, stderr)."""
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=10)
+    return proc.returncode, out, err
+
+
+def test_serve_command_prints_urls_answers_and_stops_on_sigint() -> None:
+    with _serving(["--runners", "1"]) as (proc, run_url, queue_url):
+        assert run_url.endswith("/run") and queue_url == run_url[: -len("/run")] + "/queue"
+        assert httpx.post(run_url + "/local/echo", json={"a": 1}, timeout=5).json() == {"echo": {"a": 1}, "path": ""}
+        assert httpx.post(queue_url + "/local/echo", json={}, timeout=5).json()["status"] == "IN_QUEUE"
+        assert _stop(proc) == (0, "", "")
 
 
 def test_serve_command_with_a_user_app_and_require_key(tmp_path: Path) -> None:
@@ -193,37 +201,24 @@ def test_serve_command_with_a_user_app_and_require_key(tmp_path: Path) -> None:
             log("predicting")
             return {"label": arguments["text"].upper()}
     """))
-    proc, run_url, _ = _start_serve(["--app", "me/upper=myapp:predict", "--require-key"], cwd=tmp_path)
-    try:
+    with _serving(["--app", "me/upper=myapp:predict", "--require-key"], cwd=tmp_path) as (proc, run_url, _):
         assert httpx.post(run_url + "/me/upper", json={"text": "hi"}, timeout=5).status_code == 401
         answer = httpx.post(run_url + "/me/upper", json={"text": "hi"}, headers={"Authorization": "Key secret-123"}, timeout=5)
         assert answer.json() == {"label": "HI"}
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-        assert proc.returncode == 0
+        code, out, err = _stop(proc, signal.SIGTERM)
+        assert code == 0
         assert "secret-123" not in out + err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_serve_command_with_a_concurrency_limit() -> None:
-    proc, run_url, queue_url = _start_serve(["--max-concurrency", "3"])
-    try:
+    with _serving(["--max-concurrency", "3"]) as (proc, run_url, _):
         key = {"Authorization": "Key the-key"}
         with httpx.Client(timeout=5, headers=key) as client, concurrent.futures.ThreadPoolExecutor(4) as pool:
             codes = sorted(pool.map(lambda _: client.post(run_url + "/local/sleep", json={"seconds": 1.0}).status_code, range(4)))
             stats = client.get(run_url[: -len("/run")] + "/_emulator/stats").json()
         assert codes == [200, 200, 200, 429]
         assert (stats["runners"], stats["concurrency"]) == (3, {"limit": 3, "in_progress": 0, "peak": 3, "refused": 1})
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=10)
-        assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        assert _stop(proc)[0] == 0
 
 
 @pytest.mark.parametrize(
@@ -247,20 +242,13 @@ def test_serve_command_with_tls(tmp_path: Path) -> None:
     ca = trustme.CA()
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
     cert = str(tmp_path / "server.pem")
-    proc, run_url, queue_url = _start_serve(["--tls-cert", cert, "--tls-key", cert], scheme="https")
-    try:
+    with _serving(["--tls-cert", cert, "--tls-key", cert], scheme="https") as (proc, run_url, queue_url):
         context = ssl.create_default_context()
         ca.configure_trust(context)
         assert httpx.post(run_url + "/local/echo", json={}, verify=context, timeout=5).json() == {"echo": {}, "path": ""}
         submitted = httpx.post(queue_url + "/local/echo", json={}, verify=context, timeout=5).json()
         assert submitted["status_url"].startswith(queue_url + "/local/echo/requests/")
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=10)
-        assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        assert _stop(proc)[0] == 0
 
 
 def test_webhook_receives_the_outcome(make_server: ServerFactory) -> None:
