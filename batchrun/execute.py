@@ -139,6 +139,7 @@ class _Events:
         if not self._active.journaled:
             self._active.backoff_until = time.monotonic() + delay
         if rate_limited and self._active.slot is not None:
+            # The request sleeps holding its slot (why: batchrun.limits); AIMD halves the limit.
             self._active.slot.rate_limited()
             self._x.progress.effective = self._x.limits.effective
 

@@ -6,6 +6,17 @@
   the last decrease counts, so one burst of 429s from requests already in flight halves once.
 - `RateLimiter`: an evenly spaced token schedule, `per_second` requests per second, no burst.
 - `Limits`: the global limit (adaptive) plus one static limit and one optional rate per job.
+
+A request refused with 429 keeps its slot while it sleeps until its Retry-After (decided, not an
+oversight). fal's limit is per key, across all apps: a 429 says the key already has its maximum
+in progress, so the slot our sleeper frees on fal's side is not ours to fill. Handing our slot to
+another worker would send a request that is almost surely refused too (nothing finished yet, or
+there would be no 429), so every sleeper would beget another: a burst of 429s per Retry-After,
+attempts burned towards max_attempts (ending as error records), and the woken request queued
+behind newer ones. Holding it counts sleepers against the limit that AIMD has just halved, so
+what we send shrinks at once to what fal takes, and Retry-After, a signal about the key, is
+honoured for the key rather than for one request. The price: a 429 caused by another client of
+the same key slows us for one Retry-After too, which is the same back-off it asks of everyone.
 """
 
 from __future__ import annotations

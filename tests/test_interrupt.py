@@ -2,10 +2,14 @@
 sleep between retry attempts, with the embedded server (`target: local`) dying with the run, and
 in the first moments of a run. Each time: exit 130 within 5 s, no traceback, an output of complete
 records, and a resume that finishes the plan without submitting anything twice.
+
+SIGTERM (how CI and Kubernetes stop work) takes the same path and exits 143: the start-up cases
+run with both signals, and the SIGTERM-only cases are at the end.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,12 +23,17 @@ from pathlib import Path
 import pytest
 
 from batchrun.journal import journal_path, read_journal
+from batchrun.manifest import manifest_path
 from batchrun.plan import build_plan
 from batchrun.server import ServerThread
 from batchrun.specload import load_spec
 from fixtures_execute import records, stats, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
+
+# (signal, exit code, what the interrupted line says after "batchrun: interrupted")
+STOPS = [pytest.param(signal.SIGINT, 130, "", id="SIGINT"),
+         pytest.param(signal.SIGTERM, 143, " (SIGTERM)", id="SIGTERM")]
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -34,13 +43,14 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
-def _interrupt(cmd: list[str], cwd: Path, ready: Callable[[], bool]) -> tuple[int, str, float]:
-    """Start `cmd`, wait for `ready`, send SIGINT; (exit code, stderr, seconds from SIGINT to exit)."""
+def _interrupt(cmd: list[str], cwd: Path, ready: Callable[[], bool],
+               signum: signal.Signals = signal.SIGINT) -> tuple[int, str, float]:
+    """Start `cmd`, wait for `ready`, send `signum`; (exit code, stderr, seconds from the signal to exit)."""
     with subprocess.Popen(cmd, cwd=cwd, stderr=subprocess.PIPE, text=True, env=dict(os.environ)) as proc:
         _wait_for(lambda: ready() or proc.poll() is not None)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=15)
         return proc.returncode, err, time.monotonic() - t0
 
@@ -121,9 +131,12 @@ def test_ctrl_c_with_the_embedded_server_settles_its_requests_and_the_resume_fin
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
-def test_ctrl_c_in_the_first_moments_of_a_run(tmp_path: Path, make_server: MakeServer, delay: float) -> None:
-    """SIGINT right after the run took its output lock (plus `delay`): exit 130 within 5 s, no
-    traceback, complete records only, and the resume completes the plan."""
+@pytest.mark.parametrize(("signum", "exit_code", "said"), STOPS)
+def test_ctrl_c_in_the_first_moments_of_a_run(tmp_path: Path, make_server: MakeServer, delay: float,
+                                              signum: signal.Signals, exit_code: int, said: str) -> None:
+    """SIGINT or SIGTERM right after the run took its output lock (plus `delay`), while it scans,
+    plans, starts its event loop or sends its first requests: exit 130/143 within 5 s, no
+    traceback, complete records only, and the resume completes the plan with no duplicate submit."""
     spec = write_spec(tmp_path, """\
         version: 1
         name: early
@@ -145,10 +158,11 @@ def test_ctrl_c_in_the_first_moments_of_a_run(tmp_path: Path, make_server: MakeS
     with make_server(runners=4) as srv:
         cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--run-url", srv.run_url,
                "--queue-url", srv.queue_url, "--no-progress"]
-        code, err, elapsed = _interrupt(cmd, tmp_path, started)
-        assert code == 130, err
+        code, err, elapsed = _interrupt(cmd, tmp_path, started, signum)
+        assert code == exit_code, err
         assert elapsed < 5.0
         assert "Traceback" not in err
+        assert f"batchrun: interrupted{said}" in err
         first = records(out) if out.exists() else []
         assert len(first) < 12
         code, err = _resume(cmd, tmp_path)
@@ -156,6 +170,7 @@ def test_ctrl_c_in_the_first_moments_of_a_run(tmp_path: Path, make_server: MakeS
     assert code == 0, err
     assert len({r["id"] for r in records(out)}) == len(records(out)) == 12
     assert counters["duplicate_submits"] == 0
+    assert not journal_path(out).exists()
 
 
 def test_ctrl_c_while_the_commands_are_imported_is_held_back_then_delivered() -> None:
@@ -174,9 +189,14 @@ def test_ctrl_c_while_the_commands_are_imported_is_held_back_then_delivered() ->
     assert reached_end
 
 
-def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path) -> None:
-    """SIGINT at several points of `batchrun validate`'s start-up: 130 and one line every time
-    (once the interpreter itself is up: its own first imports are Python's business)."""
+@pytest.mark.parametrize(("signum", "exit_code", "said"), STOPS)
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(
+    tmp_path: Path, signum: signal.Signals, exit_code: int, said: str
+) -> None:
+    """SIGINT (SIGTERM) at several points of `batchrun validate`'s start-up: held back, then
+    delivered as a stop: 130 (143) and one line every time, never a traceback or, for SIGTERM, the
+    default death by signal (-15); once the interpreter itself is up: its own first imports are
+    Python's business."""
     spec = write_spec(tmp_path, "version: 1\nname: s\njobs: [{name: a, endpoint: local/echo}]\n")
     cmd = [sys.executable, "-X", "importtime", "-m", "batchrun", "validate", str(spec)]
     outcomes = []
@@ -188,12 +208,14 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path) ->
                 if line.rstrip().endswith("batchrun.cli"):
                     break
             time.sleep(delay)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             _, err = proc.communicate(timeout=15)
         outcomes.append((proc.returncode, "Traceback" in err or "Fatal Python error" in err))
+        if proc.returncode == exit_code:
+            assert err.splitlines()[-1] == f"batchrun: interrupted{said}"
     # 0 when the validation finished before the signal arrived; never a crash or a traceback.
-    assert all(code in (0, 130) and not crashed for code, crashed in outcomes), outcomes
-    assert (130, False) in outcomes
+    assert all(code in (0, exit_code) and not crashed for code, crashed in outcomes), outcomes
+    assert (exit_code, False) in outcomes
 
 
 def test_a_ctrl_c_racing_asyncios_runner_start_is_an_interrupt_not_a_crash() -> None:
@@ -211,3 +233,99 @@ def test_a_ctrl_c_racing_asyncios_runner_start_is_an_interrupt_not_a_crash() -> 
         raise asyncio.CancelledError()
     assert code == [130]
     assert err.getvalue() == "batchrun: interrupted\n"
+
+
+# ---- SIGTERM only ---------------------------------------------------------------------------------
+
+SIGTERM_SPEC = """\
+    version: 1
+    name: sigterm
+    concurrency: 6
+    jobs:
+      - name: slow-queue
+        endpoint: local/sleep
+        matrix: {n: [1, 2, 3, 4]}
+        arguments: {seconds: 1.5, tag: "${{ matrix.n }}"}
+      - name: direct
+        endpoint: local/echo
+        mode: run
+        matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]}
+        arguments: {delay: 0.2, n: "${{ matrix.n }}"}
+"""
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def _run_cmd(spec: Path, out: Path, srv: ServerThread) -> list[str]:
+    return [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--run-url", srv.run_url,
+            "--queue-url", srv.queue_url, "--no-progress"]
+
+
+def test_sigterm_mid_run_exits_143_and_the_resume_reattaches_without_resubmitting(
+    tmp_path: Path, make_server: MakeServer
+) -> None:
+    """SIGTERM (a cancelled CI job, a deleted pod) with 4 queue requests running remotely and
+    direct calls on the wire: no new requests, the direct calls on the wire finish and are written,
+    exit 143 within 5 s. Every line is a whole schema-valid record, the 4 queue requests stay
+    journaled, the manifest says 143; the resume re-attaches them (4 submits in all) and completes
+    the plan, one record per id."""
+    spec = write_spec(tmp_path, SIGTERM_SPEC)
+    out = tmp_path / "out.jsonl"
+    journal = journal_path(out)
+    with make_server(runners=8) as srv:
+        cmd = _run_cmd(spec, out, srv)
+        code, err, elapsed = _interrupt(
+            cmd, tmp_path, lambda: len(read_journal(journal)[0]) == 4 and _lines(out) >= 2, signal.SIGTERM)
+        assert code == 143, err
+        assert elapsed < 5.0
+        assert "Traceback" not in err
+        assert "batchrun: interrupted (SIGTERM); no new requests" in err
+        assert "batchrun: 4 queue requests are still running remotely" in err
+        assert "batchrun: interrupted (SIGTERM); run the same command again to resume" in err
+        first = records(out)  # every line whole and schema-valid
+        assert out.read_bytes().endswith(b"\n")
+        assert all(r["job"] == "direct" and r["status"] == "ok" for r in first)
+        assert 2 <= len(first) < 20
+        in_flight, intents = read_journal(journal)
+        assert (len(in_flight), intents) == (4, {})
+        assert {e.id for e in in_flight.values()}.isdisjoint(r["id"] for r in first)
+        manifest = json.loads(manifest_path(out).read_text())
+        assert (manifest["exit_code"], manifest["interrupted"]) == (143, True)
+
+        code, err = _resume(cmd, tmp_path)
+        counters = stats(srv.origin)
+    assert code == 0, err
+    assert "4 journaled queue requests to re-attach" in err
+    final = records(out)
+    planned = sorted(p.id for p in build_plan(load_spec(spec)))
+    assert sorted(r["id"] for r in final) == planned  # nothing lost, nothing twice
+    assert all(r["status"] == "ok" for r in final)
+    assert counters["requests"]["submit"] == 4 and counters["duplicate_submits"] == 0
+    assert [r["attempts"] for r in final if r["job"] == "slow-queue"] == [1, 1, 1, 1]
+    assert not journal.exists()
+
+
+def test_sigterm_stops_a_run_started_with_sigint_ignored(tmp_path: Path, make_server: MakeServer) -> None:
+    """`cmd &` in a non-interactive shell (and nohup) starts a program with SIGINT ignored, so
+    Python installs no KeyboardInterrupt handler; SIGTERM must still stop the run gracefully, at
+    start-up as well as mid-run."""
+    spec = write_spec(tmp_path, SIGTERM_SPEC)
+    out = tmp_path / "out.jsonl"
+    with make_server(runners=8) as srv:
+        cmd = ["sh", "-c", f"trap '' INT; exec {' '.join(_run_cmd(spec, out, srv))}"]
+        lock = out.with_name(out.name + ".lock")
+        code, err, _ = _interrupt(cmd, tmp_path, lock.exists, signal.SIGTERM)
+        assert code == 143, err
+        assert "Traceback" not in err
+        code, err, elapsed = _interrupt(cmd, tmp_path, lambda: _lines(out) >= 4, signal.SIGTERM)
+        assert code == 143, err
+        assert elapsed < 5.0
+        assert "Traceback" not in err and "batchrun: interrupted (SIGTERM); no new requests" in err
+        records(out)
+        code, err = _resume(cmd, tmp_path)
+        counters = stats(srv.origin)
+    assert code == 0, err
+    assert len({r["id"] for r in records(out)}) == len(records(out)) == 24
+    assert counters["duplicate_submits"] == 0
