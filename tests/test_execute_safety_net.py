@@ -44,16 +44,21 @@ def _spec(tmp_path: Path, mode: str) -> Path:
     """)
 
 
+def _argv(tmp_path: Path, mode: str, server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`batchrun run` of the spec above, with the secret in the environment and no BATCHRUN_DEBUG."""
+    monkeypatch.setenv("BR_NET_SECRET", SECRET)
+    monkeypatch.delenv("BATCHRUN_DEBUG", raising=False)
+    return ["run", str(_spec(tmp_path, mode)), "-o", str(tmp_path / "out.jsonl"), "--run-url", server.run_url,
+            "--queue-url", server.queue_url, "--no-progress"]
+
+
 @pytest.mark.parametrize("mode", ["run", "subscribe"])
 def test_an_unexpected_exception_in_one_request_is_its_record_and_the_run_goes_on(
     tmp_path: Path, loopback_server: ServerThread, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str], mode: str,
 ) -> None:
-    monkeypatch.setenv("BR_NET_SECRET", SECRET)
-    monkeypatch.delenv("BATCHRUN_DEBUG", raising=False)
     out = tmp_path / "out.jsonl"
-    code = main(["run", str(_spec(tmp_path, mode)), "-o", str(out), "--run-url", loopback_server.run_url,
-                 "--queue-url", loopback_server.queue_url, "--no-progress"])
+    code = main(_argv(tmp_path, mode, loopback_server, monkeypatch))
     err = capsys.readouterr().err
     assert code == 1  # one request failed; not 3 (a crash)
     by_url = {r["arguments"]["image"]["url"]: r for r in records(out) if r["job"] == "media"}
@@ -81,10 +86,7 @@ def test_the_traceback_is_shown_only_when_asked_and_redacted(
     tmp_path: Path, loopback_server: ServerThread, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str], switch: str,
 ) -> None:
-    monkeypatch.setenv("BR_NET_SECRET", SECRET)
-    monkeypatch.delenv("BATCHRUN_DEBUG", raising=False)
-    argv = ["run", str(_spec(tmp_path, "run")), "-o", str(tmp_path / "out.jsonl"), "--run-url",
-            loopback_server.run_url, "--queue-url", loopback_server.queue_url, "--no-progress"]
+    argv = _argv(tmp_path, "run", loopback_server, monkeypatch)
     if switch == "--debug":
         argv.insert(0, "--debug")
     else:
