@@ -15,7 +15,9 @@ from batchrun.gates import Gates
 from batchrun.records_io import failed_checks, failed_expectation
 from batchrun.report import build_report
 from batchrun.resume import scan_output
+from batchrun.server import ServerThread
 from batchrun.summary import RunSummary
+from fixtures_execute import run_cli, write_spec
 
 # id -> (expectations as hand-edited; None = the key is absent, messages of the failed checks)
 CASES: dict[str, tuple[Any, list[str]]] = {
@@ -108,3 +110,48 @@ def test_run_summary_and_fail_fast_gate_agree(edited: Path) -> None:
     assert summary.jobs["edited"].expectation_failures == len(FAILED)
     assert summary.expectations_failed == 9
     assert stopped_at == FAILED
+
+
+SPEC = """\
+    version: 1
+    name: edited
+    jobs:
+      - name: echo
+        endpoint: local/echo
+        mode: run
+        arguments: {prompt: "${{ matrix.prompt }}"}
+        matrix: {prompt: [a cat, a dog]}
+        expect:
+          - {path: echo.prompt, exists: true}
+"""
+
+
+def test_end_to_end_a_hand_edited_verdict_fails_run_report_and_diff_alike(
+    tmp_path: Path, loopback_server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`passed: "true"` (a string) written into a passing record: the resumed run exits 1, the
+    report lists the check, and diff against the untouched output calls it a regression."""
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out.jsonl"
+    argv = [str(spec), "-o", str(out), "--run-url", loopback_server.run_url, "--queue-url",
+            loopback_server.queue_url, "--no-progress"]
+    assert run_cli(*argv) == 0
+    baseline = tmp_path / "baseline.jsonl"
+    baseline.write_bytes(out.read_bytes())
+    lines = out.read_text().splitlines()
+    dog_line = next(i for i, line in enumerate(lines) if '"a dog"' in line)
+    dog = json.loads(lines[dog_line])
+    dog["expectations"][0]["passed"] = "true"
+    lines[dog_line] = json.dumps(dog)
+    out.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+
+    assert run_cli(*argv) == 1  # nothing left to send; the edited verdict still fails the run
+    assert "expectations_failed=1" in capsys.readouterr().err
+    assert main(["report", str(out), "--format", "json"]) == 0
+    failures = json.loads(capsys.readouterr().out)["expectation_failures"]
+    assert failures == [{"job": "echo", "id": dog["id"], "message": dog["expectations"][0]["message"]}]
+    assert main(["diff", str(baseline), str(out), "--format", "json"]) == 1
+    regressions = json.loads(capsys.readouterr().out)["expectation_regressions"]
+    assert regressions == [{"id": dog["id"], "job": "echo", "detail": dog["expectations"][0]["message"],
+                            "check": {"path": "echo.prompt", "exists": True}}]
