@@ -282,7 +282,9 @@ def test_max_error_rate_at_the_end_and_p95_latency(tmp_path: Path, loopback_serv
     assert "  failed gate max_error_rate: 1 of 3 finished requests failed (33.3%) > max_error_rate 20.0%" in err
     gates = json.loads(manifest_path(out).read_text())["gates"]
     assert gates[0].startswith("gate max_error_rate:")
-    assert re.fullmatch(r"gate max_p95_latency_s: p95 latency 0\.1\d\d s over 3 requests > 0\.05 s", gates[1])
+    # The p95 is at least the 0.1 s delay; how much more depends on the machine's load.
+    p95 = re.fullmatch(r"gate max_p95_latency_s: p95 latency (\d+\.\d{3}) s over 3 requests > 0\.05 s", gates[1])
+    assert p95 is not None and float(p95.group(1)) >= 0.1, gates[1]
 
 
 # ---- artifacts and file inputs -----------------------------------------------------------------------
