@@ -141,10 +141,10 @@ def test_two_runs_on_one_output_one_is_refused_nothing_interleaves(tmp_path: Pat
         concurrency: 4
         jobs:
           - {name: slow, endpoint: local/echo, mode: run, matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8]},
-             arguments: {n: "${{ matrix.n }}", delay: 0.2}}
-    """)
+             arguments: {n: "${{ matrix.n }}", delay: 1.0}}
+    """)  # the winner runs >= 2 s: the loser's start-up, slow on a loaded machine, still finds the lock held
     out = tmp_path / "out.jsonl"
-    with make_server(runners=2) as srv:
+    with make_server(runners=4) as srv:
         cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), *_urls(srv)]
         procs = [subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(2)]
         results = sorted((p.wait(timeout=60), p.communicate()[1]) for p in procs)
