@@ -37,6 +37,7 @@ from batchrun.records_io import (
     iter_located,
     open_output,
     record_at,
+    seekable,
 )
 from batchrun.report import error_text, seconds
 from batchrun.resultdiff import ABSENT, VOLATILE_KEYS, Change, compare_results, fingerprint
@@ -111,8 +112,26 @@ def diff_files(
     Raises:
         RecordsError: either file cannot be read.
     """
-    old_sides = _load(base, ignore)
-    new_sides = _load(new, ignore)
+    with seekable(base) as base_copy, seekable(new) as new_copy:
+        old_sides = _load(base_copy, str(base), ignore)
+        new_sides = _load(new_copy, str(new), ignore)
+        cats = _compare(base_copy, old_sides, new_copy, new_sides, ignore, latency_ratio)
+    cats["added"] = [Entry(rid, n.job) for rid, n in new_sides.items() if rid not in old_sides]
+
+    def order(entry: Entry) -> tuple[int, str]:
+        side = new_sides.get(entry.id) or old_sides[entry.id]
+        return (side.index, entry.id)
+
+    for entries in cats.values():
+        entries.sort(key=order)
+    return Diff(str(base), str(new), len(old_sides), len(new_sides), cats)
+
+
+def _compare(
+    base: Path, old_sides: dict[str, _Side], new: Path, new_sides: dict[str, _Side],
+    ignore: Sequence[tuple[Part, ...]], latency_ratio: float,
+) -> dict[str, list[Entry]]:
+    """Every category but `added`, in base file order (sorted by the caller)."""
     cats: dict[str, list[Entry]] = {key: [] for key, _, _, _ in CATEGORIES}
     with open_output(base) as base_handle, open_output(new) as new_handle:
         for rid, b in old_sides.items():
@@ -139,21 +158,13 @@ def diff_files(
                 cats["expectation_regressions"] += _expectation_regressions(
                     rid, record_at(base_handle, b.offset), record_at(new_handle, n.offset)
                 )
-    cats["added"] = [Entry(rid, n.job) for rid, n in new_sides.items() if rid not in old_sides]
-
-    def order(entry: Entry) -> tuple[int, str]:
-        side = new_sides.get(entry.id) or old_sides[entry.id]
-        return (side.index, entry.id)
-
-    for entries in cats.values():
-        entries.sort(key=order)
-    return Diff(str(base), str(new), len(old_sides), len(new_sides), cats)
+    return cats
 
 
-def _load(path: str | Path, ignore: Sequence[tuple[Part, ...]]) -> dict[str, _Side]:
+def _load(path: Path, name: str, ignore: Sequence[tuple[Part, ...]]) -> dict[str, _Side]:
     newest: Newest[_Side] = Newest()
     jobs: dict[str, str] = {}  # one str object per job name, not one per record
-    for located in iter_located(path):
+    for located in iter_located(path, name):
         record = located.record
         ok = record["status"] == "ok"
         checks = [check_passed(check) for check in expectation_checks(record)]

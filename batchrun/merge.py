@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from batchrun.errors import SinkError
-from batchrun.records_io import RecordsError, finished_at, iter_located
+from batchrun.records_io import RecordsError, finished_at, iter_located, seekable
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
@@ -68,11 +68,17 @@ def merge_outputs(
         RecordsError: an input cannot be read or has a damaged line.
         SinkError: the output cannot be written.
     """
-    paths = [Path(p) for p in inputs]
+    with contextlib.ExitStack() as stack:
+        # A pipe input is copied to a temporary file: the second pass seeks into it.
+        paths = [stack.enter_context(seekable(p)) for p in inputs]
+        return _merge(paths, [str(p) for p in inputs], Path(output), plan)
+
+
+def _merge(paths: list[Path], names: list[str], output: Path, plan: Iterable[Planned] | None) -> MergeResult:
     best: dict[str, _Choice] = {}
     records = 0
     for file_number, path in enumerate(paths):
-        for located in iter_located(path):
+        for located in iter_located(path, names[file_number]):
             records += 1
             record = located.record
             rank = (record["status"] == "ok", finished_at(record) or _NEVER, records)
@@ -90,7 +96,7 @@ def merge_outputs(
         index = planned[rid].index if planned is not None and rid in planned else best[rid].index
         return (index, rid)
 
-    _write(paths, [best[rid] for rid in sorted(best, key=order)], Path(output))
+    _write(paths, [best[rid] for rid in sorted(best, key=order)], output)
     return MergeResult(len(paths), records, len(best), missing, unplanned, len(planned) if planned is not None else None)
 
 

@@ -11,9 +11,12 @@ final state (`newest_per_id`) and whether a record failed an expectation (`faile
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,14 +42,15 @@ class Located:
     offset: int  # byte offset of the line's start
 
 
-def iter_located(path: str | Path) -> Iterator[Located]:
-    """Every record of one output file, in file order, with its location.
+def iter_located(path: str | Path, name: str | None = None) -> Iterator[Located]:
+    """Every record of one output file, in file order, with its location. `name`: what messages
+    call the file (a `seekable` copy is named for what the user gave).
 
     Raises:
         RecordsError: the file cannot be opened, or a line other than the last is not a record.
     """
-    path = Path(path)
     with open_output(path) as handle:
+        path = Path(name) if name is not None else Path(path)
         pending: tuple[int, bytes] | None = None  # a bad line, fatal unless it is the last
         offset = 0
         for number, raw_line in enumerate(handle, start=1):
@@ -67,6 +71,28 @@ def iter_located(path: str | Path) -> Iterator[Located]:
         if pending is not None:
             number = pending[0]
             log.warning("%s:%d: skipping a truncated last line (the run was stopped mid-write)", path, number)
+
+
+@contextlib.contextmanager
+def seekable(path: str | Path) -> Iterator[Path]:
+    """`path` itself when it is a regular file (or missing: opening it will say so); otherwise (a
+    pipe, as in `batchrun diff old.jsonl <(zcat new.jsonl.gz)`) a temporary copy of what it holds,
+    removed afterwards. For readers that come back to records by offset (diff, merge).
+
+    Raises:
+        RecordsError: it cannot be read.
+    """
+    path = Path(path)
+    if path.is_file() or not path.exists():
+        yield path
+        return
+    with open_output(path) as source, tempfile.NamedTemporaryFile(prefix="batchrun-", suffix=".jsonl") as copy:
+        try:
+            shutil.copyfileobj(source, copy)
+            copy.flush()
+        except OSError as exc:
+            raise RecordsError(f"{path}: cannot copy it to a temporary file: {exc.strerror or exc}") from None
+        yield Path(copy.name)
 
 
 def open_output(path: str | Path) -> IO[bytes]:
