@@ -73,10 +73,10 @@ def test_validate_ok_and_problems_exit_codes(tmp_path: Path, capsys: pytest.Capt
     good = write(tmp_path, GOOD)
     bad = write(tmp_path, "version: 1\nname: t\njobs: [{name: a, endpoint: x}]\n", "bad.yaml")
     assert main(["validate", good]) == 0
-    assert capsys.readouterr().out == f"{good}: ok (6 requests in 3 jobs)\n"
+    assert capsys.readouterr().out == f"{good}: ok (6 requests in 3 jobs: echo 3, img 2, other 1)\n"
     assert main(["validate", good, bad]) == 2
     out, err = capsys.readouterr()
-    assert out == f"{good}: ok (6 requests in 3 jobs)\n"
+    assert out == f"{good}: ok (6 requests in 3 jobs: echo 3, img 2, other 1)\n"
     assert err == (
         f"{bad}:3:28: $.jobs[0].endpoint: 'x' is not an endpoint id: expected owner/alias[/path] such as "
         "fal-ai/flux/schnell\n"
@@ -120,7 +120,7 @@ def test_plan_count_with_prices(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "job    endpoint     requests  est. cost\n"
         "echo   local/echo          3    $0.0300\n"
         "img    local/image         2    $0.0150\n"
-        "other  local/sleep         1    unknown\n"
+        "other  local/sleep         1   no price\n"
         "total                      6    unknown\n"
     )
 
@@ -153,3 +153,85 @@ def test_plan_invalid_spec_prints_problems(tmp_path: Path, capsys: pytest.Captur
     out, err = capsys.readouterr()
     assert out == ""
     assert err == f"{bad}:3:46: $.jobs[0].mode: must be one of run, subscribe, got \"fast\"\n"
+
+
+def test_validate_names_at_most_eight_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = "".join(f"\n      - {{name: j{i}, endpoint: local/echo, repeat: {i + 1}}}" for i in range(10))
+    spec = write(tmp_path, "version: 1\nname: t\njobs:" + jobs + "\n")
+    assert main(["validate", spec]) == 0
+    assert capsys.readouterr().out == (
+        f"{spec}: ok (55 requests in 10 jobs: j0 1, j1 2, j2 3, j3 4, j4 5, j5 6, j6 7, j7 8, and 2 more)\n"
+    )
+
+
+def test_plan_count_says_unknown_when_a_unit_is_not_a_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        name: t
+        pricing:
+          local/image: {per_unit: 0.5, unit_argument: num_images}
+        jobs:
+          - {name: img, endpoint: local/image, arguments: {num_images: "${{ matrix.n }}"}, matrix: {n: [1, many]}}
+    """)
+    assert main(["plan", spec, "--count"]) == 0
+    assert capsys.readouterr().out == (
+        "job    endpoint     requests  est. cost\n"
+        "img    local/image         2    unknown\n"
+        "total                      2    unknown\n"
+    )
+
+
+SWEEP = """
+    version: 1
+    name: sweep
+    jobs:
+      - name: small
+        endpoint: local/echo
+        arguments: {prompt: "${{ matrix.style }} cat", seed: "${{ matrix.seed }}"}
+        matrix: {style: [photo, watercolor], seed: [1, 2, 3]}
+      - name: tiny
+        endpoint: local/echo
+        path: /t
+      - name: rows
+        endpoint: local/image
+        dataset: rows.jsonl
+        arguments: {prompt: "${{ row.p }}"}
+        repeat: 2
+"""
+
+
+@pytest.mark.parametrize("shard", [None, "2/3"])
+def test_plan_head_previews_the_first_requests_of_every_job(
+    tmp_path: Path, shard: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"p": f"p{i}"}) + "\n" for i in range(50)))
+    spec = write(tmp_path, SWEEP)
+    flags = [] if shard is None else ["--shard", shard]
+    assert main(["plan", spec, "--head", "2", *flags]) == 0
+    got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["plan", spec, *flags]) == 0
+    whole = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = [line for job in ("small", "tiny", "rows") for line in [w for w in whole if w["job"] == job][:2]]
+    assert got == expected
+    if shard is not None:  # ids decide the shard: 2/3 holds tiny's one request and two or more of the others
+        assert [line["job"] for line in got] == ["small", "small", "tiny", "rows", "rows"]
+    else:
+        assert [(line["job"], line["index"]) for line in got] == [
+            ("small", 0), ("small", 1), ("tiny", 6), ("rows", 7), ("rows", 8)]
+        assert main(["plan", spec, "--head", "1", "--format", "table"]) == 0
+        assert [line.split()[:3] for line in capsys.readouterr().out.splitlines()] == [
+            ["index", "id", "job"], ["0", got[0]["id"], "small"], ["6", got[2]["id"], "tiny"], ["7", got[3]["id"], "rows"]]
+
+
+@pytest.mark.parametrize("flags", [["--head", "0"], ["--head", "two"], ["--head", "1", "--count"]])
+def test_plan_head_usage_errors(tmp_path: Path, flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write(tmp_path, GOOD)
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", spec, *flags])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == {
+        "0": "batchrun plan: error: argument --head: expected a whole number of at least 1, got '0'",
+        "two": "batchrun plan: error: argument --head: expected a whole number of at least 1, got 'two'",
+        "1": "batchrun plan: error: argument --count: not allowed with argument --head",
+    }[flags[1]]

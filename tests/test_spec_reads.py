@@ -103,7 +103,7 @@ def test_jobs_sharing_a_dataset_check_it_once(tmp_path: Path) -> None:
     each job (2 + 1 + 1). It was 13: a check and two counts per job, and the same four walks."""
     dataset = _write(tmp_path, SWEEP, rows=3)
     (validate,) = _run(tmp_path, dataset, ["validate", "spec.yaml"])
-    assert validate == {"code": 0, "opens": 5, "out": "spec.yaml: ok (12 requests in 3 jobs)\n"}
+    assert validate == {"code": 0, "opens": 5, "out": "spec.yaml: ok (12 requests in 3 jobs: a 6, b 3, c 3)\n"}
 
 
 def test_a_job_priced_per_unit_is_walked_once_for_its_count_and_cost(tmp_path: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
-from batchrun.plan import PlannedRequest, build_plan, parse_shard
+from batchrun.plan import JobPlanner, PlannedRequest, build_plan, parse_shard
 from batchrun.costestimate import estimate
 from batchrun.spec import Spec
 from batchrun.specload import load_spec
@@ -16,8 +18,17 @@ from batchrun.specload import load_spec
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="the spec file")
     parser.add_argument("--shard", metavar="I/N", help="only shard I of N (1-based; partitioned by request id)")
-    parser.add_argument("--count", action="store_true", help="print per-job request counts (and cost estimates)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--count", action="store_true", help="print per-job request counts (and cost estimates)")
+    what.add_argument("--head", type=_positive, metavar="N",
+                      help="only the first N requests of each job (a preview of every job of a sweep)")
     parser.add_argument("--format", choices=("jsonl", "table"), default="jsonl", help="output format (default jsonl)")
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,12 +42,25 @@ def run(args: argparse.Namespace) -> int:
     if args.count:
         _print_counts(spec, counts, shard, out)
     elif args.format == "table":
-        _print_table(spec, sum(counts.values()), build_plan(spec, shard=shard), out)
+        _print_table(spec, sum(counts.values()), _requests(spec, counts, shard, args.head), out)
     else:
-        for request in build_plan(spec, shard=shard):
+        for request in _requests(spec, counts, shard, args.head):
             out.write(json.dumps(plan_line(request), ensure_ascii=False) + "\n")
     out.flush()
     return 0
+
+
+def _requests(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | None,
+              head: int | None) -> Iterator[PlannedRequest]:
+    if head is None:
+        yield from build_plan(spec, shard=shard)
+        return
+    start = 0
+    for job in spec.jobs:
+        # Validation's counts give each job's first plan index, so a job's walk stops after `head`
+        # requests: a million-row dataset job previews as fast as a small one.
+        yield from itertools.islice(JobPlanner.create(job, spec).requests(start, shard), head)
+        start += counts[job.name]
 
 
 def plan_line(request: PlannedRequest) -> dict[str, Any]:
@@ -68,7 +92,8 @@ def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | N
         n, cost = estimates[job.name].requests, estimates[job.name].cost
         row = [job.name, job.endpoint, str(n)]
         if spec.pricing:
-            row.append("unknown" if cost is None else f"${cost:.4f}")
+            # Say which endpoints lack a price: the fix is an entry under `pricing:`.
+            row.append("no price" if job.endpoint not in spec.pricing else "unknown" if cost is None else f"${cost:.4f}")
             total_cost = None if cost is None or total_cost is None else total_cost + cost
         rows.append(row)
     total = ["total", "", str(sum(e.requests for e in estimates.values()))]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 
 from batchrun.specload import validate_spec
+
+_SHOWN = 8  # jobs named in the ok line; a spec of 50 jobs keeps it one readable line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +25,16 @@ def run(args: argparse.Namespace) -> int:
         if spec is None:
             code = 2
             continue
-        total = sum(counts.values())
-        jobs = len(counts)
-        print(f"{path}: ok ({total} request{'s' if total != 1 else ''} in {jobs} job{'s' if jobs != 1 else ''})")
+        print(f"{path}: ok ({_summary(counts)})")
     return code
+
+
+def _summary(counts: dict[str, int]) -> str:
+    """`6 requests in 3 jobs: a 2, b 2, c 2`: per job too, so a sweep's size is checked at a glance."""
+    total, jobs = sum(counts.values()), len(counts)
+    text = f"{total} request{'s' if total != 1 else ''} in {jobs} job{'s' if jobs != 1 else ''}"
+    if jobs == 1:
+        return text
+    shown = [f"{name} {n}" for name, n in itertools.islice(counts.items(), _SHOWN)]
+    more = f", and {jobs - _SHOWN} more" if jobs > _SHOWN else ""
+    return f"{text}: {', '.join(shown)}{more}"
