@@ -13,7 +13,7 @@ import httpx
 import pytest
 from client_helpers import Recorded, Recorder, planned
 
-from batchrun.client import FalClient, Outcome
+from batchrun.client import STREAM_DRAIN_S, FalClient, Outcome
 from batchrun.plan import PlannedRequest
 from batchrun.redact import Redactor
 from batchrun.server import ServerThread, create_app
@@ -204,3 +204,16 @@ async def test_polling_over_sockets_sends_its_query(make_server: MakeServer) -> 
             assert [e["message"] for e in outcome.logs or []][0] == "sleeping 0.25 s"
             counts = requests_of(server)
             assert counts["submit"] == 1 and counts["result"] == 1 and counts["status"] >= 2
+
+
+async def test_a_stream_left_open_after_completed_costs_at_most_the_drain(make_server: MakeServer) -> None:
+    """The client reads the stream to its end after COMPLETED (fal closes it at once), but a server
+    that keeps it open delays the result by STREAM_DRAIN_S at most: no hang, no polling."""
+    with make_server(runners=2, stream_linger=30) as server:
+        async with client_for(server) as client:
+            started = anyio.current_time()
+            outcome = await client.call(planned("local/sleep", {"seconds": 0.1}, mode="subscribe"), Recorded())
+            elapsed = anyio.current_time() - started
+        assert outcome.ok and outcome.result == {"slept": 0.1}
+        assert 0.1 + STREAM_DRAIN_S <= elapsed < 0.1 + STREAM_DRAIN_S + 2.0
+        assert requests_of(server) == {"submit": 1, "stream": 1, "result": 1}

@@ -121,6 +121,7 @@ def create_app(
     *, runners: int = 2, require_key: bool = False, apps: dict[str, Callable[..., Any]] | None = None,
     result_ttl: float = 3600, max_results: int = 100_000, max_body: int = DEFAULT_MAX_BODY,
     keepalive: float = 15.0, retry_backoff: float = 0.05, max_concurrency: int | None = None,
+    stream_linger: float = 0.0,
 ) -> Starlette:  # fmt: skip
     """The fal-compatible ASGI app. Works without lifespan events (e.g. under httpx.ASGITransport).
 
@@ -129,10 +130,12 @@ def create_app(
     and `retry_backoff` the first server-side retry delay (doubling), both in seconds.
     `max_concurrency` limits the requests of one Authorization key in progress at once, as fal's
     account limit does: over it a direct run gets 429 and a queued request waits (None: no limit).
+    `stream_linger` keeps a status stream open that many seconds after its COMPLETED event (then
+    sending nothing more), as a proxy holding connections might; fal closes it at once.
     """
     emulator = Emulator(runners=runners, require_key=require_key, apps=apps, result_ttl=result_ttl,
                         max_results=max_results, max_body=max_body, keepalive=keepalive, retry_backoff=retry_backoff,
-                        max_concurrency=max_concurrency)
+                        max_concurrency=max_concurrency, stream_linger=stream_linger)
     routes = [
         Route("/run/{rest:path}", run_route, methods=ALL_METHODS),
         Route("/queue/{rest:path}", queue_route, methods=["GET", "POST", "PUT"]),

@@ -101,8 +101,10 @@ class Emulator:
     def __init__(
         self, *, runners: int, require_key: bool, apps: dict[str, Callable[..., Any]] | None, result_ttl: float,
         max_results: int, max_body: int, keepalive: float, retry_backoff: float, max_concurrency: int | None = None,
+        stream_linger: float = 0.0,
     ) -> None:  # fmt: skip
         self.require_key, self.max_body, self.keepalive = require_key, max_body, keepalive
+        self.stream_linger = stream_linger
         self.handlers: dict[str, Handler] = builtin_apps()
         for name, func in (apps or {}).items():
             self.handlers[name.strip("/")] = wrap_user_function(func, name)

@@ -142,6 +142,13 @@ def status_body(em: Emulator, job: Job, request: Request) -> dict[str, Any]:
     return body
 
 
+async def _linger(em: Emulator) -> None:
+    """Hold a finished stream open for `stream_linger` seconds (a misbehaving proxy's way)."""
+    deadline = asyncio.get_running_loop().time() + em.stream_linger
+    while not em.closing and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(min(0.05, em.keepalive))
+
+
 async def stream_status(em: Emulator, job: Job, request: Request) -> AsyncIterator[bytes]:
     """`data: <status json>` on every change, `: keepalive` when idle, closes after COMPLETED."""
     last = b""
@@ -151,6 +158,8 @@ async def stream_status(em: Emulator, job: Job, request: Request) -> AsyncIterat
         if data != last:
             yield b"data: " + data + b"\n\n"
             last = data
+        if job.state == COMPLETED and em.stream_linger > 0 and not em.closing:
+            await _linger(em)
         if job.state == COMPLETED or em.closing:
             return
         try:
