@@ -35,6 +35,9 @@ class Report:
     rows: int = 0
     problems: list[Problem] = dataclasses.field(default_factory=list)
     more: int = 0  # problems beyond MAX_PROBLEMS
+    # Whether no two rows have the same values in the fields `check` was asked to compare
+    # (`distinct_on`); False when it was not asked, or for an inline or whole-document dataset.
+    distinct: bool = False
 
     def add(self, problem: Problem) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -43,8 +46,9 @@ class Report:
             self.more += 1
 
 
-def check(path: Path, label: str, fields: dict[str, str]) -> Report:
-    """Validate a dataset file. `fields` maps each row field the templates use to where it is used."""
+def check(path: Path, label: str, fields: dict[str, str], distinct_on: Sequence[str] = ()) -> Report:
+    """Validate a dataset file. `fields` maps each row field the templates use to where it is used.
+    With `distinct_on`, a JSONL or CSV file also tells whether its rows differ in those fields."""
     report = Report()
     fmt = format_of(path)
     if not path.is_file():
@@ -57,9 +61,9 @@ def check(path: Path, label: str, fields: dict[str, str]) -> Report:
         return report
     try:
         if fmt == "jsonl":
-            _check_jsonl(path, label, fields, report)
+            _check_jsonl(path, label, fields, _Distinct(distinct_on, canonical=True), report)
         elif fmt == "csv":
-            _check_csv(path, label, fields, report)
+            _check_csv(path, label, fields, _Distinct(distinct_on, canonical=False), report)
         else:
             _check_document(path, label, fields, fmt, report)
     except UnicodeDecodeError as exc:
@@ -78,7 +82,35 @@ def _missing(row: Mapping[str, Any], fields: dict[str, str], index: int) -> Iter
             yield f"row {index} has no field '{name}' (used by {used_at})"
 
 
-def _check_jsonl(path: Path, label: str, fields: dict[str, str], report: Report) -> None:
+class _Distinct:
+    """Whether rows differ in some of their fields, in one pass and about 70 MB per million rows:
+    a set of hashes, not of values. A hash collision only says "not distinct", which is the safe
+    answer (the caller then walks the plan to find real duplicates)."""
+
+    def __init__(self, fields: Sequence[str], *, canonical: bool) -> None:
+        self.fields = fields
+        self.canonical = canonical  # JSON values: compared as canonical JSON (1 and 1.0 differ)
+        self.seen: set[int] | None = set() if fields else None
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        if self.seen is None:
+            return
+        values = [row.get(f) for f in self.fields]
+        if self.canonical:
+            # Strings as themselves (the usual prompt); other values as the canonical JSON the
+            # request id hashes (so 1 and 1.0 differ, as their ids do), boxed apart from strings.
+            values = [v if type(v) is str else (json.dumps(v, sort_keys=True, separators=(",", ":")),) for v in values]
+        key = hash(tuple(values))
+        if key in self.seen:
+            self.seen = None  # not distinct: nothing more to learn
+        else:
+            self.seen.add(key)
+
+    def result(self) -> bool:
+        return self.seen is not None
+
+
+def _check_jsonl(path: Path, label: str, fields: dict[str, str], distinct: _Distinct, report: Report) -> None:
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
@@ -103,9 +135,11 @@ def _check_jsonl(path: Path, label: str, fields: dict[str, str], report: Report)
                 continue
             for message in _missing(row, fields, index):
                 report.add(Problem(label, lineno, 1, f"$[{index}]", message))
+            distinct.add(row)
+    report.distinct = distinct.result()
 
 
-def _check_csv(path: Path, label: str, fields: dict[str, str], report: Report) -> None:
+def _check_csv(path: Path, label: str, fields: dict[str, str], distinct: _Distinct, report: Report) -> None:
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         try:
@@ -129,8 +163,11 @@ def _check_csv(path: Path, label: str, fields: dict[str, str], report: Report) -
                         Problem(label, line, 1, f"$[{index}]", f"row has {len(record)} fields but the header has {len(header)}")
                     )
                     continue
-                for message in _missing(dict(zip(header, record, strict=True)), fields, index):
+                row = dict(zip(header, record, strict=True))
+                for message in _missing(row, fields, index):
                     report.add(Problem(label, line, 1, f"$[{index}]", message))
+                distinct.add(row)
+            report.distinct = distinct.result()
         except csv.Error as exc:
             report.add(Problem(label, reader.line_num or 1, 1, "$", f"invalid CSV: {exc}"))
 

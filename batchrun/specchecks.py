@@ -16,7 +16,8 @@ from typing import Any
 
 from batchrun import dataset, expect
 from batchrun.errors import Problem
-from batchrun.template import Ref, compile_value
+from batchrun.template import Ref, TemplateError, compile_value
+from batchrun.template import parse as parse_template
 from batchrun.yamlsource import Located, PathKey, json_path
 
 _SEG = r"[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -79,10 +80,11 @@ class Checker:
         self.bad = bad
         self.spec_dir = spec_dir
         self.problems: list[Problem] = []
-        # Rows per job index with a dataset, counted by the check's read: the plan is counted from
-        # them, so validation reads a dataset file once for checking, not again for counting.
-        self.dataset_rows: dict[int, int] = {}
-        self._datasets_checked: dict[tuple[str, tuple[str, ...]], int] = {}
+        # The check's report per job index with a dataset: the plan is counted from its rows (no
+        # second read to count), and rows known to be distinct spare the duplicate-id walk.
+        self.datasets: dict[int, dataset.Report] = {}
+        # (file, fields used) -> (the fields its rows were compared on, the report)
+        self._datasets_checked: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], dataset.Report]] = {}
 
     def is_bad(self, path: PathKey) -> bool:
         return any(path[:i] in self.bad for i in range(1, len(path) + 1))
@@ -222,18 +224,27 @@ class Checker:
             if not full.exists():  # said at the spec's own key, with where we looked
                 self.error(where, f"dataset file not found: {source} (looked for {full})")
                 return
+            # Rows that differ in the fields whole arguments copy make distinct requests (see
+            # specload._distinct_by_construction); the check's read finds out for free.
+            arguments = job.options.get("arguments")
+            distinct_on = tuple(sorted(whole_refs(arguments, "row"))) if isinstance(arguments, dict) else ()
             # Jobs of a sweep often share one file: it is read once per set of fields used, and
             # its problems (located in the file itself) are said once.
             key = (str(full), tuple(sorted(fields)))
-            if key in self._datasets_checked:
-                self.dataset_rows[job.index] = self._datasets_checked[key]
+            seen = self._datasets_checked.get(key)
+            if seen is not None and (seen[0] == distinct_on or not distinct_on):
+                # The same rows and problems; only what the rows were compared on may differ.
+                self.datasets[job.index] = seen[1] if seen[0] == distinct_on else dataclasses.replace(seen[1], distinct=False)
                 return
             label = os.path.normpath(os.path.join(os.path.dirname(self.located.file), source))
-            report = dataset.check(full, label, fields)
-            self._datasets_checked[key] = report.rows
+            report = dataset.check(full, label, fields, distinct_on)
+            if seen is not None:  # read again only to compare rows on other fields: problems were said
+                self.datasets[job.index] = report
+                return
+            self._datasets_checked[key] = (distinct_on, report)
         else:
             return
-        self.dataset_rows[job.index] = report.rows
+        self.datasets[job.index] = report
         self.problems.extend(report.problems)
         if report.more:
             first = report.problems[-1]
@@ -259,6 +270,33 @@ def _not_in_matrix(head: str, key: str, matrix_keys: list[str], job: str) -> str
     close = difflib.get_close_matches(key, matrix_keys, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else f"matrix keys: {', '.join(matrix_keys)}"
     return f"{head}; {hint}"
+
+
+def whole_refs(value: Any, namespace: str) -> set[str]:
+    """The names that some value inside `value` is exactly one template of (`"${{ row.p }}"` for
+    namespace row), outside `$file` objects. Such a value renders as the named value itself."""
+    out: set[str] = set()
+    _whole_refs(value, namespace, out)
+    return out
+
+
+def _whole_refs(value: Any, namespace: str, out: set[str]) -> None:
+    if isinstance(value, str):
+        if "${{" in value:
+            try:
+                parts = parse_template(value)
+            except TemplateError:
+                return
+            if len(parts) == 1 and isinstance(parts[0], Ref) and parts[0].namespace == namespace:
+                out.add(parts[0].name)
+    elif isinstance(value, dict):
+        if "$file" in value:
+            return  # a file path is normalised (a/../b is b): not a faithful copy of the value
+        for v in value.values():
+            _whole_refs(v, namespace, out)
+    elif isinstance(value, list):
+        for v in value:
+            _whole_refs(v, namespace, out)
 
 
 def _check_value_path(where: PathKey, check: Any, message: str) -> PathKey:

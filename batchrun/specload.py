@@ -12,14 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from batchrun import yamlsource
+from batchrun import dataset, yamlsource
 from batchrun.errors import Problem, SpecError
 from batchrun.plan import JobPlanner, job_count
 from batchrun.schemaerrors import schema_problems
 from batchrun.spec import Job, RateLimit, RetryPolicy, Spec, Target
-from batchrun.specchecks import Checker, JobSource
-from batchrun.template import Ref, TemplateError
-from batchrun.template import parse as parse_template
+from batchrun.specchecks import Checker, JobSource, whole_refs
 
 DEFAULT_MAX_REQUESTS = 10_000
 
@@ -65,7 +63,7 @@ def validate_spec(path: str | Path, counts: dict[str, int] | None = None) -> tup
     if any(p.severity == "error" for p in problems):
         return None, _sorted(problems, label)
     spec = _build(data, jobs, source)
-    plan_problems, job_counts = _plan_problems(spec, located, jobs, checker.dataset_rows)
+    plan_problems, job_counts = _plan_problems(spec, located, jobs, checker.datasets)
     problems.extend(plan_problems)
     problems = _sorted(_dedupe(problems), label)
     if any(p.severity == "error" for p in problems):
@@ -154,7 +152,7 @@ def _float(value: Any) -> float | None:
 # ---- checks that need the expanded plan -----------------------------------------------------
 
 def _plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource],
-                   dataset_rows: dict[int, int]) -> tuple[list[Problem], dict[str, int]]:
+                   datasets: dict[int, dataset.Report]) -> tuple[list[Problem], dict[str, int]]:
     """The plan's problems and its requests per job name (empty when it was too big to count)."""
     # include/exclude make counting walk the product; refuse absurd products before walking them.
     scan_cap = max(10 * spec.max_requests, 1_000_000)
@@ -167,7 +165,7 @@ def _plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource
                 f"limits.max_requests ({spec.max_requests})",
             )], {}
     counts = {
-        job.name: job_count(job, dataset_rows.get(source.index))
+        job.name: job_count(job, datasets[source.index].rows if source.index in datasets else None)
         for job, source in zip(spec.jobs, jobs, strict=True)
     }
     total = sum(counts.values())
@@ -184,17 +182,18 @@ def _plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource
     problems: list[Problem] = []
     index = 0
     for job, source in zip(spec.jobs, jobs, strict=True):
-        problems.extend(_job_plan_problems(spec, job, source, located, index))
+        problems.extend(_job_plan_problems(spec, job, source, located, index, datasets.get(source.index)))
         index += counts[job.name]
     return problems, counts
 
 
-def _job_plan_problems(spec: Spec, job: Job, source: JobSource, located: yamlsource.Located, start: int) -> list[Problem]:
+def _job_plan_problems(spec: Spec, job: Job, source: JobSource, located: yamlsource.Located, start: int,
+                       rows: dataset.Report | None) -> list[Problem]:
     """Duplicate ids within a job (ids include the job name, so jobs never collide with each other)
     and templated $file paths that name no file."""
     problems: list[Problem] = []
     check_files = "$file" in repr(job.arguments) and "${{" in repr(job.arguments)
-    if not check_files and _distinct_by_construction(job):
+    if not check_files and _distinct_by_construction(job, rows):
         return problems  # no walk needed: see _distinct_by_construction
     # A set of 64-bit ints (not ids, not a dict) keeps a 1M-request job near 70 MB; the rare
     # duplicate is then located by a second pass.
@@ -232,17 +231,22 @@ def _job_plan_problems(spec: Spec, job: Job, source: JobSource, located: yamlsou
     return problems
 
 
-def _distinct_by_construction(job: Job) -> bool:
+def _distinct_by_construction(job: Job, rows: dataset.Report | None = None) -> bool:
     """True when no two requests of `job` can have the same id, so the duplicate walk is skipped
     (it is a full plan walk: seconds for a million requests, repeated by every `batchrun run`).
 
-    Holds when the job has no dataset and no include (exclude only removes combinations), each
-    matrix list's values are distinct as canonical JSON, and every matrix key is the whole value
-    of some argument (`seed: "${{ matrix.seed }}"`), outside `$file` objects. Then two combinations
-    differ in some key, that argument differs (a whole-value template renders the value itself,
-    only escaping `${{` in strings, which is injective), so the arguments differ and so do the ids
-    (the repeat index is part of the id too). Anything else keeps the walk."""
-    if job.dataset is not None or job.include or not job.matrix:
+    Holds when the job has no include (exclude only removes combinations), each matrix list's
+    values are distinct as canonical JSON, every matrix key is the whole value of some argument
+    (`seed: "${{ matrix.seed }}"`) outside `$file` objects, and a dataset's rows (`rows`, its
+    check's report) are distinct in the fields that are whole arguments (`dataset.check`'s
+    `distinct_on`). Then two requests of different combinations differ in a matrix argument, and
+    two of the same combination but different rows in a row argument (a whole-value template
+    renders the value itself, only escaping `${{` in strings, which is injective), so their
+    arguments differ and so do the ids (the repeat index is part of the id too). Anything else
+    keeps the walk, and so does a job without matrix or dataset (its walk is trivial)."""
+    if job.include or (not job.matrix and job.dataset is None):
+        return False
+    if job.dataset is not None and (rows is None or not rows.distinct):
         return False
     for values in job.matrix.values():
         if not isinstance(values, list):
@@ -253,29 +257,7 @@ def _distinct_by_construction(job: Job) -> bool:
             return False
         if len(canonical) != len(values):
             return False
-    whole: set[str] = set()
-    _whole_matrix_refs(job.arguments, whole)
-    return whole >= set(job.matrix)
-
-
-def _whole_matrix_refs(value: Any, out: set[str]) -> None:
-    """Matrix keys that some value of `value` is exactly one template of (`"${{ matrix.k }}"`)."""
-    if isinstance(value, str):
-        if "${{" in value:
-            try:
-                parts = parse_template(value)
-            except TemplateError:
-                return
-            if len(parts) == 1 and isinstance(parts[0], Ref) and parts[0].namespace == "matrix":
-                out.add(parts[0].name)
-    elif isinstance(value, dict):
-        if "$file" in value:
-            return  # a file path is normalised (a/../b is b): not a faithful copy of the value
-        for v in value.values():
-            _whole_matrix_refs(v, out)
-    elif isinstance(value, list):
-        for v in value:
-            _whole_matrix_refs(v, out)
+    return whole_refs(job.arguments, "matrix") >= set(job.matrix)
 
 
 def _missing_files(value: Any, out: set[str]) -> None:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchrun import dataset
 from batchrun.errors import SpecError
 from batchrun.plan import build_plan
 from batchrun.planids import PlanIds
 from batchrun.spec import Job, Spec
+from batchrun.specchecks import whole_refs
 from batchrun.specload import _distinct_by_construction, load_spec
 
 # Matrix values that collide in Python (1 == 1.0 == True) or only after escaping, and containers.
@@ -55,6 +61,66 @@ def test_distinct_by_construction_implies_distinct_ids(job: Job) -> None:
         assert len(set(ids)) == len(ids)
 
 
+@st.composite
+def dataset_jobs(draw: st.DrawFn) -> tuple[Job, list[dict[str, Any]]]:
+    """A job over a JSONL dataset (and maybe a matrix); row values collide as the matrix's do."""
+    rows = draw(st.lists(st.fixed_dictionaries({"p": VALUES, "q": VALUES}), min_size=1, max_size=5))
+    arguments: dict[str, Any] = {}
+    for field in ("p", "q"):
+        use = draw(st.sampled_from(["whole", "embedded", "nested", "file", "unused"]))
+        ref = f"${{{{ row.{field} }}}}"
+        arguments[field] = {"whole": ref, "embedded": f"value {ref}", "nested": {"inner": [ref]},
+                            "file": {"$file": ref}, "unused": 0}[use]
+    matrix = {"x": draw(st.lists(VALUES, min_size=1, max_size=3))} if draw(st.booleans()) else {}
+    if matrix:
+        arguments["x"] = "${{ matrix.x }}"
+    job = Job(name="j", endpoint="local/echo", arguments=arguments, matrix=matrix, repeat=draw(st.integers(1, 2)))
+    return job, rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(dataset_jobs())
+def test_distinct_rows_imply_distinct_ids(case: tuple[Job, list[dict[str, Any]]]) -> None:
+    """The check's read tells whether rows differ in the whole-argument fields; whenever that lets
+    validation skip the walk, walking would have found no duplicate id."""
+    job, rows = case
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        job = dataclasses.replace(job, dataset=path)
+        report = dataset.check(path, "rows.jsonl", {"p": "$", "q": "$"}, sorted(whole_refs(job.arguments, "row")))
+        spec = Spec(version=1, name="t", jobs=[job], source=Path(tmp) / "spec.yaml", max_requests=10**9)
+        ids = [r.id for r in build_plan(spec)]
+    assert report.rows == len(rows) and report.problems == []
+    if _distinct_by_construction(job, report):
+        assert len(set(ids)) == len(ids)
+
+
+def test_distinct_rows_validate_without_a_walk_and_duplicates_are_located(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"p": "a"}\n{"p": 1}\n{"p": "1"}\n{"p": 1.0}\n')
+    path = _spec(tmp_path, """\
+        - name: j
+          endpoint: local/echo
+          arguments: {p: "${{ row.p }}", s: "${{ matrix.s }}"}
+          matrix: {s: [1, 2]}
+          dataset: rows.jsonl
+    """)
+    spec = load_spec(path)
+    report = dataset.check(tmp_path / "rows.jsonl", "rows.jsonl", {"p": "$"}, ["p"])
+    assert report.distinct and _distinct_by_construction(spec.jobs[0], report)
+    assert len({r.id for r in build_plan(spec)}) == 8
+    (tmp_path / "rows.jsonl").write_text('{"p": "a"}\n{"p": "b"}\n{"p": "a", "other": 1}\n')
+    assert _only_problem(path).startswith("requests 0 and 2 of job 'j' are identical (id ")
+
+
+def _only_problem(path: Path) -> str:
+    """The message of the one problem that loading `path` must raise."""
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    [problem] = exc.value.problems
+    return problem.message
+
+
 def _spec(tmp_path: Path, job: str) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text("version: 1\nname: t\njobs:\n" + textwrap.indent(textwrap.dedent(job), "  "))
@@ -69,13 +135,7 @@ def test_repeated_matrix_value_is_still_a_located_duplicate(tmp_path: Path) -> N
           arguments: {seed: "${{ matrix.seed }}"}
           matrix: {seed: [1, 2, 1]}
     """)
-    try:
-        load_spec(path)
-    except SpecError as exc:
-        [problem] = exc.problems
-        assert problem.message.startswith("requests 0 and 2 of job 'j' are identical (id ")
-    else:
-        raise AssertionError("the duplicate was not reported")
+    assert _only_problem(path).startswith("requests 0 and 2 of job 'j' are identical (id ")
 
 
 def test_normalised_file_paths_are_still_a_located_duplicate(tmp_path: Path) -> None:
@@ -88,13 +148,7 @@ def test_normalised_file_paths_are_still_a_located_duplicate(tmp_path: Path) -> 
           arguments: {image: {$file: "${{ matrix.f }}"}}
           matrix: {f: [a, d/../a]}
     """)
-    try:
-        load_spec(path)
-    except SpecError as exc:
-        [problem] = exc.problems
-        assert problem.message.startswith("requests 0 and 1 of job 'j' are identical (id ")
-    else:
-        raise AssertionError("the duplicate was not reported")
+    assert _only_problem(path).startswith("requests 0 and 1 of job 'j' are identical (id ")
 
 
 def test_sweep_of_whole_value_templates_validates_without_a_walk(tmp_path: Path) -> None:

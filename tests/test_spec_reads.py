@@ -1,10 +1,14 @@
 """How many times `validate` and `plan` read a dataset file: validation counts the plan while it
 checks the file, and the commands reuse that count instead of reading every row again.
 
+The check's read also tells whether the rows differ in the fields that are whole arguments; then
+no two requests can share an id and the duplicate-id walk (a read per matrix combination) is
+skipped. Otherwise the walk stays.
+
 Reads are counted by Python's own audit hook ("open" events) in a child process, so nothing of
 batchrun is replaced: the commands run as they do for a user. (A named pipe, readable once, would
-be a stricter proof, but validation reads a dataset twice by design: the located check, then the
-duplicate-id walk, which streams the file once per matrix combination.)
+be a stricter proof, but a dataset must be a regular file, and `plan` and `run` read it again to
+expand the plan.)
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ ONE_JOB = """
 """
 
 
-def test_one_dataset_job_is_read_to_check_and_to_walk_for_duplicates_only(tmp_path: Path) -> None:
+def test_a_dataset_of_distinct_rows_is_read_once_to_validate(tmp_path: Path) -> None:
     dataset = _write(tmp_path, ONE_JOB, rows=4)
     validate, count, shard, plan, table = _run(
         tmp_path, dataset,
@@ -74,17 +78,25 @@ def test_one_dataset_job_is_read_to_check_and_to_walk_for_duplicates_only(tmp_pa
         ["plan", "spec.yaml"],
         ["plan", "spec.yaml", "--format", "table"],
     )
-    assert validate == {"code": 0, "opens": 2, "out": "spec.yaml: ok (4 requests in 1 job)\n"}
-    assert count == {"code": 0, "opens": 2, "out": (
+    assert validate == {"code": 0, "opens": 1, "out": "spec.yaml: ok (4 requests in 1 job)\n"}
+    assert count == {"code": 0, "opens": 1, "out": (
         "job    endpoint    requests  est. cost\n"
         "e      local/echo         4    $2.0000\n"
         "total                     4    $2.0000\n"
     )}
-    # A shard is counted by walking the plan: one read more (it was three more: the whole plan's
-    # count, the shard's walk and the cost estimate's own walk).
-    assert (shard["code"], shard["opens"], shard["out"]) == (0, 3, count["out"])
-    assert (plan["code"], plan["opens"], len(str(plan["out"]).splitlines())) == (0, 3, 4)
-    assert (table["code"], table["opens"], len(str(table["out"]).splitlines())) == (0, 3, 5)
+    # A shard is counted by walking the plan: one read more (it was four more: the duplicate walk,
+    # the whole plan's count, the shard's walk and the cost estimate's own walk).
+    assert (shard["code"], shard["opens"], shard["out"]) == (0, 2, count["out"])
+    assert (plan["code"], plan["opens"], len(str(plan["out"]).splitlines())) == (0, 2, 4)
+    assert (table["code"], table["opens"], len(str(table["out"]).splitlines())) == (0, 2, 5)
+
+
+def test_duplicate_rows_keep_the_walk_that_locates_them(tmp_path: Path) -> None:
+    dataset = _write(tmp_path, ONE_JOB, rows=3)
+    dataset.write_text(dataset.read_text() + '{"p": "a cat 1", "other": 1}\n')
+    (validate,) = _run(tmp_path, dataset, ["validate", "spec.yaml"])
+    assert validate["code"] == 2
+    assert validate["opens"] == 3  # the check, the walk, and the walk again to the first of the pair
 
 
 SWEEP = """
@@ -93,17 +105,18 @@ SWEEP = """
     jobs:
       - {name: a, endpoint: local/echo, dataset: rows.jsonl, arguments: {prompt: "${{ row.p }}", s: "${{ matrix.s }}"},
          matrix: {s: [1, 2]}}
-      - {name: b, endpoint: local/echo, dataset: rows.jsonl, arguments: {prompt: "${{ row.p }}"}, path: /b}
+      - {name: b, endpoint: local/echo, dataset: rows.jsonl, arguments: {prompt: "draw ${{ row.p }}"}, path: /b}
       - {name: c, endpoint: local/echo, dataset: ./rows.jsonl, arguments: {prompt: "${{ row.p }}"}, path: /c}
 """
 
 
 def test_jobs_sharing_a_dataset_check_it_once(tmp_path: Path) -> None:
-    """One check read for the three jobs, then the duplicate walk: once per matrix combination of
-    each job (2 + 1 + 1). It was 13: a check and two counts per job, and the same four walks."""
+    """One check read for the three jobs, then the duplicate walk of b only: its prompt is not a
+    whole row value, so distinct rows do not make distinct requests by construction. It was 13: a
+    check and two counts per job, and a walk per matrix combination of each job (2 + 1 + 1)."""
     dataset = _write(tmp_path, SWEEP, rows=3)
     (validate,) = _run(tmp_path, dataset, ["validate", "spec.yaml"])
-    assert validate == {"code": 0, "opens": 5, "out": "spec.yaml: ok (12 requests in 3 jobs: a 6, b 3, c 3)\n"}
+    assert validate == {"code": 0, "opens": 2, "out": "spec.yaml: ok (12 requests in 3 jobs: a 6, b 3, c 3)\n"}
 
 
 def test_a_job_priced_per_unit_is_walked_once_for_its_count_and_cost(tmp_path: Path) -> None:
@@ -117,15 +130,15 @@ def test_a_job_priced_per_unit_is_walked_once_for_its_count_and_cost(tmp_path: P
         "e      local/echo         4    $6.0000\n"
         "total                     4    $6.0000\n"
     )
-    assert whole == {"code": 0, "opens": 3, "out": expected}
-    assert shard == {"code": 0, "opens": 3, "out": expected}
+    assert whole == {"code": 0, "opens": 2, "out": expected}
+    assert shard == {"code": 0, "opens": 2, "out": expected}
 
 
 def test_a_run_reads_its_dataset_to_validate_and_to_send_only(tmp_path: Path) -> None:
-    """`run` on the embedded server: the check, the duplicate walk, and the executor's walk (its
-    plan size is validation's count; counting read the file once more)."""
+    """`run` on the embedded server: the check and the executor's walk (its plan size is
+    validation's count). It was 5: a count twice and the duplicate walk besides."""
     dataset = _write(tmp_path, ONE_JOB.replace("name: t\n", "name: t\n    target: local\n    output: out.jsonl\n"), rows=4)
     (run,) = _run(tmp_path, dataset, ["run", "spec.yaml", "--no-progress"])
-    assert (run["code"], run["opens"]) == (0, 3)
+    assert (run["code"], run["opens"]) == (0, 2)
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert sorted(r["arguments"]["prompt"] for r in records) == [f"a cat {i}" for i in range(4)]
