@@ -81,12 +81,13 @@ class _Call:
     """One HTTP request, ready to send any number of times (`FalClient._exchange`)."""
 
     method: str
-    url: str  # with its query
-    parsed: httpx.URL
+    url: str
+    parsed: httpx.URL | None  # None: not parsed here (a URL the server gave; the sender parses it)
     body: bytes | None
     headers: dict[str, str]  # the request's own; the client's defaults are merged when sending
     queue: bool  # a queue call (QUEUE_TIMEOUT) or a run call (the job's timeout)
     timeout: float | None  # a run call's read timeout (None: none)
+    params: dict[str, str] | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -135,7 +136,8 @@ def _transport_failure(exc: BaseException) -> TransportFailure:
     """
     cause = exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc
     message = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
-    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL, aiohttp.InvalidURL)):
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL, aiohttp.InvalidURL,
+                        aiohttp.NonHttpUrlClientError)):
         return TransportFailure(sent=False, timeout=False, message=message, fatal=True)
     if isinstance(cause, aiohttp.ClientError):
         not_sent = isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
@@ -351,23 +353,22 @@ class FalClient:
         if extension is None:
             timeout = QUEUE_TIMEOUT if call.queue else httpx.Timeout(call.timeout, connect=CONNECT_TIMEOUT)
             extension = self._timeouts[key] = timeout.as_dict()
-        if self._http.cookies or call.parsed.is_relative_url:  # cookies to send, a base URL to merge: httpx's way
-            return self._http.build_request(call.method, call.url, content=call.body, headers=call.headers,
-                                            extensions={"timeout": extension})
+        if call.parsed is None or call.params or self._http.cookies or call.parsed.is_relative_url:
+            # a URL to parse or a query to add, cookies to send, a base URL to merge: httpx's way
+            return self._http.build_request(call.method, call.url, params=call.params, content=call.body,
+                                            headers=call.headers, extensions={"timeout": extension})
         merged = httpx.Headers(self._http.headers)
         merged.update(call.headers)
         return httpx.Request(call.method, call.parsed, headers=merged, content=call.body,
                              extensions={"timeout": extension})
 
-    def _call(self, method: str, url: str, params: dict[str, str] | None = None) -> _Call | TransportFailure:
-        """A queue GET/PUT to a URL the server (or the journal) gave us, which may be garbage."""
-        try:
-            parsed = httpx.URL(url, params=params)
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            return _transport_failure(exc)
-        return _Call(method, str(parsed) if params else url, parsed, None, {}, True, None)
+    @staticmethod
+    def _call(method: str, url: str, params: dict[str, str] | None = None) -> _Call:
+        """A queue GET/PUT to a URL the server (or the journal) gave us. It may be garbage: the
+        sender's parser says so (a fatal TransportFailure), so it is parsed once, not here too."""
+        return _Call(method, url, None, None, {}, True, None, params)
 
-    async def _exchange(self, call: _Call | TransportFailure) -> Answer | TransportFailure:
+    async def _exchange(self, call: _Call) -> Answer | TransportFailure:
         """One HTTP exchange with the body read; the single exception boundary.
 
         With our own aiohttp session (the default transport), straight through aiohttp: httpx's
@@ -375,9 +376,7 @@ class FalClient:
         costs 0.1-0.15 ms of CPU per call, as much as aiohttp's whole exchange, and run mode is
         bounded by client CPU. httpx's own way serves other transports (tests' ASGI app) and
         requests with cookies to send."""
-        if isinstance(call, TransportFailure):
-            return call
-        if not self._direct or self._http.cookies or call.parsed.is_relative_url:
+        if not self._direct or self._http.cookies or (call.parsed is not None and call.parsed.is_relative_url):
             try:
                 return await self._http.send(self._request(call))
             except _SEND_ERRORS as exc:
@@ -394,7 +393,8 @@ class FalClient:
             headers[name] = value
         try:
             async with self._aiohttp().request(
-                call.method, call.url, data=call.body, headers=headers, timeout=timeout, allow_redirects=False
+                call.method, call.url, params=call.params, data=call.body, headers=headers, timeout=timeout,
+                allow_redirects=False,
             ) as answer:
                 response = _Answer(answer.status, answer.headers, await answer.read())
         except _SEND_ERRORS as exc:

@@ -11,9 +11,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from httpx_aiohttp import AiohttpTransport
 from client_helpers import Recorded, Recorder, planned
 
 from batchrun.client import STREAM_DRAIN_S, FalClient, Outcome
+from batchrun.queue_status import QueueHandle
 from batchrun.plan import PlannedRequest
 from batchrun.redact import Redactor
 from batchrun.server import ServerThread, create_app
@@ -217,3 +219,19 @@ async def test_a_stream_left_open_after_completed_costs_at_most_the_drain(make_s
         assert outcome.ok and outcome.result == {"slept": 0.1}
         assert 0.1 + STREAM_DRAIN_S <= elapsed < 0.1 + STREAM_DRAIN_S + 2.0
         assert requests_of(server) == {"submit": 1, "stream": 1, "result": 1}
+
+
+@pytest.mark.parametrize("url", ["ftp://nowhere/x", "not a url", "http://[::1/x", "/queue/relative"])
+async def test_garbage_handle_urls_fail_at_once_on_both_ways(loopback_server: ServerThread, url: str) -> None:
+    """A journal (or server) may hold any URL: following or cancelling it is a final
+    connection_error at once on the direct way as on httpx's way; nothing is retried."""
+    verdicts = []
+    for transport in (None, AiohttpTransport()):
+        async with client_for(loopback_server, transport=transport) as client:
+            with anyio.fail_after(5):
+                request = planned("local/echo", {}, mode="subscribe", retries=RetryPolicy(max_attempts=5))
+                outcome = await client.reattach(request, QueueHandle("r", url, url, url), events := Recorded())
+                cancelled = await client.cancel(QueueHandle("r", url, url, url))
+        assert outcome.error is not None and not events.of("retrying")
+        verdicts.append((outcome.error["type"], outcome.error["retryable"], cancelled))
+    assert verdicts == [("connection_error", False, False)] * 2
