@@ -14,6 +14,11 @@ Volatile fields are ignored by default (see `batchrun.resultdiff`): URLs, `reque
 media behind a URL compare by content hash when both sides downloaded it. Everything except newly
 passing and added is a regression (exit 1).
 
+Listed ids carry a label of what the request is (`records_io.request_label`: matrix values, or
+dataset row and first arguments), read again by offset for the listed ids only. Above the
+categories, whole-run numbers (ok rate, p50/p95 latency of ok records) base -> new; two files that
+share no id get a warning (probably the wrong files).
+
 Memory holds a small summary per id and file (`_Side`: status, latency, a digest of the result,
 which checks passed, where the record's line starts), not the records. Ids whose digests differ,
 newly failing ids and possible expectation regressions are then re-read by offset, one pair at a
@@ -37,14 +42,16 @@ from batchrun.records_io import (
     iter_located,
     open_output,
     record_at,
+    record_label,
     seekable,
 )
 from batchrun.report import error_text, seconds
+from batchrun.summary import percentile
 from batchrun.resultdiff import ABSENT, VOLATILE_KEYS, Change, compare_results, fingerprint
 from batchrun.resultpath import Part
 
-__all__ = ["ABSENT", "CATEGORIES", "LATENCY_FLOOR_S", "VOLATILE_KEYS", "Change", "Diff", "Entry", "compare_results",
-           "diff_files", "render", "summary"]
+__all__ = ["ABSENT", "CATEGORIES", "LATENCY_FLOOR_S", "VOLATILE_KEYS", "Change", "Diff", "Entry", "RunNumbers",
+           "compare_results", "diff_files", "no_shared_ids_warning", "render", "run_deltas", "summary"]
 
 LATENCY_FLOOR_S = 0.05
 
@@ -58,6 +65,26 @@ class Entry:
     detail: str = ""
     changes: tuple[Change, ...] = ()
     data: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra fields for json
+    request: str = ""  # what the request is (`records_io.request_label`)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunNumbers:
+    """Whole-run numbers of one side (its newest record per id)."""
+
+    requests: int
+    ok: int
+    latency_p50: float | None  # of ok records, nearest rank, as `batchrun report`
+    latency_p95: float | None
+
+    @property
+    def ok_rate(self) -> float | None:
+        return self.ok / self.requests if self.requests else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requests": self.requests, "ok": self.ok,
+                "ok_rate": round(self.ok_rate, 6) if self.ok_rate is not None else None,
+                "latency_s": {"p50": self.latency_p50, "p95": self.latency_p95}}
 
 
 # (key, label, is a regression, label for a count of one)
@@ -79,6 +106,9 @@ class Diff:
     base_requests: int
     new_requests: int
     categories: dict[str, list[Entry]]
+    base_numbers: RunNumbers = RunNumbers(0, 0, None, None)
+    new_numbers: RunNumbers = RunNumbers(0, 0, None, None)
+    shared_ids: int = 0
 
     @property
     def regressed(self) -> bool:
@@ -116,7 +146,8 @@ def diff_files(
         old_sides = _load(base_copy, str(base), ignore)
         new_sides = _load(new_copy, str(new), ignore)
         cats = _compare(base_copy, old_sides, new_copy, new_sides, ignore, latency_ratio)
-    cats["added"] = [Entry(rid, n.job) for rid, n in new_sides.items() if rid not in old_sides]
+        cats["added"] = [Entry(rid, n.job) for rid, n in new_sides.items() if rid not in old_sides]
+        _label(cats, base_copy, old_sides, new_copy, new_sides)
 
     def order(entry: Entry) -> tuple[int, str]:
         side = new_sides.get(entry.id) or old_sides[entry.id]
@@ -124,7 +155,50 @@ def diff_files(
 
     for entries in cats.values():
         entries.sort(key=order)
-    return Diff(str(base), str(new), len(old_sides), len(new_sides), cats)
+    shared = sum(1 for rid in old_sides if rid in new_sides)
+    return Diff(str(base), str(new), len(old_sides), len(new_sides), cats, _numbers(old_sides), _numbers(new_sides),
+                shared)
+
+
+def _label(cats: dict[str, list[Entry]], base: Path, old_sides: dict[str, _Side], new: Path,
+           new_sides: dict[str, _Side]) -> None:
+    """Give every listed entry its request label, its record read again by offset (the new side's
+    when it has one); an id listed in several categories is read once."""
+    labels: dict[str, str] = {}
+    with open_output(base) as base_handle, open_output(new) as new_handle:
+        for entries in cats.values():
+            for position, entry in enumerate(entries):
+                if entry.id not in labels:
+                    side = new_sides.get(entry.id)
+                    handle = new_handle if side is not None else base_handle
+                    record = record_at(handle, (side or old_sides[entry.id]).offset)
+                    labels[entry.id] = record_label(record)
+                entries[position] = dataclasses.replace(entry, request=labels[entry.id])
+
+
+def _numbers(sides: dict[str, _Side]) -> RunNumbers:
+    latencies = sorted(s.latency_s for s in sides.values() if s.ok and s.latency_s is not None)
+    return RunNumbers(
+        requests=len(sides),
+        ok=sum(s.ok for s in sides.values()),
+        latency_p50=percentile(latencies, 50) if latencies else None,
+        latency_p95=percentile(latencies, 95) if latencies else None,
+    )
+
+
+def no_shared_ids_warning(diff: Diff) -> str | None:
+    """A warning when both files have records but no id in common: probably not two runs of one spec."""
+    if diff.shared_ids or not diff.base_requests or not diff.new_requests:
+        return None
+    return (f"warning: {diff.base_file} and {diff.new_file} share no request id: are they outputs of the same "
+            "spec? (every id is missing or added)")
+
+
+def run_deltas(diff: Diff) -> str:
+    """`ok 95.0% -> 90.0% · latency p50 1.200 s -> 1.500 s, p95 3.000 s -> 4.100 s` (ok records)."""
+    b, n = diff.base_numbers, diff.new_numbers
+    return (f"ok {_rate(b)} -> {_rate(n)} · latency of ok requests p50 {_secs(b.latency_p50)} -> "
+            f"{_secs(n.latency_p50)}, p95 {_secs(b.latency_p95)} -> {_secs(n.latency_p95)}")
 
 
 def _compare(
@@ -238,12 +312,15 @@ def _json(diff: Diff) -> dict[str, Any]:
         "base": {"file": diff.base_file, "requests": diff.base_requests},
         "new": {"file": diff.new_file, "requests": diff.new_requests},
         "regressed": diff.regressed,
+        "shared_ids": diff.shared_ids,
+        "warning": no_shared_ids_warning(diff),
+        "numbers": {"base": diff.base_numbers.to_json(), "new": diff.new_numbers.to_json()},
         "counts": {key: len(diff.categories[key]) for key, _, _, _ in CATEGORIES},
     }
     for key, _, _, _ in CATEGORIES:
         items = []
         for entry in diff.categories[key]:
-            item: dict[str, Any] = {"id": entry.id, "job": entry.job}
+            item: dict[str, Any] = {"id": entry.id, "job": entry.job, "request": entry.request}
             if key == "results_changed":
                 item["changes"] = [c.to_json() for c in entry.changes]
             elif key in ("expectation_regressions", "newly_failing", "latency_regressions"):
@@ -263,8 +340,12 @@ def _lines(entry: Entry) -> list[str]:
 def _text(diff: Diff) -> str:
     out = [
         f"batchrun diff: {diff.base_file} ({diff.base_requests} requests) -> "
-        f"{diff.new_file} ({diff.new_requests} requests)"
+        f"{diff.new_file} ({diff.new_requests} requests)",
+        run_deltas(diff),
     ]
+    warning = no_shared_ids_warning(diff)
+    if warning:
+        out.append(warning)
     for key, label, _, _ in CATEGORIES:
         entries = diff.categories[key]
         if not entries:
@@ -272,8 +353,10 @@ def _text(diff: Diff) -> str:
         out += ["", f"{label} ({len(entries)})"]
         width = max(len(e.id) for e in entries)
         job_width = max(len(e.job) for e in entries)
+        request_width = max(len(e.request) for e in entries)
         for entry in entries:
-            head = f"  {entry.id:<{width}}  {entry.job:<{job_width}}  {entry.detail}".rstrip()
+            request = f"  {entry.request:<{request_width}}" if request_width else ""
+            head = f"  {entry.id:<{width}}  {entry.job:<{job_width}}{request}  {entry.detail}".rstrip()
             out.append(head)
             out += [f"      {line}" for line in _lines(entry)]
     out += ["", summary(diff)]
@@ -287,6 +370,9 @@ def _markdown(diff: Diff) -> str:
         f"`{diff.base_file}` ({diff.base_requests} requests) → `{diff.new_file}` ({diff.new_requests} requests): "
         f"**{summary(diff)}**",
         "",
+        *_md_numbers(diff),
+        "",
+        *([f"**{no_shared_ids_warning(diff)}**", ""] if no_shared_ids_warning(diff) else []),
         "| category | count |",
         "| --- | --- |",
         *(f"| {label} | {len(diff.categories[key])} |" for key, label, _, _ in CATEGORIES),
@@ -298,13 +384,31 @@ def _markdown(diff: Diff) -> str:
             continue
         out += [f"### {label[0].upper()}{label[1:]} ({len(entries)})", ""]
         if key == "results_changed":
-            out += ["| id | job | change |", "| --- | --- | --- |"]
-            out += [f"| `{e.id}` | {_cell(e.job)} | {_cell(line)} |" for e in entries for line in _lines(e)]
+            out += ["| id | job | request | change |", "| --- | --- | --- | --- |"]
+            out += [f"| `{e.id}` | {_cell(e.job)} | {_cell(e.request)} | {_cell(line)} |" for e in entries
+                    for line in _lines(e)]
         else:
-            out += ["| id | job | detail |", "| --- | --- | --- |"]
-            out += [f"| `{e.id}` | {_cell(e.job)} | {_cell(e.detail)} |" for e in entries]
+            out += ["| id | job | request | detail |", "| --- | --- | --- | --- |"]
+            out += [f"| `{e.id}` | {_cell(e.job)} | {_cell(e.request)} | {_cell(e.detail)} |" for e in entries]
         out.append("")
     return "\n".join(out)
+
+
+def _md_numbers(diff: Diff) -> list[str]:
+    """The whole-run numbers, base and new side by side."""
+    rows = []
+    for label, pick in (("ok", _rate), ("latency p50 (ok requests)", lambda n: _secs(n.latency_p50)),
+                        ("latency p95 (ok requests)", lambda n: _secs(n.latency_p95))):
+        rows.append(f"| {label} | {pick(diff.base_numbers)} | {pick(diff.new_numbers)} |")
+    return ["| whole run | base | new |", "| --- | --- | --- |", *rows]
+
+
+def _rate(numbers: RunNumbers) -> str:
+    return "n/a" if numbers.ok_rate is None else f"{numbers.ok_rate:.1%} ({numbers.ok}/{numbers.requests})"
+
+
+def _secs(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f} s"
 
 
 def _cell(text: str) -> str:

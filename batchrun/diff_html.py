@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchrun.diff import CATEGORIES, MAX_CHANGES_SHOWN, Diff, Entry, summary
-from batchrun.html_shots import Shot, esc, load_shots, page, show, tile
+from batchrun.diff import CATEGORIES, MAX_CHANGES_SHOWN, Diff, Entry, no_shared_ids_warning, run_deltas, summary
+from batchrun.html_shots import MissingFiles, Shot, esc, load_shots, page, show, tile
 
 MAX_CARDS = 100  # per category; the json rendering lists them all
 
 
-def render_diff_html(diff: Diff, html_path: str | Path) -> str:
+def render_diff_html(diff: Diff, html_path: str | Path, missing: MissingFiles | None = None) -> str:
     """The HTML page for a computed diff (image paths relative to where `html_path` will be).
 
     Raises:
@@ -23,8 +23,9 @@ def render_diff_html(diff: Diff, html_path: str | Path) -> str:
     """
     # Only the ids that get a card: a big diff's shots would not fit in memory.
     shown = {entry.id for entries in diff.categories.values() for entry in entries[:MAX_CARDS]}
-    base = {shot.id: shot for shot in load_shots(diff.base_file, html_path, shown)}
-    new = {shot.id: shot for shot in load_shots(diff.new_file, html_path, shown)}
+    missing = missing if missing is not None else MissingFiles()
+    base = {shot.id: shot for shot in load_shots(diff.base_file, html_path, shown, missing)}
+    new = {shot.id: shot for shot in load_shots(diff.new_file, html_path, shown, missing)}
     verdict = "bad" if diff.regressed else "good"
     title = f"batchrun diff: {Path(diff.base_file).name} → {Path(diff.new_file).name}"
     counts = "".join(
@@ -36,7 +37,11 @@ def render_diff_html(diff: Diff, html_path: str | Path) -> str:
         f"<header><h1>{esc(title)}</h1>",
         f'<div class="muted">base {esc(diff.base_file)} ({diff.base_requests} requests) → '
         f"new {esc(diff.new_file)} ({diff.new_requests} requests)</div>",
-        f'<p class="{verdict}" id="verdict">{esc(summary(diff))}</p></header>',
+        f'<p class="{verdict}" id="verdict">{esc(summary(diff))}</p>',
+        f'<p class="muted" id="deltas">{esc(run_deltas(diff))}</p>',
+        *([f'<p class="bad" id="warning">{esc(no_shared_ids_warning(diff))}</p>'] if no_shared_ids_warning(diff) else []),
+        *([f'<p class="bad" id="missing-files">{esc(missing.message(f"{diff.base_file} or {diff.new_file}"))}</p>'] if missing.count else []),
+        "</header>",
         f'<div class="cards"><section class="card"><h3>Categories</h3><table>{counts}</table></section></div>',
     ]
     for key, label, _, _ in CATEGORIES:
@@ -66,7 +71,7 @@ def _card(entry: Entry, base: Shot | None, new: Shot | None, *, detail: bool) ->
         changes = f'<ul class="changes">{"".join(items)}</ul>'
     return (
         f'<section class="card" data-id="{esc(entry.id)}"><h3><code>{esc(entry.id)}</code> '
-        f'<span class="muted">{esc(entry.job)}</span></h3>{explained}'
+        f'<span class="muted">{esc(entry.job)}</span> {esc(entry.request)}</h3>{explained}'
         f'<div class="pair"><div class="side base"><div class="muted">base</div>{_side(base)}</div>'
         f'<div class="side new"><div class="muted">new</div>{_side(new)}</div></div>{changes}</section>'
     )

@@ -27,6 +27,7 @@ from batchrun.report import error_text, one_line, seconds
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".avif", ".bmp")
 LAZY_AFTER = 48  # more images than this: let the browser load the off-screen ones lazily
 TOOLTIP_VALUE_CHARS = 120
+RESULT_TEXT_CHARS = 240  # a result without images, shown as text in its tile
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class Shot:
     images: tuple[Image, ...]
     error: str  # `type: detail` (one line) when not ok
     latency_s: float | None
+    text: str = ""  # an ok result without images, as short JSON (shown in place of a picture)
 
 
 def esc(value: Any) -> str:
@@ -59,11 +61,35 @@ def show(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-def load_shots(output: str | Path, html_path: str | Path, ids: Container[str] | None = None) -> list[Shot]:
+@dataclasses.dataclass(slots=True)
+class MissingFiles:
+    """Downloaded artifacts whose file is not where the record says (an output moved without its
+    `<stem>/files/`): their images fall back to the result URL, which may be dead by now."""
+
+    count: int = 0
+    examples: list[str] = dataclasses.field(default_factory=list)  # the first few paths as recorded
+
+    def add(self, path: str) -> None:
+        self.count += 1
+        if len(self.examples) < 3:
+            self.examples.append(path)
+
+    def message(self, output: str | Path) -> str:
+        """`N artifact files of OUT are missing (e.g. files/ab.png): ...`; "" when none is."""
+        if not self.count:
+            return ""
+        noun = "artifact file is" if self.count == 1 else "artifact files are"
+        return (f"{self.count} {noun} missing beside {output} (e.g. {', '.join(self.examples)}): the page uses "
+                "the result URLs instead, which may no longer be served; keep the output's files/ folder with it")
+
+
+def load_shots(output: str | Path, html_path: str | Path, ids: Container[str] | None = None,
+               missing: MissingFiles | None = None) -> list[Shot]:
     """The newest record of each id of `output` (or of each of `ids`), as shots in plan order.
 
     Artifact paths are resolved against the output file's directory (then the working directory)
-    and given relative to the directory `html_path` will be written to.
+    and given relative to the directory `html_path` will be written to; `missing` counts the ones
+    whose file is not there.
 
     Raises:
         RecordsError: the file cannot be read (see `batchrun.records_io`).
@@ -71,19 +97,19 @@ def load_shots(output: str | Path, html_path: str | Path, ids: Container[str] | 
     output = Path(output)
     html_dir = Path(html_path).resolve().parent
     slim = (
-        {"id": r["id"], "timing": r.get("timing"), "shot": _shot(r, output, html_dir)}
+        {"id": r["id"], "timing": r.get("timing"), "shot": _shot(r, output, html_dir, missing)}
         for r in iter_records(output)
         if ids is None or r["id"] in ids
     )
     return sorted((s["shot"] for s in newest_per_id(slim).values()), key=lambda s: (s.index, s.id))
 
 
-def _shot(record: dict[str, Any], output: Path, html_dir: Path) -> Shot:
+def _shot(record: dict[str, Any], output: Path, html_dir: Path, missing: MissingFiles | None) -> Shot:
     arguments = record.get("arguments") if isinstance(record.get("arguments"), dict) else {}
     matrix = record.get("matrix") if isinstance(record.get("matrix"), dict) else {}
     lines = [f"id: {record['id']}", f"job: {record['job']}"]
     lines += [f"{key}: {one_line(show(value), TOOLTIP_VALUE_CHARS)}" for key, value in arguments.items()]
-    local = _artifact_files(record, output, html_dir)
+    local = _artifact_files(record, output, html_dir, missing)
     images = tuple(
         image
         for url, width, height in _image_refs(record.get("result"))
@@ -99,6 +125,7 @@ def _shot(record: dict[str, Any], output: Path, html_dir: Path) -> Shot:
         images=images,
         error="" if record["status"] == "ok" else error_text(record, 200),
         latency_s=seconds((record.get("timing") or {}).get("latency_s")),
+        text=one_line(record.get("result"), RESULT_TEXT_CHARS) if record["status"] == "ok" and not images else "",
     )
 
 
@@ -128,7 +155,7 @@ def _dimension(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _artifact_files(record: dict[str, Any], output: Path, html_dir: Path) -> dict[str, str]:
+def _artifact_files(record: dict[str, Any], output: Path, html_dir: Path, missing: MissingFiles | None) -> dict[str, str]:
     """URL -> path of its downloaded copy relative to the page, for copies that exist."""
     found: dict[str, str] = {}
     for artifact in record.get("artifacts") or []:
@@ -143,6 +170,9 @@ def _artifact_files(record: dict[str, Any], output: Path, html_dir: Path) -> dic
                 relative = os.path.relpath(candidate.resolve(), html_dir)
                 found[artifact["url"]] = quote(Path(relative).as_posix())
                 break
+        else:
+            if missing is not None:
+                missing.add(stored)
     return found
 
 
@@ -161,7 +191,7 @@ def tile(shot: Shot, caption: str, *, lazy: bool) -> str:
     hover = f'<span class="tip" aria-hidden="true">{tip}</span>'
     if not shot.ok or not shot.images:
         kind = "failed" if not shot.ok else "noimage"
-        text = shot.error if not shot.ok else "no image in the result"
+        text = shot.error if not shot.ok else shot.text or "no image in the result"
         title = esc(f"{shot.tooltip}\n{text}")
         return f'<figure class="shot {kind}" title="{title}"><div class="err">{esc(text)}</div>{label}{hover}</figure>'
     loading = ' loading="lazy"' if lazy else ""

@@ -2,7 +2,10 @@
 
 Which record of an id is kept: an `ok` record beats an `error` one; among equals the newest
 (timing.finished_at) wins, and on a tie the one read last. Lines are copied byte for byte, so a
-merged file holds exactly what the shards wrote.
+merged file holds exactly what the shards wrote, except for one thing: downloaded artifacts'
+`path` is relative to the output's folder, so a record merged into another folder gets its
+relative artifact paths rewritten to point at the same files from there (the files stay where they
+are; copy `<stem>/files/` along with the outputs, or merge next to them).
 
 Memory holds a few numbers per id, not the records: the first pass picks the winners and their
 byte offsets, the second copies those lines in plan order into a temporary file beside the output,
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -42,6 +46,7 @@ class MergeResult:
     missing: list[Planned]  # planned but in no input (empty without a plan)
     unplanned: list[str]  # ids in the inputs that the plan does not have (kept)
     planned: int | None  # size of the plan, None without one
+    rebased: int = 0  # records whose artifact paths were rewritten for the output's folder
 
     @property
     def superseded(self) -> int:
@@ -70,11 +75,14 @@ def merge_outputs(
     """
     with contextlib.ExitStack() as stack:
         # A pipe input is copied to a temporary file: the second pass seeks into it.
+        # Artifact paths are rebased from an input's folder; a pipe has none (its paths stay).
+        folders = [Path(p).resolve().parent if Path(p).is_file() else None for p in inputs]
         paths = [stack.enter_context(seekable(p)) for p in inputs]
-        return _merge(paths, [str(p) for p in inputs], Path(output), plan)
+        return _merge(paths, [str(p) for p in inputs], folders, Path(output), plan)
 
 
-def _merge(paths: list[Path], names: list[str], output: Path, plan: Iterable[Planned] | None) -> MergeResult:
+def _merge(paths: list[Path], names: list[str], folders: list[Path | None], output: Path,
+           plan: Iterable[Planned] | None) -> MergeResult:
     best: dict[str, _Choice] = {}
     records = 0
     for file_number, path in enumerate(paths):
@@ -96,8 +104,27 @@ def _merge(paths: list[Path], names: list[str], output: Path, plan: Iterable[Pla
         index = planned[rid].index if planned is not None and rid in planned else best[rid].index
         return (index, rid)
 
-    _write(paths, [best[rid] for rid in sorted(best, key=order)], output)
-    return MergeResult(len(paths), records, len(best), missing, unplanned, len(planned) if planned is not None else None)
+    out_folder = output.resolve().parent
+    # None: no rebasing (the input is in the output's folder, or a pipe)
+    moves = [None if folder is None or folder == out_folder else (folder, out_folder) for folder in folders]
+    rebased = _write(paths, moves, [best[rid] for rid in sorted(best, key=order)], output)
+    return MergeResult(len(paths), records, len(best), missing, unplanned, len(planned) if planned is not None else None,
+                       rebased)
+
+
+def _rebase(line: bytes, move: tuple[Path, Path]) -> bytes | None:
+    """The line with its relative artifact paths made relative to the output's folder instead of
+    the input's; None when there is nothing to rewrite (the line is copied as it is)."""
+    if b'"artifacts"' not in line:
+        return None
+    record = json.loads(line)
+    changed = False
+    for artifact in record.get("artifacts") or []:
+        stored = artifact.get("path") if isinstance(artifact, dict) else None
+        if isinstance(stored, str) and stored and not Path(stored).is_absolute():
+            artifact["path"] = Path(os.path.relpath(move[0] / stored, move[1])).as_posix()
+            changed = True
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":"))).encode() if changed else None
 
 
 def _umask() -> int:
@@ -106,7 +133,8 @@ def _umask() -> int:
     return mask
 
 
-def _write(paths: list[Path], chosen: list[_Choice], output: Path) -> None:
+def _write(paths: list[Path], moves: list[tuple[Path, Path] | None], chosen: list[_Choice], output: Path) -> int:
+    """Write the chosen lines in order; return how many had their artifact paths rebased."""
     try:
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, or removed on failure
             "wb", dir=output.parent, prefix=f".{output.name}.", suffix=".tmp", delete=False
@@ -116,14 +144,20 @@ def _write(paths: list[Path], chosen: list[_Choice], output: Path) -> None:
     try:
         with handle, contextlib.ExitStack() as stack:
             sources = [stack.enter_context(path.open("rb")) for path in paths]
+            rebased = 0
             for choice in chosen:
                 source = sources[choice.file]
                 source.seek(choice.offset)
-                handle.write(source.readline().rstrip(b"\r\n") + b"\n")
+                line = source.readline().rstrip(b"\r\n")
+                move = moves[choice.file]
+                moved = _rebase(line, move) if move is not None else None
+                rebased += moved is not None
+                handle.write((moved if moved is not None else line) + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(handle.name, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(handle.name, output)
+        return rebased
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(handle.name)

@@ -263,3 +263,42 @@ def _not_older(when: datetime | None, than: datetime | None) -> bool:
     if when is None or than is None:
         return when is not None or than is None  # a timed record beats an untimed one
     return when >= than
+
+
+LABEL_VALUE_CHARS = 24  # one matrix or argument value in a request label
+LABEL_CHARS = 72  # a whole request label
+LABEL_ARGUMENTS = 2  # argument values shown for a dataset row (its first ones)
+
+
+def request_label(matrix: Any, row: Any, repeat: Any, arguments: Any) -> str:
+    """What a request *is*, for a person scanning a list of ids: `seed=3 style=anime` (its matrix
+    values), `row 12 prompt=a fox in the… seed=7` (its dataset row and first argument values),
+    plus `repeat 2` for a repeat; "" for a job's only request. Shortened to one line."""
+    parts: list[str] = []
+    if isinstance(row, int) and not isinstance(row, bool):
+        parts.append(f"row {row}")
+    if isinstance(matrix, dict) and matrix:
+        parts += [f"{key}={_short(value)}" for key, value in matrix.items()]
+    elif parts and isinstance(arguments, dict):
+        parts += [f"{key}={_short(value)}" for key, value in list(arguments.items())[:LABEL_ARGUMENTS]]
+    if isinstance(repeat, int) and not isinstance(repeat, bool) and repeat > 0:
+        parts.append(f"repeat {repeat}")
+    text = " ".join(parts)
+    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
+
+
+def record_label(record: dict[str, Any]) -> str:
+    """`request_label` of an output record."""
+    return request_label(record.get("matrix"), record.get("row"), record.get("repeat"), record.get("arguments"))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+        except (TypeError, ValueError, RecursionError):
+            text = type(value).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= LABEL_VALUE_CHARS else text[: LABEL_VALUE_CHARS - 1] + "…"

@@ -9,8 +9,14 @@ a resumed run counts each request once). Definitions, so numbers can be compared
 - throughput is requests / (last finished_at - first started_at);
 - attempts counts every HTTP attempt; a request is "retried" when it needed more than one.
 
-Renderings: `text` for terminals, `markdown` for $GITHUB_STEP_SUMMARY (used as it is), `json`.
-An HTML report would be one more renderer over `Report` in its own module.
+With the run's manifest (`OUT.manifest.json`) or `--spec`, the numbers cover the planned ids
+(records of ids the plan no longer has are listed apart), and the report says how many planned
+requests never ran and what stopped the run (`batchrun.report_plan`). Listed ids carry a label of
+what the request is (`records_io.request_label`): its matrix values or dataset row.
+
+`verdict` is the one-line PASS/FAIL that every rendering starts with. Renderings over `Report` live
+in their own modules: text, markdown and json in `report_text`, HTML in `report_html`, JUnit XML
+in `report_junit`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from batchrun.records_io import Newest, failed_checks, finished_at, iter_records, parse_time
+from batchrun.records_io import Newest, failed_checks, finished_at, iter_located, parse_time, record_label, seekable
+from batchrun.report_plan import (
+    PlannedId,
+    PlanStatus,
+    RunOutcome,
+    manifest_plan,
+    match_plan,
+    read_manifest,
+    run_outcome,
+    spec_plan,
+)
 from batchrun.summary import percentile
 
 MAX_LISTED = 20  # rows of expectation failures shown in text/markdown (json has them all)
@@ -80,6 +96,8 @@ class ErrorGroup:
     type: str
     count: int
     example: str  # the first such error's detail, one line
+    example_id: str = ""  # the request it came from
+    example_request: str = ""  # its label (`records_io.request_label`)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,21 +105,38 @@ class ExpectationFailure:
     job: str
     id: str
     message: str
+    request: str = ""  # the request's label
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FailedRequest:
+    job: str
+    id: str
+    request: str  # the request's label
+    error: str  # `type: detail`, one line
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Report:
     file: str
-    lines: int  # records read; more than requests when a resumed run superseded some
-    overall: Stats
+    lines: int  # records read; more than ids when a resumed run superseded some
+    ids: int  # distinct ids in the file (planned or not)
+    overall: Stats  # the planned ids' newest records (every id's, when the plan is unknown)
     jobs: dict[str, Stats]  # in plan order (by each job's first index)
     errors: list[ErrorGroup]
     expectation_failures: list[ExpectationFailure]  # in plan order
+    failed_requests: list[FailedRequest]  # in plan order
+    plan: PlanStatus | None = None  # from --spec or the manifest
+    run: RunOutcome | None = None  # from the manifest
+    # With build_report(keep_requests=True) only (JUnit): every counted id's entry, every planned id
+    # without a record.
+    requests: list[RequestEntry] = dataclasses.field(default_factory=list)
+    never_ran: list[PlannedId] = dataclasses.field(default_factory=list)
 
     @property
     def superseded(self) -> int:
         """Records replaced by a newer record of the same id (a resumed run retried them)."""
-        return self.lines - self.overall.requests
+        return self.lines - self.ids
 
     def superseded_note(self) -> str:
         """`7 records, 1 superseded by newer ones` for the renderings; "" when nothing was superseded."""
@@ -110,17 +145,21 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "file": self.file,
+            "verdict": verdict(self),
             "records": self.lines,
             "superseded": self.superseded,
+            "plan": self.plan.to_json() if self.plan is not None else None,
+            "run": self.run.to_json() if self.run is not None else None,
             "overall": self.overall.to_json(),
             "jobs": {name: stats.to_json() for name, stats in self.jobs.items()},
             "errors": [dataclasses.asdict(group) for group in self.errors],
+            "failed_requests": [dataclasses.asdict(f) for f in self.failed_requests],
             "expectation_failures": [dataclasses.asdict(f) for f in self.expectation_failures],
         }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Entry:
+class RequestEntry:
     """What the report needs of one record; far smaller than the record (results can be big)."""
 
     id: str
@@ -130,6 +169,7 @@ class _Entry:
     error_type: str | None
     error_example: str  # the error's detail on one line ("" when ok): bounded, unlike the detail
     failed_checks: tuple[str, ...]
+    label: str  # `records_io.request_label`, kept only for failed requests (the ones listed)
     latency_s: float | None
     queue_s: float | None
     attempts: int
@@ -138,44 +178,92 @@ class _Entry:
     cost_usd: float | None
 
 
-def build_report(path: str | Path) -> Report:
-    """Read one output file and compute its report.
+def build_report(path: str | Path, *, spec: str | Path | None = None, keep_requests: bool = False) -> Report:
+    """Read one output file (and its manifest, when there is one) and compute its report.
+
+    Args:
+        spec: count against this spec's plan as it is now, rather than the manifest's.
+        keep_requests: keep every id's entry (labelled) and every planned id that never ran in the
+            report, for renderers that list every request (JUnit).
 
     Raises:
         RecordsError: the file cannot be read, or has a damaged line (see `batchrun.records_io`).
+        SpecError: `spec` is invalid.
     """
-    lines = 0
-    newest: Newest[_Entry] = Newest()
-    shared: dict[str, str] = {}  # one str object per job name / error type, not one per record
-    for record in iter_records(path):
-        lines += 1
-        # Only the small entry outlives this loop turn: results, logs and arguments are dropped now.
-        entry = _entry(record, shared)
-        newest.offer(entry.id, entry.finished, entry)
+    path = Path(path)
+    manifest = read_manifest(path)
+    run = run_outcome(path, manifest) if manifest is not None else None
+    with seekable(path) as local:  # a pipe is copied: ids the plan lacks are labelled in a second pass
+        lines = 0
+        newest: Newest[RequestEntry] = Newest()
+        shared: dict[str, str] = {}  # one str object per job name / error type, not one per record
+        for located in iter_located(local, str(path)):
+            lines += 1
+            # Only the small entry outlives this loop turn: results, logs and arguments are dropped now.
+            entry = _entry(located.record, shared, label_all=keep_requests)
+            newest.offer(entry.id, entry.finished, entry)
+        never_ran: list[PlannedId] | None = [] if keep_requests else None
+        plan, planned = _plan(path, local, spec, manifest, run, newest.values, never_ran)
     entries = sorted(newest.values.values(), key=lambda e: (e.index, e.id))
-    jobs: dict[str, list[_Entry]] = {}
+    if planned is not None:
+        entries = [e for e in entries if e.id in planned]
+    jobs: dict[str, list[RequestEntry]] = {}
     for entry in entries:
         jobs.setdefault(entry.job, []).append(entry)
     return Report(
         file=str(path),
         lines=lines,
+        ids=len(newest.values),
         overall=_stats(entries),
         jobs={name: _stats(group) for name, group in jobs.items()},
         errors=_error_groups(entries),
         expectation_failures=[
-            ExpectationFailure(e.job, e.id, message) for e in entries for message in e.failed_checks
+            ExpectationFailure(e.job, e.id, message, e.label) for e in entries for message in e.failed_checks
         ],
+        failed_requests=[
+            FailedRequest(e.job, e.id, e.label, f"{e.error_type or 'unknown'}: {e.error_example}".rstrip(": "))
+            for e in entries if not e.ok
+        ],
+        plan=plan,
+        run=run,
+        requests=entries if keep_requests else [],
+        never_ran=never_ran or [],
     )
 
 
-def _entry(record: dict[str, Any], shared: dict[str, str]) -> _Entry:
+def _plan(path: Path, local: Path, spec: str | Path | None, manifest: dict[str, Any] | None,
+          run: RunOutcome | None, present: dict[str, RequestEntry],
+          never_ran: list[PlannedId] | None) -> tuple[PlanStatus | None, set[str] | None]:
+    """The plan's status and the planned ids present (None: every id counts)."""
+    def describe(rids: list[str]) -> list[PlannedId]:
+        # One more pass over the file, only when some ids are not planned (the spec changed).
+        labels = _labels(local, str(path), set(rids))
+        return [PlannedId(rid, present[rid].job, labels.get(rid, "")) for rid in rids]
+
+    if spec is not None:
+        return match_plan(str(spec), None, spec_plan(spec, run.shard if run else None), present, describe, never_ran)
+    if manifest is None:
+        return None, None
+    found = manifest_plan(path, manifest)
+    if found is None:
+        return None, None
+    source = run.manifest if run is not None else str(path)
+    return match_plan(source, found[0], found[1], present, describe, never_ran)
+
+
+def _labels(local: Path, name: str, ids: set[str]) -> dict[str, str]:
+    """The labels of a few ids, read again from the file."""
+    return {r.record["id"]: record_label(r.record) for r in iter_located(local, name) if r.record["id"] in ids}
+
+
+def _entry(record: dict[str, Any], shared: dict[str, str], *, label_all: bool = False) -> RequestEntry:
     timing = record.get("timing") or {}
     ok = record["status"] == "ok"
     error = record.get("error") if isinstance(record.get("error"), dict) else None
     failed = tuple(failed_checks(record))
     attempts = record.get("attempts")
     error_type = str(error.get("type") or "unknown") if error else None
-    return _Entry(
+    return RequestEntry(
         id=record["id"],
         index=record["index"],
         job=shared.setdefault(record["job"], record["job"]),
@@ -184,6 +272,7 @@ def _entry(record: dict[str, Any], shared: dict[str, str]) -> _Entry:
         # Only a failed request's error is ever shown (as its group's example).
         error_example="" if ok else one_line(error.get("detail") if error else None),
         failed_checks=failed,
+        label=record_label(record) if failed or not ok or label_all else "",
         latency_s=seconds(timing.get("latency_s")),
         queue_s=seconds(timing.get("queue_s")),
         attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 0,
@@ -200,7 +289,7 @@ def seconds(value: Any) -> float | None:
     return None
 
 
-def _stats(entries: list[_Entry]) -> Stats:
+def _stats(entries: list[RequestEntry]) -> Stats:
     latencies = sorted(e.latency_s for e in entries if e.ok and e.latency_s is not None)
     queues = sorted(e.queue_s for e in entries if e.queue_s is not None)
     starts = [e.started for e in entries if e.started is not None]
@@ -233,13 +322,13 @@ def _percentile(ordered: list[float], pct: int) -> float | None:
     return percentile(ordered, pct) if ordered else None
 
 
-def _error_groups(entries: list[_Entry]) -> list[ErrorGroup]:
-    groups: dict[tuple[str, str], list[_Entry]] = {}
+def _error_groups(entries: list[RequestEntry]) -> list[ErrorGroup]:
+    groups: dict[tuple[str, str], list[RequestEntry]] = {}
     for entry in entries:
         if not entry.ok:
             groups.setdefault((entry.job, entry.error_type or "unknown"), []).append(entry)
     return [
-        ErrorGroup(job, kind, len(members), members[0].error_example)
+        ErrorGroup(job, kind, len(members), members[0].error_example, members[0].id, members[0].label)
         for (job, kind), members in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1]))
     ]
 
@@ -259,118 +348,29 @@ def one_line(detail: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def metric_rows(stats: Stats) -> list[tuple[str, str]]:
-    """(label, value) rows shared by the text and markdown renderings."""
-    rows = [
-        ("requests", str(stats.requests)),
-        ("ok", str(stats.ok)),
-        ("error", f"{stats.error} ({stats.error_rate:.1%})"),
-        ("expectation failures", _expectation_text(stats)),
-        ("latency p50 / p95 / max", _secs(stats.latency_p50, stats.latency_p95, stats.latency_max)),
-        ("queue p50 / p95", _secs(stats.queue_p50, stats.queue_p95)),
-        ("attempts", f"{stats.attempts} ({_plural(stats.retried_requests, 'request')} retried)"),
-        ("throughput", _throughput_text(stats)),
-    ]
-    if stats.cost_usd is not None:
-        rows.append(("cost", f"${stats.cost_usd:.4f}"))
-    return rows
-
-
-def _expectation_text(stats: Stats) -> str:
-    if not stats.expectation_failed_requests:
-        return "0"
-    return (
-        f"{_plural(stats.expectation_failed_requests, 'request')} "
-        f"({_plural(stats.expectation_failed_checks, 'check')})"
-    )
-
-
-def _throughput_text(stats: Stats) -> str:
-    if stats.throughput_rps is None or stats.duration_s is None:
-        return "n/a"
-    return f"{stats.throughput_rps:.2f} requests/s over {stats.duration_s:.3f} s"
-
-
-def _secs(*values: float | None) -> str:
-    if all(v is None for v in values):
-        return "n/a"
-    return " / ".join("n/a" if v is None else f"{v:.3f} s" for v in values)
-
-
-def _plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def render(report: Report, fmt: str) -> str:
-    """The report as `text`, `markdown` or `json` (ending with a newline)."""
-    if fmt == "json":
-        return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
-    if fmt == "markdown":
-        return _markdown(report)
-    return _text(report)
-
-
-def _sections(report: Report) -> list[tuple[str, str, Stats]]:
-    """(text title, markdown heading, stats) for the overall numbers, then each job."""
-    jobs = [(f"job {name}", f"Job `{name}`", stats) for name, stats in report.jobs.items()]
-    return [("all jobs", "All jobs", report.overall), *jobs]
-
-
-def _text(report: Report) -> str:
-    out = [f"batchrun report: {report.file}"]
-    if report.superseded:
-        out.append(f"({report.superseded_note()})")
-    if not report.overall.requests:
-        return "\n".join([*out, "no records"]) + "\n"
-    for title, _, stats in _sections(report):
-        rows = metric_rows(stats)
-        width = max(len(label) for label, _ in rows)
-        out += ["", title, *(f"  {label:<{width}}  {value}" for label, value in rows)]
-    if report.errors:
-        out += ["", "errors", *_text_table(["job", "type", "count", "example"], _error_rows(report))]
-    if report.expectation_failures:
-        out += ["", "expectation failures", *_text_table(["job", "id", "message"], _failure_rows(report))]
-    return "\n".join(out) + "\n"
-
-
-def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    return [
-        "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-
-
-def _error_rows(report: Report) -> list[list[str]]:
-    return [[g.job, g.type, str(g.count), g.example] for g in report.errors]
-
-
-def _failure_rows(report: Report) -> list[list[str]]:
-    rows = [[f.job, f.id, f.message] for f in report.expectation_failures[:MAX_LISTED]]
-    hidden = len(report.expectation_failures) - MAX_LISTED
-    if hidden > 0:
-        rows.append(["…", "…", f"{hidden} more (see --format json)"])
-    return rows
-
-
-def _markdown(report: Report) -> str:
-    out = [f"## batchrun report: `{report.file}`", ""]
-    if report.superseded:
-        out += [f"{report.superseded_note()}.", ""]
-    if not report.overall.requests:
-        return "\n".join([*out, "No records."]) + "\n"
-    for _, heading, stats in _sections(report):
-        out += [f"### {heading}", "", *_md_table(["metric", "value"], [list(r) for r in metric_rows(stats)]), ""]
-    if report.errors:
-        out += ["### Errors", "", *_md_table(["job", "type", "count", "example"], _error_rows(report)), ""]
-    if report.expectation_failures:
-        out += ["### Expectation failures", "", *_md_table(["job", "id", "message"], _failure_rows(report)), ""]
-    return "\n".join(out)
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    def cell(text: str) -> str:
-        return text.replace("\\", "\\\\").replace("|", "\\|")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    return lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+def verdict(report: Report) -> str:
+    """One line: `PASS: 120/120 ok`, or `FAIL: ` and what failed (and what stopped the run)."""
+    stats, plan, run = report.overall, report.plan, report.run
+    problems = []
+    if stats.error:
+        problems.append(plural(stats.error, "error"))
+    if stats.expectation_failed_requests:
+        problems.append(plural(stats.expectation_failed_requests, "expectation failure"))
+    if plan is not None and plan.never_ran:
+        problems.append(f"{plural(plan.never_ran, 'planned request')} never ran")
+    reason = run.stop_reason if run is not None else None
+    if run is not None:  # gates breached at the end (p95 latency) stopped nothing but failed the run
+        problems += [f"{gate.split(':', 1)[0]} failed" for gate in run.gates if gate != run.stopped_by]
+        if not problems and reason is None and run.exit_code:
+            problems.append(f"the run exited {run.exit_code}")
+    total = plan.planned if plan is not None else stats.requests
+    if not total and not problems:
+        return "FAIL: no records" if reason is None else f"FAIL: no records ({reason})"
+    if problems or reason:
+        text = ", ".join(problems) or f"{stats.ok}/{total} ok"
+        return f"FAIL: {text}" + (f" ({reason})" if reason else "")
+    return f"PASS: {stats.ok}/{total} ok"

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import UsageError
-from batchrun.html_shots import Shot, esc, lazy_images, load_shots, page, show, tile
-from batchrun.report import MAX_LISTED, Report, Stats, metric_rows
+from batchrun.html_shots import MissingFiles, Shot, esc, lazy_images, load_shots, page, show, tile
+from batchrun.report import MAX_LISTED, Report, Stats, verdict
+from batchrun.report_text import metric_rows, plan_rows
 
 ABSENT_KEY = "\x00absent"  # the axis value of a record whose matrix lacks the key
 HIST_BINS_MAX = 24
@@ -34,15 +35,18 @@ def parse_grid(text: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def render_report_html(report: Report, html_path: str | Path, grid: tuple[str, str] | None = None) -> str:
+def render_report_html(report: Report, html_path: str | Path, grid: tuple[str, str] | None = None,
+                       missing: MissingFiles | None = None) -> str:
     """The HTML page of a computed report (its file is read again for the contact sheet; image
-    paths are made relative to where `html_path` will be).
+    paths are made relative to where `html_path` will be). Downloaded artifacts whose file is gone
+    are counted in `missing` and named in a note on the page.
 
     Raises:
         RecordsError: the file cannot be read any more.
         UsageError: `grid` names keys that no job with images has.
     """
-    shots = load_shots(report.file, html_path)
+    missing = missing if missing is not None else MissingFiles()
+    shots = load_shots(report.file, html_path, missing=missing)
     sheets = [_sheet(job, members, grid, lazy_images(shots)) for job, members in _image_jobs(shots).items()]
     if grid is not None and not any(grid_used for _, grid_used in sheets):
         keys = sorted({key for members in _image_jobs(shots).values() for key in matrix_keys(members)})
@@ -51,7 +55,14 @@ def render_report_html(report: Report, html_path: str | Path, grid: tuple[str, s
             f"--grid {grid[0]},{grid[1]}: no job with images has both matrix keys (matrix keys: {known})"
         )
     title = f"batchrun report: {Path(report.file).name}"
-    body = [f"<header><h1>{esc(title)}</h1><div class=\"muted\">{esc(report.file)}{_superseded(report)}</div></header>"]
+    passed = verdict(report).startswith("PASS")
+    body = [
+        f"<header><h1>{esc(title)}</h1><div class=\"muted\">{esc(report.file)}{_superseded(report)}</div>"
+        f'<p class="{"good" if passed else "bad"}" id="verdict">{esc(verdict(report))}</p></header>',
+        *_plan(report),
+    ]
+    if missing.count:
+        body.append(f'<p class="bad" id="missing-files">{esc(missing.message(report.file))}</p>')
     if not report.overall.requests:
         body.append("<p>No records.</p>")
         return page(title, "\n".join(body))
@@ -65,6 +76,19 @@ def render_report_html(report: Report, html_path: str | Path, grid: tuple[str, s
 
 def _superseded(report: Report) -> str:
     return f" · {esc(report.superseded_note())}" if report.superseded else ""
+
+
+def _plan(report: Report) -> list[str]:
+    rows = "".join(f"<tr><th>{esc(label)}</th><td>{esc(value)}</td></tr>" for label, value in plan_rows(report))
+    if not rows:
+        return []
+    listed = ""
+    if report.plan is not None and report.plan.never_ran_listed:
+        items = "".join(f"<li><code>{esc(p.id)}</code> {esc(p.job)} {esc(p.request)}</li>"
+                        for p in report.plan.never_ran_listed)
+        listed = f'<div class="muted">never ran:</div><ul class="changes">{items}</ul>'
+    return [f'<div class="cards"><section class="card"><h3>Plan</h3><table class="metrics">{rows}</table>'
+            f"{listed}</section></div>"]
 
 
 def _summary(report: Report) -> list[str]:
@@ -175,28 +199,46 @@ def _errors(report: Report) -> list[str]:
     if report.errors:
         rows = "".join(
             f"<tr><td>{esc(g.job)}</td><td><code>{esc(g.type)}</code></td><td>{g.count}</td>"
-            f"<td>{esc(g.example)}</td></tr>"
+            f"<td>{_request(g.example_id, g.example_request)}</td><td>{esc(g.example)}</td></tr>"
             for g in report.errors
         )
         out += [
             "<h2>Errors</h2>",
-            f'<div class="scroll card"><table><thead><tr><th>job</th><th>type</th><th>count</th><th>example</th></tr>'
-            f"</thead><tbody>{rows}</tbody></table></div>",
+            f'<div class="scroll card"><table><thead><tr><th>job</th><th>type</th><th>count</th><th>first request</th>'
+            f"<th>example</th></tr></thead><tbody>{rows}</tbody></table></div>",
+        ]
+    if report.failed_requests:
+        rows = "".join(
+            f"<tr><td>{esc(f.job)}</td><td>{_request(f.id, f.request)}</td><td>{esc(f.error)}</td></tr>"
+            for f in report.failed_requests[:MAX_LISTED]
+        )
+        if len(report.failed_requests) > MAX_LISTED:
+            rows += (f'<tr><td colspan="3" class="muted">{len(report.failed_requests) - MAX_LISTED} more '
+                     "(see --format json)</td></tr>")
+        out += [
+            "<h2>Failed requests</h2>",
+            f'<div class="scroll card"><table><thead><tr><th>job</th><th>request</th><th>error</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table></div>",
         ]
     failures = report.expectation_failures
     if failures:
         rows = "".join(
-            f"<tr><td>{esc(f.job)}</td><td><code>{esc(f.id)}</code></td><td>{esc(f.message)}</td></tr>"
+            f"<tr><td>{esc(f.job)}</td><td>{_request(f.id, f.request)}</td><td>{esc(f.message)}</td></tr>"
             for f in failures[:MAX_LISTED]
         )
         if len(failures) > MAX_LISTED:
             rows += f'<tr><td colspan="3" class="muted">{len(failures) - MAX_LISTED} more (see --format json)</td></tr>'
         out += [
             "<h2>Expectation failures</h2>",
-            f'<div class="scroll card"><table><thead><tr><th>job</th><th>id</th><th>message</th></tr></thead>'
+            f'<div class="scroll card"><table><thead><tr><th>job</th><th>request</th><th>message</th></tr></thead>'
             f"<tbody>{rows}</tbody></table></div>",
         ]
     return out
+
+
+def _request(rid: str, label: str) -> str:
+    """An id and what the request is (`seed=3 style=anime`)."""
+    return f"<code>{esc(rid)}</code>" + (f" {esc(label)}" if label else "")
 
 
 def _image_jobs(shots: list[Shot]) -> dict[str, list[Shot]]:

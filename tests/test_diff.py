@@ -24,34 +24,35 @@ DATA = Path(__file__).parent / "data" / "records"
 #   id-21 images[1].nsfw false -> true
 EXPECTED_TEXT = """\
 batchrun diff: base.jsonl (11 requests) -> new.jsonl (11 requests)
+ok 90.9% (10/11) -> 90.9% (10/11) · latency of ok requests p50 1.000 s -> 1.000 s, p95 1.000 s -> 2.000 s
 
 newly failing (1)
-  id-11  txt2img  internal_server_error: boom
+  id-11  txt2img  style=anime seed=1  internal_server_error: boom
 
 newly passing (1)
-  id-12  txt2img
+  id-12  txt2img  style=sketch seed=2
 
 missing (1)
-  id-13  txt2img
+  id-13  txt2img  style=photo seed=3
 
 added (1)
-  id-14  upscale
+  id-14  upscale  style=anime seed=4
 
 results changed (3)
-  id-15  txt2img
+  id-15  txt2img  style=sketch seed=5
       images[0].width: 512 -> 768
       images[1]: (absent) -> {"url": "https://cdn.example/new/15b.png", "width": 768}
       seed: 7 -> 8
-  id-20  txt2img
+  id-20  txt2img  style=anime seed=10
       images[0].url: sha256 aaaaaaaaaaaa -> sha256 bbbbbbbbbbbb
-  id-21  txt2img
+  id-21  txt2img  style=sketch seed=11
       images[1].nsfw: false -> true
 
 expectation regressions (1)
-  id-16  txt2img  timings.inference: expected <= 1, got 1.3
+  id-16  txt2img  style=photo seed=6  timings.inference: expected <= 1, got 1.3
 
 latency regressions (1)
-  id-17  txt2img  1.000 s -> 2.000 s (x2.00)
+  id-17  txt2img  style=anime seed=7  1.000 s -> 2.000 s (x2.00)
 
 regressed: 1 newly failing, 1 newly passing, 1 missing, 1 added, 3 results changed, 1 expectation regression, 1 latency regression
 """
@@ -60,6 +61,12 @@ EXPECTED_MARKDOWN = """\
 ## batchrun diff
 
 `base.jsonl` (11 requests) → `new.jsonl` (11 requests): **regressed: 1 newly failing, 1 newly passing, 1 missing, 1 added, 3 results changed, 1 expectation regression, 1 latency regression**
+
+| whole run | base | new |
+| --- | --- | --- |
+| ok | 90.9% (10/11) | 90.9% (10/11) |
+| latency p50 (ok requests) | 1.000 s | 1.000 s |
+| latency p95 (ok requests) | 1.000 s | 2.000 s |
 
 | category | count |
 | --- | --- |
@@ -73,49 +80,49 @@ EXPECTED_MARKDOWN = """\
 
 ### Newly failing (1)
 
-| id | job | detail |
-| --- | --- | --- |
-| `id-11` | txt2img | internal_server_error: boom |
+| id | job | request | detail |
+| --- | --- | --- | --- |
+| `id-11` | txt2img | style=anime seed=1 | internal_server_error: boom |
 
 ### Newly passing (1)
 
-| id | job | detail |
-| --- | --- | --- |
-| `id-12` | txt2img |  |
+| id | job | request | detail |
+| --- | --- | --- | --- |
+| `id-12` | txt2img | style=sketch seed=2 |  |
 
 ### Missing (1)
 
-| id | job | detail |
-| --- | --- | --- |
-| `id-13` | txt2img |  |
+| id | job | request | detail |
+| --- | --- | --- | --- |
+| `id-13` | txt2img | style=photo seed=3 |  |
 
 ### Added (1)
 
-| id | job | detail |
-| --- | --- | --- |
-| `id-14` | upscale |  |
+| id | job | request | detail |
+| --- | --- | --- | --- |
+| `id-14` | upscale | style=anime seed=4 |  |
 
 ### Results changed (3)
 
-| id | job | change |
-| --- | --- | --- |
-| `id-15` | txt2img | images[0].width: 512 -> 768 |
-| `id-15` | txt2img | images[1]: (absent) -> {"url": "https://cdn.example/new/15b.png", "width": 768} |
-| `id-15` | txt2img | seed: 7 -> 8 |
-| `id-20` | txt2img | images[0].url: sha256 aaaaaaaaaaaa -> sha256 bbbbbbbbbbbb |
-| `id-21` | txt2img | images[1].nsfw: false -> true |
+| id | job | request | change |
+| --- | --- | --- | --- |
+| `id-15` | txt2img | style=sketch seed=5 | images[0].width: 512 -> 768 |
+| `id-15` | txt2img | style=sketch seed=5 | images[1]: (absent) -> {"url": "https://cdn.example/new/15b.png", "width": 768} |
+| `id-15` | txt2img | style=sketch seed=5 | seed: 7 -> 8 |
+| `id-20` | txt2img | style=anime seed=10 | images[0].url: sha256 aaaaaaaaaaaa -> sha256 bbbbbbbbbbbb |
+| `id-21` | txt2img | style=sketch seed=11 | images[1].nsfw: false -> true |
 
 ### Expectation regressions (1)
 
-| id | job | detail |
-| --- | --- | --- |
-| `id-16` | txt2img | timings.inference: expected <= 1, got 1.3 |
+| id | job | request | detail |
+| --- | --- | --- | --- |
+| `id-16` | txt2img | style=photo seed=6 | timings.inference: expected <= 1, got 1.3 |
 
 ### Latency regressions (1)
 
-| id | job | detail |
-| --- | --- | --- |
-| `id-17` | txt2img | 1.000 s -> 2.000 s (x2.00) |
+| id | job | request | detail |
+| --- | --- | --- | --- |
+| `id-17` | txt2img | style=anime seed=7 | 1.000 s -> 2.000 s (x2.00) |
 """
 
 
@@ -152,6 +159,11 @@ def test_json_diff(in_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
     assert data["regressed"] is True
     assert data["base"] == {"file": "base.jsonl", "requests": 11}
+    assert (data["shared_ids"], data["warning"]) == (10, None)
+    assert data["numbers"] == {
+        "base": {"requests": 11, "ok": 10, "ok_rate": 0.909091, "latency_s": {"p50": 1.0, "p95": 1.0}},
+        "new": {"requests": 11, "ok": 10, "ok_rate": 0.909091, "latency_s": {"p50": 1.0, "p95": 2.0}},
+    }
     assert data["counts"] == {
         "newly_failing": 1,
         "newly_passing": 1,
@@ -165,6 +177,7 @@ def test_json_diff(in_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
         {
             "id": "id-11",
             "job": "txt2img",
+            "request": "style=anime seed=1",
             "detail": "internal_server_error: boom",
             "error": {"type": "internal_server_error", "status_code": 500, "detail": "boom", "retryable": False},
         }
@@ -173,6 +186,7 @@ def test_json_diff(in_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert data["results_changed"][0] == {
         "id": "id-15",
         "job": "txt2img",
+        "request": "sketch seed=5".replace("sketch", "style=sketch"),
         "changes": [
             {"path": "images[0].width", "base": 512, "new": 768},
             {"path": "images[1]", "new": {"url": "https://cdn.example/new/15b.png", "width": 768}},
@@ -186,12 +200,14 @@ def test_json_diff(in_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
         {
             "id": "id-16",
             "job": "txt2img",
+            "request": "style=photo seed=6",
             "detail": "timings.inference: expected <= 1, got 1.3",
             "check": {"path": "timings.inference", "max": 1},
         }
     ]
     assert data["latency_regressions"] == [
-        {"id": "id-17", "job": "txt2img", "detail": "1.000 s -> 2.000 s (x2.00)", "base_s": 1.0, "new_s": 2.0}
+        {"id": "id-17", "job": "txt2img", "request": "style=anime seed=7", "detail": "1.000 s -> 2.000 s (x2.00)",
+         "base_s": 1.0, "new_s": 2.0}
     ]
 
 
@@ -238,7 +254,9 @@ def test_identical_files(in_data: Path, capsys: pytest.CaptureFixture[str]) -> N
     """A file compared with itself has no differences."""
     assert main(["diff", "new.jsonl", "new.jsonl"]) == 0
     assert capsys.readouterr().out == (
-        "batchrun diff: new.jsonl (11 requests) -> new.jsonl (11 requests)\n\nno differences\n"
+        "batchrun diff: new.jsonl (11 requests) -> new.jsonl (11 requests)\n"
+        "ok 90.9% (10/11) -> 90.9% (10/11) · latency of ok requests p50 1.000 s -> 1.000 s, p95 2.000 s -> 2.000 s\n"
+        "\nno differences\n"
     )
 
 

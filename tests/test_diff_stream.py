@@ -92,7 +92,7 @@ def test_nan_is_always_compared() -> None:
 def _record(rid: str, index: int, *, seed: int, finished: str, status: str = "ok",
             checks: list[dict[str, Any]] | None = None) -> str:
     record = {
-        "id": rid, "index": index, "job": "j", "status": status,
+        "id": rid, "index": index, "job": "j", "status": status, "matrix": {"seed": seed},
         "result": {"seed": seed, "image": {"url": f"https://cdn/{rid}/{seed}/{finished}"}} if status == "ok" else None,
         "error": None if status == "ok" else {"type": "boom", "status_code": 500, "detail": f"seed {seed}",
                                               "retryable": False},
@@ -103,7 +103,8 @@ def _record(rid: str, index: int, *, seed: int, finished: str, status: str = "ok
 
 
 def test_the_newest_record_is_the_one_read_again(tmp_path: Path) -> None:
-    """Superseded lines before and after the newest one: the detail comes from the newest line."""
+    """Superseded lines before and after the newest one: the detail (and the request's label) comes
+    from the newest line."""
     passed = [{"passed": True, "message": "fine", "check": {"path": "seed"}}]
     failed = [{"passed": False, "message": f"seed: got {n}", "check": {"path": "seed"}} for n in (7, 8)]
     base = tmp_path / "base.jsonl"
@@ -129,20 +130,24 @@ def test_the_newest_record_is_the_one_read_again(tmp_path: Path) -> None:
         "base": {"file": str(base), "requests": 3},
         "new": {"file": str(new), "requests": 3},
         "regressed": True,
+        "shared_ids": 3,
+        "warning": None,
+        "numbers": {"base": {"requests": 3, "ok": 3, "ok_rate": 1.0, "latency_s": {"p50": 1.0, "p95": 1.0}},
+                    "new": {"requests": 3, "ok": 2, "ok_rate": 0.666667, "latency_s": {"p50": 1.0, "p95": 1.0}}},
         "counts": {"newly_failing": 1, "newly_passing": 0, "missing": 0, "added": 0, "results_changed": 2,
                    "expectation_regressions": 2, "latency_regressions": 0},
-        "newly_failing": [{"id": "c", "job": "j", "detail": "boom: seed 6",
+        "newly_failing": [{"id": "c", "job": "j", "request": "seed=6", "detail": "boom: seed 6",
                            "error": {"type": "boom", "status_code": 500, "detail": "seed 6", "retryable": False}}],
         "newly_passing": [],
         "missing": [],
         "added": [],
         "results_changed": [
-            {"id": "a", "job": "j", "changes": [{"path": "seed", "base": 1, "new": 2}]},
-            {"id": "b", "job": "j", "changes": [{"path": "seed", "base": 1, "new": 4}]},
+            {"id": "a", "job": "j", "request": "seed=2", "changes": [{"path": "seed", "base": 1, "new": 2}]},
+            {"id": "b", "job": "j", "request": "seed=4", "changes": [{"path": "seed", "base": 1, "new": 4}]},
         ],
         "expectation_regressions": [
-            {"id": "a", "job": "j", "detail": "seed: got 7", "check": {"path": "seed"}},
-            {"id": "b", "job": "j", "detail": "seed: got 8", "check": {"path": "seed"}},
+            {"id": "a", "job": "j", "request": "seed=2", "detail": "seed: got 7", "check": {"path": "seed"}},
+            {"id": "b", "job": "j", "request": "seed=4", "detail": "seed: got 8", "check": {"path": "seed"}},
         ],
         "latency_regressions": [],
     }

@@ -150,8 +150,10 @@ def test_end_to_end_a_hand_edited_verdict_fails_run_report_and_diff_alike(
     assert "expectations_failed=1" in capsys.readouterr().err
     assert main(["report", str(out), "--format", "json"]) == 0
     failures = json.loads(capsys.readouterr().out)["expectation_failures"]
-    assert failures == [{"job": "echo", "id": dog["id"], "message": dog["expectations"][0]["message"]}]
+    assert failures == [{"job": "echo", "id": dog["id"], "message": dog["expectations"][0]["message"],
+                         "request": "prompt=a dog"}]
     assert main(["diff", str(baseline), str(out), "--format", "json"]) == 1
     regressions = json.loads(capsys.readouterr().out)["expectation_regressions"]
-    assert regressions == [{"id": dog["id"], "job": "echo", "detail": dog["expectations"][0]["message"],
+    assert regressions == [{"id": dog["id"], "job": "echo", "request": "prompt=a dog",
+                            "detail": dog["expectations"][0]["message"],
                             "check": {"path": "echo.prompt", "exists": True}}]

@@ -17,6 +17,7 @@ DATA = Path(__file__).parent / "data" / "records"
 # written in completion order; errors, retries, queue times, expectation failures and costs.
 EXPECTED_TEXT = """\
 batchrun report: run.jsonl
+FAIL: 2 errors, 2 expectation failures
 (7 records, 1 superseded by newer ones)
 
 all jobs
@@ -53,19 +54,26 @@ job upscale
   cost                     $0.0050
 
 errors
-  job      type              count  example
-  txt2img  validation_error  1      [{"loc": ["body", "num_images"], "msg": "ensure this value is less than or equa…
-  upscale  http_timeout      1      read timed out
+  job      type              count  first request                      example
+  txt2img  validation_error  1      id-02 (seed=2)                     [{"loc": ["body", "num_images"], "msg": "ensure this value is less than or equa…
+  upscale  http_timeout      1      id-05 (row 5 prompt=a cat seed=5)  read timed out
+
+failed requests
+  job      id     request                    error
+  txt2img  id-02  seed=2                     validation_error: [{"loc": ["body", "num_images"], "msg": "ensure this value is less than or equa…
+  upscale  id-05  row 5 prompt=a cat seed=5  http_timeout: read timed out
 
 expectation failures
-  job      id     message
-  txt2img  id-01  images[0].width: expected 512, got 768
-  txt2img  id-03  seed: expected 7, got 8
-  txt2img  id-03  latency_s: expected <= 3, got 3.4
+  job      id     request  message
+  txt2img  id-01  seed=1   images[0].width: expected 512, got 768
+  txt2img  id-03  seed=3   seed: expected 7, got 8
+  txt2img  id-03  seed=3   latency_s: expected <= 3, got 3.4
 """
 
 EXPECTED_MARKDOWN = """\
 ## batchrun report: `run.jsonl`
+
+**FAIL: 2 errors, 2 expectation failures**
 
 7 records, 1 superseded by newer ones.
 
@@ -113,18 +121,25 @@ EXPECTED_MARKDOWN = """\
 
 ### Errors
 
-| job | type | count | example |
+| job | type | count | first request | example |
+| --- | --- | --- | --- | --- |
+| txt2img | validation_error | 1 | id-02 (seed=2) | [{"loc": ["body", "num_images"], "msg": "ensure this value is less than or equa… |
+| upscale | http_timeout | 1 | id-05 (row 5 prompt=a cat seed=5) | read timed out |
+
+### Failed requests
+
+| job | id | request | error |
 | --- | --- | --- | --- |
-| txt2img | validation_error | 1 | [{"loc": ["body", "num_images"], "msg": "ensure this value is less than or equa… |
-| upscale | http_timeout | 1 | read timed out |
+| txt2img | id-02 | seed=2 | validation_error: [{"loc": ["body", "num_images"], "msg": "ensure this value is less than or equa… |
+| upscale | id-05 | row 5 prompt=a cat seed=5 | http_timeout: read timed out |
 
 ### Expectation failures
 
-| job | id | message |
-| --- | --- | --- |
-| txt2img | id-01 | images[0].width: expected 512, got 768 |
-| txt2img | id-03 | seed: expected 7, got 8 |
-| txt2img | id-03 | latency_s: expected <= 3, got 3.4 |
+| job | id | request | message |
+| --- | --- | --- | --- |
+| txt2img | id-01 | seed=1 | images[0].width: expected 512, got 768 |
+| txt2img | id-03 | seed=3 | seed: expected 7, got 8 |
+| txt2img | id-03 | seed=3 | latency_s: expected <= 3, got 3.4 |
 """
 
 
@@ -150,8 +165,10 @@ def test_json_report(in_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The json report carries the same numbers, unrounded, for machines."""
     assert main(["report", "run.jsonl", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert sorted(data) == ["errors", "expectation_failures", "file", "jobs", "overall", "records", "superseded"]
+    assert sorted(data) == ["errors", "expectation_failures", "failed_requests", "file", "jobs", "overall", "plan",
+                            "records", "run", "superseded", "verdict"]
     assert (data["records"], data["superseded"]) == (7, 1)
+    assert (data["verdict"], data["plan"], data["run"]) == ("FAIL: 2 errors, 2 expectation failures", None, None)
     assert data["overall"] == {
         "requests": 6,
         "ok": 4,
@@ -169,11 +186,15 @@ def test_json_report(in_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert list(data["jobs"]) == ["txt2img", "upscale"]
     assert data["jobs"]["upscale"]["queue_s"] == {"p50": None, "p95": None}
     assert data["jobs"]["txt2img"]["throughput_rps"] == 0.909091
-    assert data["errors"][1] == {"job": "upscale", "type": "http_timeout", "count": 1, "example": "read timed out"}
+    assert data["errors"][1] == {"job": "upscale", "type": "http_timeout", "count": 1, "example": "read timed out",
+                                 "example_id": "id-05", "example_request": "row 5 prompt=a cat seed=5"}
+    assert data["failed_requests"][1] == {"job": "upscale", "id": "id-05", "request": "row 5 prompt=a cat seed=5",
+                                          "error": "http_timeout: read timed out"}
     assert data["expectation_failures"][0] == {
         "job": "txt2img",
         "id": "id-01",
         "message": "images[0].width: expected 512, got 768",
+        "request": "seed=1",
     }
 
 
@@ -197,7 +218,7 @@ def test_empty_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An empty output says so instead of printing zeros."""
     (tmp_path / "out.jsonl").write_text("")
     assert main(["report", str(tmp_path / "out.jsonl")]) == 0
-    assert capsys.readouterr().out == f"batchrun report: {tmp_path / 'out.jsonl'}\nno records\n"
+    assert capsys.readouterr().out == f"batchrun report: {tmp_path / 'out.jsonl'}\nFAIL: no records\nno records\n"
 
 
 def test_truncated_last_line_is_skipped_with_a_warning(

@@ -176,7 +176,7 @@ def test_hostile_strings_are_escaped_and_unsafe_urls_dropped(tmp_path: Path) -> 
     assert "javascript:" not in page_text
     # The texts survive intact for a reader: in the errors table, the sheet and the hover text.
     errors = [[td.text() for td in tr.all("td")] for tr in page.all("tbody")[0].all("tr")]
-    assert errors == [[HOSTILE, "validation_error", "1", HOSTILE]]
+    assert errors == [[HOSTILE, "validation_error", "1", "id-01", HOSTILE]]
     assert 'prompt: "><img src=x onerror=alert(1)>' in page.all("a")[0].attrs["title"]
     assert sheet(page)[3][0][0] == HOSTILE
 
@@ -217,12 +217,18 @@ def test_summary_numbers_are_the_text_reports(tmp_path: Path) -> None:
         ("attempts", "9 (2 requests retried)"), ("throughput", "1.20 requests/s over 5.000 s"), ("cost", "$0.0350"),
     ]  # fmt: skip
     tables = [[[td.text() for td in tr.all("td")] for tr in body.all("tr")] for body in page.all("tbody")]
-    assert tables[0][1] == ["upscale", "http_timeout", "1", "read timed out"]
-    assert tables[1] == [
-        ["txt2img", "id-01", "images[0].width: expected 512, got 768"],
-        ["txt2img", "id-03", "seed: expected 7, got 8"],
-        ["txt2img", "id-03", "latency_s: expected <= 3, got 3.4"],
+    assert tables[0][1] == ["upscale", "http_timeout", "1", "id-05 row 5 prompt=a cat seed=5", "read timed out"]
+    assert tables[1] == [  # failed requests, named by what they are
+        ["txt2img", "id-02 seed=2", 'validation_error: [{"loc": ["body", "num_images"], "msg": "ensure this value is less '
+                                    'than or equa…'],
+        ["upscale", "id-05 row 5 prompt=a cat seed=5", "http_timeout: read timed out"],
     ]
+    assert tables[2] == [
+        ["txt2img", "id-01 seed=1", "images[0].width: expected 512, got 768"],
+        ["txt2img", "id-03 seed=3", "seed: expected 7, got 8"],
+        ["txt2img", "id-03 seed=3", "latency_s: expected <= 3, got 3.4"],
+    ]
+    assert page.all("p", "bad")[0].text() == "FAIL: 2 errors, 2 expectation failures"
     assert "7 records, 1 superseded by newer ones" in page.all("header")[0].text()
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from batchrun.diff import LATENCY_FLOOR_S, diff_files, render
+from batchrun.diff import LATENCY_FLOOR_S, diff_files, no_shared_ids_warning, render
 from batchrun.diff_html import render_diff_html
 from batchrun.errors import UsageError
-from batchrun.html_shots import write_page
+from batchrun.html_shots import MissingFiles, write_page
 from batchrun.resultpath import PathError, parse_path
 
 FORMATS = ("text", "markdown", "json")
@@ -46,7 +46,14 @@ def run(args: argparse.Namespace) -> int:
     except PathError as exc:
         raise UsageError(f"--ignore: {exc}") from None
     diff = diff_files(args.base, args.new, ignore=ignore, latency_ratio=args.latency_ratio)
+    warning = no_shared_ids_warning(diff)
+    if warning:
+        print(f"batchrun: {warning}", file=sys.stderr)
     if args.html is not None:
-        write_page(args.html, render_diff_html(diff, args.html))
+        missing = MissingFiles()
+        write_page(args.html, render_diff_html(diff, args.html, missing))
+        if missing.count:
+            print(f"batchrun: warning: {missing.message(f'{args.base} or {args.new}')}", file=sys.stderr)
+        print(f"wrote {args.html}", file=sys.stderr)
     sys.stdout.write(render(diff, args.format))
     return 1 if diff.regressed else 0

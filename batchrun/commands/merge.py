@@ -49,10 +49,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _summary(result: MergeResult, output: str) -> str:
     dropped = f" ({_n(result.superseded, 'superseded record')} dropped)" if result.superseded else ""
-    return (
+    line = (
         f"merged {_n(result.inputs, 'file')}: {_n(result.records, 'record')} -> "
         f"{_n(result.written, 'request')} in {output}{dropped}"
     )
+    if result.rebased:
+        line += (f"\nartifact paths of {_n(result.rebased, 'record')} rewritten relative to the folder of {output} "
+                 "(the files stay where they are)")
+    return line
 
 
 def _more(count: int) -> None:
