@@ -14,7 +14,10 @@
 Interruption (SIGINT, or SIGTERM from CI or Kubernetes: the same path): the producer stops at
 once; workers waiting for a slot, and queue requests already journaled, stop waiting (they keep
 running remotely and are re-attached by the next run); direct calls and submits still on the wire
-get `GRACE_S` to finish and be written. A second SIGINT cancels the journaled queue requests
+get `GRACE_S` to finish and be written. No retry starts once the run is stopping (interrupted, or
+halted by a gate or the budget): a request sleeping before its next attempt, or failing its
+current one, ends there. After a halt it is recorded with the error it had; after an interrupt it
+has no record and the resume sends it (see `Executor.stop_retry`). A second SIGINT cancels the journaled queue requests
 remotely; a second SIGTERM changes nothing (a supervisor repeating itself is not asking to throw
 away paid-for work; it sends SIGKILL when its grace period ends, and the journal survives that).
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import re
 import signal
 import threading
 import time
@@ -50,6 +54,7 @@ from batchrun.toolkit import Toolkit
 
 __all__ = ["GRACE_S", "Executor", "RunResult", "SettledJob"]
 
+_REASON = re.compile(r"^(?:GET \S+: )?(.+?)(?: \(HTTP (\d+)\))?$")  # a retry reason: type, status
 GRACE_S = 3.0  # after Ctrl-C or SIGTERM, how long requests on the wire may take to finish and be written
 REMOTE_CANCEL_S = 1.5  # bound on cancelling journaled requests after a second Ctrl-C
 SHOWN_INTERNAL_ERRORS = 3  # internal errors told on stderr one by one (all are records)
@@ -71,6 +76,23 @@ class _Active:
     slot: Slot | None = None
     journaled: bool = False
     backoff_until: float | None = None  # a submit sleeping before its next attempt, until then (monotonic)
+    retry: _Retry | None = None  # the newest retry the client announced
+    retry_stopped: bool = False  # the run stopped that retry: the request ends with the error it had
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Retry:
+    """A retry announced by the client (`Events.retrying`): what failed, and when the next attempt
+    starts. Once the run is stopping it does not start: the request's record is this error."""
+
+    attempts: int  # attempts made so far
+    reason: str  # the client's short reason: `type`, `type (HTTP n)`, or `GET x: ...` for a status/result GET
+    until: float  # monotonic time the next attempt starts
+
+    @property
+    def follows(self) -> bool:
+        """A status or result GET of a journaled queue request (not a new attempt of the request)."""
+        return self.reason.startswith("GET ")
 
 
 @dataclasses.dataclass(slots=True)
@@ -136,12 +158,16 @@ class _Events:
     def retrying(self, request: PlannedRequest, attempt: int, delay: float, reason: str, *,
                  rate_limited: bool) -> None:
         self._x.progress.set_state(request.id, "retrying")
+        until = time.monotonic() + delay
+        self._active.retry = _Retry(attempt, reason, until)
         if not self._active.journaled:
-            self._active.backoff_until = time.monotonic() + delay
+            self._active.backoff_until = until
         if rate_limited and self._active.slot is not None:
             # The request sleeps holding its slot (why: batchrun.limits); AIMD halves the limit.
             self._active.slot.rate_limited()
             self._x.progress.effective = self._x.limits.effective
+        if self._x.stopping or self._x.halted:
+            self._x.stop_retry(self._active)  # its sleep is cancelled before it starts
 
 
 class Executor:
@@ -185,6 +211,7 @@ class Executor:
         self.stopping = False
         self.stop_signal: int = signal.SIGINT  # the first signal that interrupted the run
         self.halted = False  # a gate or the budget stopped the run: no new requests, in-flight ones finish
+        self.halt_reason = ""
         self.cancel_remote = False
         self._active: dict[int, _Active] = {}
         self._producer_scope = anyio.CancelScope()
@@ -322,6 +349,9 @@ class Executor:
         finally:
             del self._active[key]
             self.progress.clear(request.id)
+        if outcome is None and active.retry_stopped:
+            assert active.retry is not None
+            outcome = self._stopped_retry(request, active.retry)
         if outcome is None:
             if request.mode == "subscribe" and not active.journaled and (
                 active.backoff_until is not None and time.monotonic() < active.backoff_until
@@ -341,6 +371,18 @@ class Executor:
             await self.toolkit.enrich(request, record)
         return record
 
+    def _stopped_retry(self, request: PlannedRequest, retry: _Retry) -> Outcome:
+        """The error a request had when the run stopped its retry. The client announces a retry by
+        its short reason, so the record keeps the error's type and HTTP status, not the server's
+        detail text."""
+        m = _REASON.match(retry.reason)
+        type_, code = (m.group(1), int(m.group(2)) if m.group(2) else None) if m else (retry.reason, None)
+        detail = (f"attempt {retry.attempts} failed with {retry.reason}; not retried because the run was stopping "
+                  f"({self.halt_reason}); `batchrun run --retry-errors` sends it again")
+        entry = self.journal.in_flight.get(request.id)  # a resubmit after a failed queue result
+        return Outcome(False, None, error_record(type_, code, detail, True),
+                       entry.request_id if entry is not None else None, retry.attempts, None, None, None, None)
+
     def _refused(self, request: PlannedRequest) -> bool:
         assert self.toolkit is not None
         refused = self.toolkit.admit(request)
@@ -351,6 +393,7 @@ class Executor:
     # ---- the writer ---------------------------------------------------------------------------
 
     async def _write(self, results: MemoryObjectReceiveStream[dict[str, Any]]) -> None:
+        newest_ok = self.resume.newest_ok
         async with results:
             async for first in results:
                 for record in _ready(first, results):
@@ -360,6 +403,8 @@ class Executor:
                     self.progress.advance(record["status"] == "ok")
                     self.progress.effective = self.limits.effective
                     self.summary.add(record)
+                    if newest_ok and newest_ok.get(record["id"]) is False:
+                        self.summary.replaced_errors += 1  # an earlier error record, sent again
                     if self.toolkit is not None and (breach := self.toolkit.observe(record)) is not None:
                         self.halt(breach)
 
@@ -371,11 +416,26 @@ class Executor:
         if self.halted:
             return
         self.halted = True
-        self.progress.message(f"batchrun: {reason}; finishing the requests in flight")
+        self.halt_reason = reason
+        self.progress.message(f"batchrun: {reason}; finishing the requests in flight (no new retries)")
         self._producer_scope.cancel()
+        now = time.monotonic()
         for active in list(self._active.values()):
             if active.slot is None:
                 active.scope.cancel()
+            elif active.retry is not None and now < active.retry.until:
+                self.stop_retry(active)
+
+    def stop_retry(self, active: _Active) -> None:
+        """The run is stopping: `active`'s next attempt does not start. After a gate or the budget
+        stopped the run, the request ends with the error it had (the run is over; its record says
+        why). After Ctrl-C or SIGTERM it gets no record, as any request the interrupt cut short:
+        the resume sends it. A journaled queue request's status or result GET just stops waiting
+        (it stays journaled: the next run collects it)."""
+        assert active.retry is not None
+        if self.halted and not self.stopping and not (active.journaled and active.retry.follows):
+            active.retry_stopped = True
+        active.scope.cancel()
 
     def interrupt(self, signum: int = signal.SIGINT) -> None:
         """First Ctrl-C or SIGTERM: stop submitting; stop waiting on what is safe to leave; grace for
@@ -389,9 +449,27 @@ class Executor:
         self.stopping = True
         self.stop_signal = signum
         self._producer_scope.cancel()
+        now = time.monotonic()
         for active in list(self._active.values()):
-            if active.slot is None or active.journaled:
+            if active.slot is not None and active.retry is not None and now < active.retry.until:
+                self.stop_retry(active)
+            elif active.slot is None or active.journaled:
                 active.scope.cancel()
+
+    def _interrupted_message(self, signum: int) -> str:
+        """What the first signal does, said as it happens. A second Ctrl-C is offered only while the
+        run still waits for requests on the wire: with none, the run ends at once (its summary then
+        says which queue requests keep running remotely), so there is no moment to press it."""
+        wire = [a for a in self._active.values()
+                if a.slot is not None and not a.journaled and not a.scope.cancel_called]
+        text = f"batchrun: interrupted{signals.label(signum)}; no new requests"
+        if not wire:
+            return text
+        text += f"; waiting up to {GRACE_S:.0f} s for {len(wire)} requests on the wire"
+        if signum != signal.SIGINT:
+            return text  # a second SIGTERM changes nothing (see the module docstring)
+        queue = self.journal.in_flight or any(a.request.mode == "subscribe" for a in wire)
+        return text + (" (Ctrl-C again to stop waiting" + (" and cancel the queue requests remotely)" if queue else ")"))
 
     async def _grace(self) -> None:
         await anyio.sleep(GRACE_S)
@@ -407,12 +485,7 @@ class Executor:
                     first = not self.stopping
                     self.interrupt(signum)
                     if first:
-                        n = sum(1 for a in self._active.values() if a.slot is not None and not a.journaled)
-                        self.progress.message(
-                            f"batchrun: interrupted{signals.label(signum)}; no new requests"
-                            + (f"; waiting up to {GRACE_S:.0f} s for {n} requests on the wire" if n else "")
-                            + " (Ctrl-C again to also cancel the queued requests remotely)"
-                        )
+                        self.progress.message(self._interrupted_message(signum))
                         tg.start_soon(self._grace)
         finally:
             signals.restore(saved)

@@ -5,6 +5,16 @@ spec's repository (and whether the work tree had uncommitted changes), batchrun,
 platform, the target URLs, the plan (count, digest of its ids), and, once the run ends, the counts
 by status, cost, breached gates, the exit code and whether it was interrupted.
 
+It describes the *output*, which a resume continues, not only the last run (version 2):
+`started_at` is when the output's first run started; `counts` are the plan's requests by their
+newest record in the output (`ok`, `error`, `not_run`, `expectation_failures`), earlier runs'
+records included; `cost_usd` sums every run's. `runs` lists each run on this output, oldest first
+(`started_at`, `finished_at`, `resumed`, `spec_sha256`, `planned`, `selection` (`--only`/`--limit`
+as given, or null: then `planned` and the top `plan.count` are that part's), its own `counts`: `ok`, `error`,
+`skipped`, `skipped_errors`, `expectation_failures`; `cost_usd`, `stopped_by`, `exit_code`,
+`interrupted`); `gates`, `stopped_by`, `exit_code` and `interrupted` at the top are the newest
+run's. A version 1 manifest met by a resume becomes the first entry of `runs`.
+
 No secrets: the spec is only hashed (and its `${{ env.X }}` templates are unresolved anyway), URLs
 lose any user:password part, and every string passes through the run's redactor. Each write
 replaces the file atomically (temp file + rename), so a reader never sees half a manifest; a write
@@ -33,7 +43,8 @@ from batchrun.spec import Spec
 __all__ = ["GIT_TIMEOUT_S", "Manifest", "git_state", "manifest_path", "spec_digest"]
 
 GIT_TIMEOUT_S = 5.0
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+MAX_RUNS = 1000  # runs kept in the history (the oldest are dropped): a manifest stays small
 
 
 def manifest_path(output: Path) -> Path:
@@ -93,9 +104,18 @@ class Manifest:
     """The manifest of one run on one output. `start()` then `finish(...)`."""
 
     def __init__(self, output: Path, spec: Spec, *, target: dict[str, str | None], shard: tuple[int, int] | None,
-                 planned: int, resumed: bool, scrub: Callable[[Any], Any]) -> None:
+                 planned: int, resumed: bool, scrub: Callable[[Any], Any], selection: str | None = None) -> None:
         self.path = manifest_path(output)
         self._scrub = scrub
+        now = _now()
+        previous = _read(self.path) if resumed else None
+        earlier = _earlier_runs(previous) if previous is not None else []
+        self._run: dict[str, Any] = {
+            "started_at": now, "finished_at": None, "resumed": resumed, "spec_sha256": spec_digest(spec),
+            "planned": planned, "selection": selection, "counts": None, "cost_usd": None, "stopped_by": None, "exit_code": None,
+            "interrupted": False,
+        }
+        runs = [*earlier, self._run][-MAX_RUNS:]
         self.data: dict[str, Any] = {
             "manifest_version": MANIFEST_VERSION,
             "spec": {"path": str(spec.source.resolve()), "name": spec.name, "sha256": spec_digest(spec),
@@ -107,28 +127,34 @@ class Manifest:
             "target": {k: _public_url(v) if k != "kind" else v for k, v in target.items()},
             "output": str(output),
             "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
-            "plan": {"count": planned, "ids_sha256": None, "ids_file": None},
+            "plan": {"count": planned, "ids_sha256": None, "ids_file": None, "selection": selection},
             "resumed": resumed,
-            "started_at": _now(),
+            "started_at": next((r["started_at"] for r in runs if isinstance(r.get("started_at"), str)), now),
             "finished_at": None,
-            "counts": None,
+            "counts": previous.get("counts") if previous is not None else None,  # until this run ends
             "cost_usd": None,
             "gates": [],
             "stopped_by": None,
             "exit_code": None,
             "interrupted": False,
+            "runs": runs,
         }
 
     def start(self) -> None:
         self._write()
 
     def plan(self, count: int, ids_sha256: str, ids_file: Path) -> None:
-        self.data["plan"] = {"count": count, "ids_sha256": ids_sha256, "ids_file": ids_file.name}
+        self.data["plan"] = {"count": count, "ids_sha256": ids_sha256, "ids_file": ids_file.name, "selection": None}
 
     def finish(self, *, counts: dict[str, int], cost_usd: float | None, gates: list[str], stopped_by: str | None,
-               exit_code: int | None, interrupted: bool) -> None:
-        self.data.update(finished_at=_now(), counts=counts, cost_usd=cost_usd, gates=gates, stopped_by=stopped_by,
+               exit_code: int | None, interrupted: bool, output_counts: dict[str, int] | None = None) -> None:
+        """`counts`: this run's; `output_counts`: the output's for the plan (None: the run raised)."""
+        now = _now()
+        self._run.update(finished_at=now, counts=counts, cost_usd=cost_usd, stopped_by=stopped_by,
                          exit_code=exit_code, interrupted=interrupted)
+        costs = [r["cost_usd"] for r in self.data["runs"] if isinstance(r.get("cost_usd"), (int, float))]
+        self.data.update(finished_at=now, counts=output_counts, cost_usd=round(sum(costs), 6) if costs else None,
+                         gates=gates, stopped_by=stopped_by, exit_code=exit_code, interrupted=interrupted)
         self._write()
 
     def _write(self) -> None:
@@ -146,6 +172,28 @@ class Manifest:
         except OSError as exc:
             # The manifest describes the output; failing to write it must not lose or mask the run.
             print(f"batchrun: warning: cannot write the manifest {self.path}: {exc.strerror or exc}", file=sys.stderr)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # none, or unreadable: the history starts again (the output itself is intact)
+    return data if isinstance(data, dict) else None
+
+
+def _earlier_runs(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs an existing manifest lists; a version 1 manifest (one run, no list) is its own entry."""
+    runs = data.get("runs")
+    if isinstance(runs, list):
+        return [r for r in runs if isinstance(r, dict)]
+    spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+    return [{
+        "started_at": data.get("started_at"), "finished_at": data.get("finished_at"), "resumed": data.get("resumed"),
+        "spec_sha256": spec.get("sha256"), "planned": (data.get("plan") or {}).get("count"),
+        "counts": data.get("counts"), "cost_usd": data.get("cost_usd"), "stopped_by": data.get("stopped_by"),
+        "exit_code": data.get("exit_code"), "interrupted": data.get("interrupted"),
+    }]
 
 
 def _version() -> str:

@@ -24,7 +24,7 @@ import orjson
 
 from batchrun.errors import SinkError
 
-__all__ = ["JsonlSink", "OutputLock", "encode_record", "lock_path"]
+__all__ = ["JsonlSink", "OutputInUse", "OutputLock", "encode_record", "lock_path"]
 
 
 def lock_path(output: Path) -> Path:
@@ -66,6 +66,12 @@ def _make_parent(path: Path, what: str, output: Path) -> None:
         raise SinkError(f"cannot create {what} {path}: {_describe(exc)}", path=str(output)) from None
 
 
+class OutputInUse(SinkError):
+    """Another batchrun process holds the output's lock: a usage problem (exit 2), not a failed run."""
+
+    exit_code = 2
+
+
 class OutputLock:
     """An exclusive, non-blocking lock on `<output>.lock`, released on close or process death."""
 
@@ -87,7 +93,7 @@ class OutputLock:
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise SinkError(
+                raise OutputInUse(
                     f"{self.output} is in use by another batchrun process (lock {self.path} is held); "
                     "wait for it to finish or choose another output with -o",
                     path=str(self.output),

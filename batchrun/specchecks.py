@@ -27,6 +27,16 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 TEMPLATED = ("arguments", "path", "hint", "headers", "expect")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnsetEnv(Problem):
+    """A warning: the job uses `${{ env.NAME }}` but NAME is not set in this process. Validation
+    only warns (a variable may be set only where the spec runs); `batchrun run` turns those of the
+    jobs it will send into its error before anything is sent. Names only: never a value."""
+
+    name: str = ""
+    job: str = ""
+
+
 def endpoint_problem(endpoint: str) -> str | None:
     """Why `endpoint` is not a fal endpoint id, or None when it is one."""
     example = "such as fal-ai/flux/schnell"
@@ -178,6 +188,14 @@ class Checker:
                 self.error(where, msg + (suffix if base[0] == "defaults" else ""))
             elif ref.namespace == "row":
                 row_fields.setdefault(ref.name, json_path(where))
+            elif ref.namespace == "env" and ref.name not in os.environ:
+                self._unset_env(where, ref, job, suffix if base[0] == "defaults" else "")
+
+    def _unset_env(self, where: PathKey, ref: Ref, job: JobSource, suffix: str) -> None:
+        message = (f"{ref.text()}: environment variable {ref.name} is not set; `batchrun run` stops before "
+                   f"sending anything unless it is set there{suffix}")
+        p = self.located.problem(where, message, severity="warning")
+        self.problems.append(UnsetEnv(p.file, p.line, p.col, p.path, p.message, p.severity, ref.name, job.name))
 
     def _ref_problem(self, ref: Ref, key: str, known_matrix: list[str], job: JobSource) -> str | None:
         if ref.namespace == "env" and key in ("path", "hint"):

@@ -1,8 +1,10 @@
-"""The end-of-run summary on stderr: per job counts by status, errors by type, latency
-p50/p95/max, retries, and where the output is.
+"""The end-of-run summary on stderr: per job (in plan order) counts by status, errors by type,
+latency p50/p95/max of the ok requests (as `batchrun report` computes it: a failure's latency is
+how fast it failed), retries, and where the output is.
 
 Latencies are kept in a compact `array('d')` per job (8 bytes a request), so a summary of a
-million requests costs megabytes, not the records.
+million requests costs megabytes, not the records. Failed requests' latencies are kept apart: the
+p95 gate counts every request (batchrun.gates).
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ class JobSummary:
     expectation_failures: int = 0  # requests of this run with a failed expectation
     skipped_expectation_failures: int = 0  # settled by an earlier run's record with a failed expectation
     errors_by_type: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    latencies: array.array[float] = dataclasses.field(default_factory=lambda: array.array("d"))
+    latencies: array.array[float] = dataclasses.field(default_factory=lambda: array.array("d"))  # ok requests
+    error_latencies: array.array[float] = dataclasses.field(default_factory=lambda: array.array("d"))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.ok or self.error or self.skipped)
 
 
 @dataclasses.dataclass(slots=True)
@@ -50,6 +57,12 @@ class RunSummary:
     gate_failures: list[str] = dataclasses.field(default_factory=list)
     cost_usd: float = 0.0
     cost_unknown: int = 0  # ok requests of this run whose price is unknown
+    replaced_errors: int = 0  # records of this run for ids whose newest record was an error (--retry-errors)
+
+    def plan_order(self, names: list[str]) -> None:
+        """List the jobs in plan order (records arrive in completion order); call before any record."""
+        for name in names:
+            self.job(name)
 
     def job(self, name: str) -> JobSummary:
         js = self.jobs.get(name)
@@ -59,11 +72,14 @@ class RunSummary:
 
     def add(self, record: dict[str, Any]) -> None:
         js = self.job(record["job"])
+        latency = float(record["timing"]["latency_s"])
         if record["status"] == "ok":
             js.ok += 1
+            js.latencies.append(latency)
         else:
             js.error += 1
             js.errors_by_type[(record.get("error") or {}).get("type", "unknown")] += 1
+            js.error_latencies.append(latency)
         js.retries += max(0, int(record.get("attempts") or 0) - 1)
         if failed_expectation(record):
             js.expectation_failures += 1
@@ -72,7 +88,6 @@ class RunSummary:
                 self.cost_unknown += 1
             else:
                 self.cost_usd += record["cost_usd"]
-        js.latencies.append(float(record["timing"]["latency_s"]))
 
     def skip(self, job: str, *, ok: bool, count: int = 1) -> None:
         js = self.job(job)
@@ -105,13 +120,15 @@ class RunSummary:
     def lines(self) -> list[str]:
         out = ["batchrun: summary" + (" (interrupted)" if self.interrupted else "")]
         for name, js in self.jobs.items():
+            if js.empty:
+                continue  # not reached (interrupted), or no request of it in this shard
             counts = f"ok={js.ok} error={js.error}"
             if js.skipped:
                 counts += f" skipped={js.skipped} (already in the output"
                 counts += f", {js.skipped_errors} of them errors)" if js.skipped_errors else ")"
             lat = sorted(js.latencies)
             latency = (
-                f" latency p50={percentile(lat, 50):.3f}s p95={percentile(lat, 95):.3f}s "
+                f" ok latency p50={percentile(lat, 50):.3f}s p95={percentile(lat, 95):.3f}s "
                 f"max={lat[-1]:.3f}s" if lat else ""
             )
             expectations = js.expectation_failures + js.skipped_expectation_failures

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from batchrun.errors import RunAborted, UsageError
+from batchrun.errors import UsageError
 from batchrun.spec import Target
 
 __all__ = ["Endpoints", "fal_hosts", "fal_key", "resolve_target"]
@@ -71,7 +71,7 @@ def resolve_target(
         run = run_url or target.run_url or f"https://{run_host}"
         queue = queue_url or target.queue_url or f"https://{queue_host}"
         if key is None:
-            raise RunAborted(NO_KEY_MESSAGE)
+            raise UsageError(NO_KEY_MESSAGE)  # a usage problem: exit 2
     else:
         run = run_url or target.run_url
         queue = queue_url or target.queue_url

@@ -36,6 +36,11 @@ def run_cli(*args: str) -> int:
     return main(["run", *args])
 
 
+def server_urls(srv: Any) -> list[str]:
+    """`batchrun run` flags pointing at a test server (a ServerThread), progress off."""
+    return ["--run-url", srv.run_url, "--queue-url", srv.queue_url, "--no-progress"]
+
+
 def stats(origin: str) -> dict[str, Any]:
     result: dict[str, Any] = httpx.get(origin + "/_emulator/stats").json()
     return result

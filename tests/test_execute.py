@@ -99,7 +99,7 @@ def test_every_error_class_gets_its_record_and_attempts(
     assert "  total: ok=5 error=9" in err
     assert f"  output: {out}" in err
     assert "    errors by type: concurrent_requests_limit=1" in err
-    assert "  run-429-twice: ok=1 error=0 latency p50=" in err and "retries=2" in err
+    assert "  run-429-twice: ok=1 error=0 ok latency p50=" in err and "retries=2" in err
     assert not journal_path(out).exists()  # nothing left in flight
 
 
@@ -233,11 +233,12 @@ def test_fresh_moves_the_old_output_aside(
 def test_second_run_on_a_locked_output_is_refused(
     tmp_path: Path, loopback_server: ServerThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """While another process holds the output, a run is refused with a clear error and sends nothing."""
+    """While another process holds the output, a run is refused with a clear error (a usage problem: exit 2)
+    and sends nothing."""
     spec = write_spec(tmp_path, ECHO_SPEC)
     out = tmp_path / "out.jsonl"
     with OutputLock(out):
-        assert run_cli(str(spec), "-o", str(out), *_urls(loopback_server)) == 1
+        assert run_cli(str(spec), "-o", str(out), *_urls(loopback_server)) == 2
     assert not out.exists()
     assert "is in use by another batchrun process" in capsys.readouterr().err
 
@@ -319,7 +320,7 @@ def test_journaled_requests_outside_the_plan_are_reported(
         assert run_cli(str(spec), "-o", str(out), *_urls(srv)) == 0
     assert len(records(out)) == 10
     err = capsys.readouterr().err
-    assert "batchrun: 1 queue requests are still running remotely" in err
+    assert "batchrun: 1 queue requests keep running remotely and stay journaled" in err
     assert f"batchrun: 1 of them are not in this plan (did the spec or --shard change?), so this run cannot " \
            f"collect them; `batchrun cancel {out}` cancels them" in err
     assert journal_path(out).exists()

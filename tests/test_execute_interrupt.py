@@ -57,6 +57,21 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+def _interrupted(cmd: list[str], cwd: Path, ready: Callable[[], bool],
+                 *signums: signal.Signals) -> tuple[int, str, float]:
+    """Run `cmd`, wait for `ready`, send `signums` 0.3 s apart; (exit code, stderr, seconds from
+    the first signal to the exit)."""
+    with subprocess.Popen(cmd, env=_env(), cwd=cwd, stderr=subprocess.PIPE, text=True) as proc:
+        _wait_for(ready)
+        t0 = time.monotonic()
+        for i, signum in enumerate(signums):
+            if i:
+                time.sleep(0.3)
+            proc.send_signal(signum)
+        _, err = proc.communicate(timeout=10)
+        return proc.returncode, err, time.monotonic() - t0
+
+
 def _lines(path: Path) -> int:
     return len(path.read_bytes().splitlines()) if path.exists() else 0
 
@@ -79,18 +94,14 @@ def test_ctrl_c_exits_130_fast_and_the_resume_finishes_without_resubmitting(
     with make_server(runners=8) as srv:
         cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--run-url", srv.run_url,
                "--queue-url", srv.queue_url, "--no-progress"]
-        with subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
-            _wait_for(lambda: len(read_in_flight(journal)) == 4 and _lines(out) >= 2)
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=10)
-            elapsed = time.monotonic() - t0
-        assert proc.returncode == 130, err
+        returncode, err, elapsed = _interrupted(
+            cmd, tmp_path, lambda: len(read_in_flight(journal)) == 4 and _lines(out) >= 2, signal.SIGINT)
+        assert returncode == 130, err
         assert elapsed < 5.0
         first = records(out)  # every line complete and schema-valid
         assert all(r["job"] == "direct" and r["status"] == "ok" for r in first)
         assert len(first) < 20
-        assert "batchrun: 4 queue requests are still running remotely" in err
+        assert "batchrun: 4 queue requests keep running remotely and stay journaled" in err
         assert "batchrun: interrupted" in err
         journal_text = journal.read_text()
         assert len(read_in_flight(journal)) == 4
@@ -172,18 +183,16 @@ def test_second_ctrl_c_cancels_the_journaled_requests_remotely_a_sigterm_does_no
     with make_server(runners=4) as srv:
         cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--run-url", srv.run_url,
                "--queue-url", srv.queue_url, "--no-progress"]
-        with subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
-            _wait_for(lambda: len(read_in_flight(journal)) == 2 and stats(srv.origin)["requests"]["run"] == 2)
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.3)
-            proc.send_signal(second)
-            _, err = proc.communicate(timeout=10)
-            elapsed = time.monotonic() - t0
+        returncode, err, elapsed = _interrupted(
+            cmd, tmp_path, lambda: len(read_in_flight(journal)) == 2 and stats(srv.origin)["requests"]["run"] == 2,
+            signal.SIGINT, second)
         counters = stats(srv.origin)
-    assert proc.returncode == 130, err
+    assert returncode == 130, err
     assert elapsed < 5.0
     assert "Traceback" not in err
+    # The run waits for the direct calls: the second Ctrl-C is offered while it can act.
+    assert ("batchrun: interrupted; no new requests; waiting up to 3 s for 2 requests on the wire "
+            "(Ctrl-C again to stop waiting and cancel the queue requests remotely)\n") in err
     if second == signal.SIGINT:
         assert counters["requests"]["cancel"] == 2 and counters["cancelled"] == 2
         assert not journal.exists()  # both settled as cancelled: nothing in flight
@@ -193,3 +202,32 @@ def test_second_ctrl_c_cancels_the_journaled_requests_remotely_a_sigterm_does_no
         assert counters["requests"]["cancel"] == 0
         assert len(read_in_flight(journal)) == 2
         assert sorted(r["job"] for r in records(out)) == ["d", "d"]
+
+
+@pytest.mark.parametrize(("signum", "code", "label"), [(signal.SIGINT, 130, ""), (signal.SIGTERM, 143, " (SIGTERM)")])
+def test_with_only_queue_requests_in_flight_the_run_ends_at_once_and_says_what_becomes_of_them(
+    tmp_path: Path, make_server: MakeServer, signum: signal.Signals, code: int, label: str
+) -> None:
+    """Nothing to wait for, so the run ends right after the first signal: it promises no second
+    Ctrl-C (there is no moment to press it) and says what happens to the queue requests."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: queued
+        jobs:
+          - {name: q, endpoint: local/sleep, matrix: {n: [1, 2]}, arguments: {seconds: 30, n: "${{ matrix.n }}"}}
+    """)
+    out = tmp_path / "out.jsonl"
+    journal = journal_path(out)
+    with make_server(runners=4) as srv:
+        cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--run-url", srv.run_url,
+               "--queue-url", srv.queue_url, "--no-progress"]
+        returncode, err, elapsed = _interrupted(cmd, tmp_path, lambda: len(read_in_flight(journal)) == 2, signum)
+        counters = stats(srv.origin)
+    assert returncode == code, err
+    assert elapsed < 2.0
+    lines = err.splitlines()
+    assert lines[0] == f"batchrun: interrupted{label}; no new requests"
+    assert "Ctrl-C again" not in err
+    assert (f"batchrun: 2 queue requests keep running remotely and stay journaled (in {journal}): the next run "
+            f"collects them; `batchrun cancel {out}` cancels them") in lines
+    assert counters["requests"]["cancel"] == 0 and len(read_in_flight(journal)) == 2

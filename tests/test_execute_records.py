@@ -96,7 +96,8 @@ def test_disabled_progress_prints_only_messages() -> None:
 
 
 def test_summary_counts_percentiles_and_retries() -> None:
-    """Per job: counts by status, errors by type, nearest-rank p50/p95/max, retries; the output path."""
+    """Per job: counts by status, errors by type, nearest-rank p50/p95/max of the ok requests (the
+    failures' 0.5, 1.0, 1.5 and 2.0 s are left out, as report does), retries; the output path."""
     summary = RunSummary(output="out.jsonl")
     for i in range(1, 21):
         ok = i % 5 != 0
@@ -105,8 +106,25 @@ def test_summary_counts_percentiles_and_retries() -> None:
     summary.skip("a", ok=False)
     lines = summary.lines()
     assert lines[1] == ("  a: ok=16 error=4 skipped=1 (already in the output, 1 of them errors) "
-                        "latency p50=1.000s p95=1.900s max=2.000s retries=1")
+                        "ok latency p50=0.900s p95=1.900s max=1.900s retries=1")
     assert lines[2] == "    errors by type: http_error=4"
     assert lines[-1] == "  output: out.jsonl"
     assert summary.failed == 5
     assert percentile([], 50) == 0.0 and percentile([1.0], 95) == 1.0
+
+
+def test_summary_lists_jobs_in_plan_order_with_ok_latencies_only() -> None:
+    """Records arrive in completion order; the summary lists jobs in plan order. A job whose
+    requests all failed shows no latency (the user saw `hang p50=3.002s` with ok=0), and a job the
+    run never reached is not listed."""
+    summary = RunSummary(output="out.jsonl")
+    summary.plan_order(["first", "hang", "never"])
+    summary.add({"job": "hang", "status": "error", "attempts": 1, "error": {"type": "client_timeout"},
+                 "timing": {"latency_s": 3.002}})
+    summary.add({"job": "first", "status": "ok", "attempts": 1, "error": None, "timing": {"latency_s": 0.25}})
+    assert summary.lines()[1:4] == [
+        "  first: ok=1 error=0 ok latency p50=0.250s p95=0.250s max=0.250s retries=0",
+        "  hang: ok=0 error=1 retries=0",
+        "    errors by type: client_timeout=1",
+    ]
+    assert summary.lines()[4] == "  total: ok=1 error=1"

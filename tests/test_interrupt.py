@@ -282,7 +282,7 @@ def test_sigterm_mid_run_exits_143_and_the_resume_reattaches_without_resubmittin
         assert elapsed < 5.0
         assert "Traceback" not in err
         assert "batchrun: interrupted (SIGTERM); no new requests" in err
-        assert "batchrun: 4 queue requests are still running remotely" in err
+        assert "batchrun: 4 queue requests keep running remotely and stay journaled" in err
         assert "batchrun: interrupted (SIGTERM); run the same command again to resume" in err
         first = records(out)  # every line whole and schema-valid
         assert out.read_bytes().endswith(b"\n")

@@ -61,12 +61,12 @@ def test_manifest_has_every_key_and_no_secret(tmp_path: Path, loopback_server: S
     m = json.loads(text)
     assert list(m) == ["manifest_version", "spec", "git", "batchrun_version", "python_version", "platform",
                        "target", "output", "shard", "plan", "resumed", "started_at", "finished_at", "counts",
-                       "cost_usd", "gates", "stopped_by", "exit_code", "interrupted"]
+                       "cost_usd", "gates", "stopped_by", "exit_code", "interrupted", "runs"]
     import platform
 
     from batchrun import __version__
 
-    assert m["manifest_version"] == 1
+    assert m["manifest_version"] == 2
     assert m["spec"] == {"path": str(spec.resolve()), "name": "manifest", "sha256": spec_digest(load_spec(spec)),
                          "file_sha256": hashlib.sha256(spec.read_bytes()).hexdigest()}
     assert m["git"] is None  # tmp_path is not in a repository
@@ -78,9 +78,13 @@ def test_manifest_has_every_key_and_no_secret(tmp_path: Path, loopback_server: S
     planned = sorted(r.id for r in build_plan(load_spec(spec)))
     assert ids.read_text() == "".join(f"{i}\n" for i in planned)
     assert m["plan"] == {"count": 3, "ids_sha256": hashlib.sha256(ids.read_bytes()).hexdigest(),
-                         "ids_file": "out.jsonl.plan-ids"}
+                         "ids_file": "out.jsonl.plan-ids", "selection": None}
     assert ISO.match(m["started_at"]) and ISO.match(m["finished_at"]) and m["started_at"] <= m["finished_at"]
-    assert m["counts"] == {"ok": 3, "error": 0, "skipped": 0, "skipped_errors": 0, "expectation_failures": 0}
+    assert m["counts"] == {"ok": 3, "error": 0, "not_run": 0, "expectation_failures": 0}
+    assert m["runs"] == [{"started_at": m["started_at"], "finished_at": m["finished_at"], "resumed": False,
+                          "spec_sha256": m["spec"]["sha256"], "planned": 3, "selection": None,
+                          "counts": {"ok": 3, "error": 0, "skipped": 0, "skipped_errors": 0, "expectation_failures": 0},
+                          "cost_usd": None, "stopped_by": None, "exit_code": 0, "interrupted": False}]
     assert (m["cost_usd"], m["gates"], m["stopped_by"], m["exit_code"], m["interrupted"]) == (None, [], None, 0, False)
     # The spec digest ignores where the file is and how it is formatted, not what it says.
     (tmp_path / "elsewhere").mkdir()

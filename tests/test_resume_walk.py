@@ -35,7 +35,7 @@ def _urls(srv: ServerThread) -> list[str]:
 
 def _summary(err: str) -> list[str]:
     """The summary's job lines without latencies (they vary)."""
-    lines = [re.sub(r" latency p50=\S+ p95=\S+ max=\S+", "", line) for line in err.splitlines()]
+    lines = [re.sub(r" ok latency p50=\S+ p95=\S+ max=\S+", "", line) for line in err.splitlines()]
     return [line for line in lines if line.startswith(("  a:", "  b:", "  c:", "  total:"))]
 
 

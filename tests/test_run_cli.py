@@ -52,11 +52,12 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert message in capsys.readouterr().err
 
 
-def test_concurrency_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--concurrency 0 is rejected by argparse (exit 2)."""
+@pytest.mark.parametrize("flag", ["--concurrency", "--limit"])
+def test_counts_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    """--concurrency 0 or --limit 0 is rejected by argparse (exit 2)."""
     spec = write_spec(tmp_path, SPEC)
     with pytest.raises(SystemExit) as exc:
-        run_cli(str(spec), "--concurrency", "0")
+        run_cli(str(spec), flag, "0")
     assert exc.value.code == 2
     assert "must be at least 1, got 0" in capsys.readouterr().err
 
@@ -64,12 +65,12 @@ def test_concurrency_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_target_fal_without_a_key_fails_before_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """No FAL_KEY with target fal: exit 1, a clear message, and no output, lock or journal file."""
+    """No FAL_KEY with target fal: a usage problem (exit 2), a clear message, and no output, lock or journal file."""
     for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET"):
         monkeypatch.delenv(name, raising=False)
     spec = write_spec(tmp_path, SPEC)
     out = tmp_path / "out.jsonl"
-    assert run_cli(str(spec), "-o", str(out), "--target", "fal") == 1
+    assert run_cli(str(spec), "-o", str(out), "--target", "fal") == 2
     assert "target 'fal' needs an API key: set FAL_KEY" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [spec]
 

@@ -259,6 +259,8 @@ jobs:
         "spec.yaml:9:13: $.jobs[0].arguments.gone['$file']: file not found: missing.png (looked for "
         f"{here}/missing.png)",
         "spec.yaml:12:15: $.jobs[0].headers['bad header']: 'bad header' is not a valid HTTP header name",
+        "spec.yaml:12:40: $.jobs[0].headers.X-Ok: warning: ${{ env.TOKEN }}: environment variable TOKEN is not set; "
+        "`batchrun run` stops before sending anything unless it is set there",
         "spec.yaml:14:31: $.jobs[0].expect[0].matches: invalid regular expression \"(\": missing ), unterminated subpattern at "
         "position 0",
         "spec.yaml:15:9: $.jobs[0].expect[1]: a path check needs exactly one of exists, equals, matches, min/max",

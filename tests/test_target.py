@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchrun.errors import RunAborted, UsageError
+from batchrun.errors import UsageError
 from batchrun.spec import Target
 from batchrun.target import NO_KEY_MESSAGE, resolve_target
 
@@ -36,7 +36,7 @@ def test_fal_key_id_and_secret() -> None:
 )
 def test_fal_without_key_aborts(env) -> None:
     """A fal target without a key fails before any request with a clear message."""
-    with pytest.raises(RunAborted) as info:
+    with pytest.raises(UsageError) as info:
         resolve_target(Target(kind="fal"), env)
     assert str(info.value) == NO_KEY_MESSAGE
 

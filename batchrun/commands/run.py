@@ -35,8 +35,10 @@ from batchrun.planids import PlanIds, compare, parse_ids, plan_ids_path, read_id
 from batchrun.progress import Progress
 from batchrun.redact import Redactor
 from batchrun.resume import ResumeState, scan_output
+from batchrun.selection import Selection, select
 from batchrun.sinks import JsonlSink, OutputLock
 from batchrun.spec import Spec, Target
+from batchrun.specchecks import UnsetEnv
 from batchrun.specload import load_spec
 from batchrun.summary import RunSummary
 from batchrun.target import Endpoints, resolve_target
@@ -66,6 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true", help="start over: move an existing output aside to <out>.<time>.bak")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines on stderr")
     parser.add_argument("--show-logs", action="store_true", help="stream runner logs to stderr, prefixed with job and id")
+    parser.add_argument("--only", metavar="JOB[,JOB...]",
+                        help="run only these jobs (ids unchanged: a later full run resumes them)")
+    parser.add_argument("--limit", type=_positive_int, metavar="N",
+                        help="run only the first N planned requests of each job (a cheap smoke test)")
 
 
 def _debug(args: argparse.Namespace) -> bool:
@@ -106,6 +112,16 @@ def _secrets(spec: Spec, endpoints: Endpoints | None, environ: Mapping[str, str]
     return redactor
 
 
+def _unset_env_message(unset: list[UnsetEnv]) -> str:
+    """Every unset variable the jobs to run use, and where: the run stops before anything is sent
+    (sending would only write one input_error record per request, which a resume then skips)."""
+    names = ", ".join(dict.fromkeys(p.name for p in unset))
+    places = "".join(f"\n  {p.file}:{p.line}:{p.col}: {p.path}: ${{{{ env.{p.name} }}}} (job '{p.job}')"
+                     for p in unset)
+    return (f"the plan uses environment variables that are not set: {names}; nothing was sent. "
+            f"Set them (or remove the references) and run again. Used at:{places}")
+
+
 def _move_aside(out: Path) -> None:
     """--fresh: never clobber; the old output (with its journal and manifest) moves to
     <out>.<UTC time>.bak, so the manifest still describes the output beside it."""
@@ -142,6 +158,7 @@ class _Count:
     total: int  # planned requests
     settled: int = 0  # settled by the output
     errors: int = 0  # of which errors
+    requeued_errors: int = 0  # ids to send again whose newest record is an error (--retry-errors)
     # When the plan was walked: the plan indices left to do (the executor renders only those) and
     # the settled requests per job (it skips them in bulk). None: the executor walks everything.
     todo: array.array[int] | None = None
@@ -149,18 +166,23 @@ class _Count:
 
 
 def _plan_size(spec: Spec, counts: Mapping[str, int], shard: tuple[int, int] | None, state: ResumeState,
-               retry_errors: bool, attach: Mapping[str, Any], intents: Mapping[str, Any], ids: PlanIds) -> _Count:
-    """Count the plan and what the output settles. Counting needs no expansion unless the plan is
-    sharded or there is something to resume; then this walk also collects the plan's `ids` and
-    what the executor's walk needs (so that one renders only the requests left to do)."""
+               retry_errors: bool, attach: Mapping[str, Any], intents: Mapping[str, Any], ids: PlanIds,
+               selection: Selection | None = None) -> _Count:
+    """Count the plan (or the `selection` of it) and what the output settles. Counting needs no
+    expansion unless the plan is sharded or there is something to resume; then this walk also
+    collects the plan's `ids` and what the executor's walk needs (so that one renders only the
+    requests left to do)."""
     if shard is None and not state.newest_ok:
+        if selection is not None:  # its ranges come from validation's counts too
+            return _Count(selection.total, todo=array.array("Q", selection.indices()))
         return _Count(sum(counts.values()))  # validation's count: no dataset read again
     count = _Count(0, todo=array.array("Q"))
     todo = count.todo
     assert todo is not None
     newest_ok, expect_failed = state.newest_ok, state.expect_failed
     job: SettledJob | None = None
-    for request in ids.wrap(build_plan(spec, shard=shard)):
+    only = None if selection is None else selection.indices()
+    for request in ids.wrap(build_plan(spec, shard=shard, only=only)):
         count.total += 1
         rid = request.id
         if rid not in attach and state.skip(rid, retry_errors=retry_errors):
@@ -178,6 +200,8 @@ def _plan_size(spec: Spec, counts: Mapping[str, int], shard: tuple[int, int] | N
                 job.intents.append(rid)
         else:
             todo.append(request.index)
+            if newest_ok.get(rid) is False:
+                count.requeued_errors += 1
     return count
 
 
@@ -185,8 +209,14 @@ def run(args: argparse.Namespace) -> int:
     warnings: list[Problem] = []
     counts: dict[str, int] = {}
     spec = load_spec(args.spec, warnings, counts)
+    selection = select(spec, counts, args.only, args.limit)
+    unset = [p for p in warnings if isinstance(p, UnsetEnv) and counts.get(p.job)
+             and (selection is None or p.job in selection.jobs)]
     for problem in warnings:
-        print(problem, file=sys.stderr)
+        if problem not in unset:
+            print(problem, file=sys.stderr)
+    if unset:
+        raise UsageError(_unset_env_message(unset))
     if args.fresh and args.retry_errors:
         raise UsageError("--fresh starts over, so --retry-errors has nothing to retry; use one of them")
     shard = parse_shard(args.shard) if args.shard else None
@@ -221,11 +251,14 @@ def run(args: argparse.Namespace) -> int:
                 if entry.request_id in state.finished_request_ids:
                     journal.done(entry.id, entry.request_id)
             ids = PlanIds()
-            count = _plan_size(spec, counts, shard, state, args.retry_errors, journal.in_flight, journal.intents, ids)
+            count = _plan_size(spec, counts, shard, state, args.retry_errors, journal.in_flight, journal.intents, ids,
+                               selection)
             total, settled, settled_errors = count.total, count.settled, count.errors
             manifest = Manifest(out, spec, target=_target_urls(target, endpoints), shard=shard, planned=total,
-                                resumed=bool(state.lines), scrub=redactor.scrub)
-            _compare_plans(out, state, ids, manifest)
+                                resumed=bool(state.lines), scrub=redactor.scrub,
+                                selection=None if selection is None else selection.label)
+            # A part of the plan is not the plan: its ids are neither recorded nor compared.
+            _compare_plans(out, state, ids, manifest, record=selection is None)
             if state.lines or journal.in_flight or journal.intents:
                 hint = "; --retry-errors re-runs errors" if settled_errors else ""
                 unknown = (
@@ -233,9 +266,15 @@ def run(args: argparse.Namespace) -> int:
                     "(their outcome is unknown: recorded as outcome_unknown, not submitted again)"
                     if journal.intents else ""
                 )
+                expect_failed = sum(j.expect_failed for j in count.settled_jobs)
+                checks = (
+                    f"; {expect_failed} of them failed an expectation (they are not sent again: if the spec's "
+                    f"expect was wrong, fix it and `batchrun check {args.spec} {out} --write` re-checks them)"
+                    if expect_failed else ""
+                )
                 print(
                     f"batchrun: resuming {out}: {settled} of {total} planned requests are already done "
-                    f"({settled - settled_errors} ok, {settled_errors} error{hint}); "
+                    f"({settled - settled_errors} ok, {settled_errors} error{hint}){checks}; "
                     f"{len(journal.in_flight)} journaled queue requests to re-attach{unknown}",
                     file=sys.stderr,
                 )
@@ -252,9 +291,9 @@ def run(args: argparse.Namespace) -> int:
                 )
             finally:
                 gc.unfreeze()
-                if ids.complete and manifest.data["plan"]["ids_sha256"] is None:
+                if selection is None and ids.complete and manifest.data["plan"]["ids_sha256"] is None:
                     _record_plan(out, ids, manifest)
-                _finish_manifest(manifest, result)
+                _finish_manifest(manifest, result, count)
         finally:
             journal.close()
     assert result is not None  # anyio.run returned
@@ -267,14 +306,14 @@ def _target_urls(target: Target, endpoints: Endpoints | None) -> dict[str, str |
     return {"kind": target.kind, "run_url": endpoints.run_url, "queue_url": endpoints.queue_url}
 
 
-def _compare_plans(out: Path, state: ResumeState, ids: PlanIds, manifest: Manifest) -> None:
+def _compare_plans(out: Path, state: ResumeState, ids: PlanIds, manifest: Manifest, *, record: bool = True) -> None:
     """Resuming: say which plan ids the spec added or removed since the output's last run; record the
-    plan's ids beside the output (when this start walked the plan)."""
+    plan's ids beside the output (when this start walked the plan, and `record`)."""
     sidecar = plan_ids_path(out)
     if not state.lines:
         with contextlib.suppress(OSError):
             sidecar.unlink(missing_ok=True)  # left by an output that is gone (--fresh, deleted)
-    if not ids.complete:
+    if not record or not ids.complete:
         return  # the executor's walk collects them
     old = read_ids(sidecar) if state.lines else None
     _record_plan(out, ids, manifest)
@@ -292,16 +331,24 @@ def _record_plan(out: Path, ids: PlanIds, manifest: Manifest) -> None:
         print(f"batchrun: warning: cannot write {sidecar}: {exc.strerror or exc}", file=sys.stderr)
 
 
-def _finish_manifest(manifest: Manifest, result: RunResult | None) -> None:
+def _finish_manifest(manifest: Manifest, result: RunResult | None, count: _Count) -> None:
     if result is None:  # the run raised: its error is reported by the CLI
         manifest.finish(counts={}, cost_usd=None, gates=[], stopped_by=None, exit_code=None, interrupted=False)
         return
     s = result.summary
     counts = {"ok": s.ok, "error": s.errors, "skipped": s.skipped, "skipped_errors": s.failed - s.errors,
               "expectation_failures": s.expectations_failed}
+    # The output's counts for the plan: what the output settled before this run (the counting walk),
+    # what this run wrote, and errors queued again by --retry-errors that this run did not replace.
+    ok = count.settled - count.errors + s.ok
+    error = count.errors + s.errors + count.requeued_errors - s.replaced_errors
+    expectations = sum(j.expect_failed for j in count.settled_jobs) + sum(
+        j.expectation_failures for j in s.jobs.values())
+    output = {"ok": ok, "error": error, "not_run": max(0, count.total - ok - error),
+              "expectation_failures": expectations}
     manifest.finish(counts=counts, cost_usd=round(s.cost_usd, 6) if s.cost_usd or s.cost_unknown else None,
                     gates=s.gate_failures, stopped_by=s.stopped_by, exit_code=result.exit_code,
-                    interrupted=result.interrupted)
+                    interrupted=result.interrupted, output_counts=output)
 
 
 def _report(result: RunResult, out: Path) -> int:
@@ -310,8 +357,8 @@ def _report(result: RunResult, out: Path) -> int:
     j = journal_path(out)
     if result.left_running:
         print(
-            f"batchrun: {result.left_running} queue requests are still running remotely (journaled in {j}); "
-            f"run the same command again to collect their results, or `batchrun cancel {out}` to cancel them",
+            f"batchrun: {result.left_running} queue requests keep running remotely and stay journaled (in {j}): "
+            f"the next run collects them; `batchrun cancel {out}` cancels them",
             file=sys.stderr,
         )
     if result.not_in_plan:
@@ -358,6 +405,7 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
 
     progress = Progress(count.total, skipped=count.settled, concurrency=concurrency, enabled=not args.no_progress)
     summary = RunSummary(output=str(out))
+    summary.plan_order([j.name for j in spec.jobs])
     limits = Limits(concurrency, rate=spec.rate_limit)
     downloader = Downloader(out, scrub_text=redactor.text) if any(j.download for j in spec.jobs) else None
     toolkit = Toolkit(spec, summary=summary, resume=state, downloader=downloader)

@@ -1,0 +1,74 @@
+"""`batchrun run --only JOB[,JOB...] --limit N`: a cheap smoke test on a part of the plan, whose ids
+are the full plan's, so a later full run on the same output resumes it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from batchrun.manifest import manifest_path
+from batchrun.plan import build_plan
+from batchrun.planids import plan_ids_path
+from batchrun.server import ServerThread
+from batchrun.specload import load_spec
+from fixtures_execute import records, run_cli, server_urls, stats, write_spec
+
+MakeServer = Callable[..., AbstractContextManager[ServerThread]]
+
+SPEC = """\
+    version: 1
+    name: smoke
+    jobs:
+      - {name: alpha, endpoint: local/echo, mode: run, arguments: {x: "${{ matrix.x }}"}, matrix: {x: [1, 2, 3, 4]}}
+      - {name: beta, endpoint: local/echo, mode: run, arguments: {y: "${{ matrix.y }}"}, matrix: {y: [1, 2, 3]}}
+      - {name: gamma, endpoint: local/echo, mode: run, arguments: {z: "${{ env.BR_SELECT_GAMMA }}"}}
+"""
+
+
+
+def test_a_smoke_run_then_the_full_run_resumes_it(tmp_path: Path, make_server: MakeServer,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("BR_SELECT_GAMMA", raising=False)  # gamma is not selected: a warning, not a stop
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out.jsonl"
+    plan = {r.index: r.id for r in build_plan(load_spec(spec))}
+    with make_server(runners=2) as srv:
+        assert run_cli(str(spec), "-o", str(out), "--only", "alpha,beta", "--limit", "2", *server_urls(srv)) == 0
+        smoke = records(out)
+        assert [(r["job"], r["index"], r["id"]) for r in smoke] == [
+            ("alpha", 0, plan[0]), ("alpha", 1, plan[1]), ("beta", 4, plan[4]), ("beta", 5, plan[5])]
+        assert "BR_SELECT_GAMMA is not set" in capsys.readouterr().err
+        assert not plan_ids_path(out).exists()  # a part of the plan is not recorded as the plan
+        m = json.loads(manifest_path(out).read_text())
+        assert m["plan"] == {"count": 4, "ids_sha256": None, "ids_file": None,
+                             "selection": "--only alpha,beta --limit 2"}
+        monkeypatch.setenv("BR_SELECT_GAMMA", "g")
+        assert run_cli(str(spec), "-o", str(out), *server_urls(srv)) == 0
+        sent = stats(srv.origin)["requests"]["run"]
+    err = capsys.readouterr().err
+    assert "4 of 8 planned requests are already done (4 ok, 0 error)" in err
+    assert "plan changed" not in err
+    assert sent == 8  # 4 + 4: nothing twice
+    assert sorted(r["id"] for r in records(out)) == sorted(plan.values())
+    m = json.loads(manifest_path(out).read_text())
+    assert (m["plan"]["count"], m["plan"]["selection"]) == (8, None) and plan_ids_path(out).exists()
+    assert [r["selection"] for r in m["runs"]] == ["--only alpha,beta --limit 2", None]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--only", "alpah"], "--only: the spec has no job 'alpah'; did you mean 'alpha'? its jobs: alpha, beta, gamma"),
+    (["--only", "alpha,,beta"], "--only 'alpha,,beta': expected job names separated by commas, e.g. --only alpha"),
+    (["--only", "zzz"], "--only: the spec has no job 'zzz'; its jobs: alpha, beta, gamma"),
+])
+def test_unknown_jobs_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                       message: str) -> None:
+    spec = write_spec(tmp_path, SPEC)
+    assert run_cli(str(spec), "-o", str(tmp_path / "out.jsonl"), *args) == 2
+    assert f"batchrun: error: {message}\n" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [spec]
+
