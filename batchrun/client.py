@@ -14,11 +14,12 @@ leaves this module. They are mapped once, in `_transport_failure`; what is retri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ import anyio
 import httpx
 import httpx_sse
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream
 
 from batchrun.inputs import InputFileError, encode_files
 from batchrun.plan import PlannedRequest
@@ -574,9 +576,7 @@ class FalClient:
         params = {"logs": "1"} if request.job.with_logs else None
         completed = False
         try:
-            async with httpx_sse.aconnect_sse(
-                self._http, "GET", handle.status_url + "/stream", params=params, timeout=QUEUE_TIMEOUT
-            ) as source:
+            async with self._event_source(handle.status_url + "/stream", params) as source:
                 content_type = source.response.headers.get("content-type", "")
                 if source.response.status_code != 200 or not content_type.startswith("text/event-stream"):
                     return False
@@ -593,6 +593,22 @@ class FalClient:
         except (*_SEND_ERRORS, httpx_sse.SSEError):
             return completed
         return completed
+
+    @contextlib.asynccontextmanager
+    async def _event_source(self, url: str, params: dict[str, str] | None) -> AsyncIterator[httpx_sse.EventSource]:
+        """httpx-sse's EventSource over a streamed GET: straight through aiohttp on the direct way
+        (as _exchange, without httpx's request building: 7% of a subscribe run's CPU), else httpx's."""
+        if not self._direct or self._http.cookies:
+            async with httpx_sse.aconnect_sse(self._http, "GET", url, params=params, timeout=QUEUE_TIMEOUT) as source:
+                yield source
+            return
+        headers = {**self._default_headers, "accept": "text/event-stream", "cache-control": "no-store"}
+        timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=QUEUE_TIMEOUT.read,
+                                        connect=QUEUE_TIMEOUT.read)
+        async with self._aiohttp().get(url, params=params, headers=headers, timeout=timeout, allow_redirects=False,
+                                       auto_decompress=False) as answer:  # httpx decodes, as on its own way
+            yield httpx_sse.EventSource(
+                httpx.Response(answer.status, headers=answer.raw_headers, stream=AiohttpResponseStream(answer)))
 
     async def _poll(
         self, request: PlannedRequest, handle: QueueHandle, events: Events, state: Progress
