@@ -1,5 +1,6 @@
-"""Dataset rows for `${{ row.FIELD }}`: JSONL, CSV (header row; values stay strings), a YAML or JSON
-list of objects, or an inline list in the spec.
+"""Dataset rows for `${{ row.FIELD }}`: JSONL, CSV (header row; values are strings unless the spec
+gives column `types`, see batchrun.datatypes), a YAML or JSON list of objects, or an inline list in
+the spec.
 
 `check` reads a dataset once and reports problems located in the dataset file itself (its own
 line:col). `iter_rows` streams rows for the planner; JSONL and CSV are re-read per matrix
@@ -15,11 +16,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from batchrun import yamlsource
+from batchrun import datatypes, yamlsource
+from batchrun.datatypes import CellError, RowTypes
 from batchrun.errors import BatchrunError, Problem
+from batchrun.yamlsource import json_path
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 MAX_PROBLEMS = 20  # per dataset; a broken 1M-row file should not print 1M lines
+MAX_COLUMNS = 1000  # field names kept for a did-you-mean on a `types` key no row has
 
 
 class DatasetFormatError(BatchrunError):
@@ -38,6 +42,9 @@ class Report:
     # Whether no two rows have the same values in the fields `check` was asked to compare
     # (`distinct_on`); False when it was not asked, or for an inline or whole-document dataset.
     distinct: bool = False
+    # With `types`: the field names the rows have (a CSV header; else first seen, up to
+    # MAX_COLUMNS), so the spec check can say which typed name matches no column.
+    columns: dict[str, None] = dataclasses.field(default_factory=dict)
 
     def add(self, problem: Problem) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -46,10 +53,14 @@ class Report:
             self.more += 1
 
 
-def check(path: Path, label: str, fields: dict[str, str], distinct_on: Sequence[str] = ()) -> Report:
+def check(path: Path, label: str, fields: dict[str, str], distinct_on: Sequence[str] = (),
+          types: Mapping[str, str] | None = None) -> Report:
     """Validate a dataset file. `fields` maps each row field the templates use to where it is used.
-    With `distinct_on`, a JSONL or CSV file also tells whether its rows differ in those fields."""
+    With `distinct_on`, a JSONL or CSV file also tells whether its rows differ in those fields.
+    With `types`, each typed value is converted as the planner will, and a value that does not
+    convert is a problem located at it (a CSV cell, a JSONL line's field)."""
     report = Report()
+    typed = RowTypes(types) if types else None
     fmt = format_of(path)
     if not path.is_file():
         report.add(Problem(label, 1, 1, "$", "dataset file not found" if not path.exists() else "dataset is not a file"))
@@ -61,11 +72,12 @@ def check(path: Path, label: str, fields: dict[str, str], distinct_on: Sequence[
         return report
     try:
         if fmt == "jsonl":
-            _check_jsonl(path, label, fields, _Distinct(distinct_on, canonical=True), report)
+            _check_jsonl(path, label, fields, _Distinct(distinct_on, canonical=True), report, typed)
         elif fmt == "csv":
-            _check_csv(path, label, fields, _Distinct(distinct_on, canonical=False), report)
+            # Typed cells are compared as JSON values (1 and True hash alike in Python).
+            _check_csv(path, label, fields, _Distinct(distinct_on, canonical=typed is not None), report, typed)
         else:
-            _check_document(path, label, fields, fmt, report)
+            _check_document(path, label, fields, fmt, report, typed)
     except UnicodeDecodeError as exc:
         report.add(Problem(label, 1, 1, "$", f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
     except OSError as exc:
@@ -110,7 +122,21 @@ class _Distinct:
         return self.seen is not None
 
 
-def _check_jsonl(path: Path, label: str, fields: dict[str, str], distinct: _Distinct, report: Report) -> None:
+def _note_columns(row: Mapping[str, Any], report: Report, typed: RowTypes) -> None:
+    """Keep the row's field names; past MAX_COLUMNS only the typed ones (all that must be known)."""
+    columns = report.columns
+    for name in row:
+        if name not in columns and (len(columns) < MAX_COLUMNS or name in typed.names):
+            columns[name] = None
+
+
+def _jsonl_col(line: str, name: str) -> int:
+    """The column of field `name`'s key in a JSONL line (1 when it is written with escapes)."""
+    return line.find(json.dumps(name, ensure_ascii=False)) + 1 or 1
+
+
+def _check_jsonl(path: Path, label: str, fields: dict[str, str], distinct: _Distinct, report: Report,
+                 typed: RowTypes | None) -> None:
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
@@ -135,13 +161,41 @@ def _check_jsonl(path: Path, label: str, fields: dict[str, str], distinct: _Dist
                 continue
             for message in _missing(row, fields, index):
                 report.add(Problem(label, lineno, 1, f"$[{index}]", message))
+            if typed is not None:
+                _note_columns(row, report, typed)
+                cells = typed.errors(row)
+                for cell in cells:
+                    report.add(Problem(label, lineno, _jsonl_col(line, cell.column), json_path((index, cell.column)), str(cell)))
+                if cells:
+                    continue
             distinct.add(row)
     report.distinct = distinct.result()
 
 
-def _check_csv(path: Path, label: str, fields: dict[str, str], distinct: _Distinct, report: Report) -> None:
+class _RawLines:
+    """The file's lines as csv.reader takes them, keeping the text of the current record (the
+    reader reads no further than the record it returns), to locate a typed cell's column."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.lines: list[str] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.fh:
+            self.lines.append(line)
+            yield line
+
+    def take(self) -> str:
+        text = "".join(self.lines)
+        self.lines.clear()
+        return text
+
+
+def _check_csv(path: Path, label: str, fields: dict[str, str], distinct: _Distinct, report: Report,
+               typed: RowTypes | None) -> None:
     with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
+        raw = _RawLines(fh) if typed is not None else None
+        reader = csv.reader(fh if raw is None else raw)
         try:
             header = next(reader, None)
             if header is None:
@@ -150,8 +204,12 @@ def _check_csv(path: Path, label: str, fields: dict[str, str], distinct: _Distin
                 dup = next(h for h in header if header.count(h) > 1)
                 report.add(Problem(label, 1, 1, "$", f"duplicate column '{dup}' in the header row"))
                 return
+            report.columns = dict.fromkeys(header)
+            if raw is not None:
+                raw.take()
             start = reader.line_num + 1
             for record in reader:
+                text = "" if raw is None else raw.take()
                 line = start
                 start = reader.line_num + 1
                 if not record:
@@ -166,13 +224,21 @@ def _check_csv(path: Path, label: str, fields: dict[str, str], distinct: _Distin
                 row = dict(zip(header, record, strict=True))
                 for message in _missing(row, fields, index):
                     report.add(Problem(label, line, 1, f"$[{index}]", message))
+                if typed is not None:
+                    cells = typed.errors(row)
+                    for cell in cells:
+                        down, col = datatypes.csv_cell(text, header.index(cell.column))
+                        report.add(Problem(label, line + down, col, json_path((index, cell.column)), str(cell)))
+                    if cells:
+                        continue
                 distinct.add(row)
             report.distinct = distinct.result()
         except csv.Error as exc:
             report.add(Problem(label, reader.line_num or 1, 1, "$", f"invalid CSV: {exc}"))
 
 
-def _check_document(path: Path, label: str, fields: dict[str, str], fmt: str, report: Report) -> None:
+def _check_document(path: Path, label: str, fields: dict[str, str], fmt: str, report: Report,
+                    typed: RowTypes | None) -> None:
     text, problems = yamlsource.read_text(path, label)
     for p in problems:
         report.add(p)
@@ -193,11 +259,13 @@ def _check_document(path: Path, label: str, fields: dict[str, str], fmt: str, re
         report.add(p)
     if located is None:
         return
-    check_inline(located, (), fields, report)
+    check_inline(located, (), fields, report, typed)
 
 
-def check_inline(located: yamlsource.Located, base: tuple[str | int, ...], fields: dict[str, str], report: Report) -> None:
-    """Check a list of row objects found at `base` inside a located document (a spec or a file)."""
+def check_inline(located: yamlsource.Located, base: tuple[str | int, ...], fields: dict[str, str], report: Report,
+                 typed: RowTypes | None = None) -> None:
+    """Check a list of row objects found at `base` inside a located document (a spec or a file),
+    and with `typed` that its typed values convert (rows are converted in place)."""
     data = located.data
     for part in base:
         data = data[part]
@@ -211,6 +279,10 @@ def check_inline(located: yamlsource.Located, base: tuple[str | int, ...], field
             continue
         for message in _missing(row, fields, index):
             report.add(located.problem((*base, index), message))
+        if typed is not None:
+            _note_columns(row, report, typed)
+            for cell in typed.errors(row):
+                report.add(located.problem((*base, index, cell.column), str(cell)))
 
 
 def _kind(value: Any) -> str:
@@ -230,24 +302,38 @@ def _kind(value: Any) -> str:
 class RowSource:
     """Re-iterable rows of one dataset, for the planner. Whole-document formats are read once."""
 
-    def __init__(self, source: Path | Sequence[dict[str, Any]]) -> None:
+    def __init__(self, source: Path | Sequence[dict[str, Any]], types: Mapping[str, str] | None = None) -> None:
         self.source = source
+        self.typed = RowTypes(types) if types else None
         self._cached: list[dict[str, Any]] | None = None
         if not isinstance(source, Path):
             self._cached = list(source)
         elif format_of(source) in ("yaml", "json"):
-            self._cached = _load_document(source)
+            self._cached = [_converted(row, self.typed, source) for row in _load_document(source)]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self._cached is not None:
             return iter(self._cached)
         assert isinstance(self.source, Path)
-        return _stream(self.source)
+        rows = _stream(self.source)
+        if self.typed is None:
+            return rows
+        return (_converted(row, self.typed, self.source) for row in rows)
 
     def count(self) -> int:
         if self._cached is not None:
             return len(self._cached)
-        return sum(1 for _ in self)
+        assert isinstance(self.source, Path)
+        return sum(1 for _ in _stream(self.source))  # counting needs no conversion
+
+
+def _converted(row: dict[str, Any], typed: RowTypes | None, path: Path) -> dict[str, Any]:
+    if typed is None:
+        return row
+    try:
+        return typed.apply(row)
+    except CellError as exc:
+        raise DatasetFormatError(f"{path}: dataset changed since validation ({exc})") from None
 
 
 def _load_document(path: Path) -> list[dict[str, Any]]:

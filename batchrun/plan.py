@@ -197,7 +197,7 @@ class JobPlanner:
             path=templated(job.path),
             hint=templated(job.hint) if job.hint is not None else None,
             headers=templated(job.headers) if job.headers else None,
-            rows=RowSource(job.dataset) if job.dataset is not None else None,
+            rows=RowSource(job.dataset, job.dataset_types) if job.dataset is not None else None,
             # Arguments render from the literals, matrix (and include) values and the repeat index.
             plain_ids=job.dataset is None and _plain(job.arguments)
             and type(job.matrix) is dict and _plain(job.matrix)
@@ -300,7 +300,7 @@ def job_count(job: Job, rows: int | None = None) -> int:
     counts them while checking the file), which spares reading the dataset again."""
     combos = matrix_mod.count(job.matrix, job.include, job.exclude)
     if rows is None:
-        rows = 1 if job.dataset is None else RowSource(job.dataset).count()
+        rows = 1 if job.dataset is None else RowSource(job.dataset, job.dataset_types).count()
     return combos * rows * job.repeat
 
 

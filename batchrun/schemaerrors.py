@@ -104,7 +104,7 @@ def _translate_branches(error: ValidationError, path: PathKey) -> Iterator[tuple
             if sub:
                 return
     if path and path[-1] == "dataset":
-        yield path, f"must be a file path or a list of row mappings, got {show(error.instance)}", False
+        yield path, f"must be a file path, a list of row mappings or {{path, types}}, got {show(error.instance)}", False
         return
     yield path, error.message, False
 

@@ -56,6 +56,8 @@ class Job:
     include: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     exclude: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     dataset: Path | list[dict[str, Any]] | None = None
+    # `dataset: {path, types}`: column name -> int | float | bool | json (batchrun.datatypes).
+    dataset_types: dict[str, str] = dataclasses.field(default_factory=dict)
     repeat: int = 1
     concurrency: int | None = None
     timeout: float | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun import dataset, expect
+from batchrun.datatypes import TYPES
 from batchrun.errors import Problem
 from batchrun.template import Ref, TemplateError, compile_value
 from batchrun.template import parse as parse_template
@@ -231,9 +232,14 @@ class Checker:
 
     def check_dataset(self, job: JobSource, fields: dict[str, str], suffix: str) -> None:
         source = job.options.get("dataset")
-        where = job.at("dataset")
+        where = base = job.at("dataset")
         if source is None or self.is_bad(where):
             return
+        types: dict[str, str] = {}
+        if isinstance(source, dict):  # {path, types}; the schema checked its shape
+            raw_types = source.get("types")
+            types = {k: v for k, v in raw_types.items() if v in TYPES} if isinstance(raw_types, dict) else {}
+            source, where = source.get("path"), (*where, "path")
         if isinstance(source, list):
             report = dataset.Report()
             dataset.check_inline(self.located, where, fields, report)
@@ -248,18 +254,20 @@ class Checker:
             distinct_on = tuple(sorted(whole_refs(arguments, "row"))) if isinstance(arguments, dict) else ()
             # Jobs of a sweep often share one file: it is read once per set of fields used, and
             # its problems (located in the file itself) are said once.
-            key = (str(full), tuple(sorted(fields)))
+            key = (str(full), tuple(sorted(fields)), tuple(sorted(types.items())))
             seen = self._datasets_checked.get(key)
             if seen is not None and (seen[0] == distinct_on or not distinct_on):
                 # The same rows and problems; only what the rows were compared on may differ.
                 self.datasets[job.index] = seen[1] if seen[0] == distinct_on else dataclasses.replace(seen[1], distinct=False)
                 return
             label = os.path.normpath(os.path.join(os.path.dirname(self.located.file), source))
-            report = dataset.check(full, label, fields, distinct_on)
+            report = dataset.check(full, label, fields, distinct_on, types)
             if seen is not None:  # read again only to compare rows on other fields: problems were said
                 self.datasets[job.index] = report
                 return
             self._datasets_checked[key] = (distinct_on, report)
+            if report.columns:
+                self._unknown_columns(types, report, (*base, "types"), source)
         else:
             return
         self.datasets[job.index] = report
@@ -269,6 +277,16 @@ class Checker:
             self.problems.append(
                 dataclasses.replace(first, message=f"... and {report.more} more problems in this dataset")
             )
+
+    def _unknown_columns(self, types: dict[str, str], report: dataset.Report, where: PathKey, source: str) -> None:
+        """A `types` name that no row has converts nothing: most likely a typo of a real column."""
+        columns = list(report.columns)
+        for name in types:
+            if name not in report.columns:
+                close = difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'?" if close else "columns: " + ", ".join(columns[:10])
+                more = f" (and {len(columns) - 10} more)" if not close and len(columns) > 10 else ""
+                self.error((*where, name), f"no column '{name}' in {source}; {hint}{more}", at_key=True)
 
     def check_pricing(self, pricing: Any) -> None:
         if not isinstance(pricing, dict) or self.is_bad(("pricing",)):

@@ -109,6 +109,10 @@ def _build(data: dict[str, Any], jobs: list[JobSource], source: Path) -> Spec:
 
 def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
     dataset = o.get("dataset")
+    types: dict[str, str] = {}
+    if isinstance(dataset, dict):  # {path, types}
+        types = dict(dataset.get("types") or {})
+        dataset = dataset["path"]
     if isinstance(dataset, str):
         dataset = Path(os.path.normpath(os.path.join(os.path.abspath(spec_dir), dataset)))
     rate = o.get("rate_limit")
@@ -123,6 +127,7 @@ def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
         include=o.get("include", []),
         exclude=o.get("exclude", []),
         dataset=dataset,
+        dataset_types=types,
         repeat=o.get("repeat", 1),
         concurrency=o.get("concurrency"),
         timeout=_float(o.get("timeout")),
