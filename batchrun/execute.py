@@ -17,16 +17,16 @@ running remotely and are re-attached by the next run); direct calls and submits 
 get `GRACE_S` to finish and be written. No retry starts once the run is stopping (interrupted, or
 halted by a gate or the budget): a request sleeping before its next attempt, or failing its
 current one, ends there. After a halt it is recorded with the error it had; after an interrupt it
-has no record and the resume sends it (see `Executor.stop_retry`). A second SIGINT cancels the journaled queue requests
-remotely; a second SIGTERM changes nothing (a supervisor repeating itself is not asking to throw
-away paid-for work; it sends SIGKILL when its grace period ends, and the journal survives that).
+has no record and the resume sends it (see `Executor.stop_retry`). A second SIGINT, while the run
+still waits, cancels the journaled queue requests remotely; a second SIGTERM changes nothing (a
+supervisor repeating itself is not asking to throw away paid-for work; it sends SIGKILL when its
+grace period ends, and the journal survives that).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import re
 import signal
 import threading
 import time
@@ -40,8 +40,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from batchrun import signals
 from batchrun.client import FalClient, Outcome, QueueHandle
 from batchrun.errors import BatchrunError
+from batchrun.inflight import Active, Item, Retry, parse_iso, stopped_retry_outcome, unknown_outcome
 from batchrun.journal import InFlight, Journal
-from batchrun.limits import Limits, Slot
+from batchrun.limits import Limits
 from batchrun.plan import PlannedRequest
 from batchrun.progress import Progress
 from batchrun.records import build_record
@@ -54,45 +55,9 @@ from batchrun.toolkit import Toolkit
 
 __all__ = ["GRACE_S", "Executor", "RunResult", "SettledJob"]
 
-_REASON = re.compile(r"^(?:GET \S+: )?(.+?)(?: \(HTTP (\d+)\))?$")  # a retry reason: type, status
 GRACE_S = 3.0  # after Ctrl-C or SIGTERM, how long requests on the wire may take to finish and be written
 REMOTE_CANCEL_S = 1.5  # bound on cancelling journaled requests after a second Ctrl-C
 SHOWN_INTERNAL_ERRORS = 3  # internal errors told on stderr one by one (all are records)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Item:
-    request: PlannedRequest
-    handle: InFlight | None  # a journaled queue request to re-attach instead of submitting
-    unknown_since: str | None = None  # an earlier run died with this submit on the wire (at this time)
-
-
-@dataclasses.dataclass(slots=True)
-class _Active:
-    """A request a worker is on; the interrupt logic decides from this whether to stop waiting."""
-
-    request: PlannedRequest
-    scope: anyio.CancelScope
-    slot: Slot | None = None
-    journaled: bool = False
-    backoff_until: float | None = None  # a submit sleeping before its next attempt, until then (monotonic)
-    retry: _Retry | None = None  # the newest retry the client announced
-    retry_stopped: bool = False  # the run stopped that retry: the request ends with the error it had
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Retry:
-    """A retry announced by the client (`Events.retrying`): what failed, and when the next attempt
-    starts. Once the run is stopping it does not start: the request's record is this error."""
-
-    attempts: int  # attempts made so far
-    reason: str  # the client's short reason: `type`, `type (HTTP n)`, or `GET x: ...` for a status/result GET
-    until: float  # monotonic time the next attempt starts
-
-    @property
-    def follows(self) -> bool:
-        """A status or result GET of a journaled queue request (not a new attempt of the request)."""
-        return self.reason.startswith("GET ")
 
 
 @dataclasses.dataclass(slots=True)
@@ -130,7 +95,7 @@ class RunResult:
 class _Events:
     """The client's hooks for one request: journal, progress, logs, AIMD."""
 
-    def __init__(self, executor: Executor, active: _Active) -> None:
+    def __init__(self, executor: Executor, active: Active) -> None:
         self._x = executor
         self._active = active
 
@@ -159,7 +124,7 @@ class _Events:
                  rate_limited: bool) -> None:
         self._x.progress.set_state(request.id, "retrying")
         until = time.monotonic() + delay
-        self._active.retry = _Retry(attempt, reason, until)
+        self._active.retry = Retry(attempt, reason, until)
         if not self._active.journaled:
             self._active.backoff_until = until
         if rate_limited and self._active.slot is not None:
@@ -213,13 +178,13 @@ class Executor:
         self.halted = False  # a gate or the budget stopped the run: no new requests, in-flight ones finish
         self.halt_reason = ""
         self.cancel_remote = False
-        self._active: dict[int, _Active] = {}
+        self._active: dict[int, Active] = {}
         self._producer_scope = anyio.CancelScope()
         self._attach_ids: set[str] = set()
 
     # ---- the plan side ------------------------------------------------------------------------
 
-    def _items(self, plan: Iterable[PlannedRequest], settled: Sequence[SettledJob] = ()) -> Iterator[_Item]:
+    def _items(self, plan: Iterable[PlannedRequest], settled: Sequence[SettledJob] = ()) -> Iterator[Item]:
         in_flight = self.journal.in_flight
         intents = dict(self.journal.intents)  # open intents left by an earlier run
         pending = collections.deque(settled)
@@ -229,7 +194,7 @@ class Executor:
             journaled = in_flight.get(request.id)
             if journaled is not None:
                 self._attach_ids.add(request.id)
-                yield _Item(request, journaled)
+                yield Item(request, journaled)
             elif self.resume.skip(request.id, retry_errors=self.retry_errors):
                 self.summary.skip(request.job.name, ok=self.resume.newest_ok[request.id])
                 if self.toolkit is not None:
@@ -238,9 +203,9 @@ class Executor:
                     self.journal.done(request.id, None)  # died after its record, before its "done"
             elif request.id in intents and not request.job.retries.unknown_outcome:
                 # Its submit may have been accepted: submitting again could pay twice.
-                yield _Item(request, None, intents[request.id])
+                yield Item(request, None, intents[request.id])
             else:
-                yield _Item(request, None)
+                yield Item(request, None)
         while pending:
             self._skip_settled(pending.popleft())
 
@@ -255,7 +220,7 @@ class Executor:
         for id in job.intents:
             self.journal.done(id, None)  # died after its record, before its "done"
 
-    async def _produce(self, plan: Iterable[PlannedRequest], items: MemoryObjectSendStream[_Item],
+    async def _produce(self, plan: Iterable[PlannedRequest], items: MemoryObjectSendStream[Item],
                        settled: Sequence[SettledJob] = ()) -> None:
         async with items:
             with self._producer_scope:
@@ -267,7 +232,7 @@ class Executor:
 
     # ---- workers ------------------------------------------------------------------------------
 
-    async def _work(self, items: MemoryObjectReceiveStream[_Item],
+    async def _work(self, items: MemoryObjectReceiveStream[Item],
                     results: MemoryObjectSendStream[dict[str, Any]]) -> None:
         async with items, results:
             async for item in items:
@@ -280,7 +245,7 @@ class Executor:
                     except anyio.WouldBlock:
                         await results.send(record)
 
-    async def _one(self, item: _Item) -> dict[str, Any] | None:
+    async def _one(self, item: Item) -> dict[str, Any] | None:
         """`item`'s record (None: interrupted, or not sent). The safety net is here: anything but
         a run-level BatchrunError (the journal cannot be written) or a cancellation becomes this
         request's error record, and the other requests go on."""
@@ -288,7 +253,7 @@ class Executor:
         t0 = time.monotonic()
         if item.handle is not None:
             # The request started when it was submitted by the earlier run.
-            started_wall = _parse_iso(item.handle.at, default=started_wall)
+            started_wall = parse_iso(item.handle.at, default=started_wall)
             t0 -= max(0.0, time.time() - started_wall)
         try:
             return await self._attempt(item, started_wall, t0)
@@ -319,10 +284,10 @@ class Executor:
         return build_record(request, outcome, started_at=started_wall, finished_at=time.time(),
                             latency_s=time.monotonic() - t0, scrub=self.redactor.scrub, keep_logs=False)
 
-    async def _attempt(self, item: _Item, started_wall: float, t0: float) -> dict[str, Any] | None:
+    async def _attempt(self, item: Item, started_wall: float, t0: float) -> dict[str, Any] | None:
         request = item.request
         scope = anyio.CancelScope()
-        active = _Active(request=request, scope=scope, journaled=item.handle is not None)
+        active = Active(request=request, scope=scope, journaled=item.handle is not None)
         key = id(active)
         self._active[key] = active
         outcome: Outcome | None = None
@@ -333,7 +298,7 @@ class Executor:
                     self.progress.set_state(request.id, "sending")
                     events = _Events(self, active)
                     if item.unknown_since is not None:
-                        outcome = _unknown_outcome(item.unknown_since)
+                        outcome = unknown_outcome(item.unknown_since)
                     elif item.handle is not None:
                         outcome = await self.client.reattach(request, item.handle.handle, events)
                     elif self.halted or (self.toolkit is not None and self._refused(request)):
@@ -351,7 +316,9 @@ class Executor:
             self.progress.clear(request.id)
         if outcome is None and active.retry_stopped:
             assert active.retry is not None
-            outcome = self._stopped_retry(request, active.retry)
+            entry = self.journal.in_flight.get(request.id)  # a resubmit after a failed queue result
+            outcome = stopped_retry_outcome(active.retry, self.halt_reason,
+                                            entry.request_id if entry is not None else None)
         if outcome is None:
             if request.mode == "subscribe" and not active.journaled and (
                 active.backoff_until is not None and time.monotonic() < active.backoff_until
@@ -370,18 +337,6 @@ class Executor:
         if self.toolkit is not None:
             await self.toolkit.enrich(request, record)
         return record
-
-    def _stopped_retry(self, request: PlannedRequest, retry: _Retry) -> Outcome:
-        """The error a request had when the run stopped its retry. The client announces a retry by
-        its short reason, so the record keeps the error's type and HTTP status, not the server's
-        detail text."""
-        m = _REASON.match(retry.reason)
-        type_, code = (m.group(1), int(m.group(2)) if m.group(2) else None) if m else (retry.reason, None)
-        detail = (f"attempt {retry.attempts} failed with {retry.reason}; not retried because the run was stopping "
-                  f"({self.halt_reason}); `batchrun run --retry-errors` sends it again")
-        entry = self.journal.in_flight.get(request.id)  # a resubmit after a failed queue result
-        return Outcome(False, None, error_record(type_, code, detail, True),
-                       entry.request_id if entry is not None else None, retry.attempts, None, None, None, None)
 
     def _refused(self, request: PlannedRequest) -> bool:
         assert self.toolkit is not None
@@ -426,7 +381,7 @@ class Executor:
             elif active.retry is not None and now < active.retry.until:
                 self.stop_retry(active)
 
-    def stop_retry(self, active: _Active) -> None:
+    def stop_retry(self, active: Active) -> None:
         """The run is stopping: `active`'s next attempt does not start. After a gate or the budget
         stopped the run, the request ends with the error it had (the run is over; its record says
         why). After Ctrl-C or SIGTERM it gets no record, as any request the interrupt cut short:
@@ -469,7 +424,7 @@ class Executor:
         if signum != signal.SIGINT:
             return text  # a second SIGTERM changes nothing (see the module docstring)
         queue = self.journal.in_flight or any(a.request.mode == "subscribe" for a in wire)
-        return text + (" (Ctrl-C again to stop waiting" + (" and cancel the queue requests remotely)" if queue else ")"))
+        return text + " (Ctrl-C again to stop waiting" + (" and cancel the queue requests remotely)" if queue else ")")
 
     async def _grace(self) -> None:
         await anyio.sleep(GRACE_S)
@@ -507,7 +462,7 @@ class Executor:
             raise _unwrap(group) from None
 
     async def _execute(self, plan: Iterable[PlannedRequest], settled: Sequence[SettledJob] = ()) -> RunResult:
-        items_tx, items_rx = anyio.create_memory_object_stream[_Item](self.workers)
+        items_tx, items_rx = anyio.create_memory_object_stream[Item](self.workers)
         results_tx, results_rx = anyio.create_memory_object_stream[dict[str, Any]](self.workers)
         async with anyio.create_task_group() as outer:
             if self.handle_signals:
@@ -556,14 +511,6 @@ def _ready(first: dict[str, Any], results: MemoryObjectReceiveStream[dict[str, A
             return
 
 
-def _unknown_outcome(since: str) -> Outcome:
-    detail = (f"an earlier run stopped (killed or crashed) at {since} while this request's queue submit was "
-              "on the wire, so it may have been accepted and be running remotely under an id batchrun never "
-              "received; it was not submitted again, since that could pay twice (re-run with --retry-errors "
-              "to submit it anyway, or set retries.unknown_outcome to do so automatically)")
-    return Outcome(False, None, error_record("outcome_unknown", None, detail, True), None, 1, None, None, None, None)
-
-
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The exception the CLI should see: a BatchrunError (an unwritable output) before anything
     else, then KeyboardInterrupt; a lone exception as itself; else the group."""
@@ -589,12 +536,3 @@ def _lone(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
-
-
-def _parse_iso(text: str, *, default: float) -> float:
-    import datetime as dt
-
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return default

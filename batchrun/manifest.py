@@ -112,8 +112,8 @@ class Manifest:
         earlier = _earlier_runs(previous) if previous is not None else []
         self._run: dict[str, Any] = {
             "started_at": now, "finished_at": None, "resumed": resumed, "spec_sha256": spec_digest(spec),
-            "planned": planned, "selection": selection, "counts": None, "cost_usd": None, "stopped_by": None, "exit_code": None,
-            "interrupted": False,
+            "planned": planned, "selection": selection, "counts": None, "cost_usd": None, "stopped_by": None,
+            "exit_code": None, "interrupted": False,
         }
         runs = [*earlier, self._run][-MAX_RUNS:]
         self.data: dict[str, Any] = {

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from batchrun.journal import journal_path
 from batchrun.server import ServerThread
 from fixtures_execute import records, run_cli, server_urls, stats, write_spec
 
@@ -30,35 +31,40 @@ GATED = """\
     jobs:
       - name: flaky
         endpoint: local/fail
-        mode: run
+        mode: {mode}
         retries: {{initial_delay: 5, max_delay: 5, max_attempts: 10}}
-        arguments: {{ingress: true, delay: {flaky_delay}}}
+        arguments: {arguments}
       - {{name: bad, endpoint: local/fail, mode: run, arguments: {{status: 400, delay: 0.3}}}}
 """
 GATE = "gate max_errors: 1 failed requests > max_errors 0 (1 finished)"
 
 
 
-@pytest.mark.parametrize("flaky_delay", [pytest.param(0, id="sleeping-before-its-retry"),
-                                         pytest.param(0.6, id="attempt-on-the-wire")])
-def test_a_gate_stop_starts_no_new_retry(tmp_path: Path, make_server: MakeServer,
-                                         capsys: pytest.CaptureFixture[str], flaky_delay: float) -> None:
-    spec = write_spec(tmp_path, GATED.format(flaky_delay=flaky_delay))
+@pytest.mark.parametrize(("mode", "arguments", "error"), [
+    pytest.param("run", "{ingress: true}", ("http_error", 503), id="sleeping-before-its-retry"),
+    pytest.param("run", "{ingress: true, delay: 0.6}", ("http_error", 503), id="attempt-on-the-wire"),
+    pytest.param("subscribe", '{submit: "429"}', ("concurrent_requests_limit", 429), id="queue-submit-refused"),
+])
+def test_a_gate_stop_starts_no_new_retry(tmp_path: Path, make_server: MakeServer, capsys: pytest.CaptureFixture[str],
+                                         mode: str, arguments: str, error: tuple[str, int]) -> None:
+    spec = write_spec(tmp_path, GATED.format(mode=mode, arguments=arguments))
     out = tmp_path / "out.jsonl"
     with make_server(runners=2) as srv:
         t0 = time.monotonic()
         assert run_cli(str(spec), "-o", str(out), *server_urls(srv)) == 1
         elapsed = time.monotonic() - t0
-        sent = stats(srv.origin)["apps"]["local/fail"]["run"]
+        sent = stats(srv.origin)["requests"]
     assert elapsed < 2.5  # the retry would have slept 2.5-5 s
-    assert sent == 2  # one attempt each
+    assert sent["run"] + sent["submit"] == 2  # one attempt each (a refused submit counts too)
     by_job = {r["job"]: r for r in records(out)}
     assert by_job["flaky"]["attempts"] == 1
+    kind, status = error
     assert by_job["flaky"]["error"] == {
-        "type": "http_error", "status_code": 503, "retryable": True,
-        "detail": f"attempt 1 failed with http_error (HTTP 503); not retried because the run was stopping "
+        "type": kind, "status_code": status, "retryable": True,
+        "detail": f"attempt 1 failed with {kind} (HTTP {status}); not retried because the run was stopping "
                   f"({GATE}); `batchrun run --retry-errors` sends it again",
     }
+    assert not journal_path(out).exists()  # the refused submit's write-ahead intent is settled by its record
     err = capsys.readouterr().err
     assert f"batchrun: {GATE}; finishing the requests in flight (no new retries)" in err
     assert f"  stopped early: {GATE}" in err
