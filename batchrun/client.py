@@ -7,27 +7,25 @@
   the SSE stream (`status_url/stream`) or, when that is unavailable, by polling with backoff, then
   GET `response_url`. Three HTTP requests per job when the stream works.
 
-Every failure becomes an `Outcome` with a record-shaped error: no httpx (or aiohttp) exception
-leaves this module. They are mapped once, in `_transport_failure`; what is retried is decided by
-`batchrun.retry`. Every string that reaches an Outcome passes through the run's `Redactor`.
+How requests go on the wire (straight through aiohttp, or through httpx for other transports) is
+`batchrun.sender`'s business. Every failure becomes an `Outcome` with a record-shaped error: no
+httpx (or aiohttp) exception leaves this module; they are mapped once, in
+`sender.transport_failure`, and what is retried is decided by `batchrun.retry`. Every string
+that reaches an Outcome passes through the run's `Redactor`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import random
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import anyio
 import httpx
 import httpx_sse
-from httpx_aiohttp import AiohttpTransport
-from httpx_aiohttp.transport import AiohttpResponseStream
 
 from batchrun.inputs import InputFileError, encode_files
 from batchrun.plan import PlannedRequest
@@ -44,24 +42,17 @@ from batchrun.retry import (
     judge_transport,
     shorten,
 )
+from batchrun.sender import SEND_ERRORS, Answer, Call, Sender
 from batchrun.spec import RetryPolicy
 from batchrun.template import TemplateError, env_names, resolve_env
 
 __all__ = ["Events", "FalClient", "Outcome", "QueueHandle"]
 
-CONNECT_TIMEOUT = 30.0
-# Queue calls (submit, status, stream, result, cancel): fal-client's 120 s read limit, added because
-# TLS reads could hang forever. The stream gets keep-alives every 15 s, so 120 s idle means dead.
-QUEUE_TIMEOUT = httpx.Timeout(120.0, connect=CONNECT_TIMEOUT)
 CANCEL_GRACE = 5.0  # bound on the best-effort cancel after a client timeout
 MAX_POLL_INTERVAL = 2.0
 STREAM_DRAIN_S = 0.5  # after COMPLETED, how long to wait for the server to end the stream (it should at once)
 
 _HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab; CR/LF would inject headers
-
-# Everything a send can raise besides cancellation. aiohttp errors normally arrive wrapped by
-# httpx-aiohttp, but a few (response parsing) pass through unmapped; OSError covers TLS and sockets.
-_SEND_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, aiohttp.ClientError, OSError)
 
 
 @dataclasses.dataclass(slots=True)
@@ -79,100 +70,10 @@ class Outcome:
 
 
 @dataclasses.dataclass(slots=True)
-class _Call:
-    """One HTTP request, ready to send any number of times (`FalClient._exchange`)."""
-
-    method: str
-    url: str
-    parsed: httpx.URL | None  # None: not parsed here (a URL the server gave; the sender parses it)
-    body: bytes | None
-    headers: dict[str, str]  # the request's own; the client's defaults are merged when sending
-    queue: bool  # a queue call (QUEUE_TIMEOUT) or a run call (the job's timeout)
-    timeout: float | None  # a run call's read timeout (None: none)
-    params: dict[str, str] | None = None
-
-
-@dataclasses.dataclass(slots=True)
 class _Prepared:
-    post: _Call
+    post: Call
     start_timeout_sent: bool
     inputs: dict[str, dict[str, Any]] | None
-
-
-class _Answer:
-    """A direct POST's answer: what the client reads of an httpx.Response (status, headers, body,
-    text), without building one: httpx.Response's header model and body decoders cost ~7% of a
-    small run call's CPU. aiohttp has already decoded the body."""
-
-    __slots__ = ("content", "headers", "status_code")
-
-    def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes) -> None:
-        self.status_code = status_code
-        self.headers = headers  # aiohttp's case-insensitive multidict
-        self.content = content
-
-    @property
-    def is_success(self) -> bool:
-        return 200 <= self.status_code < 300
-
-    @property
-    def text(self) -> str:
-        """As httpx decodes it: the Content-Type charset, else UTF-8, undecodable bytes replaced."""
-        charset = _CHARSET.search(self.headers.get("content-type", ""))
-        try:
-            return self.content.decode(charset.group(1) if charset else "utf-8", errors="replace")
-        except LookupError:  # a charset Python does not know
-            return self.content.decode("utf-8", errors="replace")
-
-
-_CHARSET = re.compile(r";\s*charset=[\"']?([^\s;\"']+)", re.IGNORECASE)
-Answer = httpx.Response | _Answer  # what a send returns, from httpx or straight from aiohttp
-
-
-def _transport_failure(exc: BaseException) -> TransportFailure:
-    """Map a send exception to what the retry policy needs: could the request have been sent?
-
-    httpx-aiohttp maps nearly every aiohttp connection error (ServerDisconnected, a reset while
-    reading) to httpx.ConnectTimeout, which would claim "never sent". So the original aiohttp
-    exception decides when there is one: only a failure to connect proves nothing was sent.
-    """
-    cause = exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc
-    message = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
-    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL, aiohttp.InvalidURL,
-                        aiohttp.NonHttpUrlClientError)):
-        return TransportFailure(sent=False, timeout=False, message=message, fatal=True)
-    if isinstance(cause, aiohttp.ClientError):
-        not_sent = isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
-        return TransportFailure(sent=not not_sent, timeout=isinstance(cause, aiohttp.ServerTimeoutError), message=message)
-    not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-    return TransportFailure(sent=not not_sent, timeout=isinstance(exc, (httpx.TimeoutException, TimeoutError)),
-                            message=message)
-
-
-class _Cookies(httpx.Cookies):
-    """httpx's cookie jar, minus its per-response work when a response sets no cookie: httpx builds
-    urllib request and response stand-ins for every response to offer them to the jar, about 5% of
-    a small run call's CPU, and fal answers set no cookies. A Set-Cookie is stored as before."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        if "set-cookie" in response.headers:
-            super().extract_cookies(response)
-
-
-class _AsyncClient(httpx.AsyncClient):
-    """httpx.AsyncClient whose cookie jar is a `_Cookies`."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._cookies = _Cookies(self._cookies)
-
-    @property  # type: ignore[override]
-    def cookies(self) -> httpx.Cookies:
-        return self._cookies
-
-    @cookies.setter
-    def cookies(self, cookies: Any) -> None:
-        self._cookies = _Cookies(cookies)
 
 
 _URL_CACHE_SIZE = 1024  # distinct endpoint URLs a run posts to (more: parsed each time)
@@ -220,43 +121,15 @@ class FalClient:
             headers["Authorization"] = auth
             redactor.add(auth)
             redactor.add(auth.partition(" ")[2])
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._limits = limits
-        # Made here, not with the session: loading the CA bundle takes 10-30 ms, which would
-        # otherwise delay the first wave of requests.
-        self._ssl_context = httpx.create_ssl_context() if transport is None else None
-        # Our own aiohttp session, shared by httpx's transport (the SSE stream) and direct calls (see _exchange);
-        # created on first use because aiohttp wants a running event loop.
-        self._session: aiohttp.ClientSession | None = None
-        self._direct = transport is None
-        if transport is None:
-            transport = AiohttpTransport(limits=limits, client=self._aiohttp)
-        self._http = _AsyncClient(transport=transport, limits=limits, timeout=QUEUE_TIMEOUT, headers=headers)
-        self._default_headers = dict(self._http.headers)  # httpx's defaults and ours, for direct POSTs
+        self._sender = Sender(headers=headers, max_connections=max_connections, transport=transport)
         self._urls: dict[str, httpx.URL] = {}  # parsed POST URLs (see _prepare)
-        # (queue?, timeout) -> httpx's timeout extension (see _request), and the same for aiohttp
-        self._timeouts: dict[tuple[bool, float | None], dict[str, float | None]] = {}
-        self._client_timeouts: dict[tuple[bool, float | None], aiohttp.ClientTimeout] = {}
 
     async def __aenter__(self) -> FalClient:
-        await self._http.__aenter__()
+        await self._sender.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        with anyio.move_on_after(CANCEL_GRACE, shield=True):
-            await self._http.aclose()
-            if self._session is not None:  # the transport closes it only if it ever sent anything
-                await self._session.close()
-
-    def _aiohttp(self) -> aiohttp.ClientSession:
-        """The session httpx-aiohttp's transport would make for itself (same pool size, keep-alive
-        and TLS context), minus aiohttp's cookie jar: httpx's jar is the one cookies live in."""
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._limits.max_connections or 0,
-                                             keepalive_timeout=self._limits.keepalive_expiry,
-                                             ssl=self._ssl_context)
-            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-        return self._session
+        await self._sender.__aexit__(*exc_info)
 
     # ---- public operations --------------------------------------------------------------------
 
@@ -286,7 +159,7 @@ class FalClient:
         """Ask the queue to cancel; True when it accepted (2xx). Transport errors are retried a
         few times; a 400 (already completed) or 404 (unknown) is False. Never raises."""
         for attempt in range(1, 4):
-            answer = await self._exchange(self._call("PUT", handle.cancel_url))
+            answer = await self._sender.exchange(Call("PUT", handle.cancel_url, None, None, {}, True, None))
             if not isinstance(answer, TransportFailure):
                 return answer.is_success
             if answer.fatal:
@@ -343,68 +216,8 @@ class FalClient:
             if len(self._urls) < _URL_CACHE_SIZE:
                 self._urls[url] = parsed
         queue = request.mode != "run"
-        post = _Call("POST", url, parsed, body, headers, queue, None if queue else job.timeout)
+        post = Call("POST", url, parsed, body, headers, queue, None if queue else job.timeout)
         return _Prepared(post, start_timeout is not None, inputs or None)
-
-    def _request(self, call: _Call) -> httpx.Request:
-        """`build_request(method, url, ...)` with the parsed URL and the timeout extension cached:
-        build_request parses the URL and rebuilds the timeout for every call. The same request:
-        client headers, then ours, merged by httpx.Headers."""
-        key = (call.queue, call.timeout)
-        extension = self._timeouts.get(key)
-        if extension is None:
-            timeout = QUEUE_TIMEOUT if call.queue else httpx.Timeout(call.timeout, connect=CONNECT_TIMEOUT)
-            extension = self._timeouts[key] = timeout.as_dict()
-        if call.parsed is None or call.params or self._http.cookies or call.parsed.is_relative_url:
-            # a URL to parse or a query to add, cookies to send, a base URL to merge: httpx's way
-            return self._http.build_request(call.method, call.url, params=call.params, content=call.body,
-                                            headers=call.headers, extensions={"timeout": extension})
-        merged = httpx.Headers(self._http.headers)
-        merged.update(call.headers)
-        return httpx.Request(call.method, call.parsed, headers=merged, content=call.body,
-                             extensions={"timeout": extension})
-
-    @staticmethod
-    def _call(method: str, url: str, params: dict[str, str] | None = None) -> _Call:
-        """A queue GET/PUT to a URL the server (or the journal) gave us. It may be garbage: the
-        sender's parser says so (a fatal TransportFailure), so it is parsed once, not here too."""
-        return _Call(method, url, None, None, {}, True, None, params)
-
-    async def _exchange(self, call: _Call) -> Answer | TransportFailure:
-        """One HTTP exchange with the body read; the single exception boundary.
-
-        With our own aiohttp session (the default transport), straight through aiohttp: httpx's
-        request/response machinery (client hooks, auth and redirect flows, header and body models)
-        costs 0.1-0.15 ms of CPU per call, as much as aiohttp's whole exchange, and run mode is
-        bounded by client CPU. httpx's own way serves other transports (tests' ASGI app) and
-        requests with cookies to send."""
-        if not self._direct or self._http.cookies or (call.parsed is not None and call.parsed.is_relative_url):
-            try:
-                return await self._http.send(self._request(call))
-            except _SEND_ERRORS as exc:
-                return _transport_failure(exc)
-        key = (call.queue, call.timeout)
-        timeout = self._client_timeouts.get(key)
-        if timeout is None:  # httpx-aiohttp's mapping of the httpx.Timeout the other way uses
-            read = QUEUE_TIMEOUT.read if call.queue else call.timeout
-            timeout = self._client_timeouts[key] = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=read,
-                                                                         connect=read)
-        headers = self._default_headers.copy()  # lower-case names: ours replace the client's by name
-        for name, value in call.headers.items():
-            headers.pop(name.lower(), None)
-            headers[name] = value
-        try:
-            async with self._aiohttp().request(
-                call.method, call.url, params=call.params, data=call.body, headers=headers, timeout=timeout,
-                allow_redirects=False,
-            ) as answer:
-                response = _Answer(answer.status, answer.headers, await answer.read())
-        except _SEND_ERRORS as exc:
-            return _transport_failure(exc)
-        if "set-cookie" in response.headers:  # rare (a load balancer's affinity): keep it in httpx's jar
-            jar = httpx.Response(answer.status, headers=answer.raw_headers, request=self._request(call))
-            self._http.cookies.extract_cookies(jar)
-        return response
 
     async def _attempts(
         self, request: PlannedRequest, prepared: _Prepared, events: Events, phase: Phase
@@ -414,7 +227,7 @@ class FalClient:
         attempt = 0
         while True:
             attempt += 1
-            answer = await self._exchange(prepared.post)
+            answer = await self._sender.exchange(prepared.post)
             if not isinstance(answer, TransportFailure):
                 if answer.is_success:
                     return answer, None, attempt
@@ -576,7 +389,7 @@ class FalClient:
         params = {"logs": "1"} if request.job.with_logs else None
         completed = False
         try:
-            async with self._event_source(handle.status_url + "/stream", params) as source:
+            async with self._sender.event_source(handle.status_url + "/stream", params) as source:
                 content_type = source.response.headers.get("content-type", "")
                 if source.response.status_code != 200 or not content_type.startswith("text/event-stream"):
                     return False
@@ -590,25 +403,9 @@ class FalClient:
                         if state.take(request, events, self._redactor, data):
                             completed = True
                             drain.deadline = anyio.current_time() + STREAM_DRAIN_S
-        except (*_SEND_ERRORS, httpx_sse.SSEError):
+        except (*SEND_ERRORS, httpx_sse.SSEError):
             return completed
         return completed
-
-    @contextlib.asynccontextmanager
-    async def _event_source(self, url: str, params: dict[str, str] | None) -> AsyncIterator[httpx_sse.EventSource]:
-        """httpx-sse's EventSource over a streamed GET: straight through aiohttp on the direct way
-        (as _exchange, without httpx's request building: 7% of a subscribe run's CPU), else httpx's."""
-        if not self._direct or self._http.cookies:
-            async with httpx_sse.aconnect_sse(self._http, "GET", url, params=params, timeout=QUEUE_TIMEOUT) as source:
-                yield source
-            return
-        headers = {**self._default_headers, "accept": "text/event-stream", "cache-control": "no-store"}
-        timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=QUEUE_TIMEOUT.read,
-                                        connect=QUEUE_TIMEOUT.read)
-        async with self._aiohttp().get(url, params=params, headers=headers, timeout=timeout, allow_redirects=False,
-                                       auto_decompress=False) as answer:  # httpx decodes, as on its own way
-            yield httpx_sse.EventSource(
-                httpx.Response(answer.status, headers=answer.raw_headers, stream=AiohttpResponseStream(answer)))
 
     async def _poll(
         self, request: PlannedRequest, handle: QueueHandle, events: Events, state: Progress
@@ -634,10 +431,10 @@ class FalClient:
         errors, 408/409/429 and 5xx. A result GET replays the model's own answer, so there only an
         ingress 5xx (no x-fal-request-id) is retried; any other error is returned as the result."""
         policy = request.job.retries
-        built = self._call("GET", url, params)
+        built = Call("GET", url, None, None, {}, True, None, params)  # a URL the server (or journal) gave
         failures = 0
         while True:
-            answer = await self._exchange(built)
+            answer = await self._sender.exchange(built)
             if not isinstance(answer, TransportFailure):
                 if answer.is_success:
                     return answer, None

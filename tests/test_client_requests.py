@@ -11,8 +11,9 @@ from client_helpers import Recorded, planned
 from httpx_aiohttp import AiohttpTransport
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from batchrun.client import QUEUE_TIMEOUT, FalClient, _Answer, _Call, _Cookies
+from batchrun.client import FalClient
 from batchrun.redact import Redactor
+from batchrun.sender import QUEUE_TIMEOUT, Call, DirectAnswer, _Cookies
 from batchrun.server import ServerThread
 
 CASES = [
@@ -32,8 +33,8 @@ async def test_posts_equal_httpx_build_request(url: str, headers: dict[str, str]
     async with FalClient(run_url="https://127.0.0.1:8/run", queue_url="http://127.0.0.1:8/queue", auth="Key a:b",
                          redactor=Redactor()) as client:
         for _ in range(2):  # the second time from the caches
-            mine = client._request(_Call("POST", url, httpx.URL(url), b'{"a":1}', headers, queue, timeout))
-            expected = client._http.build_request(
+            mine = client._sender.request(Call("POST", url, httpx.URL(url), b'{"a":1}', headers, queue, timeout))
+            expected = client._sender.http.build_request(
                 "POST", url, content=b'{"a":1}', headers=headers,
                 timeout=QUEUE_TIMEOUT if queue else httpx.Timeout(timeout, connect=30.0))
             assert (mine.method, str(mine.url), mine.content, mine.extensions) == (
@@ -45,15 +46,15 @@ async def test_posts_equal_httpx_build_request(url: str, headers: dict[str, str]
 async def test_a_set_cookie_is_kept_and_sent_back() -> None:
     async with FalClient(run_url="http://127.0.0.1:8/run", queue_url="http://127.0.0.1:8/queue", auth=None,
                          redactor=Redactor()) as client:
-        assert isinstance(client._http.cookies, _Cookies)
-        post = _Call("POST", "http://127.0.0.1:8/run/x", httpx.URL("http://127.0.0.1:8/run/x"), b"{}", {}, False, 10.0)
-        request = client._request(post)
-        client._http.cookies.extract_cookies(httpx.Response(200, request=request))  # no Set-Cookie
-        assert not client._http.cookies
-        client._http.cookies.extract_cookies(
+        assert isinstance(client._sender.http.cookies, _Cookies)
+        post = Call("POST", "http://127.0.0.1:8/run/x", httpx.URL("http://127.0.0.1:8/run/x"), b"{}", {}, False, 10.0)
+        request = client._sender.request(post)
+        client._sender.http.cookies.extract_cookies(httpx.Response(200, request=request))  # no Set-Cookie
+        assert not client._sender.http.cookies
+        client._sender.http.cookies.extract_cookies(
             httpx.Response(200, headers={"Set-Cookie": "lb=node-3; Path=/"}, request=request))
-        assert dict(client._http.cookies) == {"lb": "node-3"}
-        again = client._request(post)
+        assert dict(client._sender.http.cookies) == {"lb": "node-3"}
+        again = client._sender.request(post)
         assert again.headers["cookie"] == "lb=node-3"
 
 
@@ -107,4 +108,4 @@ def test_direct_answers_decode_their_text_as_httpx_does(content_type: str, body:
     """Error details quote the body's text: the direct way must read it as httpx would."""
     headers = CIMultiDict({"Content-Type": content_type} if content_type else {})
     expected = httpx.Response(503, headers=dict(headers), content=body).text
-    assert _Answer(503, CIMultiDictProxy(headers), body).text == expected
+    assert DirectAnswer(503, CIMultiDictProxy(headers), body).text == expected
