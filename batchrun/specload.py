@@ -15,6 +15,7 @@ from typing import Any
 from batchrun import dataset, yamlsource
 from batchrun.errors import Problem, SpecError
 from batchrun.plan import JobPlanner, job_count
+from batchrun.pricechecks import price_problems
 from batchrun.schemaerrors import schema_problems
 from batchrun.spec import Job, RateLimit, RetryPolicy, Spec, Target
 from batchrun.specchecks import Checker, JobSource, whole_refs
@@ -59,6 +60,7 @@ def validate_spec(path: str | Path, counts: dict[str, int] | None = None) -> tup
     checker = Checker(located, bad, source.parent)
     jobs = checker.run()
     problems.extend(checker.problems)
+    problems.extend(price_problems(located, jobs, checker.is_bad))
     problems = _dedupe(problems)
     if any(p.severity == "error" for p in problems):
         return None, _sorted(problems, label)

@@ -265,12 +265,13 @@ def test_file_objects_are_absolute_in_the_plan(tmp_path: Path) -> None:
 def test_top_level_fields(tmp_path: Path, target: str, expected: Target) -> None:
     path = tmp_path / "spec.yaml"
     path.write_text("version: 1\nname: t\n" + target + "output: out/x.jsonl\nconcurrency: 3\nrate_limit: {per_second: 2}\n"
-                    "gates: {max_errors: 1}\nbudget: {max_usd: 2}\njobs: [{name: a, endpoint: local/echo, rate_limit: {per_second: 1}}]\n")
+                    "gates: {max_errors: 1}\nbudget: {max_usd: 2}\npricing: {local/echo: {per_request: 0.5}}\n"
+                    "jobs: [{name: a, endpoint: local/echo, rate_limit: {per_second: 1}}]\n")
     spec = load_spec(path)
     assert spec.target == expected
     assert (spec.output, spec.output_path(), spec.concurrency, spec.max_requests) == (Path("out/x.jsonl"), Path("out/x.jsonl"), 3, 10_000)
     assert (spec.rate_limit, spec.jobs[0].rate_limit) == (RateLimit(2.0), RateLimit(1.0))
-    assert (spec.gates, spec.budget, spec.pricing) == ({"max_errors": 1}, {"max_usd": 2}, {})
+    assert (spec.gates, spec.budget, spec.pricing) == ({"max_errors": 1}, {"max_usd": 2}, {"local/echo": {"per_request": 0.5}})
     assert spec.source == path
 
 

@@ -446,8 +446,9 @@ def test_budget_with_an_unpriced_endpoint_refuses_to_start(tmp_path: Path, capsy
           - {name: echo, endpoint: local/echo, mode: run, arguments: {prompt: x}}
     """)
     assert run_cli(str(spec), "-o", str(tmp_path / "out.jsonl"), "--target", "local", "--no-progress") == 2
-    assert ("budget.max_usd is set but these endpoints have no price in `pricing`: local/echo"
-            in capsys.readouterr().err)
+    # validation catches it (batchrun.pricechecks); the run's own guard stays behind it
+    assert ("$.budget.max_usd: a budget needs a price for every endpoint, but local/echo (job 'echo') has none in "
+            "pricing; add `local/echo: {per_request: USD}` under pricing" in capsys.readouterr().err)
     assert not (tmp_path / "out.jsonl").exists()
 
 
