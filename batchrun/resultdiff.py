@@ -74,6 +74,11 @@ def artifact_hashes(record: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _ignored(ignore: Sequence[tuple[Part, ...]], parts: tuple[Part, ...]) -> bool:
+    """True when an --ignore pattern names `parts` or one of its ancestors."""
+    return any(matches_prefix(pattern, parts) for pattern in ignore)
+
+
 def _is_url(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(("http://", "https://"))
 
@@ -86,12 +91,14 @@ class _Walker:
         self.changes: list[Change] = []
 
     def walk(self, a: Any, b: Any, parts: tuple[Part, ...]) -> None:
-        if any(matches_prefix(pattern, parts) for pattern in self.ignore):
+        if _ignored(self.ignore, parts):
             return
         if isinstance(a, dict) and isinstance(b, dict):
             for key in [*a, *(k for k in b if k not in a)]:
                 if key in VOLATILE_KEYS:
-                    if key == "url" and key in a and key in b:
+                    # A `url` key is compared as media, unless --ignore names it (or the walk
+                    # would have stopped above it).
+                    if key == "url" and key in a and key in b and not _ignored(self.ignore, (*parts, key)):
                         self._media(a[key], b[key], (*parts, key))
                     continue
                 self.walk(a.get(key, ABSENT), b.get(key, ABSENT), (*parts, key))
@@ -141,13 +148,16 @@ class _Canon:
         self.ignore = ignore
 
     def value(self, value: Any, parts: tuple[Part, ...]) -> Any:
-        if self.ignore and any(matches_prefix(pattern, parts) for pattern in self.ignore):
+        if self.ignore and _ignored(self.ignore, parts):
             return _IGNORED
         if isinstance(value, dict):
             out = {}
             for key, item in value.items():
-                if key == "url":  # compared as media even under an ignored path, as the walker does
-                    out[key] = self.media(item) if isinstance(item, str) else _MEDIA
+                if key == "url":  # compared as media, as the walker does (unless --ignore names it)
+                    if self.ignore and _ignored(self.ignore, (*parts, key)):
+                        out[key] = _IGNORED
+                    else:
+                        out[key] = self.media(item) if isinstance(item, str) else _MEDIA
                 elif key not in VOLATILE_KEYS:
                     out[key] = self.value(item, (*parts, key) if self.ignore else parts)
             return out

@@ -10,6 +10,7 @@ import pytest
 
 from batchrun.cli import main
 from batchrun.diff import compare_results
+from batchrun.resultdiff import fingerprint
 from batchrun.resultpath import parse_path
 
 DATA = Path(__file__).parent / "data" / "records"
@@ -318,6 +319,23 @@ def test_media_compared_by_hash_only_when_both_sides_have_it() -> None:
     assert [str(c) for c in compare_results(record(same_url, art), record(same_url, other))] == [
         "image.url: sha256 cccccccccccc -> sha256 dddddddddddd"
     ]
+
+
+def test_ignore_names_a_media_url(in_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--ignore images[*].url drops id-20's image-hash change: the user asked to ignore that path
+    (the comparison used to check ignore paths everywhere but at a `url` key)."""
+    _, data = run_json(capsys, "base.jsonl", "new.jsonl", "--ignore", "images[*].nsfw", "seed", "images[*].url")
+    assert ids(data, "results_changed") == ["id-15"]
+    art = [{"url": "https://x/1", "path": "f", "sha256": "c" * 64, "bytes": 1, "content_type": "image/png"}]
+    other = [{**art[0], "sha256": "d" * 64}]
+    result = {"image": {"url": "https://x/1"}, "also": {"url": "https://x/1"}}
+    ignore = [parse_path("image.url")]
+    assert [str(c) for c in compare_results(record(result, art), record(result, other), ignore=ignore)] == [
+        "also.url: sha256 cccccccccccc -> sha256 dddddddddddd"
+    ]
+    only_image = [parse_path("*.url", wildcards=True)]
+    assert compare_results(record(result, art), record(result, other), ignore=only_image) == []
+    assert fingerprint(record(result, art), ignore=only_image) == fingerprint(record(result, other), ignore=only_image)
 
 
 def test_ignore_patterns_with_key_wildcards() -> None:
