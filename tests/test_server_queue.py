@@ -170,7 +170,19 @@ async def test_max_queue_length_query_parameter(one_runner: httpx.AsyncClient) -
     assert (await one_runner.post("/queue/local/echo?fal_max_queue_length=0", json={})).status_code == 200
     full = await one_runner.post("/queue/local/echo?fal_max_queue_length=0", json={"n": 2})
     assert full.status_code == 429
-    assert full.json() == {"detail": "More than 0 requests are waiting", "error_type": "queue_full"}
+    assert full.json() == {"detail": "More than 0 requests are waiting for local/echo", "error_type": "queue_full"}
+
+
+async def test_max_queue_length_counts_the_endpoints_own_queue(one_runner: httpx.AsyncClient) -> None:
+    await one_runner.post("/queue/local/sleep", json={"seconds": 1})  # takes the only runner
+    for n in range(3):
+        await one_runner.post("/queue/local/sleep", json={"seconds": 0, "n": n})  # waiting, for another app
+    echo = await one_runner.post("/queue/local/echo/sub?fal_max_queue_length=1", json={})
+    assert (echo.status_code, echo.json()["queue_position"]) == (200, 3)  # the server-wide position
+    assert (await one_runner.post("/queue/local/echo?fal_max_queue_length=1", json={"n": 2})).status_code == 200
+    full = await one_runner.post("/queue/local/echo?fal_max_queue_length=1", json={"n": 3})
+    assert (full.status_code, full.json()["error_type"]) == (429, "queue_full")
+    assert (await one_runner.post("/queue/local/sleep?fal_max_queue_length=3", json={"seconds": 0})).status_code == 200
 
 
 async def test_in_process_stats_function() -> None:

@@ -90,6 +90,7 @@ class Queue:
         # With a concurrency limit: waiting requests per key, so dispatch can tell in O(keys) that
         # every waiting request is held back by its key's limit, without scanning the queue.
         self.waiting_keys: dict[str, int] | None = None if self.limits.limit is None else {}
+        self.waiting_apps: dict[str, int] = {}  # app id -> waiting requests (?fal_max_queue_length)
         self.result_ttl, self.max_results, self.retry_backoff = result_ttl, max_results, retry_backoff
         self.runner_ids = [f"runner-{i}" for i in range(runners)]
         self.free: list[str] = list(self.runner_ids)
@@ -188,17 +189,15 @@ class Queue:
 
     def _waits(self, job: Job) -> None:
         job.waiting = True
+        _count(self.waiting_apps, job.app_id, 1)
         if self.waiting_keys is not None:
-            self.waiting_keys[job.key] = self.waiting_keys.get(job.key, 0) + 1
+            _count(self.waiting_keys, job.key, 1)
 
     def _stops_waiting(self, job: Job) -> None:
         job.waiting = False
+        _count(self.waiting_apps, job.app_id, -1)
         if self.waiting_keys is not None:
-            left = self.waiting_keys[job.key] - 1
-            if left:
-                self.waiting_keys[job.key] = left
-            else:
-                del self.waiting_keys[job.key]
+            _count(self.waiting_keys, job.key, -1)
 
     def _pick_runner(self, job: Job) -> str:
         # Same hint -> same runner when it is free; otherwise the lowest free runner (fal falls back
@@ -332,6 +331,15 @@ class Queue:
                 job.task.cancel()
         for job in list(self._watched):
             self._notify(job)
+
+
+def _count(counts: dict[str, int], name: str, change: int) -> None:
+    """Add `change` to a count, dropping names that reach 0 (so an empty dict means none)."""
+    count = counts.get(name, 0) + change
+    if count:
+        counts[name] = count
+    else:
+        del counts[name]
 
 
 def retry_condition(reply: Reply) -> str:
