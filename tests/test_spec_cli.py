@@ -201,37 +201,47 @@ SWEEP = """
 
 
 @pytest.mark.parametrize("shard", [None, "2/3"])
-def test_plan_head_previews_the_first_requests_of_every_job(
+def test_plan_limit_and_only_preview_what_run_would_send(
     tmp_path: Path, shard: str | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """`plan --limit N` is the first N planned requests of each job, those of them in the shard:
+    exactly the part of the plan `run --limit N` sends; `--only` keeps the named jobs."""
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"p": f"p{i}"}) + "\n" for i in range(50)))
     spec = write(tmp_path, SWEEP)
+    assert main(["plan", spec]) == 0
+    plan = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    first_two = {(w["job"], w["index"]) for job in ("small", "tiny", "rows") for w in [p for p in plan if p["job"] == job][:2]}
+    assert sorted(i for _, i in first_two) == [0, 1, 6, 7, 8]
     flags = [] if shard is None else ["--shard", shard]
-    assert main(["plan", spec, "--head", "2", *flags]) == 0
-    got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert main(["plan", spec, *flags]) == 0
     whole = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    expected = [line for job in ("small", "tiny", "rows") for line in [w for w in whole if w["job"] == job][:2]]
-    assert got == expected
-    if shard is not None:  # ids decide the shard: 2/3 holds tiny's one request and two or more of the others
-        assert [line["job"] for line in got] == ["small", "small", "tiny", "rows", "rows"]
-    else:
-        assert [(line["job"], line["index"]) for line in got] == [
-            ("small", 0), ("small", 1), ("tiny", 6), ("rows", 7), ("rows", 8)]
-        assert main(["plan", spec, "--head", "1", "--format", "table"]) == 0
+    assert main(["plan", spec, "--limit", "2", *flags]) == 0
+    got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert got == [w for w in whole if (w["job"], w["index"]) in first_two]
+    assert main(["plan", spec, "--limit", "2", "--only", "tiny,rows", *flags]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == [g for g in got if g["job"] != "small"]
+    if shard is None:
+        assert main(["plan", spec, "--limit", "1", "--format", "table"]) == 0
         assert [line.split()[:3] for line in capsys.readouterr().out.splitlines()] == [
             ["index", "id", "job"], ["0", got[0]["id"], "small"], ["6", got[2]["id"], "tiny"], ["7", got[3]["id"], "rows"]]
+        assert main(["plan", spec, "--count", "--only", "rows"]) == 0
+        assert [line.split() for line in capsys.readouterr().out.splitlines()] == [
+            ["job", "endpoint", "requests"], ["rows", "local/image", "100"], ["total", "100"]]
 
 
-@pytest.mark.parametrize("flags", [["--head", "0"], ["--head", "two"], ["--head", "1", "--count"]])
-def test_plan_head_usage_errors(tmp_path: Path, flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    spec = write(tmp_path, GOOD)
-    with pytest.raises(SystemExit) as exc:
-        main(["plan", spec, *flags])
-    assert exc.value.code == 2
+@pytest.mark.parametrize("flags", [["--limit", "0"], ["--limit", "two"], ["--limit", "1", "--count"], ["--only", "smal"]])
+def test_plan_limit_and_only_usage_errors(tmp_path: Path, flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"p": "x"}\n')
+    spec = write(tmp_path, SWEEP)
+    try:
+        code = main(["plan", spec, *flags])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
     err = capsys.readouterr().err.splitlines()[-1]
     assert err == {
-        "0": "batchrun plan: error: argument --head: expected a whole number of at least 1, got '0'",
-        "two": "batchrun plan: error: argument --head: expected a whole number of at least 1, got 'two'",
-        "1": "batchrun plan: error: argument --count: not allowed with argument --head",
+        "0": "batchrun plan: error: argument --limit: expected a whole number of at least 1, got '0'",
+        "two": "batchrun plan: error: argument --limit: expected a whole number of at least 1, got 'two'",
+        "1": "batchrun plan: error: argument --count: not allowed with argument --limit",
+        "smal": "batchrun: error: --only: the spec has no job 'smal'; did you mean 'small'? its jobs: small, tiny, rows",
     }[flags[1]]

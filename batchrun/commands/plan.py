@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from collections.abc import Iterator
 from typing import Any
 
-from batchrun.plan import JobPlanner, PlannedRequest, build_plan, parse_shard
 from batchrun.costestimate import estimate
+from batchrun.plan import PlannedRequest, build_plan, parse_shard
+from batchrun.selection import Selection, select
 from batchrun.spec import Spec
 from batchrun.specload import load_spec
 
@@ -18,10 +18,11 @@ from batchrun.specload import load_spec
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="the spec file")
     parser.add_argument("--shard", metavar="I/N", help="only shard I of N (1-based; partitioned by request id)")
+    parser.add_argument("--only", metavar="JOB[,JOB...]", help="only these jobs (as `batchrun run --only`)")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--count", action="store_true", help="print per-job request counts (and cost estimates)")
-    what.add_argument("--head", type=_positive, metavar="N",
-                      help="only the first N requests of each job (a preview of every job of a sweep)")
+    what.add_argument("--limit", type=_positive, metavar="N",
+                      help="only the first N planned requests of each job (what `batchrun run --limit N` sends)")
     parser.add_argument("--format", choices=("jsonl", "table"), default="jsonl", help="output format (default jsonl)")
 
 
@@ -36,31 +37,25 @@ def run(args: argparse.Namespace) -> int:
     warnings: list[Any] = []
     counts: dict[str, int] = {}  # the whole plan's, counted by validation
     spec = load_spec(args.spec, warnings, counts)
+    selection = select(spec, counts, args.only, args.limit)  # the same part of the plan `run` would send
     for warning in warnings:
         print(warning, file=sys.stderr)
     out = sys.stdout
     if args.count:
-        _print_counts(spec, counts, shard, out)
+        _print_counts(spec, counts, shard, out, None if selection is None else selection.jobs)
     elif args.format == "table":
-        _print_table(spec, sum(counts.values()), _requests(spec, counts, shard, args.head), out)
+        _print_table(spec, sum(counts.values()), _requests(spec, shard, selection), out)
     else:
-        for request in _requests(spec, counts, shard, args.head):
+        for request in _requests(spec, shard, selection):
             out.write(json.dumps(plan_line(request), ensure_ascii=False) + "\n")
     out.flush()
     return 0
 
 
-def _requests(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | None,
-              head: int | None) -> Iterator[PlannedRequest]:
-    if head is None:
-        yield from build_plan(spec, shard=shard)
-        return
-    start = 0
-    for job in spec.jobs:
-        # Validation's counts give each job's first plan index, so a job's walk stops after `head`
-        # requests: a million-row dataset job previews as fast as a small one.
-        yield from itertools.islice(JobPlanner.create(job, spec).requests(start, shard), head)
-        start += counts[job.name]
+def _requests(spec: Spec, shard: tuple[int, int] | None, selection: Selection | None) -> Iterator[PlannedRequest]:
+    # A selection's ranges come from validation's counts, so the walk steps over the rest without
+    # rendering it: the first requests of a million-row dataset job preview at once.
+    yield from build_plan(spec, shard=shard, only=None if selection is None else selection.indices())
 
 
 def plan_line(request: PlannedRequest) -> dict[str, Any]:
@@ -84,11 +79,15 @@ def plan_line(request: PlannedRequest) -> dict[str, Any]:
     return line
 
 
-def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | None, out: Any) -> None:
+def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | None, out: Any,
+                  jobs: frozenset[str] | None) -> None:
+    """Per-job counts and estimates; `jobs`: only these (--only)."""
     estimates = estimate(spec, counts, shard)
     rows = []
     total_cost: float | None = 0.0
     for job in spec.jobs:
+        if jobs is not None and job.name not in jobs:
+            continue
         n, cost = estimates[job.name].requests, estimates[job.name].cost
         row = [job.name, job.endpoint, str(n)]
         if spec.pricing:
@@ -96,7 +95,7 @@ def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | N
             row.append("no price" if job.endpoint not in spec.pricing else "unknown" if cost is None else f"${cost:.4f}")
             total_cost = None if cost is None or total_cost is None else total_cost + cost
         rows.append(row)
-    total = ["total", "", str(sum(e.requests for e in estimates.values()))]
+    total = ["total", "", str(sum(e.requests for name, e in estimates.items() if jobs is None or name in jobs))]
     if spec.pricing:
         total.append("unknown" if total_cost is None else f"${total_cost:.4f}")
     header = ["job", "endpoint", "requests"] + (["est. cost"] if spec.pricing else [])
