@@ -353,7 +353,8 @@ def plural(count: int, noun: str) -> str:
 
 
 def verdict(report: Report) -> str:
-    """One line: `PASS: 120/120 ok`, or `FAIL: ` and what failed (and what stopped the run)."""
+    """One line: `PASS: 120/120 ok`, or `FAIL: ` and what failed; then, in parentheses, what stopped
+    the run and a smoke run's `--only`/`--limit` (`RunOutcome.notes`)."""
     stats, plan, run = report.overall, report.plan, report.run
     problems = []
     if stats.error:
@@ -368,9 +369,10 @@ def verdict(report: Report) -> str:
         if not problems and reason is None and run.exit_code:
             problems.append(f"the run exited {run.exit_code}")
     total = plan.planned if plan is not None else stats.requests
+    notes = "; ".join(run.notes()) if run is not None else ""
+    why = f" ({notes})" if notes else ""
     if not total and not problems:
-        return "FAIL: no records" if reason is None else f"FAIL: no records ({reason})"
+        return f"FAIL: no records{why}"
     if problems or reason:
-        text = ", ".join(problems) or f"{stats.ok}/{total} ok"
-        return f"FAIL: {text}" + (f" ({reason})" if reason else "")
-    return f"PASS: {stats.ok}/{total} ok"
+        return f"FAIL: {', '.join(problems) or f'{stats.ok}/{total} ok'}{why}"
+    return f"PASS: {stats.ok}/{total} ok{why}"

@@ -43,7 +43,7 @@ def render_junit(report: Report) -> str:
     for entry in report.requests:
         case, failed = _case(entry)
         add(entry.job, case, failed, False, entry.latency_s or 0.0)
-    reason = report.run.stop_reason if report.run is not None else None
+    reason = "; ".join(report.run.notes()) if report.run is not None else None
     for planned in report.never_ran:
         add(planned.job or "(unknown job)", _skipped(planned, reason), False, True, 0.0)
     total = [sum(t[i] for t in counts.values()) for i in range(4)]

@@ -6,6 +6,11 @@ interruption) and names `OUT.plan-ids`, the plan's sorted ids, which is used whe
 manifest's. `report --spec SPEC` plans the spec as it is now instead (a spec changed since the run
 is counted against its new plan); the manifest still tells how the run ended.
 
+A smoke run (`run --only/--limit`, the manifest's `plan.selection`) planned a part of the plan: that
+part's count is no plan for the output (which may hold earlier runs' records of the rest), so without
+--spec every record counts; either way the report names the selection, so requests it left out on
+purpose are never a bare "never ran". Version 1 and 2 manifests share every field read here.
+
 Ids are streamed from either source and matched against the report's per-id entries: nothing is
 held per planned id beyond the first few that never ran (listed).
 """
@@ -69,6 +74,10 @@ class RunOutcome:
     gates: list[str]  # every breached gate's message
     interrupted: bool
     shard: str | None
+    # `--only`/`--limit` as the newest run was given them (a smoke run of a part of the plan), and
+    # how many requests that part has; None: the run took the whole plan.
+    selection: str | None = None
+    selected: int | None = None
 
     @property
     def stop_reason(self) -> str | None:
@@ -81,10 +90,17 @@ class RunOutcome:
             return "run not finished"
         return None
 
+    def notes(self) -> list[str]:
+        """Why planned requests may lack a record, for the verdict and JUnit's skipped cases: what
+        stopped the run, and a smoke run's `--only`/`--limit` (it left the rest out on purpose)."""
+        reason = self.stop_reason
+        return ([reason] if reason else []) + ([f"run with {self.selection}"] if self.selection else [])
+
     def to_json(self) -> dict[str, Any]:
         return {
             "manifest": self.manifest, "finished": self.finished, "exit_code": self.exit_code,
             "stopped_by": self.stopped_by, "gates": self.gates, "interrupted": self.interrupted, "shard": self.shard,
+            "selection": self.selection, "selected": self.selected,
         }
 
 
@@ -107,6 +123,7 @@ def read_manifest(output: Path) -> dict[str, Any] | None:
 def run_outcome(output: Path, manifest: dict[str, Any]) -> RunOutcome:
     gates = manifest.get("gates")
     exit_code = manifest.get("exit_code")
+    selection, selected = _selection(manifest)
     return RunOutcome(
         manifest=str(manifest_path(output)),
         finished=manifest.get("finished_at") is not None,
@@ -115,17 +132,33 @@ def run_outcome(output: Path, manifest: dict[str, Any]) -> RunOutcome:
         gates=[g for g in gates if isinstance(g, str)] if isinstance(gates, list) else [],
         interrupted=manifest.get("interrupted") is True,
         shard=manifest.get("shard") if isinstance(manifest.get("shard"), str) else None,
+        selection=selection,
+        selected=selected,
     )
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _selection(manifest: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(`--only`/`--limit` of the newest run, the size of that part) from `plan.selection` (manifest
+    version 2); (None, None) when the run took the whole plan."""
+    plan = manifest.get("plan")
+    if not isinstance(plan, dict) or not isinstance(plan.get("selection"), str):
+        return None, None
+    return plan["selection"], _count(plan.get("count"))
 
 
 def manifest_plan(output: Path, manifest: dict[str, Any]) -> tuple[int, Iterator[PlannedId] | None] | None:
     """(planned count, the planned ids or None when unknown) from the manifest, or None when it has
-    no plan count (a run that failed before planning)."""
+    no plan count (a run that failed before planning) or only a part's (a run with --only/--limit:
+    the output may hold records of the rest from earlier runs, and the rest is not "never ran")."""
     plan = manifest.get("plan")
-    if not isinstance(plan, dict):
+    if not isinstance(plan, dict) or isinstance(plan.get("selection"), str):
         return None
-    count = plan.get("count")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+    count = _count(plan.get("count"))
+    if count is None:
         return None
     ids_file, digest = plan.get("ids_file"), plan.get("ids_sha256")
     if not isinstance(ids_file, str) or not isinstance(digest, str):

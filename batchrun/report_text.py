@@ -69,6 +69,9 @@ def plan_rows(report: Report) -> list[tuple[str, str]]:
         elif run.interrupted:
             outcome.append("interrupted")
         outcome += [f"failed {gate}" for gate in run.gates if gate != run.stopped_by]
+        if run.selection:
+            size = f" ({plural(run.selected, 'request')})" if run.selected is not None else ""
+            outcome.append(f"a part of the plan: {run.selection}{size}")
         rows.append(("run", "; ".join(outcome)))
     return rows
 

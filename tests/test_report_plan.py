@@ -93,7 +93,8 @@ def test_a_gate_stop_is_the_verdict_and_the_plan_section(gated_run: tuple[Path, 
     assert main(["report", str(out), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["run"] == {"manifest": f"{out}.manifest.json", "finished": True, "exit_code": 1, "stopped_by": stop,
-                           "gates": [stop], "interrupted": False, "shard": None}
+                           "gates": [stop], "interrupted": False, "shard": None,
+                           "selection": None, "selected": None}
     # The stopped run never finished its plan walk, so the ids are unknown: counts only.
     assert data["plan"] == {"source": f"{out}.manifest.json", "planned": 8, "with_record": 4, "never_ran": 4,
                             "never_ran_listed": [], "not_planned": 0, "not_planned_listed": []}
@@ -228,3 +229,58 @@ def test_junit_has_one_testcase_per_planned_request(gated_run: tuple[Path, Path]
         f"{latencies[case.attrib['name'].split(' ')[0]]:.3f}" for case in cases[:4]]
     assert suite.find("properties/property").attrib == {
         "name": "verdict", "value": "FAIL: 2 errors, 4 planned requests never ran (gate max_errors)"}
+
+
+SMOKE = """\
+    version: 1
+    name: smoke
+    jobs:
+      - {name: alpha, endpoint: local/echo, mode: run, arguments: {x: "${{ matrix.x }}"}, matrix: {x: [1, 2, 3, 4]}}
+      - {name: beta, endpoint: local/echo, mode: run, arguments: {y: "${{ matrix.y }}"}, matrix: {y: [1, 2, 3]}}
+"""
+
+
+def test_a_smoke_run_is_named_and_what_it_left_out_is_not_its_failure(
+        tmp_path: Path, loopback_server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --limit 2` (manifest plan.selection): the report says the run took a part of the plan;
+    the manifest's count is that part's, so it is no plan to hold the output against (it used to
+    read 4 planned; after a full run and a smoke run on the same output, `PASS: 7/2 ok`). With --spec
+    the 3 left out are counted against the spec's plan, and the verdict says why they have no record."""
+    spec = write_spec(tmp_path, SMOKE)
+    out = tmp_path / "out.jsonl"
+    urls = ["--run-url", loopback_server.run_url, "--queue-url", loopback_server.queue_url, "--no-progress"]
+    assert run_cli(str(spec), "-o", str(out), "--limit", "2", *urls) == 0
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"batchrun report: {out}\n"
+        "PASS: 4/4 ok (run with --limit 2)\n"
+        "\n"
+        "plan (out.jsonl.manifest.json)\n"
+        "  run  exit code 0; a part of the plan: --limit 2 (4 requests)\n"
+        "\n"
+        "all jobs\n"
+        "  requests                 4\n"
+    )
+    assert main(["report", str(out), "--spec", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(
+        f"batchrun report: {out}\n"
+        "FAIL: 3 planned requests never ran (run with --limit 2)\n"
+        "\n"
+        f"plan ({spec.name})\n"
+        "  planned        7\n"
+        "  with a record  4\n"
+        "  never ran      3\n"
+        "  run            exit code 0; a part of the plan: --limit 2 (4 requests)\n"
+    )
+    assert main(["report", str(out), "--spec", str(spec), "--format", "junit"]) == 0
+    assert capsys.readouterr().out.count('<skipped message="never ran (run with --limit 2)"/>') == 3
+
+    assert run_cli(str(spec), "-o", str(out), *urls) == 0  # the full run resumes the smoke run's 4
+    assert run_cli(str(spec), "-o", str(out), "--limit", "1", *urls) == 0  # nothing left to send
+    capsys.readouterr()
+    assert main(["report", str(out), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["verdict"] == "PASS: 7/7 ok (run with --limit 1)"
+    assert (data["plan"], data["run"]["selection"], data["run"]["selected"]) == (None, "--limit 1", 2)
