@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from batchrun.errors import UsageError
-from batchrun.records_io import iter_records, newest_per_id
+from batchrun.records_io import Newest, finished_at, iter_located
 from batchrun.report import error_text, one_line, seconds
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".avif", ".bmp")
@@ -96,12 +96,12 @@ def load_shots(output: str | Path, html_path: str | Path, ids: Container[str] | 
     """
     output = Path(output)
     html_dir = Path(html_path).resolve().parent
-    slim = (
-        {"id": r["id"], "timing": r.get("timing"), "shot": _shot(r, output, html_dir, missing)}
-        for r in iter_records(output)
-        if ids is None or r["id"] in ids
-    )
-    return sorted((s["shot"] for s in newest_per_id(slim).values()), key=lambda s: (s.index, s.id))
+    newest: Newest[Shot] = Newest()
+    for located in iter_located(output):
+        record = located.record
+        if ids is None or record["id"] in ids:
+            newest.offer(record["id"], finished_at(record), _shot(record, output, html_dir, missing))
+    return sorted(newest.values.values(), key=lambda s: (s.index, s.id))
 
 
 def _shot(record: dict[str, Any], output: Path, html_dir: Path, missing: MissingFiles | None) -> Shot:

@@ -6,7 +6,7 @@ located error `FILE:LINE: invalid JSON`, never a silent skip. (The executor keep
 scanner; this reader is for outputs that are done.)
 
 It also says what a record means where every command must agree: which record of an id is its
-final state (`newest_per_id`) and whether a record failed an expectation (`failed_checks`).
+final state (`Newest`) and whether a record failed an expectation (`failed_checks`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
@@ -119,12 +119,6 @@ def record_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
     if record is None or _shape_problem(record):
         raise RecordsError(f"{handle.name}: changed while being read (no record at byte {offset} any more)")
     return record
-
-
-def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Every record of one output file, in file order (see `iter_located`)."""
-    for located in iter_located(path):
-        yield located.record
 
 
 def _decode(raw: bytes) -> dict[str, Any] | None:
@@ -231,22 +225,12 @@ def check_message(check: Any) -> str:
     return "invalid check: " + (text if len(text) <= 80 else text[:79] + "…")
 
 
-def newest_per_id(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """One record per id: the one that finished last; on a tie (or no time), the later line.
-
-    A resumed run appends a fresh record for a retried id, so the newest is the id's final state.
-    The dict keeps first-seen order of ids.
-    """
-    newest: Newest[dict[str, Any]] = Newest()
-    for record in records:
-        newest.offer(record["id"], finished_at(record), record)
-    return newest.values
-
-
 class Newest(Generic[T]):
-    """`newest_per_id` for streaming readers that keep a summary of each record, not the record:
-    `offer` every record's summary in file order; `values` holds the newest one per id (first-seen
-    order of ids)."""
+    """One value per id: the one whose record finished last; on a tie (or no time), the later line.
+    A resumed run appends a fresh record for a retried id, so the newest is the id's final state.
+
+    For streaming readers that keep a summary of each record, not the record: `offer` every
+    record's summary in file order; `values` holds the newest one per id (first-seen order of ids)."""
 
     def __init__(self) -> None:
         self.values: dict[str, T] = {}
