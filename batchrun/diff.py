@@ -31,7 +31,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from batchrun.records_io import (
     Newest,
@@ -145,9 +145,10 @@ def diff_files(
     with seekable(base) as base_copy, seekable(new) as new_copy:
         old_sides = _load(base_copy, str(base), ignore)
         new_sides = _load(new_copy, str(new), ignore)
-        cats = _compare(base_copy, old_sides, new_copy, new_sides, ignore, latency_ratio)
+        labels: dict[str, str] = {}
+        cats = _compare(base_copy, old_sides, new_copy, new_sides, ignore, latency_ratio, labels)
         cats["added"] = [Entry(rid, n.job) for rid, n in new_sides.items() if rid not in old_sides]
-        _label(cats, base_copy, old_sides, new_copy, new_sides)
+        _label(cats, base_copy, old_sides, new_copy, new_sides, labels)
 
     def order(entry: Entry) -> tuple[int, str]:
         side = new_sides.get(entry.id) or old_sides[entry.id]
@@ -161,10 +162,9 @@ def diff_files(
 
 
 def _label(cats: dict[str, list[Entry]], base: Path, old_sides: dict[str, _Side], new: Path,
-           new_sides: dict[str, _Side]) -> None:
-    """Give every listed entry its request label, its record read again by offset (the new side's
-    when it has one); an id listed in several categories is read once."""
-    labels: dict[str, str] = {}
+           new_sides: dict[str, _Side], labels: dict[str, str]) -> None:
+    """Give every listed entry its request label, from `labels` or its record read again by offset
+    (the new side's when it has one); an id listed in several categories is read once."""
     with open_output(base) as base_handle, open_output(new) as new_handle:
         for entries in cats.values():
             for position, entry in enumerate(entries):
@@ -203,9 +203,10 @@ def run_deltas(diff: Diff) -> str:
 
 def _compare(
     base: Path, old_sides: dict[str, _Side], new: Path, new_sides: dict[str, _Side],
-    ignore: Sequence[tuple[Part, ...]], latency_ratio: float,
+    ignore: Sequence[tuple[Part, ...]], latency_ratio: float, labels: dict[str, str],
 ) -> dict[str, list[Entry]]:
-    """Every category but `added`, in base file order (sorted by the caller)."""
+    """Every category but `added`, in base file order (sorted by the caller). `labels` receives
+    the label of each id whose new record was read here, so that `_label` need not read it again."""
     cats: dict[str, list[Entry]] = {key: [] for key, _, _, _ in CATEGORIES}
     with open_output(base) as base_handle, open_output(new) as new_handle:
         for rid, b in old_sides.items():
@@ -213,26 +214,48 @@ def _compare(
             if n is None:
                 cats["missing"].append(Entry(rid, b.job))
                 continue
-            # Records are re-read (by offset) only for the ids whose detail is shown.
+            # Records are re-read (by offset, each at most once) only for the ids whose detail is shown.
+            pair = _Pair(base_handle, b.offset, new_handle, n.offset)
             if b.ok and not n.ok:
-                record = record_at(new_handle, n.offset)
+                record = pair.new()
                 cats["newly_failing"].append(Entry(rid, n.job, error_text(record), data={"error": record.get("error")}))
             elif n.ok and not b.ok:
                 cats["newly_passing"].append(Entry(rid, n.job))
             elif b.ok and n.ok:
                 if b.digest is None or b.digest != n.digest:
-                    pair = record_at(base_handle, b.offset), record_at(new_handle, n.offset)
-                    changes = compare_results(*pair, ignore=ignore)
+                    changes = compare_results(pair.base(), pair.new(), ignore=ignore)
                     if changes:
                         cats["results_changed"].append(Entry(rid, n.job, changes=tuple(changes)))
                 slower = _latency_regression(rid, b, n, latency_ratio)
                 if slower is not None:
                     cats["latency_regressions"].append(slower)
             if b.checks_passed and n.checks_failed:
-                cats["expectation_regressions"] += _expectation_regressions(
-                    rid, record_at(base_handle, b.offset), record_at(new_handle, n.offset)
-                )
+                cats["expectation_regressions"] += _expectation_regressions(rid, pair.base(), pair.new())
+            if pair.new_record is not None:
+                labels[rid] = record_label(pair.new_record)
     return cats
+
+
+@dataclasses.dataclass(slots=True)
+class _Pair:
+    """One shared id's two records, each read by offset when first asked for."""
+
+    base_handle: IO[bytes]
+    base_offset: int
+    new_handle: IO[bytes]
+    new_offset: int
+    base_record: dict[str, Any] | None = None
+    new_record: dict[str, Any] | None = None
+
+    def base(self) -> dict[str, Any]:
+        if self.base_record is None:
+            self.base_record = record_at(self.base_handle, self.base_offset)
+        return self.base_record
+
+    def new(self) -> dict[str, Any]:
+        if self.new_record is None:
+            self.new_record = record_at(self.new_handle, self.new_offset)
+        return self.new_record
 
 
 def _load(path: Path, name: str, ignore: Sequence[tuple[Part, ...]]) -> dict[str, _Side]:
