@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchrun.diff import CATEGORIES, MAX_CHANGES_SHOWN, Diff, Entry, no_shared_ids_warning, run_deltas, summary
+from batchrun.diff import CATEGORIES, Diff, Entry
+from batchrun.diff_text import MAX_CHANGES_SHOWN, no_shared_ids_warning, run_deltas, summary
 from batchrun.html_shots import MissingFiles, Shot, esc, load_shots, page, show, tile
 
 MAX_CARDS = 100  # per category; the json rendering lists them all

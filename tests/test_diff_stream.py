@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun.diff import diff_files, render
+from batchrun.diff import diff_files
+from batchrun.diff_text import render
 from batchrun.resultdiff import compare_results, fingerprint
 from batchrun.resultpath import parse_path
 
