@@ -126,7 +126,7 @@ def _text(report: Report) -> str:
         width = max(len(label) for label, _ in rows)
         out += ["", _plan_title(report), *(f"  {label:<{width}}  {value}" for label, value in rows)]
     for title, header, table in _plan_tables(report):
-        out += ["", title, *_text_table(header, table)]
+        out += ["", title, *text_table(header, table)]
     if not report.overall.requests:
         return "\n".join([*out, *([""] if rows else []), "no records"]) + "\n"
     for title, _, stats in _sections(report):
@@ -134,15 +134,16 @@ def _text(report: Report) -> str:
         width = max(len(label) for label, _ in rows)
         out += ["", title, *(f"  {label:<{width}}  {value}" for label, value in rows)]
     if report.errors:
-        out += ["", "errors", *_text_table(*_error_table(report))]
+        out += ["", "errors", *text_table(*_error_table(report))]
     if report.failed_requests:
-        out += ["", "failed requests", *_text_table(*_failed_table(report))]
+        out += ["", "failed requests", *text_table(*_failed_table(report))]
     if report.expectation_failures:
-        out += ["", "expectation failures", *_text_table(*_failure_table(report))]
+        out += ["", "expectation failures", *text_table(*_failure_table(report))]
     return "\n".join(out) + "\n"
 
 
-def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns two spaces apart, indented by two (trailing spaces dropped)."""
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     return [
         "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

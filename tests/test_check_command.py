@@ -134,7 +134,13 @@ def test_check_after_a_spec_fix_then_write_makes_every_reader_see_it(
 
         # The old spec still fails; the fixed one passes and says the stored verdicts are stale.
         assert check(wrong, out) == 1
-        assert capsys.readouterr().out.count("label: missing") == 3
+        ids = sorted((r["index"], r["id"]) for r in records(out))
+        assert capsys.readouterr().out.endswith(
+            "expectation failures\n"
+            "  job    id                message\n"
+            + "".join(f"  label  {rid}  label: missing\n" for _, rid in ids)
+            + "\nevery stored verdict is current\n"
+        )
         assert check(fixed, out) == 0
         assert capsys.readouterr().out == (
             f"batchrun check: {out} against the expectations of {fixed} (nothing sent)\n"

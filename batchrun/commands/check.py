@@ -13,9 +13,9 @@ from pathlib import Path
 from batchrun.errors import Problem, SinkError
 from batchrun.plan import parse_shard
 from batchrun.recheck import CheckResult, recheck
+from batchrun.report import MAX_LISTED, plural
+from batchrun.report_text import text_table
 from batchrun.specload import load_spec
-
-MAX_LISTED = 20  # failures listed in full; the rest are counted (as `batchrun report` does)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,28 +56,22 @@ def summary_lines(result: CheckResult, spec: str, *, wrote: bool) -> list[str]:
     out.append(f"  total: {passed + result.failed} checked, {passed} passed, {result.failed} failed")
     not_checked = sum(j.not_checked for j in result.jobs.values())
     if not_checked:
-        out.append(f"  {_plural(not_checked, 'planned request')} without a result (an error, or not run yet): not checked")
+        out.append(f"  {plural(not_checked, 'planned request')} without a result (an error, or not run yet): not checked")
     if result.unplanned:
-        out.append(f"  {_plural(result.unplanned, 'id')} in the output not in this plan: left as they are")
+        out.append(f"  {plural(result.unplanned, 'id')} in the output not in this plan: left as they are")
     if result.failures:
         rows = [[f.job, f.id, f.message] for f in result.failures[:MAX_LISTED]]
         hidden = len(result.failures) - MAX_LISTED
         if hidden > 0:
             rows.append(["…", "…", f"{hidden} more"])
-        widths = [max(len(row[i]) for row in [["job", "id", "message"], *rows]) for i in range(2)]
-        out += ["", "expectation failures"]
-        out += [f"  {job:<{widths[0]}}  {rid:<{widths[1]}}  {message}" for job, rid, message in [["job", "id", "message"], *rows]]
+        out += ["", "expectation failures", *text_table(["job", "id", "message"], rows)]
     out.append("")
     if wrote:
-        out.append(f"wrote {_plural(result.written, 're-checked record')} to {result.output}"
+        out.append(f"wrote {plural(result.written, 're-checked record')} to {result.output}"
                    if result.written else "nothing to write: every stored verdict is current")
     elif result.changed:
-        out.append(f"verdicts changed for {_plural(result.changed, 'record')}: add --write to record them "
+        out.append(f"verdicts changed for {plural(result.changed, 'record')}: add --write to record them "
                    "(report, diff and resume read them then)")
     else:
         out.append("every stored verdict is current")
     return out
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
