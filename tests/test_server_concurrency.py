@@ -131,3 +131,22 @@ async def test_without_a_limit_nothing_is_refused_and_stats_say_so() -> None:
         runs = await asyncio.gather(*(client.post("/run/local/sleep", json={"seconds": 0.05}) for _ in range(5)))
         assert [r.status_code for r in runs] == [200] * 5
         assert await concurrency(client) == {"limit": None, "in_progress": 0, "peak": 5, "refused": 0}
+
+
+async def test_positions_follow_submit_order_across_keys(limited: httpx.AsyncClient) -> None:
+    """Each key's waiting requests form their own lane; positions still count every request ahead
+    in submit order, whatever its key, and a blocked key's requests do not hold back another's."""
+    hangs = [(await limited.post("/queue/local/fail", json={"hang": True, "n": who}, headers=key)).json()
+             for who, key in (("alice", ALICE), ("bob", BOB))]  # fmt: skip
+    await until_in_progress(limited, 2)
+    waiting = [(await limited.post("/queue/local/echo", json={"n": n}, headers=(ALICE, BOB)[n % 2])).json() for n in range(4)]
+    assert [await state(limited, job) for job in waiting] == [("IN_QUEUE", n) for n in range(4)]
+    assert (await limited.put(hangs[1]["cancel_url"])).status_code == 202  # bob's slot frees: his first starts
+    assert (await completed(limited, waiting[1])).json() == {"echo": {"n": 1}, "path": ""}
+    assert [await state(limited, job) for job in (waiting[0], waiting[2])] == [("IN_QUEUE", 0), ("IN_QUEUE", 1)]
+    assert (await limited.put(waiting[2]["cancel_url"])).status_code == 202  # alice's second, not first in her lane
+    assert await state(limited, waiting[0]) == ("IN_QUEUE", 0)
+    assert (await completed(limited, waiting[3])).json() == {"echo": {"n": 3}, "path": ""}
+    assert (await limited.put(hangs[0]["cancel_url"])).status_code == 202
+    assert (await completed(limited, waiting[0])).json() == {"echo": {"n": 0}, "path": ""}
+    assert (await limited.get("/_emulator/stats")).json()["queue_length"] == 0

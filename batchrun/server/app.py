@@ -51,7 +51,7 @@ async def run_route(request: Request) -> WireResponse:
         return await _run(em, request, accepted)
     finally:
         limits.give(key)
-        if em.queue.waiting_keys:
+        if em.limits.limit is not None and em.queue.waiting:
             em.queue.dispatch()  # the freed slot may let a queued request of the same key start
 
 

@@ -8,13 +8,14 @@ runs none).
 
 queue_position is per *server*: all endpoints share the runners, so it counts every request ahead,
 normal priority before low.
+
+The waiting requests and their order are `waiting.WaitingLine`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import time
 import uuid
 from typing import Any
@@ -23,6 +24,7 @@ from batchrun.server import webhooks
 from batchrun.server.apps import Call, Handler
 from batchrun.server.concurrency import KeyLimits
 from batchrun.server.stats import Stats
+from batchrun.server.waiting import WaitingLine
 from batchrun.server.wire import Reply, failure_of, platform_error
 
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
@@ -39,6 +41,7 @@ class Job:
         "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "key", "low", "hint", "retries",
         "start_timeout", "deadline", "state", "logs", "attempts", "gateway_id", "reply", "error", "error_type",
         "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at", "event", "position", "webhook",
+        "order",
     )  # fmt: skip
 
     def __init__(
@@ -71,11 +74,12 @@ class Job:
         self.runner: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.cancelled = False
-        self.waiting = False  # in one of the waiting deques (False during a retry backoff)
+        self.waiting = False  # in the WaitingLine (False during a retry backoff)
         self.running = False  # its attempt coroutine has started (a task may exist before that)
         self.completed_at = 0.0
         self.event: asyncio.Event | None = None  # set at its next change; only while watched
         self.position = 0  # cached queue position, valid while Queue._positions_version is current
+        self.order = 0  # its place in the WaitingLine (smaller goes first)
 
 
 class Queue:
@@ -87,21 +91,14 @@ class Queue:
             raise ValueError("runners must be at least 1")
         self.stats, self.state = stats, state
         self.limits = limits if limits is not None else KeyLimits(None)
-        # With a concurrency limit: waiting requests per key, so dispatch can tell in O(keys) that
-        # every waiting request is held back by its key's limit, without scanning the queue.
-        self.waiting_keys: dict[str, int] | None = None if self.limits.limit is None else {}
-        self.waiting_apps: dict[str, int] = {}  # app id -> waiting requests (?fal_max_queue_length)
         self.result_ttl, self.max_results, self.retry_backoff = result_ttl, max_results, retry_backoff
         self.runner_ids = [f"runner-{i}" for i in range(runners)]
         self.free: list[str] = list(self.runner_ids)
         self.jobs: dict[str, Job] = {}
-        self.normal: collections.deque[Job] = collections.deque()
-        self.low: collections.deque[Job] = collections.deque()
+        self.waiting = WaitingLine(lane_per_key=self.limits.limit is not None)
         self.completed: collections.deque[Job] = collections.deque()  # completion order, for retention
         self.hint_runner: dict[str, str] = {}
         self._watched: set[Job] = set()
-        self._order_version = 0  # bumped whenever the waiting order changes
-        self._positions_version = -1  # the order version Job.position values were computed for
 
     # -- observation ---------------------------------------------------------------------------
     def watch(self, job: Job) -> asyncio.Event:
@@ -120,29 +117,16 @@ class Queue:
 
     def _order_changed(self) -> None:
         # Only waiting requests have a position, so only their watchers need waking.
-        self._order_version += 1
         for job in [j for j in self._watched if j.waiting]:
             self._notify(job)
 
     def position(self, job: Job) -> int:
-        """Requests ahead of `job` (0-based); 0 while it waits out a retry backoff (it goes first).
-
-        All positions are recomputed in one pass when the order has changed since the last call,
-        so polling many queued requests costs O(1) each rather than a scan per poll.
-        """
-        if not job.waiting:
-            return 0
-        if self._positions_version != self._order_version:
-            for index, waiting in enumerate(self.normal):
-                waiting.position = index
-            for index, waiting in enumerate(self.low, len(self.normal)):
-                waiting.position = index
-            self._positions_version = self._order_version
-        return job.position
+        """Requests ahead of `job` (0-based); 0 while it waits out a retry backoff (it goes first)."""
+        return self.waiting.position(job) if job.waiting else 0
 
     @property
     def length(self) -> int:
-        return len(self.normal) + len(self.low)
+        return len(self.waiting)
 
     @property
     def busy(self) -> int:
@@ -153,9 +137,7 @@ class Queue:
         """Enqueue `job`, start what can start; returns its queue position at enqueue time."""
         self.sweep()
         self.jobs[job.id] = job
-        position = len(self.normal) + (len(self.low) if job.low else 0)
-        (self.low if job.low else self.normal).append(job)
-        self._waits(job)
+        position = self.waiting.add(job)
         if job.start_timeout is not None:
             asyncio.get_running_loop().call_later(job.start_timeout, self._start_deadline, job)
         self.dispatch()
@@ -163,8 +145,8 @@ class Queue:
         return position
 
     def dispatch(self) -> None:
-        while self.free and (self.normal or self.low):
-            job = self._next_job()
+        while self.free and self.waiting:
+            job = self.waiting.take(self.limits.has_room)
             if job is None:
                 return  # every waiting request is held back by its key's concurrency limit
             runner = self._pick_runner(job)
@@ -173,31 +155,6 @@ class Queue:
             job.task = asyncio.get_running_loop().create_task(self._attempt(job, runner))
             self._notify(job)
             self._order_changed()
-
-    def _next_job(self) -> Job | None:
-        """Take the first waiting request (normal before low) whose key is under its limit."""
-        waiting_keys = self.waiting_keys
-        if waiting_keys is None:
-            job = (self.normal or self.low).popleft()
-        else:
-            if not any(map(self.limits.has_room, waiting_keys)):
-                return None
-            job = next(j for j in itertools.chain(self.normal, self.low) if self.limits.has_room(j.key))
-            (self.low if job.low else self.normal).remove(job)
-        self._stops_waiting(job)
-        return job
-
-    def _waits(self, job: Job) -> None:
-        job.waiting = True
-        _count(self.waiting_apps, job.app_id, 1)
-        if self.waiting_keys is not None:
-            _count(self.waiting_keys, job.key, 1)
-
-    def _stops_waiting(self, job: Job) -> None:
-        job.waiting = False
-        _count(self.waiting_apps, job.app_id, -1)
-        if self.waiting_keys is not None:
-            _count(self.waiting_keys, job.key, -1)
 
     def _pick_runner(self, job: Job) -> str:
         # Same hint -> same runner when it is free; otherwise the lowest free runner (fal falls back
@@ -259,8 +216,7 @@ class Queue:
     def _requeue(self, job: Job) -> None:
         if job.state != IN_QUEUE or job.waiting:
             return  # cancelled or timed out during the backoff
-        (self.low if job.low else self.normal).appendleft(job)
-        self._waits(job)
+        self.waiting.add(job, front=True)
         self._order_changed()
         self.dispatch()
 
@@ -271,8 +227,7 @@ class Queue:
 
     def _unqueue(self, job: Job) -> None:
         if job.waiting:
-            (self.low if job.low else self.normal).remove(job)
-            self._stops_waiting(job)
+            self.waiting.remove(job)
             self._order_changed()
 
     def _finish(self, job: Job, reply: Reply) -> None:
@@ -331,15 +286,6 @@ class Queue:
                 job.task.cancel()
         for job in list(self._watched):
             self._notify(job)
-
-
-def _count(counts: dict[str, int], name: str, change: int) -> None:
-    """Add `change` to a count, dropping names that reach 0 (so an empty dict means none)."""
-    count = counts.get(name, 0) + change
-    if count:
-        counts[name] = count
-    else:
-        del counts[name]
 
 
 def retry_condition(reply: Reply) -> str:

@@ -71,7 +71,7 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
             return respond(fault, rid)
         dropped = fault  # a reset: enqueue, then drop the connection instead of answering
     limit = request.query_params.get("fal_max_queue_length")
-    if limit is not None and limit.isdigit() and em.queue.waiting_apps.get(app_id, 0) > int(limit):
+    if limit is not None and limit.isdigit() and em.queue.waiting.per_app.get(app_id, 0) > int(limit):
         # per endpoint, as fal counts it (protocol §4.1): other apps' waiting requests do not count
         return respond(platform_error("queue_full", f"More than {limit} requests are waiting for {app_id}", 429), rid)
     endpoint_id = app_id + path  # == the non-empty segments of `rest` joined by "/"
