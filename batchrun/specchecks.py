@@ -26,6 +26,12 @@ _ENDPOINT = re.compile(rf"^(?:{_SEG}/{_SEG}(?:/{_SEG})*|[0-9]+-[A-Za-z0-9-]+)$")
 _NAMESPACES = ("workflows", "comfy")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 TEMPLATED = ("arguments", "path", "hint", "headers", "expect")
+# Options of one calling style only. A default of the other style is skipped for a job (so
+# `defaults: {client_timeout: 300}` serves the subscribe jobs of a spec that also has run jobs);
+# a job's own such key is an error, since it would be ignored.
+MODE_ONLY = {"timeout": "run", "client_timeout": "subscribe", "priority": "subscribe", "with_logs": "subscribe"}
+_MODE_FIX = {"timeout": "; use client_timeout for subscribe mode", "client_timeout": "; use timeout for run mode",
+             "with_logs": " (a direct call has no runner logs)"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,6 +62,7 @@ class JobSource:
     index: int
     options: dict[str, Any]
     origin: dict[str, PathKey]
+    skipped: tuple[str, ...] = ()  # defaults left out because they do not apply to the job's mode
 
     @property
     def path(self) -> PathKey:
@@ -81,7 +88,12 @@ def merge_jobs(data: dict[str, Any]) -> list[JobSource]:
         options = {**defaults, **job}
         origin: dict[str, PathKey] = {k: ("defaults", k) for k in defaults}
         origin.update({k: ("jobs", i, k) for k in job})
-        out.append(JobSource(i, options, origin))
+        mode = options.get("mode", "subscribe")
+        skipped = tuple(k for k, only in MODE_ONLY.items()
+                        if k in defaults and k not in job and mode in ("run", "subscribe") and mode != only)
+        for key in skipped:
+            del options[key], origin[key]
+        out.append(JobSource(i, options, origin, skipped))
     return out
 
 
@@ -118,7 +130,16 @@ class Checker:
                     seen[name] = job.index
             self.check_job(job)
         self.check_pricing(data.get("pricing"))
+        self.check_unused_defaults(jobs)
         return jobs
+
+    def check_unused_defaults(self, jobs: list[JobSource]) -> None:
+        """A mode-specific default that every job skipped (see MODE_ONLY) does nothing: say so."""
+        for key in dict.fromkeys(k for job in jobs for k in job.skipped):
+            if not any(job.origin.get(key) == ("defaults", key) for job in jobs):
+                other = "run" if MODE_ONLY[key] == "subscribe" else "subscribe"
+                self.error(("defaults", key), f"{key} applies to {MODE_ONLY[key]} mode only, and every job that does "
+                           f"not set its own uses mode: {other}: this default has no effect", at_key=True, severity="warning")
 
     def check_job(self, job: JobSource) -> None:
         o = job.options
@@ -131,10 +152,11 @@ class Checker:
             if msg:
                 self.error(job.at("endpoint"), msg)
         mode = o.get("mode", "subscribe")
-        if mode == "run":
-            for key, fix in (("priority", ""), ("client_timeout", "; use timeout for run mode")):
-                if key in o:
-                    self.error(job.at(key), f"{key} applies to subscribe mode only, but job '{job.name}' uses mode: run{fix}", at_key=True)
+        for key, only in MODE_ONLY.items():
+            # `with_logs: false` asks for what a run job does anyway (specs wrote it to turn off a default)
+            if key in o and mode in ("run", "subscribe") and mode != only and o[key] is not False:
+                self.error(job.at(key), f"{key} applies to {only} mode only, but job '{job.name}' uses mode: {mode}"
+                                        f"{_MODE_FIX.get(key, '')}", at_key=True)
         start, client = o.get("start_timeout"), o.get("client_timeout")
         if _is_num(start) and _is_num(client) and start > client and mode != "run":
             self.error(

@@ -106,7 +106,7 @@ jobs:
     endpoint: local/echo
     start_timeout: 1
 """) == [
-        "spec.yaml:5:3: $.defaults.priority: priority applies to subscribe mode only, but job 'direct' uses mode: run",
+        # defaults.priority is skipped for the run job, not an error (tests/test_spec_modes.py)
         "spec.yaml:10:5: $.jobs[0].client_timeout: client_timeout applies to subscribe mode only, but job 'direct' "
         "uses mode: run; use timeout for run mode",
         "spec.yaml:13:20: $.jobs[1].start_timeout: warning: start_timeout (60) is greater than client_timeout (30): "
