@@ -45,12 +45,12 @@ class Job:
     )  # fmt: skip
 
     def __init__(
-        self, *, endpoint_id: str, app_id: str, path: str, handler: Handler, arguments: dict[str, Any],
-        origin: str, low: bool = False, hint: str | None = None, retries: dict[str, int] | None = None,
-        start_timeout: float | None = None, webhook: str | None = None, request_id: str | None = None,
+        self, *, request_id: str, endpoint_id: str, app_id: str, path: str, handler: Handler,
+        arguments: dict[str, Any], origin: str, low: bool = False, hint: str | None = None,
+        retries: dict[str, int] | None = None, start_timeout: float | None = None, webhook: str | None = None,
         key: str = "",
     ) -> None:  # fmt: skip
-        self.id = request_id or str(uuid.uuid4())
+        self.id = request_id  # the id Emulator.accept gave the submit
         self.webhook = webhook
         self.endpoint_id, self.app_id, self.path = endpoint_id, app_id, path
         self.handler: Handler | None = handler
@@ -85,12 +85,12 @@ class Job:
 class Queue:
     def __init__(
         self, *, runners: int, stats: Stats, state: Any, result_ttl: float, max_results: int,
-        retry_backoff: float = 0.05, limits: KeyLimits | None = None,
+        limits: KeyLimits, retry_backoff: float = 0.05,
     ) -> None:  # fmt: skip
         if runners < 1:
             raise ValueError("runners must be at least 1")
         self.stats, self.state = stats, state
-        self.limits = limits if limits is not None else KeyLimits(None)
+        self.limits = limits
         self.result_ttl, self.max_results, self.retry_backoff = result_ttl, max_results, retry_backoff
         self.runner_ids = [f"runner-{i}" for i in range(runners)]
         self.free: list[str] = list(self.runner_ids)
