@@ -46,34 +46,19 @@ from batchrun.limits import Limits
 from batchrun.plan import PlannedRequest
 from batchrun.progress import Progress
 from batchrun.records import build_record
-from batchrun.retry import error_record
 from batchrun.redact import Redactor
 from batchrun.resume import ResumeState
+from batchrun.retry import error_record
+from batchrun.settled import SettledJob
 from batchrun.sinks import JsonlSink
 from batchrun.summary import RunSummary
 from batchrun.toolkit import Toolkit
 
-__all__ = ["GRACE_S", "Executor", "RunResult", "SettledJob"]
+__all__ = ["GRACE_S", "Executor", "RunResult"]
 
 GRACE_S = 3.0  # after Ctrl-C or SIGTERM, how long requests on the wire may take to finish and be written
 REMOTE_CANCEL_S = 1.5  # bound on cancelling journaled requests after a second Ctrl-C
 SHOWN_INTERNAL_ERRORS = 3  # internal errors told on stderr one by one (all are records)
-
-
-@dataclasses.dataclass(slots=True)
-class SettledJob:
-    """Requests of one job that an earlier run's records settle, as a resume's counting walk found
-    them; the executor's walk then renders only the rest (`build_plan(only=...)`) and skips these
-    in bulk when its walk reaches `start`, where it would have skipped the first of them (so the
-    summary's counts and job order are the same; only a walk interrupted inside the job counts
-    all of the job's settled requests rather than those walked so far)."""
-
-    name: str
-    start: int  # plan index of the job's first settled request
-    skipped: int = 0
-    skipped_errors: int = 0
-    expect_failed: int = 0  # of them with a failed expectation (resume.expect_failed)
-    intents: list[str] = dataclasses.field(default_factory=list)  # settled ids with an open submit intent
 
 
 @dataclasses.dataclass(slots=True)

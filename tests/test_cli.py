@@ -39,3 +39,15 @@ def test_python_dash_m_runs_the_cli() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"batchrun {__version__}"
+
+
+def test_parser_does_not_load_the_client_stack() -> None:
+    """`batchrun --help` and `batchrun validate` build the parser of every command; `run` loads the
+    executor and the HTTP client (httpx, aiohttp) only when it runs (see commands/run.py)."""
+    code = (
+        "import sys; from batchrun.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('batchrun.execute', 'batchrun.client', 'batchrun.runner', 'httpx', 'aiohttp') "
+        "if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, "[]", "")
