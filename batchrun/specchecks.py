@@ -17,8 +17,7 @@ from typing import Any
 from batchrun import dataset, expect
 from batchrun.datatypes import TYPES
 from batchrun.errors import Problem
-from batchrun.template import Ref, TemplateError, compile_value
-from batchrun.template import parse as parse_template
+from batchrun.template import Ref, compile_value, whole_refs
 from batchrun.yamlsource import Located, PathKey, json_path
 
 _SEG = r"[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -328,33 +327,6 @@ def _not_in_matrix(head: str, key: str, matrix_keys: list[str], job: str) -> str
     close = difflib.get_close_matches(key, matrix_keys, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else f"matrix keys: {', '.join(matrix_keys)}"
     return f"{head}; {hint}"
-
-
-def whole_refs(value: Any, namespace: str) -> set[str]:
-    """The names that some value inside `value` is exactly one template of (`"${{ row.p }}"` for
-    namespace row), outside `$file` objects. Such a value renders as the named value itself."""
-    out: set[str] = set()
-    _whole_refs(value, namespace, out)
-    return out
-
-
-def _whole_refs(value: Any, namespace: str, out: set[str]) -> None:
-    if isinstance(value, str):
-        if "${{" in value:
-            try:
-                parts = parse_template(value)
-            except TemplateError:
-                return
-            if len(parts) == 1 and isinstance(parts[0], Ref) and parts[0].namespace == namespace:
-                out.add(parts[0].name)
-    elif isinstance(value, dict):
-        if "$file" in value:
-            return  # a file path is normalised (a/../b is b): not a faithful copy of the value
-        for v in value.values():
-            _whole_refs(v, namespace, out)
-    elif isinstance(value, list):
-        for v in value:
-            _whole_refs(v, namespace, out)
 
 
 def _check_value_path(where: PathKey, check: Any, message: str) -> PathKey:

@@ -18,7 +18,8 @@ from batchrun.plan import JobPlanner, job_count
 from batchrun.pricechecks import price_problems
 from batchrun.schemaerrors import schema_problems
 from batchrun.spec import Job, RateLimit, RetryPolicy, Spec, Target
-from batchrun.specchecks import Checker, JobSource, whole_refs
+from batchrun.specchecks import Checker, JobSource
+from batchrun.template import whole_refs
 
 DEFAULT_MAX_REQUESTS = 10_000
 

@@ -18,7 +18,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from batchrun.errors import BatchrunError
@@ -328,24 +328,49 @@ def is_template(value: Any) -> bool:
         return False
 
 
-def env_names(value: Any) -> set[str]:
-    """The environment variables `value` references (so their values can be redacted)."""
-    names: set[str] = set()
-    _collect_env(value, names)
-    return names
-
-
-def _collect_env(value: Any, names: set[str]) -> None:
+def each_parsed(value: Any, visit: Callable[[tuple[Part, ...]], None], skip_files: bool = False) -> None:
+    """Call `visit` with the parts of every string value in `value` that holds a template, at any
+    depth (values, not keys). Malformed templates are skipped: validation reports them on its own.
+    `skip_files`: leave out `{$file: ...}` objects (their path is normalised, not copied).
+    A callback, not a generator: the client calls env_names per request."""
     if isinstance(value, str):
         if "${{" in value:
             try:
                 parts = parse(value)
             except TemplateError:
                 return
-            names.update(p.name for p in parts if isinstance(p, Ref) and p.namespace == "env")
+            visit(parts)
     elif isinstance(value, dict):
+        if skip_files and "$file" in value:
+            return
         for v in value.values():
-            _collect_env(v, names)
+            each_parsed(v, visit, skip_files)
     elif isinstance(value, list):
         for v in value:
-            _collect_env(v, names)
+            each_parsed(v, visit, skip_files)
+
+
+def env_names(value: Any) -> set[str]:
+    """The environment variables `value` references (so their values can be redacted)."""
+    names: set[str] = set()
+
+    def visit(parts: tuple[Part, ...]) -> None:
+        for part in parts:
+            if isinstance(part, Ref) and part.namespace == "env":
+                names.add(part.name)
+
+    each_parsed(value, visit)
+    return names
+
+
+def whole_refs(value: Any, namespace: str) -> set[str]:
+    """The names that some value inside `value` is exactly one template of (`"${{ row.p }}"` for
+    namespace row), outside `$file` objects. Such a value renders as the named value itself."""
+    out: set[str] = set()
+
+    def visit(parts: tuple[Part, ...]) -> None:
+        if len(parts) == 1 and isinstance(parts[0], Ref) and parts[0].namespace == namespace:
+            out.add(parts[0].name)
+
+    each_parsed(value, visit, True)
+    return out
