@@ -11,16 +11,8 @@
 - The writer is the only task touching the output: it appends and flushes each line, settles the
   journal entry, and updates progress and the summary.
 
-Interruption (SIGINT, or SIGTERM from CI or Kubernetes: the same path): the producer stops at
-once; workers waiting for a slot, and queue requests already journaled, stop waiting (they keep
-running remotely and are re-attached by the next run); direct calls and submits still on the wire
-get `GRACE_S` to finish and be written. No retry starts once the run is stopping (interrupted, or
-halted by a gate or the budget): a request sleeping before its next attempt, or failing its
-current one, ends there. After a halt it is recorded with the error it had; after an interrupt it
-has no record and the resume sends it (see `Executor.stop_retry`). A second SIGINT, while the run
-still waits, cancels the journaled queue requests remotely; a second SIGTERM changes nothing (a
-supervisor repeating itself is not asking to throw away paid-for work; it sends SIGKILL when its
-grace period ends, and the journal survives that).
+How the run stops (Ctrl-C or SIGTERM; a gate or the budget) and what that does to the requests
+the workers are on: batchrun.stopping.
 """
 
 from __future__ import annotations
@@ -37,7 +29,6 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from batchrun import signals
 from batchrun.client import FalClient, Outcome, QueueHandle
 from batchrun.errors import BatchrunError
 from batchrun.inflight import Active, Item, Retry, parse_iso, stopped_retry_outcome, unknown_outcome
@@ -51,12 +42,12 @@ from batchrun.resume import ResumeState
 from batchrun.retry import error_record
 from batchrun.settled import SettledJob
 from batchrun.sinks import JsonlSink
+from batchrun.stopping import Stop
 from batchrun.summary import RunSummary
 from batchrun.toolkit import Toolkit
 
-__all__ = ["GRACE_S", "Executor", "RunResult"]
+__all__ = ["Executor", "RunResult"]
 
-GRACE_S = 3.0  # after Ctrl-C or SIGTERM, how long requests on the wire may take to finish and be written
 REMOTE_CANCEL_S = 1.5  # bound on cancelling journaled requests after a second Ctrl-C
 SHOWN_INTERNAL_ERRORS = 3  # internal errors told on stderr one by one (all are records)
 
@@ -91,7 +82,7 @@ class _Events:
         )
         self._active.journaled = True
         self._x.progress.set_state(request.id, "queued")
-        if self._x.stopping:
+        if self._x.stop.stopping:
             # Interrupted while this submit was on the wire: it is journaled now, stop waiting.
             self._active.scope.cancel()
 
@@ -116,8 +107,8 @@ class _Events:
             # The request sleeps holding its slot (why: batchrun.limits); AIMD halves the limit.
             self._active.slot.rate_limited()
             self._x.progress.effective = self._x.limits.effective
-        if self._x.stopping or self._x.halted:
-            self._x.stop_retry(self._active)  # its sleep is cancelled before it starts
+        if self._x.stop.over:
+            self._x.stop.stop_retry(self._active)  # its sleep is cancelled before it starts
 
 
 class Executor:
@@ -158,13 +149,7 @@ class Executor:
         self.toolkit = toolkit  # expectations, artifacts, cost, budget and gates (batchrun.toolkit)
         self.debug = debug  # show the traceback of an internal error (redacted)
         self.internal_errors = 0
-        self.stopping = False
-        self.stop_signal: int = signal.SIGINT  # the first signal that interrupted the run
-        self.halted = False  # a gate or the budget stopped the run: no new requests, in-flight ones finish
-        self.halt_reason = ""
-        self.cancel_remote = False
-        self._active: dict[int, Active] = {}
-        self._producer_scope = anyio.CancelScope()
+        self.stop = Stop(progress, journal)  # interrupts and halts (batchrun.stopping)
         self._attach_ids: set[str] = set()
 
     # ---- the plan side ------------------------------------------------------------------------
@@ -208,7 +193,7 @@ class Executor:
     async def _produce(self, plan: Iterable[PlannedRequest], items: MemoryObjectSendStream[Item],
                        settled: Sequence[SettledJob] = ()) -> None:
         async with items:
-            with self._producer_scope:
+            with self.stop.producer:
                 for item in self._items(plan, settled):
                     try:  # room in the buffer: no turn of the event loop per planned request
                         items.send_nowait(item)
@@ -221,7 +206,7 @@ class Executor:
                     results: MemoryObjectSendStream[dict[str, Any]]) -> None:
         async with items, results:
             async for item in items:
-                if self.stopping or self.halted:
+                if self.stop.over:
                     continue  # drain what the producer had already queued, without sending it
                 record = await self._one(item)
                 if record is not None:
@@ -274,7 +259,7 @@ class Executor:
         scope = anyio.CancelScope()
         active = Active(request=request, scope=scope, journaled=item.handle is not None)
         key = id(active)
-        self._active[key] = active
+        self.stop.active[key] = active
         outcome: Outcome | None = None
         try:
             with scope:
@@ -286,7 +271,7 @@ class Executor:
                         outcome = unknown_outcome(item.unknown_since)
                     elif item.handle is not None:
                         outcome = await self.client.reattach(request, item.handle.handle, events)
-                    elif self.halted or (self.toolkit is not None and self._refused(request)):
+                    elif self.stop.halted or (self.toolkit is not None and self._refused(request)):
                         pass  # not sent: no record, the next run sends it
                     else:
                         if request.mode == "subscribe":
@@ -297,12 +282,12 @@ class Executor:
                     if outcome is not None and outcome.ok:
                         slot.succeeded()
         finally:
-            del self._active[key]
+            del self.stop.active[key]
             self.progress.clear(request.id)
         if outcome is None and active.retry_stopped:
             assert active.retry is not None
             entry = self.journal.in_flight.get(request.id)  # a resubmit after a failed queue result
-            outcome = stopped_retry_outcome(active.retry, self.halt_reason,
+            outcome = stopped_retry_outcome(active.retry, self.stop.halt_reason,
                                             entry.request_id if entry is not None else None)
         if outcome is None:
             if request.mode == "subscribe" and not active.journaled and (
@@ -327,7 +312,7 @@ class Executor:
         assert self.toolkit is not None
         refused = self.toolkit.admit(request)
         if refused is not None:
-            self.halt(refused)
+            self.stop.halt(refused)
         return refused is not None
 
     # ---- the writer ---------------------------------------------------------------------------
@@ -346,89 +331,7 @@ class Executor:
                     if newest_ok and newest_ok.get(record["id"]) is False:
                         self.summary.replaced_errors += 1  # an earlier error record, sent again
                     if self.toolkit is not None and (breach := self.toolkit.observe(record)) is not None:
-                        self.halt(breach)
-
-    # ---- interruption -------------------------------------------------------------------------
-
-    def halt(self, reason: str) -> None:
-        """A gate or the budget says stop: send nothing new (requests waiting for a slot stop waiting),
-        let the requests on the wire finish and be written. Resumable like an interrupt."""
-        if self.halted:
-            return
-        self.halted = True
-        self.halt_reason = reason
-        self.progress.message(f"batchrun: {reason}; finishing the requests in flight (no new retries)")
-        self._producer_scope.cancel()
-        now = time.monotonic()
-        for active in list(self._active.values()):
-            if active.slot is None:
-                active.scope.cancel()
-            elif active.retry is not None and now < active.retry.until:
-                self.stop_retry(active)
-
-    def stop_retry(self, active: Active) -> None:
-        """The run is stopping: `active`'s next attempt does not start. After a gate or the budget
-        stopped the run, the request ends with the error it had (the run is over; its record says
-        why). After Ctrl-C or SIGTERM it gets no record, as any request the interrupt cut short:
-        the resume sends it. A journaled queue request's status or result GET just stops waiting
-        (it stays journaled: the next run collects it)."""
-        assert active.retry is not None
-        if self.halted and not self.stopping and not (active.journaled and active.retry.follows):
-            active.retry_stopped = True
-        active.scope.cancel()
-
-    def interrupt(self, signum: int = signal.SIGINT) -> None:
-        """First Ctrl-C or SIGTERM: stop submitting; stop waiting on what is safe to leave; grace for
-        the rest. A second Ctrl-C also cancels the journaled queue requests remotely."""
-        if self.stopping:
-            if signum == signal.SIGINT:
-                self.cancel_remote = True
-                for active in list(self._active.values()):
-                    active.scope.cancel()
-            return
-        self.stopping = True
-        self.stop_signal = signum
-        self._producer_scope.cancel()
-        now = time.monotonic()
-        for active in list(self._active.values()):
-            if active.slot is not None and active.retry is not None and now < active.retry.until:
-                self.stop_retry(active)
-            elif active.slot is None or active.journaled:
-                active.scope.cancel()
-
-    def _interrupted_message(self, signum: int) -> str:
-        """What the first signal does, said as it happens. A second Ctrl-C is offered only while the
-        run still waits for requests on the wire: with none, the run ends at once (its summary then
-        says which queue requests keep running remotely), so there is no moment to press it."""
-        wire = [a for a in self._active.values()
-                if a.slot is not None and not a.journaled and not a.scope.cancel_called]
-        text = f"batchrun: interrupted{signals.label(signum)}; no new requests"
-        if not wire:
-            return text
-        text += f"; waiting up to {GRACE_S:.0f} s for {len(wire)} requests on the wire"
-        if signum != signal.SIGINT:
-            return text  # a second SIGTERM changes nothing (see the module docstring)
-        queue = self.journal.in_flight or any(a.request.mode == "subscribe" for a in wire)
-        return text + " (Ctrl-C again to stop waiting" + (" and cancel the queue requests remotely)" if queue else ")")
-
-    async def _grace(self) -> None:
-        await anyio.sleep(GRACE_S)
-        for active in list(self._active.values()):
-            active.scope.cancel()
-
-    async def _watch_signals(self, tg: anyio.abc.TaskGroup) -> None:
-        saved = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
-        try:
-            with anyio.open_signal_receiver(*signals.STOP_SIGNALS) as received:
-                async for signum in received:
-                    signals.note(signum)
-                    first = not self.stopping
-                    self.interrupt(signum)
-                    if first:
-                        self.progress.message(self._interrupted_message(signum))
-                        tg.start_soon(self._grace)
-        finally:
-            signals.restore(saved)
+                        self.stop.halt(breach)
 
     async def _tick(self) -> None:
         while True:
@@ -451,7 +354,7 @@ class Executor:
         results_tx, results_rx = anyio.create_memory_object_stream[dict[str, Any]](self.workers)
         async with anyio.create_task_group() as outer:
             if self.handle_signals:
-                outer.start_soon(self._watch_signals, outer)
+                outer.start_soon(self.stop.watch_signals, outer)
             outer.start_soon(self._tick)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, results_rx)
@@ -460,17 +363,17 @@ class Executor:
                         tg.start_soon(self._work, items_rx.clone(), results_tx.clone())
                 tg.start_soon(self._produce, plan, items_tx, settled)
             outer.cancel_scope.cancel()
-        if self.cancel_remote:
+        if self.stop.cancel_remote:
             await self._cancel_in_flight()
         left = len(self.journal.in_flight)
         # Only a run that walked the whole plan knows which journaled ids it does not contain.
-        walked = not (self.stopping or self.halted)
+        walked = not self.stop.over
         not_in_plan = sum(1 for i in self.journal.in_flight if i not in self._attach_ids) if walked else 0
-        self.summary.interrupted = self.stopping
+        self.summary.interrupted = self.stop.stopping
         if self.toolkit is not None:
             self.toolkit.finish()
         self.summary.left_running = left
-        return RunResult(self.summary, self.stopping, left, not_in_plan, self.stop_signal)
+        return RunResult(self.summary, self.stop.stopping, left, not_in_plan, self.stop.signal)
 
     async def _cancel_in_flight(self) -> None:
         entries = list(self.journal.in_flight.values())

@@ -53,7 +53,7 @@ class Active:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Retry:
     """A retry announced by the client (`Events.retrying`): what failed, and when the next attempt
-    starts. Once the run is stopping it does not start (see `Executor.stop_retry`)."""
+    starts. Once the run is stopping it does not start (see `batchrun.stopping.Stop.stop_retry`)."""
 
     attempts: int  # attempts made so far
     reason: str  # the client's short reason: `type`, `type (HTTP n)`, or `GET x: ...` for a status/result GET
