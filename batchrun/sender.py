@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -81,6 +82,22 @@ class DirectAnswer:
             return self.content.decode(charset.group(1) if charset else "utf-8", errors="replace")
         except LookupError:  # a charset Python does not know
             return self.content.decode("utf-8", errors="replace")
+
+
+# A URL the server gave may carry user:password@: httpx would send those instead of our key and
+# aiohttp refuses the pair (a ValueError). Neither is what the user asked for, so it is refused,
+# without quoting the URL (the password is a secret).
+_CREDENTIALS = "the server gave a URL with credentials (user:password@) in it; batchrun does not follow it"
+
+
+def _has_credentials(url: str) -> bool:
+    if "@" not in url:  # the common case, without parsing
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return False  # not a URL at all: the sender's parser says so
+    return parts.username is not None or parts.password is not None
 
 
 _CHARSET = re.compile(r";\s*charset=[\"']?([^\s;\"']+)", re.IGNORECASE)
@@ -199,6 +216,8 @@ class Sender:
 
     async def exchange(self, call: Call) -> Answer | TransportFailure:
         """One HTTP exchange with the body read."""
+        if _has_credentials(call.url):
+            return TransportFailure(sent=False, timeout=False, message=_CREDENTIALS, fatal=True)
         if self._httpx_way(call):
             try:
                 return await self.http.send(self.request(call))
@@ -223,14 +242,17 @@ class Sender:
         except SEND_ERRORS as exc:
             return transport_failure(exc)
         if "set-cookie" in response.headers:  # rare (a load balancer's affinity): keep it in httpx's jar
-            jar = httpx.Response(answer.status, headers=answer.raw_headers, request=self.request(call))
-            self.http.cookies.extract_cookies(jar)
+            with contextlib.suppress(*SEND_ERRORS):  # a URL only httpx refuses: no cookie, as httpx would keep none
+                jar = httpx.Response(answer.status, headers=answer.raw_headers, request=self.request(call))
+                self.http.cookies.extract_cookies(jar)
         return response
 
     @contextlib.asynccontextmanager
     async def event_source(self, url: str, params: dict[str, str] | None) -> AsyncIterator[httpx_sse.EventSource]:
         """httpx-sse's EventSource over a streamed GET: on the direct way straight through aiohttp
         (httpx's request building was 7% of a subscribe run's CPU), else httpx's. Raises SEND_ERRORS."""
+        if _has_credentials(url):
+            raise httpx.InvalidURL(_CREDENTIALS)
         if self._httpx_way():
             async with httpx_sse.aconnect_sse(self.http, "GET", url, params=params, timeout=QUEUE_TIMEOUT) as source:
                 yield source

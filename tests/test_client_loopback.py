@@ -235,3 +235,17 @@ async def test_garbage_handle_urls_fail_at_once_on_both_ways(loopback_server: Se
         assert outcome.error is not None and not events.of("retrying")
         verdicts.append((outcome.error["type"], outcome.error["retryable"], cancelled))
     assert verdicts == [("connection_error", False, False)] * 2
+
+
+async def test_server_urls_with_credentials_are_refused_on_both_ways(loopback_server: ServerThread) -> None:
+    """A handle URL with user:password@ is neither followed (httpx would send those credentials
+    instead of the key; aiohttp raises) nor quoted: a final error without the password."""
+    url = loopback_server.queue_url.replace("http://", "http://user:hunter22@") + "/local/echo/requests/r1/status"
+    for transport in (None, AiohttpTransport()):
+        async with client_for(loopback_server, transport=transport) as client:
+            with anyio.fail_after(5):
+                outcome = await client.reattach(planned("local/echo", {}, mode="subscribe"),
+                                                QueueHandle("r1", url, url, url), Recorded())
+                assert await client.cancel(QueueHandle("r1", url, url, url)) is False
+        assert outcome.error is not None and outcome.error["retryable"] is False
+        assert "credentials (user:password@)" in outcome.error["detail"] and "hunter22" not in str(outcome)
