@@ -94,6 +94,9 @@ def _missing(row: Mapping[str, Any], fields: dict[str, str], index: int) -> Iter
             yield f"row {index} has no field '{name}' (used by {used_at})"
 
 
+_SCALARS = (int, float, bool)
+
+
 class _Distinct:
     """Whether rows differ in some of their fields, in one pass and about 70 MB per million rows:
     a set of hashes, not of values. A hash collision only says "not distinct", which is the safe
@@ -111,7 +114,10 @@ class _Distinct:
         if self.canonical:
             # Strings as themselves (the usual prompt); other values as the canonical JSON the
             # request id hashes (so 1 and 1.0 differ, as their ids do), boxed apart from strings.
-            values = [v if type(v) is str else (json.dumps(v, sort_keys=True, separators=(",", ":")),) for v in values]
+            # Scalars are boxed with their type's name instead (1, 1.0 and true differ as in JSON,
+            # ~5x cheaper than dumping them; 0.0 and -0.0 compare equal, the safe "not distinct").
+            values = [v if type(v) is str else (type(v).__name__, v) if v is None or type(v) in _SCALARS
+                      else (json.dumps(v, sort_keys=True, separators=(",", ":")),) for v in values]
         key = hash(tuple(values))
         if key in self.seen:
             self.seen = None  # not distinct: nothing more to learn
