@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from batchrun.datatypes import CellError, RowTypes, csv_cell
 from batchrun.plan import build_plan, request_id
@@ -165,3 +168,13 @@ def test_row_types_units() -> None:
     assert csv_cell('a,"b,\nc",d', 2) == (1, 4)
     assert csv_cell('a,"say ""x, y""",z', 2) == (0, 18)
     assert csv_cell("only", 0) == (0, 1)
+
+
+@given(st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans())
+def test_written_values_read_back_as_themselves(n: int, f: float, b: bool) -> None:
+    """What a CSV writer prints (str(), and JSON for json columns) converts back to the value."""
+    types = RowTypes({"n": "int", "f": "float", "b": "bool", "j": "json"})
+    value = {"n": n, "f": f, "b": b, "j": [n, f, {"b": b}]}
+    row = {"n": str(n), "f": repr(f), "b": str(b), "j": json.dumps(value["j"])}
+    assert types.apply(row) == value
+    assert types.apply(dict(value)) == value  # already typed: kept
