@@ -31,7 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from batchrun.client import FalClient, Outcome, QueueHandle
 from batchrun.errors import BatchrunError
-from batchrun.inflight import Active, Item, Retry, parse_iso, stopped_retry_outcome, unknown_outcome
+from batchrun.inflight import Active, Item, Retry, internal_error_outcome, parse_iso, stopped_retry_outcome, unknown_outcome
 from batchrun.journal import InFlight, Journal
 from batchrun.limits import Limits
 from batchrun.plan import PlannedRequest
@@ -39,7 +39,6 @@ from batchrun.progress import Progress
 from batchrun.records import build_record
 from batchrun.redact import Redactor
 from batchrun.resume import ResumeState
-from batchrun.retry import error_record
 from batchrun.settled import SettledJob
 from batchrun.sinks import JsonlSink
 from batchrun.stopping import Stop
@@ -244,13 +243,8 @@ class Executor:
                 f"batchrun: internal error on request {request.id} (job {request.job.name}): {what}; "
                 "recorded as its error (internal_error) and the run goes on. This is a bug in batchrun: "
                 "please report it" + ("" if self.debug else " (--debug or BATCHRUN_DEBUG=1 shows the traceback)"))
-        # A queue request it had submitted is settled by this record (its journal entry is done):
-        # the record keeps its request id, so `batchrun cancel` or fal's dashboard can find it.
-        entry = self.journal.in_flight.get(request.id)
-        error = error_record("internal_error", None, f"batchrun failed while handling this request: {what}",
-                             False)
-        outcome = Outcome(False, None, error, entry.request_id if entry is not None else None, 0, None, None,
-                          None, None)
+        # A queue request it had submitted is settled by this record (its journal entry is done).
+        outcome = internal_error_outcome(what, self._journaled_request_id(request))
         return build_record(request, outcome, started_at=started_wall, finished_at=time.time(),
                             latency_s=time.monotonic() - t0, scrub=self.redactor.scrub, keep_logs=False)
 
@@ -286,9 +280,8 @@ class Executor:
             self.progress.clear(request.id)
         if outcome is None and active.retry_stopped:
             assert active.retry is not None
-            entry = self.journal.in_flight.get(request.id)  # a resubmit after a failed queue result
-            outcome = stopped_retry_outcome(active.retry, self.stop.halt_reason,
-                                            entry.request_id if entry is not None else None)
+            # A journaled id here: a resubmit after a failed queue result.
+            outcome = stopped_retry_outcome(active.retry, self.stop.halt_reason, self._journaled_request_id(request))
         if outcome is None:
             if request.mode == "subscribe" and not active.journaled and (
                 active.backoff_until is not None and time.monotonic() < active.backoff_until
@@ -307,6 +300,10 @@ class Executor:
         if self.toolkit is not None:
             await self.toolkit.enrich(request, record)
         return record
+
+    def _journaled_request_id(self, request: PlannedRequest) -> str | None:
+        entry = self.journal.in_flight.get(request.id)
+        return entry.request_id if entry is not None else None
 
     def _refused(self, request: PlannedRequest) -> bool:
         assert self.toolkit is not None

@@ -8,6 +8,7 @@ an answer of their own (batchrun.execute runs them).
   this whether to stop waiting for it.
 - `Retry`: what failed and when the next attempt would start; once the run is stopping that attempt
   does not start, and after a gate or budget stop `stopped_retry_outcome` is the request's record.
+- `internal_error_outcome`: the record of a request whose handling raised (the per-request safety net).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+from typing import Any
 
 import anyio
 
@@ -24,7 +26,7 @@ from batchrun.limits import Slot
 from batchrun.plan import PlannedRequest
 from batchrun.retry import error_record
 
-__all__ = ["Active", "Item", "Retry", "parse_iso", "stopped_retry_outcome", "unknown_outcome"]
+__all__ = ["Active", "Item", "Retry", "internal_error_outcome", "parse_iso", "stopped_retry_outcome", "unknown_outcome"]
 
 # The client's retry reason: `type`, `type (HTTP n)`, or `GET x: ` before either for a status/result GET.
 _REASON = re.compile(r"^(?:GET \S+: )?(.+?)(?: \(HTTP (\d+)\))?$")
@@ -73,8 +75,7 @@ def stopped_retry_outcome(retry: Retry, why: str, request_id: str | None) -> Out
     type_, code = (m.group(1), int(m.group(2)) if m.group(2) else None) if m else (retry.reason, None)
     detail = (f"attempt {retry.attempts} failed with {retry.reason}; not retried because the run was stopping "
               f"({why}); `batchrun run --retry-errors` sends it again")
-    return Outcome(False, None, error_record(type_, code, detail, True), request_id, retry.attempts,
-                   None, None, None, None)
+    return _failed(error_record(type_, code, detail, True), request_id, retry.attempts)
 
 
 def unknown_outcome(since: str) -> Outcome:
@@ -82,7 +83,19 @@ def unknown_outcome(since: str) -> Outcome:
               "on the wire, so it may have been accepted and be running remotely under an id batchrun never "
               "received; it was not submitted again, since that could pay twice (re-run with --retry-errors "
               "to submit it anyway, or set retries.unknown_outcome to do so automatically)")
-    return Outcome(False, None, error_record("outcome_unknown", None, detail, True), None, 1, None, None, None, None)
+    return _failed(error_record("outcome_unknown", None, detail, True), None, 1)
+
+
+def internal_error_outcome(what: str, request_id: str | None) -> Outcome:
+    """A request whose handling raised (a bug in batchrun, `what`: its redacted text). Not retryable:
+    the same bug would raise again. `request_id`: a queue request it had submitted, which the record
+    keeps so that `batchrun cancel` or fal's dashboard can find it."""
+    return _failed(error_record("internal_error", None, f"batchrun failed while handling this request: {what}",
+                                False), request_id, 0)
+
+
+def _failed(error: dict[str, Any], request_id: str | None, attempts: int) -> Outcome:
+    return Outcome(False, None, error, request_id, attempts, None, None, None, None)
 
 
 def parse_iso(text: str, *, default: float) -> float:
