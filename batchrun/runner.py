@@ -190,11 +190,10 @@ def run(args: argparse.Namespace) -> int:
                     "(their outcome is unknown: recorded as outcome_unknown, not submitted again)"
                     if journal.intents else ""
                 )
-                expect_failed = sum(j.expect_failed for j in count.settled_jobs)
                 checks = (
-                    f"; {expect_failed} of them failed an expectation (they are not sent again: if the spec's "
+                    f"; {count.expect_failed} of them failed an expectation (they are not sent again: if the spec's "
                     f"expect was wrong, fix it and `batchrun check {args.spec} {out} --write` re-checks them)"
-                    if expect_failed else ""
+                    if count.expect_failed else ""
                 )
                 print(
                     f"batchrun: resuming {out}: {settled} of {total} planned requests are already done "
@@ -266,8 +265,7 @@ def _finish_manifest(manifest: Manifest, result: RunResult | None, count: PlanCo
     # what this run wrote, and errors queued again by --retry-errors that this run did not replace.
     ok = count.settled - count.errors + s.ok
     error = count.errors + s.errors + count.requeued_errors - s.replaced_errors
-    expectations = sum(j.expect_failed for j in count.settled_jobs) + sum(
-        j.expectation_failures for j in s.jobs.values())
+    expectations = count.expect_failed + sum(j.expectation_failures for j in s.jobs.values())
     output = {"ok": ok, "error": error, "not_run": max(0, count.total - ok - error),
               "expectation_failures": expectations}
     manifest.finish(counts=counts, cost_usd=round(s.cost_usd, 6) if s.cost_usd or s.cost_unknown else None,

@@ -49,6 +49,11 @@ class PlanCount:
     todo: array.array[int] | None = None
     settled_jobs: list[SettledJob] = dataclasses.field(default_factory=list)
 
+    @property
+    def expect_failed(self) -> int:
+        """Settled requests whose record failed an expectation."""
+        return sum(j.expect_failed for j in self.settled_jobs)
+
 
 def count_plan(spec: Spec, counts: Mapping[str, int], shard: tuple[int, int] | None, state: ResumeState,
                retry_errors: bool, attach: Mapping[str, Any], intents: Mapping[str, Any], ids: PlanIds,

@@ -47,7 +47,7 @@ class Toolkit:
 
     def skipped_expectation_failures(self, job: str, count: int) -> None:
         """Skipped requests of `job` whose settling record has a failed expectation (a resume's
-        counting walk finds them in bulk: see batchrun.execute.SettledJob)."""
+        counting walk finds them in bulk: see batchrun.settled.SettledJob)."""
         self.summary.job(job).skipped_expectation_failures += count
 
     def admit(self, request: PlannedRequest) -> str | None:
