@@ -108,17 +108,18 @@ class Manifest:
         self.path = manifest_path(output)
         self._scrub = scrub
         now = _now()
+        digest = spec_digest(spec)  # dataclasses.asdict copies the whole spec: once
         previous = _read(self.path) if resumed else None
         earlier = _earlier_runs(previous) if previous is not None else []
         self._run: dict[str, Any] = {
-            "started_at": now, "finished_at": None, "resumed": resumed, "spec_sha256": spec_digest(spec),
+            "started_at": now, "finished_at": None, "resumed": resumed, "spec_sha256": digest,
             "planned": planned, "selection": selection, "counts": None, "cost_usd": None, "stopped_by": None,
             "exit_code": None, "interrupted": False,
         }
         runs = [*earlier, self._run][-MAX_RUNS:]
         self.data: dict[str, Any] = {
             "manifest_version": MANIFEST_VERSION,
-            "spec": {"path": str(spec.source.resolve()), "name": spec.name, "sha256": spec_digest(spec),
+            "spec": {"path": str(spec.source.resolve()), "name": spec.name, "sha256": digest,
                      "file_sha256": _file_digest(spec.source)},
             "git": git_state(spec.source.resolve().parent),
             "batchrun_version": _version(),
