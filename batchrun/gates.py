@@ -94,12 +94,13 @@ class Gates:
 def _p95_latencies(summary: RunSummary) -> array.array[float]:
     """This run's latencies when it settled every planned request itself (no output read, no
     memory beyond the summary's); otherwise the output's, where earlier runs' records are."""
-    this_run = array.array("d", (x for js in summary.jobs.values() for lat in (js.latencies, js.error_latencies)
-                                 for x in lat))
-    if not summary.skipped:
-        return this_run
-    in_output = output_latencies(Path(summary.output))
-    return this_run if in_output is None else in_output  # unreadable now: what this run knows
+    if summary.skipped:
+        in_output = output_latencies(Path(summary.output))
+        if in_output is not None:
+            return in_output
+        # unreadable now: what this run knows
+    return array.array("d", (x for js in summary.jobs.values() for lat in (js.latencies, js.error_latencies)
+                             for x in lat))
 
 
 def output_latencies(path: Path) -> array.array[float] | None:
