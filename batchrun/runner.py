@@ -207,12 +207,16 @@ def run(args: argparse.Namespace) -> int:
             # out of the cyclic GC, whose full passes over it took tens of ms at a time mid-run.
             # Unfrozen afterwards, for a caller that runs several commands in one process.
             gc.freeze()
+            # Held until _main runs: a signal while asyncio builds its loop (before its runner
+            # handles SIGINT) left a half-built loop whose __del__ printed a traceback at exit.
+            signals.hold()
             try:
                 result = anyio.run(
                     _main, spec, target, endpoints, shard, out, journal, state, redactor, concurrency,
                     count, record_logs, args, ids,
                 )
             finally:
+                signals.release()  # in case _main never ran
                 gc.unfreeze()
                 if selection is None and ids.complete and manifest.data["plan"]["ids_sha256"] is None:
                     _record_plan(out, ids, manifest)
@@ -299,6 +303,7 @@ async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: 
                 out: Path, journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
                 count: PlanCount, record_logs: set[str], args: argparse.Namespace,
                 ids: PlanIds) -> RunResult:
+    signals.release()  # the loop and its runner's SIGINT handler are up (see run)
     if target.kind == "local":
         from batchrun.server import serve_local
 

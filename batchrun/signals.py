@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["STOP_SIGNALS", "exit_code", "handled", "held", "label", "note", "restore"]
+__all__ = ["STOP_SIGNALS", "exit_code", "handled", "held", "hold", "label", "note", "release", "restore"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -88,14 +88,22 @@ def held() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back while the subcommands (and their C extensions) are imported,
     and deliver them afterwards: an interrupt inside an extension's module init can crash the
     interpreter (orjson segfaults), and elsewhere in an import it would print a traceback."""
-    block = getattr(signal, "pthread_sigmask", None)
-    if block is None or not _main_thread():
-        yield
-        return
-    block(signal.SIG_BLOCK, STOP_SIGNALS)
+    hold()
     try:
         yield
     finally:
-        # Unblock rather than restore: `python -m batchrun` blocks them before importing us, so the
-        # previous mask may be "blocked". A pending signal is delivered here, as KeyboardInterrupt.
-        block(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        release()
+
+
+def hold() -> None:
+    """Block SIGINT and SIGTERM (main thread only) until `release`: for a span that is not one
+    block of code, such as an event loop's start (see batchrun.runner)."""
+    if hasattr(signal, "pthread_sigmask") and _main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def release() -> None:
+    """Unblock them; a pending one is delivered now, to its handler. Unblock rather than restore:
+    `python -m batchrun` blocks them before importing us, so the previous mask may be "blocked"."""
+    if hasattr(signal, "pthread_sigmask") and _main_thread():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
