@@ -192,6 +192,17 @@ class Sender:
             self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
+    def _aiohttp_timeout(self, queue: bool, timeout: float | None) -> aiohttp.ClientTimeout:
+        """The aiohttp timeout of a queue call, or of a run call with `timeout`: httpx-aiohttp's
+        mapping of the httpx.Timeout that httpx's way uses (cached: a run has one or two)."""
+        key = (queue, timeout)
+        found = self._client_timeouts.get(key)
+        if found is None:
+            read = QUEUE_TIMEOUT.read if queue else timeout
+            found = self._client_timeouts[key] = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=read,
+                                                                       connect=read)
+        return found
+
     def _httpx_way(self, call: Call | None = None) -> bool:
         return not self._direct or bool(self.http.cookies) or (
             call is not None and call.parsed is not None and call.parsed.is_relative_url)
@@ -223,12 +234,7 @@ class Sender:
                 return await self.http.send(self.request(call))
             except SEND_ERRORS as exc:
                 return transport_failure(exc)
-        key = (call.queue, call.timeout)
-        timeout = self._client_timeouts.get(key)
-        if timeout is None:  # httpx-aiohttp's mapping of the httpx.Timeout the other way uses
-            read = QUEUE_TIMEOUT.read if call.queue else call.timeout
-            timeout = self._client_timeouts[key] = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=read,
-                                                                         connect=read)
+        timeout = self._aiohttp_timeout(call.queue, call.timeout)
         headers = self._default_headers.copy()
         for name, value in call.headers.items():  # ours replace the client's by name, case-insensitively
             headers.pop(name.lower(), None)
@@ -258,8 +264,7 @@ class Sender:
                 yield source
             return
         headers = {**self._default_headers, "accept": "text/event-stream", "cache-control": "no-store"}
-        timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=QUEUE_TIMEOUT.read,
-                                        connect=QUEUE_TIMEOUT.read)
+        timeout = self._aiohttp_timeout(True, None)
         async with self._aiohttp().get(url, params=params, headers=headers, timeout=timeout, allow_redirects=False,
                                        auto_decompress=False) as answer:  # httpx decodes, as on its own way
             yield httpx_sse.EventSource(
