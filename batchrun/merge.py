@@ -112,12 +112,21 @@ def _merge(paths: list[Path], names: list[str], folders: list[Path | None], outp
                        rebased)
 
 
-def _rebase(line: bytes, move: tuple[Path, Path]) -> bytes | None:
+def _rebase(line: bytes, move: tuple[Path, Path], where: str) -> bytes | None:
     """The line with its relative artifact paths made relative to the output's folder instead of
-    the input's; None when there is nothing to rewrite (the line is copied as it is)."""
+    the input's; None when there is nothing to rewrite (the line is copied as it is).
+
+    Raises:
+        RecordsError: the line is no longer a record (`where`: its file and offset).
+    """
     if b'"artifacts"' not in line:
         return None
-    record = json.loads(line)
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        record = None
+    if not isinstance(record, dict):  # the first pass read a record here: the file changed since
+        raise RecordsError(f"{where}: changed while being read (no record there any more)")
     changed = False
     for artifact in record.get("artifacts") or []:
         stored = artifact.get("path") if isinstance(artifact, dict) else None
@@ -150,7 +159,7 @@ def _write(paths: list[Path], moves: list[tuple[Path, Path] | None], chosen: lis
                 source.seek(choice.offset)
                 line = source.readline().rstrip(b"\r\n")
                 move = moves[choice.file]
-                moved = _rebase(line, move) if move is not None else None
+                moved = _rebase(line, move, f"{source.name} at byte {choice.offset}") if move is not None else None
                 rebased += moved is not None
                 handle.write((moved if moved is not None else line) + b"\n")
             handle.flush()

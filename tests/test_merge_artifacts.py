@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from batchrun.cli import main
+from batchrun.merge import _rebase
+from batchrun.records_io import RecordsError
 from batchrun.server import ServerThread
 from fixtures_execute import records, run_cli, write_spec
 from test_report_html import parse
@@ -88,3 +90,12 @@ def test_missing_artifact_files_are_a_warning_and_a_note(shards: list[Path], tmp
 
     assert main(["report", str(shards[0]), "--html", str(html)]) == 0
     assert capsys.readouterr().err == f"wrote {html}\n"  # the first shard's files are all there
+
+
+def test_a_line_that_changed_between_the_passes_is_a_located_error(tmp_path: Path) -> None:
+    """merge reads the chosen lines again to copy them; one that is no longer a record (the file
+    changed in between) is a RecordsError naming the file and offset, never a traceback."""
+    with pytest.raises(RecordsError, match=r"^shard\.jsonl at byte 42: changed while being read"):
+        _rebase(b'{"artifacts": [ torn', (tmp_path / "a", tmp_path), "shard.jsonl at byte 42")
+    line = b'{"id":"x","artifacts":[{"path":"files/p.png"}]}'
+    assert _rebase(line, (tmp_path / "a", tmp_path), "x") == b'{"id":"x","artifacts":[{"path":"a/files/p.png"}]}'
