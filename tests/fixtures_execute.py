@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,11 @@ def server_urls(srv: Any) -> list[str]:
 def stats(origin: str) -> dict[str, Any]:
     result: dict[str, Any] = httpx.get(origin + "/_emulator/stats").json()
     return result
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll `predicate` until true (a subprocess run getting going); fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the run to get going"
+        time.sleep(0.01)

@@ -18,7 +18,7 @@ from batchrun.journal import journal_path, read_in_flight
 from batchrun.plan import build_plan
 from batchrun.server import ServerThread
 from batchrun.specload import load_spec
-from fixtures_execute import records, run_cli, stats, write_spec
+from fixtures_execute import records, run_cli, stats, wait_for, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 
@@ -50,19 +50,12 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for the run to get going"
-        time.sleep(0.02)
-
-
 def _interrupted(cmd: list[str], cwd: Path, ready: Callable[[], bool],
                  *signums: signal.Signals) -> tuple[int, str, float]:
     """Run `cmd`, wait for `ready`, send `signums` 0.3 s apart; (exit code, stderr, seconds from
     the first signal to the exit)."""
     with subprocess.Popen(cmd, env=_env(), cwd=cwd, stderr=subprocess.PIPE, text=True) as proc:
-        _wait_for(ready)
+        wait_for(ready)
         t0 = time.monotonic()
         for i, signum in enumerate(signums):
             if i:

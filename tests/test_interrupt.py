@@ -27,7 +27,7 @@ from batchrun.manifest import manifest_path
 from batchrun.plan import build_plan
 from batchrun.server import ServerThread
 from batchrun.specload import load_spec
-from fixtures_execute import records, stats, write_spec
+from fixtures_execute import records, stats, wait_for, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 
@@ -36,18 +36,11 @@ STOPS = [pytest.param(signal.SIGINT, 130, "", id="SIGINT"),
          pytest.param(signal.SIGTERM, 143, " (SIGTERM)", id="SIGTERM")]
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for the run to get going"
-        time.sleep(0.01)
-
-
 def _interrupt(cmd: list[str], cwd: Path, ready: Callable[[], bool],
                signum: signal.Signals = signal.SIGINT) -> tuple[int, str, float]:
     """Start `cmd`, wait for `ready`, send `signum`; (exit code, stderr, seconds from the signal to exit)."""
     with subprocess.Popen(cmd, cwd=cwd, stderr=subprocess.PIPE, text=True, env=dict(os.environ)) as proc:
-        _wait_for(lambda: ready() or proc.poll() is not None)
+        wait_for(lambda: ready() or proc.poll() is not None)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         t0 = time.monotonic()
         proc.send_signal(signum)
