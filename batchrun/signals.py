@@ -5,7 +5,7 @@ Indexed Job, `docker stop`), so it takes Ctrl-C's path everywhere rather than a 
 - at start-up both are held back (`held`) and delivered once the command's imports are done;
 - outside an event loop, and while asyncio's runner starts, SIGTERM does whatever SIGINT's handler
   does at that moment (raise KeyboardInterrupt, or let asyncio's runner cancel its main task);
-- inside a run, the executor listens for both (batchrun.execute) and stops the same graceful way.
+- inside a run, the executor listens for both (batchrun.run.executor) and stops the same graceful way.
 The first of them decides the exit code: 128 + its number (130 for SIGINT, 143 for SIGTERM), the
 shell's convention for "stopped by this signal", which CI and Kubernetes report as such.
 """
@@ -97,7 +97,7 @@ def held() -> Iterator[None]:
 
 def hold() -> None:
     """Block SIGINT and SIGTERM (main thread only) until `release`: for a span that is not one
-    block of code, such as an event loop's start (see batchrun.runner)."""
+    block of code, such as an event loop's start (see batchrun.run.runner)."""
     if hasattr(signal, "pthread_sigmask") and _main_thread():
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 

@@ -7,7 +7,7 @@ The spec is bench/plan_memory.py's 1000 x 1000 matrix; the output holds one real
 $TMPDIR/batchrun-bench-cache. Measured, each in a fresh process (wait4 for peak RSS):
   run    the whole `batchrun run SPEC -o OUT` (load + validate the spec, scan the output, walk the
          plan to skip everything, write nothing): the figure a user sees
-  scan   batchrun.resume.scan_output alone (the resume scanner)
+  scan   batchrun.output.resume.scan_output alone (the resume scanner)
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ CACHE = Path(tempfile.gettempdir()) / "batchrun-bench-cache"
 
 _GENERATE = r"""
 import sys, orjson
-from batchrun.plan import build_plan
-from batchrun.specload import load_spec
+from batchrun.plan.planner import build_plan
+from batchrun.spec.load import load_spec
 spec = load_spec(sys.argv[1])
 with open(sys.argv[2], "wb") as f:
     for r in build_plan(spec):
@@ -45,7 +45,7 @@ with open(sys.argv[2], "wb") as f:
 _SCAN = r"""
 import sys, time
 from pathlib import Path
-from batchrun.resume import scan_output
+from batchrun.output.resume import scan_output
 t0 = time.perf_counter()
 state = scan_output(Path(sys.argv[1]))
 print(state.lines, round(time.perf_counter() - t0, 3))

@@ -14,9 +14,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from batchrun.client import QueueHandle
-from batchrun.plan import PlannedRequest
-from batchrun.spec import Job, RetryPolicy
+from batchrun.client.fal import QueueHandle
+from batchrun.plan.planner import PlannedRequest
+from batchrun.spec.model import Job, RetryPolicy
 
 FAST = RetryPolicy(initial_delay=0)
 

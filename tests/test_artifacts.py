@@ -1,4 +1,4 @@
-"""batchrun.artifacts on its own: media discovery, the size cap, retries, odd URLs (loopback server)."""
+"""batchrun.toolkit.artifacts on its own: media discovery, the size cap, retries, odd URLs (loopback server)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchrun.artifacts import RETRIES, Downloader, files_dir, media_objects
+from batchrun.toolkit.artifacts import RETRIES, Downloader, files_dir, media_objects
 from batchrun.server import ServerThread
 
 

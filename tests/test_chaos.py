@@ -33,10 +33,10 @@ import httpx
 import pytest
 
 from batchrun.cli import main
-from batchrun.journal import journal_path
-from batchrun.plan import build_plan
+from batchrun.output.journal import journal_path
+from batchrun.plan.planner import build_plan
 from batchrun.server import ServerThread
-from batchrun.specload import load_spec
+from batchrun.spec.load import load_spec
 from fixtures_execute import VALIDATOR, records, run_cli, stats
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from batchrun.cli import main
-from batchrun.resultpath import show_value
+from batchrun.spec.resultpath import show_value
 from batchrun.server import ServerThread
-from batchrun.sinks import OutputLock
+from batchrun.output.sink import OutputLock
 from fixtures_execute import records, run_cli, stats, write_spec
 
 ROWS = [

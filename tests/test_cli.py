@@ -46,7 +46,7 @@ def test_parser_does_not_load_the_client_stack() -> None:
     executor and the HTTP client (httpx, aiohttp) only when it runs (see commands/run.py)."""
     code = (
         "import sys; from batchrun.cli import build_parser; build_parser(); "
-        "print(sorted(m for m in ('batchrun.execute', 'batchrun.client', 'batchrun.runner', 'httpx', 'aiohttp') "
+        "print(sorted(m for m in ('batchrun.run.executor', 'batchrun.client.fal', 'batchrun.run.runner', 'httpx', 'aiohttp') "
         "if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -15,12 +15,12 @@ import httpx
 import pytest
 from client_helpers import FAST, Recorded, Recorder, planned
 
-from batchrun.client import FalClient, QueueHandle
-from batchrun.plan import build_plan
+from batchrun.client.fal import FalClient, QueueHandle
+from batchrun.plan.planner import build_plan
 from batchrun.redact import REDACTED, Redactor
 from batchrun.server.app import create_app
-from batchrun.spec import RetryPolicy
-from batchrun.specload import load_spec
+from batchrun.spec.model import RetryPolicy
+from batchrun.spec.load import load_spec
 
 pytestmark = pytest.mark.anyio
 

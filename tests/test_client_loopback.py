@@ -14,12 +14,12 @@ import pytest
 from httpx_aiohttp import AiohttpTransport
 from client_helpers import Recorded, Recorder, planned
 
-from batchrun.client import STREAM_DRAIN_S, FalClient, Outcome
-from batchrun.queue_status import QueueHandle
-from batchrun.plan import PlannedRequest
+from batchrun.client.fal import STREAM_DRAIN_S, FalClient, Outcome
+from batchrun.client.queue import QueueHandle
+from batchrun.plan.planner import PlannedRequest
 from batchrun.redact import Redactor
 from batchrun.server import ServerThread, create_app
-from batchrun.spec import RetryPolicy
+from batchrun.spec.model import RetryPolicy
 
 pytestmark = pytest.mark.anyio
 

@@ -11,9 +11,9 @@ from client_helpers import Recorded, planned
 from httpx_aiohttp import AiohttpTransport
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from batchrun.client import FalClient
+from batchrun.client.fal import FalClient
 from batchrun.redact import Redactor
-from batchrun.sender import QUEUE_TIMEOUT, Call, DirectAnswer, _Cookies
+from batchrun.client.transport import QUEUE_TIMEOUT, Call, DirectAnswer, _Cookies
 from batchrun.server import ServerThread
 
 CASES = [

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.budget import flat_cost, request_cost
-from batchrun.costestimate import JobEstimate, estimate
-from batchrun.plan import build_plan
-from batchrun.spec import Spec
-from batchrun.specload import load_spec
+from batchrun.toolkit.budget import flat_cost, request_cost
+from batchrun.plan.estimate import JobEstimate, estimate
+from batchrun.plan.planner import build_plan
+from batchrun.spec.model import Spec
+from batchrun.spec.load import load_spec
 
 SPEC = """
     version: 1

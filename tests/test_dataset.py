@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.dataset import RowSource, check
+from batchrun.spec.dataset import RowSource, check
 
 DATA = Path(__file__).parent / "data" / "spec"
 

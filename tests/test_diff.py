@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from batchrun.cli import main
-from batchrun.diff import compare_results
-from batchrun.resultdiff import fingerprint
-from batchrun.resultpath import parse_path
+from batchrun.report.diff import compare_results
+from batchrun.report.resultdiff import fingerprint
+from batchrun.spec.resultpath import parse_path
 
 DATA = Path(__file__).parent / "data" / "records"
 

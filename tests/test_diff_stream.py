@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun.diff import diff_files
-from batchrun.diff_text import render
-from batchrun.resultdiff import compare_results, fingerprint
-from batchrun.resultpath import parse_path
+from batchrun.report.diff import diff_files
+from batchrun.report.diff_text import render
+from batchrun.report.resultdiff import compare_results, fingerprint
+from batchrun.spec.resultpath import parse_path
 
 # Leaves chosen to hit every rule of the walker: URLs (compared by hash), 1 vs 1.0 vs true,
 # NaN (never equal to itself), integers beyond 64 bits, strings that look like the digest's

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchrun.journal import Journal, journal_path
-from batchrun.plan import build_plan
-from batchrun.records import RECORD_FIELDS
+from batchrun.output.journal import Journal, journal_path
+from batchrun.plan.planner import build_plan
+from batchrun.output.records import RECORD_FIELDS
 from batchrun.server import ServerThread
-from batchrun.sinks import OutputLock
-from batchrun.specload import load_spec
+from batchrun.output.sink import OutputLock
+from batchrun.spec.load import load_spec
 from fixtures_execute import records, run_cli, stats, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from batchrun.limits import AdaptiveLimit, Limits, RateLimiter
-from batchrun.spec import Job, RateLimit
+from batchrun.run.limits import AdaptiveLimit, Limits, RateLimiter
+from batchrun.spec.model import Job, RateLimit
 
 pytestmark = pytest.mark.anyio
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 
-from batchrun.client import Outcome
-from batchrun.plan import PlannedRequest
-from batchrun.progress import Progress
-from batchrun.records import RECORD_FIELDS, build_record, isoformat
+from batchrun.client.fal import Outcome
+from batchrun.plan.planner import PlannedRequest
+from batchrun.run.progress import Progress
+from batchrun.output.records import RECORD_FIELDS, build_record, isoformat
 from batchrun.redact import Redactor
-from batchrun.spec import Job
-from batchrun.summary import RunSummary, percentile
+from batchrun.spec.model import Job
+from batchrun.output.summary import RunSummary, percentile
 from fixtures_execute import VALIDATOR
 
 JOB = Job(name="j", endpoint="fal-ai/x", path="/dev", mode="subscribe", with_logs=True)

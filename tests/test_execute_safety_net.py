@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from batchrun.cli import main
-from batchrun.journal import journal_path
+from batchrun.output.journal import journal_path
 from batchrun.server import ServerThread
 from fixtures_execute import records, write_spec
 

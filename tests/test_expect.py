@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchrun.expect import check_expectations, check_problems
-from batchrun.resultpath import (
+from batchrun.spec.expect import check_expectations, check_problems
+from batchrun.spec.resultpath import (
     ANY_INDEX,
     ANY_KEY,
     MISSING,

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun.expect import Expectations, check_problems
-from batchrun.plan import build_plan
-from batchrun.specload import load_spec, validate_spec
-from batchrun.template import is_template, mentions_template, resolve_env, unescape
+from batchrun.spec.expect import Expectations, check_problems
+from batchrun.plan.planner import build_plan
+from batchrun.spec.load import load_spec, validate_spec
+from batchrun.spec.template import is_template, mentions_template, resolve_env, unescape
 
 
 @pytest.fixture

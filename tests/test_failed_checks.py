@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from batchrun.cli import main
-from batchrun.diff import diff_files
-from batchrun.gates import Gates
-from batchrun.records_io import failed_checks, failed_expectation
-from batchrun.report import build_report
-from batchrun.resume import scan_output
+from batchrun.report.diff import diff_files
+from batchrun.toolkit.gates import Gates
+from batchrun.output.reading import failed_checks, failed_expectation
+from batchrun.report.stats import build_report
+from batchrun.output.resume import scan_output
 from batchrun.server import ServerThread
-from batchrun.summary import RunSummary
+from batchrun.output.summary import RunSummary
 from fixtures_execute import run_cli, write_spec
 
 # id -> (expectations as hand-edited; None = the key is absent, messages of the failed checks)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.gates import output_latencies
-from batchrun.manifest import manifest_path
+from batchrun.toolkit.gates import output_latencies
+from batchrun.output.manifest import manifest_path
 from batchrun.server import ServerThread
 from fixtures_execute import records, run_cli, write_spec
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.journal import journal_path, read_journal
-from batchrun.manifest import manifest_path
-from batchrun.plan import build_plan
+from batchrun.output.journal import journal_path, read_journal
+from batchrun.output.manifest import manifest_path
+from batchrun.plan.planner import build_plan
 from batchrun.server import ServerThread
-from batchrun.specload import load_spec
+from batchrun.spec.load import load_spec
 from fixtures_execute import records, stats, wait_for, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.journal import InFlight, Journal, journal_path, read_in_flight
+from batchrun.output.journal import InFlight, Journal, journal_path, read_in_flight
 
 
 def _urls(rid: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.matrix import count, expand
+from batchrun.plan.matrix import count, expand
 
 
 def test_github_docs_fruit_animal_include_example() -> None:

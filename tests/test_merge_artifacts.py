@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from batchrun.cli import main
-from batchrun.merge import _rebase
-from batchrun.records_io import RecordsError
+from batchrun.output.merge import _rebase
+from batchrun.output.reading import RecordsError
 from batchrun.server import ServerThread
 from fixtures_execute import records, run_cli, write_spec
 from test_report_html import parse

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun import dataset
+from batchrun.spec import dataset
 from batchrun.errors import SpecError
-from batchrun.plan import build_plan
-from batchrun.planids import PlanIds
-from batchrun.spec import Job, Spec
-from batchrun.specchecks import whole_refs
-from batchrun.specload import _distinct_by_construction, load_spec
+from batchrun.plan.planner import build_plan
+from batchrun.output.planids import PlanIds
+from batchrun.spec.model import Job, Spec
+from batchrun.spec.checks import whole_refs
+from batchrun.spec.load import _distinct_by_construction, load_spec
 
 # Matrix values that collide in Python (1 == 1.0 == True) or only after escaping, and containers.
 VALUES = st.one_of(

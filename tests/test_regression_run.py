@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchrun.manifest import manifest_path, spec_digest
-from batchrun.plan import build_plan
-from batchrun.planids import plan_ids_path
+from batchrun.output.manifest import manifest_path, spec_digest
+from batchrun.plan.planner import build_plan
+from batchrun.output.planids import plan_ids_path
 from batchrun.server import ServerThread
-from batchrun.specload import load_spec
+from batchrun.spec.load import load_spec
 from fixtures_execute import records, run_cli, stats, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
@@ -96,7 +96,7 @@ def test_manifest_has_every_key_and_no_secret(tmp_path: Path, loopback_server: S
 
 def test_manifest_drops_url_credentials_and_redacts(tmp_path: Path) -> None:
     """A target URL's user:password never reaches the manifest; known secrets are redacted."""
-    from batchrun.manifest import Manifest
+    from batchrun.output.manifest import Manifest
     from batchrun.redact import Redactor
 
     spec = write_spec(tmp_path, MANIFEST_SPEC)
@@ -446,7 +446,7 @@ def test_budget_with_an_unpriced_endpoint_refuses_to_start(tmp_path: Path, capsy
           - {name: echo, endpoint: local/echo, mode: run, arguments: {prompt: x}}
     """)
     assert run_cli(str(spec), "-o", str(tmp_path / "out.jsonl"), "--target", "local", "--no-progress") == 2
-    # validation catches it (batchrun.pricechecks); the run's own guard stays behind it
+    # validation catches it (batchrun.spec.pricing); the run's own guard stays behind it
     assert ("$.budget.max_usd: a budget needs a price for every endpoint, but local/echo (job 'echo') has none in "
             "pricing; add `local/echo: {per_request: USD}` under pricing" in capsys.readouterr().err)
     assert not (tmp_path / "out.jsonl").exists()
@@ -457,7 +457,7 @@ def test_a_gate_stop_in_subscribe_mode_leaves_nothing_journaled(
 ) -> None:
     """Queue requests in flight when a gate stops the run finish and are written; the journal is
     settled, and a resume with --retry-errors runs only what is left."""
-    from batchrun.journal import journal_path
+    from batchrun.output.journal import journal_path
 
     spec = write_spec(tmp_path, """\
         version: 1

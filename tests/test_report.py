@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batchrun.cli import main
-from batchrun.report import build_report
+from batchrun.report.stats import build_report
 
 DATA = Path(__file__).parent / "data" / "records"
 
@@ -231,7 +231,7 @@ def test_truncated_last_line_is_skipped_with_a_warning(
     assert main(["report", str(out), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["overall"]["requests"] == 3
     assert caplog.record_tuples == [
-        ("batchrun.records_io", logging.WARNING,
+        ("batchrun.output.reading", logging.WARNING,
          f"{out}:4: skipping a truncated last line (the run was stopped mid-write)")
     ]
 

@@ -106,8 +106,8 @@ def test_spec_lists_the_requests_that_never_ran(gated_run: tuple[Path, Path],
     spec, out = gated_run
     assert main(["report", str(out), "--spec", str(spec)]) == 0
     text = capsys.readouterr().out
-    from batchrun.plan import build_plan
-    from batchrun.specload import load_spec
+    from batchrun.plan.planner import build_plan
+    from batchrun.spec.load import load_spec
 
     planned = {(p.matrix["seed"], p.matrix["times"]): p.id for p in build_plan(load_spec(spec))}
     assert (
@@ -158,8 +158,8 @@ def test_a_finished_run_passes_and_a_changed_spec_is_counted_against_its_new_pla
     spec.write_text((SWEEP % "photo, sketch, pixel").replace("    ", "", 1).replace("\n    ", "\n"))
     assert main(["report", str(out), "--spec", str(spec), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    from batchrun.plan import build_plan
-    from batchrun.specload import load_spec
+    from batchrun.plan.planner import build_plan
+    from batchrun.spec.load import load_spec
 
     pixel = next(p.id for p in build_plan(load_spec(spec)) if p.matrix["style"] == "pixel")
     assert data["verdict"] == "FAIL: 1 planned request never ran"

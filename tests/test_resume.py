@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.resume import repair_tail, scan_output
+from batchrun.output.resume import repair_tail, scan_output
 
 
 def _line(rid: str, status: str, **extra: object) -> str:

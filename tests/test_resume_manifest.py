@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.manifest import manifest_path
+from batchrun.output.manifest import manifest_path
 from batchrun.server import ServerThread
 from fixtures_execute import run_cli, server_urls, write_spec
 

@@ -107,7 +107,7 @@ def test_sharded_resume_runs_only_the_shards_missing_request(
 
 
 def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, make_server: MakeServer) -> None:
-    """The run freezes start-up objects out of the cyclic GC (see batchrun/runner.py) and unfreezes them
+    """The run freezes start-up objects out of the cyclic GC (see batchrun/run/runner.py) and unfreezes them
     when it ends, so a program running several commands in one process keeps collecting them."""
     import gc
 

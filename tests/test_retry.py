@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from batchrun.retry import (
+from batchrun.client.retry import (
     MAX_RETRY_AFTER,
     Phase,
     TransportFailure,
@@ -18,7 +18,7 @@ from batchrun.retry import (
     parse_retry_after,
     shorten,
 )
-from batchrun.spec import RetryPolicy
+from batchrun.spec.model import RetryPolicy
 
 DEFAULT = RetryPolicy()
 SERVER_ERRORS = RetryPolicy(server_errors=True)

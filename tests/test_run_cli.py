@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from batchrun.cli import main
-from batchrun.journal import Journal, journal_path, read_in_flight
+from batchrun.output.journal import Journal, journal_path, read_in_flight
 from batchrun.server import ServerThread
 from fixtures_execute import run_cli, stats, write_spec
 

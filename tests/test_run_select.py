@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.manifest import manifest_path
-from batchrun.plan import build_plan
-from batchrun.planids import plan_ids_path
+from batchrun.output.manifest import manifest_path
+from batchrun.plan.planner import build_plan
+from batchrun.output.planids import plan_ids_path
 from batchrun.server import ServerThread
-from batchrun.specload import load_spec
+from batchrun.spec.load import load_spec
 from fixtures_execute import records, run_cli, server_urls, stats, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]

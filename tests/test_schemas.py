@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from batchrun.schema import load_schema, validator
+from batchrun.spec.schema import load_schema, validator
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["spec", "record"]

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.journal import journal_path, read_in_flight
+from batchrun.output.journal import journal_path, read_in_flight
 from batchrun.server import ServerThread
 from fixtures_execute import records, write_spec
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchrun.errors import SinkError
-from batchrun.sinks import JsonlSink, OutputLock, encode_record, lock_path
+from batchrun.output.sink import JsonlSink, OutputLock, encode_record, lock_path
 
 
 def test_each_record_is_one_flushed_line(tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_lock_held_by_another_process_is_refused(tmp_path: Path) -> None:
     """The lock works across processes (flock), not only within one."""
     out = tmp_path / "out.jsonl"
     code = (
-        "import sys, time; from pathlib import Path; from batchrun.sinks import OutputLock\n"
+        "import sys, time; from pathlib import Path; from batchrun.output.sink import OutputLock\n"
         f"lock = OutputLock(Path({str(out)!r})); lock.acquire(); print('locked', flush=True); "
         "sys.stdin.read()"
     )

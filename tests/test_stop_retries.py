@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.journal import journal_path
+from batchrun.output.journal import journal_path
 from batchrun.server import ServerThread
 from fixtures_execute import records, run_cli, server_urls, stats, write_spec
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from batchrun.errors import UsageError
-from batchrun.spec import Target
-from batchrun.target import NO_KEY_MESSAGE, resolve_target
+from batchrun.spec.model import Target
+from batchrun.client.target import NO_KEY_MESSAGE, resolve_target
 
 
 def test_fal_defaults_with_key() -> None:

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 import anyio
 
 from batchrun.errors import UsageError
-from batchrun.journal import InFlight, Journal, journal_path
+from batchrun.output.journal import InFlight, Journal, journal_path
 from batchrun.redact import Redactor
-from batchrun.sinks import OutputLock
-from batchrun.target import fal_hosts, fal_key
+from batchrun.output.sink import OutputLock
+from batchrun.client.target import fal_hosts, fal_key
 
 CANCEL_TIMEOUT_S = 30.0
 
@@ -38,7 +38,7 @@ def _auth_for(url: str) -> str | None:
 
 
 async def _cancel_all(journal: Journal) -> tuple[int, int]:
-    from batchrun.client import FalClient
+    from batchrun.client.fal import FalClient
 
     entries = list(journal.in_flight.values())
     cancelled = 0

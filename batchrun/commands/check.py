@@ -1,5 +1,5 @@
 """batchrun check SPEC OUTPUT [--write] [--shard I/N]: re-evaluate the spec's current expectations
-against the newest ok record of each planned id (batchrun.recheck), without sending anything.
+against the newest ok record of each planned id (batchrun.toolkit.recheck), without sending anything.
 
 Exit codes: 0 every expectation passes, 1 some failed, 2 invalid spec, unreadable output or usage.
 """
@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 from batchrun.errors import Problem, SinkError
-from batchrun.plan import parse_shard
-from batchrun.recheck import CheckResult, recheck
-from batchrun.report import MAX_LISTED, plural
-from batchrun.report_text import text_table
-from batchrun.specload import load_spec
+from batchrun.plan.planner import parse_shard
+from batchrun.toolkit.recheck import CheckResult, recheck
+from batchrun.report.stats import MAX_LISTED, plural
+from batchrun.report.text import text_table
+from batchrun.spec.load import load_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,5 @@
 """batchrun report OUT.jsonl [--spec SPEC] [--format text|markdown|json|junit] [--html PATH [--grid ROWS,COLS]]:
-summarise an output file on stdout; --html also writes the visual report (see batchrun.report_html).
+summarise an output file on stdout; --html also writes the visual report (see batchrun.report.html).
 
 The plan comes from the output's manifest, or from --spec (the spec as it is now). The exit code is
 0 whatever the verdict (a report is no gate: `batchrun run` and `diff` exit 1), 2 on unreadable input.
@@ -11,11 +11,11 @@ import argparse
 import sys
 
 from batchrun.errors import UsageError
-from batchrun.html_shots import MissingFiles, write_page
-from batchrun.report import build_report
-from batchrun.report_junit import render_junit
-from batchrun.report_text import render
-from batchrun.report_html import parse_grid, render_report_html
+from batchrun.report.shots import MissingFiles, write_page
+from batchrun.report.stats import build_report
+from batchrun.report.junit import render_junit
+from batchrun.report.text import render
+from batchrun.report.html import parse_grid, render_report_html
 
 FORMATS = ("text", "markdown", "json", "junit")
 

@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
     # like the CLI's own imports (batchrun.signals.held): a signal inside an import could be
     # swallowed or crash an extension's init; it is delivered afterwards (exit 130/143).
     with signals.held():
-        from batchrun import runner
+        from batchrun.run import runner
     return runner.run(args)

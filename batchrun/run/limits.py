@@ -1,0 +1,168 @@
+"""Concurrency and rate limits for the executor's workers.
+
+- `AdaptiveLimit`: at most `effective` requests at once. With `adaptive=True` it follows AIMD:
+  a 429 (rate limited) halves `effective` (never below 1) and every `increase_after` consecutive
+  successes add 1 back, up to the configured limit. Only a 429 from a request that started after
+  the last decrease counts, so one burst of 429s from requests already in flight halves once.
+- `RateLimiter`: an evenly spaced token schedule, `per_second` requests per second, no burst.
+- `Limits`: the global limit (adaptive) plus one static limit and one optional rate per job.
+
+A request refused with 429 keeps its slot while it sleeps until its Retry-After (decided, not an
+oversight). fal's limit is per key, across all apps: a 429 says the key already has its maximum
+in progress, so the slot our sleeper frees on fal's side is not ours to fill. Handing our slot to
+another worker would send a request that is almost surely refused too (nothing finished yet, or
+there would be no 429), so every sleeper would beget another: a burst of 429s per Retry-After,
+attempts burned towards max_attempts (ending as error records), and the woken request queued
+behind newer ones. Holding it counts sleepers against the limit that AIMD has just halved, so
+what we send shrinks at once to what fal takes, and Retry-After, a signal about the key, is
+honoured for the key rather than for one request. The price: a 429 caused by another client of
+the same key slows us for one Retry-After too, which is the same back-off it asks of everyone.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from collections.abc import AsyncIterator
+
+import anyio
+
+from batchrun.spec.model import Job, RateLimit
+
+__all__ = ["AdaptiveLimit", "Limits", "RateLimiter", "Slot"]
+
+
+class AdaptiveLimit:
+    """A FIFO concurrency limit whose size can shrink on 429 and grow back (AIMD)."""
+
+    def __init__(self, limit: int, *, adaptive: bool = True, increase_after: int = 10) -> None:
+        if limit < 1:
+            raise ValueError("a concurrency limit must be at least 1")
+        self.limit = limit
+        self.effective = limit
+        self.adaptive = adaptive
+        self.increase_after = increase_after
+        self.in_use = 0
+        self.epoch = 0  # bumped on every decrease
+        self._streak = 0
+        self._waiters: collections.deque[anyio.Event] = collections.deque()
+
+    async def acquire(self) -> int:
+        """Wait for a free slot; return the epoch the slot was granted in."""
+        if self.in_use < self.effective and not self._waiters:
+            self.in_use += 1
+            return self.epoch
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():
+                self.release()  # we were handed a slot we will not use: pass it on
+            else:
+                self._waiters.remove(event)
+            raise
+        return self.epoch
+
+    def _wake(self) -> None:
+        # Hand free slots to waiters in arrival order; the slot is counted at hand-off so that a
+        # newcomer cannot take it before the woken waiter runs.
+        while self.in_use < self.effective and self._waiters:
+            self.in_use += 1
+            self._waiters.popleft().set()
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    def succeeded(self) -> None:
+        if not self.adaptive or self.effective >= self.limit:
+            self._streak = 0
+            return
+        self._streak += 1
+        if self._streak >= self.increase_after:
+            self._streak = 0
+            self.effective += 1
+            self._wake()
+
+    def rate_limited(self, epoch: int) -> None:
+        """A request whose slot was granted in `epoch` got a 429."""
+        self._streak = 0
+        if not self.adaptive or epoch != self.epoch:
+            return
+        self.effective = max(1, self.effective // 2)
+        self.epoch += 1
+
+
+class RateLimiter:
+    """At most `per_second` starts per second, evenly spaced."""
+
+    def __init__(self, per_second: float) -> None:
+        if per_second <= 0:
+            raise ValueError("rate_limit.per_second must be > 0")
+        self.interval = 1.0 / per_second
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        now = anyio.current_time()
+        at = max(now, self._next)
+        self._next = at + self.interval
+        if at > now:
+            await anyio.sleep(at - now)
+
+
+class Slot:
+    """One granted request slot: report 429s and successes through it."""
+
+    def __init__(self, limits: Limits, job: str, epoch: int) -> None:
+        self._limits = limits
+        self.job = job
+        self.epoch = epoch
+
+    def rate_limited(self) -> None:
+        self._limits.global_limit.rate_limited(self.epoch)
+
+    def succeeded(self) -> None:
+        self._limits.global_limit.succeeded()
+
+
+class Limits:
+    """Global (adaptive) and per-job limits, and optional global and per-job rates."""
+
+    def __init__(self, concurrency: int, *, rate: RateLimit | None = None, increase_after: int = 10) -> None:
+        self.global_limit = AdaptiveLimit(concurrency, adaptive=True, increase_after=increase_after)
+        self.global_rate = RateLimiter(rate.per_second) if rate is not None else None
+        self._job_limits: dict[str, AdaptiveLimit] = {}
+        self._job_rates: dict[str, RateLimiter] = {}
+
+    def add_job(self, job: Job) -> None:
+        if job.concurrency is not None and job.name not in self._job_limits:
+            self._job_limits[job.name] = AdaptiveLimit(job.concurrency, adaptive=False)
+        if job.rate_limit is not None and job.name not in self._job_rates:
+            self._job_rates[job.name] = RateLimiter(job.rate_limit.per_second)
+
+    @property
+    def effective(self) -> int:
+        return self.global_limit.effective
+
+    @contextlib.asynccontextmanager
+    async def slot(self, job: Job) -> AsyncIterator[Slot]:
+        """Hold the job's slot, then a global slot, then wait for the rates."""
+        self.add_job(job)
+        job_limit = self._job_limits.get(job.name)
+        if job_limit is not None:
+            await job_limit.acquire()
+        try:
+            epoch = await self.global_limit.acquire()
+            try:
+                job_rate = self._job_rates.get(job.name)
+                if job_rate is not None:
+                    await job_rate.wait()
+                if self.global_rate is not None:
+                    await self.global_rate.wait()
+                yield Slot(self, job.name, epoch)
+            finally:
+                self.global_limit.release()
+        finally:
+            if job_limit is not None:
+                job_limit.release()

@@ -1,0 +1,99 @@
+"""The validated spec as frozen dataclasses.
+
+Raw dicts never leave the loader: everything after it (planner, executor, report) works on these
+types. Loading and validation (`load_spec`) live in `batchrun.spec.load`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+Mode = Literal["run", "subscribe"]
+Priority = Literal["normal", "low"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """Where requests go. kind "local" starts an embedded server; its URLs are known only then."""
+
+    kind: Literal["fal", "local", "custom"] = "fal"
+    run_url: str | None = None
+    queue_url: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Client-side retries. Delay before retry n (1-based) is
+    min(initial_delay * 2**(n-1), max_delay) * U(0.5, 1.5), clamped to max_delay (fal-client's rule),
+    or the server's Retry-After when it sends one."""
+
+    max_attempts: int = 10
+    initial_delay: float = 0.1
+    max_delay: float = 10.0
+    # Platform 5xx carrying x-fal-request-id (runner_* errors): fal-client does not retry them.
+    server_errors: bool = False
+    # A queue submit whose body was sent but whose answer was lost may have been accepted (and billed).
+    unknown_outcome: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RateLimit:
+    per_second: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Job:
+    """One job with `defaults` already applied. Templates in arguments are still unresolved."""
+
+    name: str
+    endpoint: str
+    path: str = ""
+    mode: Mode = "subscribe"
+    arguments: dict[str, Any] = dataclasses.field(default_factory=dict)
+    matrix: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    include: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    exclude: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    dataset: Path | list[dict[str, Any]] | None = None
+    # `dataset: {path, types}`: column name -> int | float | bool | json (batchrun.spec.dataset_types).
+    dataset_types: dict[str, str] = dataclasses.field(default_factory=dict)
+    repeat: int = 1
+    concurrency: int | None = None
+    timeout: float | None = None
+    start_timeout: float | None = None
+    client_timeout: float | None = None
+    hint: str | None = None
+    priority: Priority | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    with_logs: bool = False
+    retries: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    rate_limit: RateLimit | None = None
+    # Regression toolkit (expectations, artifact download); filled by the loader when present.
+    expect: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    download: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Spec:
+    version: int
+    name: str
+    jobs: list[Job]
+    source: Path  # the spec file, for located errors and relative paths
+    description: str | None = None
+    target: Target = dataclasses.field(default_factory=Target)
+    output: Path | None = None  # None: outputs/<name>.jsonl relative to the working directory
+    concurrency: int = 16
+    max_requests: int = 10_000
+    rate_limit: RateLimit | None = None
+    # Regression toolkit sections, kept raw-but-validated until their issue gives them types.
+    gates: dict[str, Any] = dataclasses.field(default_factory=dict)
+    budget: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pricing: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent
+
+    def output_path(self) -> Path:
+        return self.output if self.output is not None else Path("outputs") / f"{self.name}.jsonl"
