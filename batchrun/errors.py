@@ -3,10 +3,8 @@
     BatchrunError              base; anything a user can fix or must know about
     ├── SpecError              invalid spec; .problems: list[Problem] (file:line:col: $.path: message)
     ├── UsageError             bad command-line use, a fal target without an API key (exit 2)
-    ├── SinkError              the output cannot be created, locked or written; .path
-    │   └── sinks.OutputInUse  another batchrun process holds the output's lock (exit 2)
-    └── RunAborted             the run cannot go on (nothing raises it now: a gate or the budget
-                               stops a run gracefully, and a missing key is a UsageError)
+    └── SinkError              the output cannot be created, locked or written; .path
+        └── output.sink.OutputInUse  another batchrun process holds the output's lock (exit 2)
 
 A failed *request* is never an exception that escapes the executor: it becomes a record.
 """
@@ -62,6 +60,3 @@ class SinkError(BatchrunError):
         self.path = path
         super().__init__(message)
 
-
-class RunAborted(BatchrunError):
-    pass

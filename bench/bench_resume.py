@@ -27,7 +27,7 @@ CACHE = Path(tempfile.gettempdir()) / "batchrun-bench-cache"
 _GENERATE = r"""
 import sys, orjson
 from batchrun.plan.planner import build_plan
-from batchrun.spec.load import load_spec
+from batchrun.load import load_spec
 spec = load_spec(sys.argv[1])
 with open(sys.argv[2], "wb") as f:
     for r in build_plan(spec):

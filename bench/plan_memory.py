@@ -47,9 +47,9 @@ def peak_rss_mb() -> float:
 
 
 def run_phase(phase: str, spec_path: Path) -> None:
+    from batchrun.load import load_spec
     from batchrun.plan.planner import build_plan
     from batchrun.spec.model import Job, Spec
-    from batchrun.spec.load import load_spec
 
     base = peak_rss_mb()
     start = time.perf_counter()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from fixtures_server import *  # noqa: F403 - server fixtures (in-process and loopback)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchrun.toolkit.artifacts import RETRIES, Downloader, files_dir, media_objects
 from batchrun.server import ServerThread
+from batchrun.toolkit.artifacts import RETRIES, Downloader, files_dir, media_objects
 
 
 def test_media_objects_are_objects_with_a_url_and_a_type_or_name() -> None:

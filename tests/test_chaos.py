@@ -17,7 +17,6 @@ every queue request submitted once (the server's duplicate_submits counter).
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -31,13 +30,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fixtures_execute import VALIDATOR, records, run_cli, stats
 
 from batchrun.cli import main
+from batchrun.load import load_spec
 from batchrun.output.journal import journal_path
 from batchrun.plan.planner import build_plan
 from batchrun.server import ServerThread
-from batchrun.spec.load import load_spec
-from fixtures_execute import VALIDATOR, records, run_cli, stats
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 

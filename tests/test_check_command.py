@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_execute import records, run_cli, stats, write_spec
 
 from batchrun.cli import main
-from batchrun.spec.resultpath import show_value
-from batchrun.server import ServerThread
 from batchrun.output.sink import OutputLock
-from fixtures_execute import records, run_cli, stats, write_spec
+from batchrun.server import ServerThread
+from batchrun.spec.resultpath import show_value
 
 ROWS = [
     {"text": "great", "model_says": "positive", "want": "positive"},

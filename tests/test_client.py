@@ -16,11 +16,11 @@ import pytest
 from client_helpers import FAST, Recorded, Recorder, planned
 
 from batchrun.client.fal import FalClient, QueueHandle
+from batchrun.load import load_spec
 from batchrun.plan.planner import build_plan
 from batchrun.redact import REDACTED, Redactor
 from batchrun.server.app import create_app
 from batchrun.spec.model import RetryPolicy
-from batchrun.spec.load import load_spec
 
 pytestmark = pytest.mark.anyio
 

@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from httpx_aiohttp import AiohttpTransport
 from client_helpers import Recorded, Recorder, planned
+from httpx_aiohttp import AiohttpTransport
 
 from batchrun.client.fal import STREAM_DRAIN_S, FalClient, Outcome
 from batchrun.client.queue import QueueHandle

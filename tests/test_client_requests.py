@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from client_helpers import Recorded, planned
 from httpx_aiohttp import AiohttpTransport
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from batchrun.client.fal import FalClient
-from batchrun.redact import Redactor
 from batchrun.client.transport import QUEUE_TIMEOUT, Call, DirectAnswer, _Cookies
+from batchrun.redact import Redactor
 from batchrun.server import ServerThread
 
 CASES = [

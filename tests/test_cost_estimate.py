@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.toolkit.budget import flat_cost, request_cost
+from batchrun.load import load_spec
 from batchrun.plan.estimate import JobEstimate, estimate
 from batchrun.plan.planner import build_plan
+from batchrun.plan.pricing import flat_cost, request_cost
 from batchrun.spec.model import Spec
-from batchrun.spec.load import load_spec
 
 SPEC = """
     version: 1

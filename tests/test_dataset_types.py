@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchrun.spec.dataset_types import CellError, RowTypes, csv_cell
+from batchrun.load import load_spec, validate_spec
 from batchrun.plan.planner import build_plan, request_id
-from batchrun.spec.load import load_spec, validate_spec
+from batchrun.spec.dataset_types import CellError, RowTypes, csv_cell
 
 ARGS = ('{prompt: "${{ row.prompt }}", seed: "${{ row.seed }}", g: "${{ row.g }}", '
         'hd: "${{ row.hd }}", meta: "${{ row.meta }}"}')

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures_execute import records, run_cli, write_spec
+from test_report_html import parse
 
 from batchrun.cli import main
 from batchrun.server import ServerThread
-from fixtures_execute import records, run_cli, write_spec
-from test_report_html import parse
 
 ROWS = """\
     version: 1

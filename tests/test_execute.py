@@ -10,14 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from batchrun.output.journal import Journal, journal_path
-from batchrun.plan.planner import build_plan
-from batchrun.output.records import RECORD_FIELDS
-from batchrun.server import ServerThread
-from batchrun.output.sink import OutputLock
-from batchrun.spec.load import load_spec
 from fixtures_execute import records, run_cli, stats, write_spec
+
+from batchrun.load import load_spec
+from batchrun.output.journal import Journal, journal_path
+from batchrun.output.records import RECORD_FIELDS
+from batchrun.output.sink import OutputLock
+from batchrun.plan.planner import build_plan
+from batchrun.server import ServerThread
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import io
 
-from batchrun.client.fal import Outcome
-from batchrun.plan.planner import PlannedRequest
-from batchrun.run.progress import Progress
-from batchrun.output.records import RECORD_FIELDS, build_record, isoformat
-from batchrun.redact import Redactor
-from batchrun.spec.model import Job
-from batchrun.output.summary import RunSummary, percentile
 from fixtures_execute import VALIDATOR
+
+from batchrun.client.fal import Outcome
+from batchrun.output.records import RECORD_FIELDS, build_record, isoformat
+from batchrun.output.summary import RunSummary, percentile
+from batchrun.plan.planner import PlannedRequest
+from batchrun.redact import Redactor
+from batchrun.run.progress import Progress
+from batchrun.spec.model import Job
 
 JOB = Job(name="j", endpoint="fal-ai/x", path="/dev", mode="subscribe", with_logs=True)
 REQUEST = PlannedRequest(id="abc", index=3, job=JOB, arguments={"prompt": "${{ env.K }}", "n": 1},

@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures_execute import records, write_spec
 
 from batchrun.cli import main
 from batchrun.output.journal import journal_path
 from batchrun.server import ServerThread
-from fixtures_execute import records, write_spec
 
 SECRET = "netsecret-6f1c0e9a2b7d"
 BAD_URL = "http://127.0.0.1:1/a\x00b.png"  # the NUL is at position 20

@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun.spec.expect import Expectations, check_problems
+from batchrun.load import load_spec, validate_spec
 from batchrun.plan.planner import build_plan
-from batchrun.spec.load import load_spec, validate_spec
+from batchrun.spec.expect import check_problems
 from batchrun.spec.template import is_template, mentions_template, resolve_env, unescape
+from batchrun.toolkit.expectations import Expectations
 
 
 @pytest.fixture

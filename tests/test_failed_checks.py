@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_execute import run_cli, write_spec
 
 from batchrun.cli import main
-from batchrun.report.diff import diff_files
-from batchrun.toolkit.gates import Gates
 from batchrun.output.reading import failed_checks, failed_expectation
-from batchrun.report.stats import build_report
 from batchrun.output.resume import scan_output
-from batchrun.server import ServerThread
 from batchrun.output.summary import RunSummary
-from fixtures_execute import run_cli, write_spec
+from batchrun.report.diff import diff_files
+from batchrun.report.stats import build_report
+from batchrun.server import ServerThread
+from batchrun.toolkit.gates import Gates
 
 # id -> (expectations as hand-edited; None = the key is absent, messages of the failed checks)
 CASES: dict[str, tuple[Any, list[str]]] = {

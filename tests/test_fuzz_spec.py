@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from batchrun.cli import main
 from batchrun.errors import Problem
-from batchrun.spec.load import validate_spec
+from batchrun.load import validate_spec
 
 ROOT = Path(__file__).parent.parent
 SEEDS = [p.read_text() for p in sorted((ROOT / "specs").glob("*.yaml"))] + [

@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from fixtures_execute import records, run_cli, write_spec
 
-from batchrun.toolkit.gates import output_latencies
 from batchrun.output.manifest import manifest_path
 from batchrun.server import ServerThread
-from fixtures_execute import records, run_cli, write_spec
+from batchrun.toolkit.gates import output_latencies
 
 SLOW = """\
     version: 1

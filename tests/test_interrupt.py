@@ -21,13 +21,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+from fixtures_execute import records, stats, wait_for, write_spec
 
+from batchrun.load import load_spec
 from batchrun.output.journal import journal_path, read_journal
 from batchrun.output.manifest import manifest_path
 from batchrun.plan.planner import build_plan
 from batchrun.server import ServerThread
-from batchrun.spec.load import load_spec
-from fixtures_execute import records, stats, wait_for, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 

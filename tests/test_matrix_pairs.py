@@ -6,8 +6,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from batchrun.load import load_spec
 from batchrun.plan.planner import build_plan
-from batchrun.spec.load import load_spec
 
 PAIRS = "[{prompt: a red fox, seed: 1}, {prompt: a blue whale, seed: 7}]"
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from batchrun.cli import main
+from batchrun.load import load_spec
 from batchrun.plan.planner import build_plan
-from batchrun.spec.load import load_spec
 
 DATA = Path(__file__).parent / "data" / "records"
 

@@ -9,13 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fixtures_execute import records, run_cli, write_spec
+from test_report_html import parse
 
 from batchrun.cli import main
 from batchrun.output.merge import _rebase
 from batchrun.output.reading import RecordsError
 from batchrun.server import ServerThread
-from fixtures_execute import records, run_cli, write_spec
-from test_report_html import parse
 
 SPEC = """\
     version: 1

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures_execute import records, run_cli, write_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrun.server import ServerThread
-from fixtures_execute import records, run_cli, write_spec
 
 SPEC = """\
     version: 1

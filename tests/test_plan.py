@@ -14,9 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrun.errors import UsageError
-from batchrun.plan.planner import build_plan, count_plan, in_shard, parse_shard, request_id
+from batchrun.load import load_spec
+from batchrun.plan.planner import (
+    build_plan,
+    count_plan,
+    in_shard,
+    parse_shard,
+    request_id,
+)
 from batchrun.spec.model import Job, RateLimit, Spec, Target
-from batchrun.spec.load import load_spec
 
 DATA = Path(__file__).parent / "data" / "spec"
 

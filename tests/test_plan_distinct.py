@@ -13,13 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.spec import dataset
 from batchrun.errors import SpecError
-from batchrun.plan.planner import build_plan
+from batchrun.load import load_spec
 from batchrun.output.planids import PlanIds
-from batchrun.spec.model import Job, Spec
+from batchrun.plan.checks import distinct_by_construction
+from batchrun.plan.planner import build_plan
+from batchrun.spec import dataset
 from batchrun.spec.checks import whole_refs
-from batchrun.spec.load import _distinct_by_construction, load_spec
+from batchrun.spec.model import Job, Spec
 
 # Matrix values that collide in Python (1 == 1.0 == True) or only after escaping, and containers.
 VALUES = st.one_of(
@@ -57,7 +58,7 @@ def test_distinct_by_construction_implies_distinct_ids(job: Job) -> None:
     """Whenever the walk is skipped, walking would have found no duplicate id."""
     spec = Spec(version=1, name="t", jobs=[job], source=Path("/nowhere/spec.yaml"), max_requests=10**9)
     ids = [r.id for r in build_plan(spec)]
-    if _distinct_by_construction(job):
+    if distinct_by_construction(job):
         assert len(set(ids)) == len(ids)
 
 
@@ -92,7 +93,7 @@ def test_distinct_rows_imply_distinct_ids(case: tuple[Job, list[dict[str, Any]]]
         spec = Spec(version=1, name="t", jobs=[job], source=Path(tmp) / "spec.yaml", max_requests=10**9)
         ids = [r.id for r in build_plan(spec)]
     assert report.rows == len(rows) and report.problems == []
-    if _distinct_by_construction(job, report):
+    if distinct_by_construction(job, report):
         assert len(set(ids)) == len(ids)
 
 
@@ -107,7 +108,7 @@ def test_distinct_rows_validate_without_a_walk_and_duplicates_are_located(tmp_pa
     """)
     spec = load_spec(path)
     report = dataset.check(tmp_path / "rows.jsonl", "rows.jsonl", {"p": "$"}, ["p"])
-    assert report.distinct and _distinct_by_construction(spec.jobs[0], report)
+    assert report.distinct and distinct_by_construction(spec.jobs[0], report)
     assert len({r.id for r in build_plan(spec)}) == 8
     (tmp_path / "rows.jsonl").write_text('{"p": "a"}\n{"p": "b"}\n{"p": "a", "other": 1}\n')
     assert _only_problem(path).startswith("requests 0 and 2 of job 'j' are identical (id ")
@@ -160,7 +161,7 @@ def test_sweep_of_whole_value_templates_validates_without_a_walk(tmp_path: Path)
           exclude: [{seed: 2}]
     """)
     spec = load_spec(path)
-    assert _distinct_by_construction(spec.jobs[0])
+    assert distinct_by_construction(spec.jobs[0])
     assert len({r.id for r in build_plan(spec)}) == 4
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from batchrun.output.manifest import manifest_path, spec_digest
-from batchrun.plan.planner import build_plan
-from batchrun.output.planids import plan_ids_path
-from batchrun.server import ServerThread
-from batchrun.spec.load import load_spec
 from fixtures_execute import records, run_cli, stats, write_spec
+
+from batchrun.load import load_spec
+from batchrun.output.manifest import manifest_path, spec_digest
+from batchrun.output.planids import plan_ids_path
+from batchrun.plan.planner import build_plan
+from batchrun.server import ServerThread
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

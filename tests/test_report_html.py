@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from batchrun.cli import main
-from batchrun.report.stats import build_report
 from batchrun.report.html import histogram_svg, render_report_html
+from batchrun.report.stats import build_report
 
 DATA = Path(__file__).parent / "data" / "records"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures_execute import records, run_cli, write_spec
 
 from batchrun.cli import main
 from batchrun.server import ServerThread
-from fixtures_execute import records, run_cli, write_spec
 
 # Plan order: (seed 1, times 0), (seed 1, times 99), (seed 2, times 0), ...: `times: 99` always fails.
 # With one request at a time, the second failure trips max_errors 1 after 4 of 8 requests.
@@ -106,8 +106,8 @@ def test_spec_lists_the_requests_that_never_ran(gated_run: tuple[Path, Path],
     spec, out = gated_run
     assert main(["report", str(out), "--spec", str(spec)]) == 0
     text = capsys.readouterr().out
+    from batchrun.load import load_spec
     from batchrun.plan.planner import build_plan
-    from batchrun.spec.load import load_spec
 
     planned = {(p.matrix["seed"], p.matrix["times"]): p.id for p in build_plan(load_spec(spec))}
     assert (
@@ -158,8 +158,8 @@ def test_a_finished_run_passes_and_a_changed_spec_is_counted_against_its_new_pla
     spec.write_text((SWEEP % "photo, sketch, pixel").replace("    ", "", 1).replace("\n    ", "\n"))
     assert main(["report", str(out), "--spec", str(spec), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
+    from batchrun.load import load_spec
     from batchrun.plan.planner import build_plan
-    from batchrun.spec.load import load_spec
 
     pixel = next(p.id for p in build_plan(load_spec(spec)) if p.matrix["style"] == "pixel")
     assert data["verdict"] == "FAIL: 1 planned request never ran"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixtures_execute import run_cli, server_urls, write_spec
 
 from batchrun.server import ServerThread
-from fixtures_execute import run_cli, server_urls, write_spec
 
 SPEC = """\
     version: 1

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_execute import run_cli, server_urls, write_spec
 
 from batchrun.output.manifest import manifest_path
 from batchrun.server import ServerThread
-from fixtures_execute import run_cli, server_urls, write_spec
 
 SPEC = """\
     version: 1

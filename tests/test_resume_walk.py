@@ -12,9 +12,9 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+from fixtures_execute import records, run_cli, stats, write_spec
 
 from batchrun.server import ServerThread
-from fixtures_execute import records, run_cli, stats, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 

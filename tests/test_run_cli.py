@@ -8,11 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fixtures_execute import run_cli, stats, write_spec
 
 from batchrun.cli import main
 from batchrun.output.journal import Journal, journal_path, read_in_flight
 from batchrun.server import ServerThread
-from fixtures_execute import run_cli, stats, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 

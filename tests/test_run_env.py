@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixtures_execute import records, run_cli, server_urls, stats, write_spec
 
 from batchrun.cli import main
 from batchrun.server import ServerThread
-from fixtures_execute import records, run_cli, server_urls, stats, write_spec
 
 SPEC = """\
     version: 1

@@ -9,13 +9,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-
-from batchrun.output.manifest import manifest_path
-from batchrun.plan.planner import build_plan
-from batchrun.output.planids import plan_ids_path
-from batchrun.server import ServerThread
-from batchrun.spec.load import load_spec
 from fixtures_execute import records, run_cli, server_urls, stats, write_spec
+
+from batchrun.load import load_spec
+from batchrun.output.manifest import manifest_path
+from batchrun.output.planids import plan_ids_path
+from batchrun.plan.planner import build_plan
+from batchrun.server import ServerThread
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 

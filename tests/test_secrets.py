@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_execute import records, write_spec
 
 from batchrun.output.journal import journal_path, read_in_flight
 from batchrun.server import ServerThread
-from fixtures_execute import records, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 

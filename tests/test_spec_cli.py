@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from batchrun.cli import main
+from batchrun.load import load_spec
 from batchrun.plan.planner import build_plan
-from batchrun.spec.load import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "specs").glob("*.yaml"))

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchrun.errors import SpecError
-from batchrun.spec.load import load_spec, validate_spec
+from batchrun.load import load_spec, validate_spec
 
 DATA = Path(__file__).parent / "data" / "spec"
 

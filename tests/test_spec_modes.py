@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.spec.load import load_spec, validate_spec
+from batchrun.load import load_spec, validate_spec
 
 
 @pytest.fixture

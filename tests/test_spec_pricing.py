@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchrun.cli import main
-from batchrun.spec.load import validate_spec
+from batchrun.load import validate_spec
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+from fixtures_execute import records, run_cli, server_urls, stats, write_spec
 
 from batchrun.output.journal import journal_path
 from batchrun.server import ServerThread
-from fixtures_execute import records, run_cli, server_urls, stats, write_spec
 
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 

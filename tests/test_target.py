@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from batchrun.client.target import NO_KEY_MESSAGE, resolve_target
 from batchrun.errors import UsageError
 from batchrun.spec.model import Target
-from batchrun.client.target import NO_KEY_MESSAGE, resolve_target
 
 
 def test_fal_defaults_with_key() -> None:

@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from batchrun.spec.template import Context, Ref, TemplateError, compile_value, env_names, parse, resolve_env
+from batchrun.spec.template import (
+    Context,
+    Ref,
+    TemplateError,
+    compile_value,
+    env_names,
+    parse,
+    resolve_env,
+)
 
 
 def render(value: Any, matrix: dict[str, Any] | None = None, row: dict[str, Any] | None = None, repeat: int = 0) -> Any:

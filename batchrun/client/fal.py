@@ -28,9 +28,13 @@ import httpx
 import httpx_sse
 
 from batchrun.client.inputs import InputFileError, encode_files
-from batchrun.plan.planner import PlannedRequest
-from batchrun.client.queue import STATUSES, Events, InvalidAnswer, Progress, QueueHandle
-from batchrun.redact import Redactor
+from batchrun.client.queue import (
+    STATUSES,
+    CallState,
+    Events,
+    InvalidAnswer,
+    QueueHandle,
+)
 from batchrun.client.retry import (
     Phase,
     TransportFailure,
@@ -43,6 +47,8 @@ from batchrun.client.retry import (
     shorten,
 )
 from batchrun.client.transport import SEND_ERRORS, Answer, Call, Sender
+from batchrun.plan.planner import PlannedRequest
+from batchrun.redact import Redactor
 from batchrun.spec.model import RetryPolicy
 from batchrun.spec.template import TemplateError, env_names, resolve_env
 
@@ -148,7 +154,7 @@ class FalClient:
     async def reattach(self, request: PlannedRequest, handle: QueueHandle, events: Events) -> Outcome:
         """Follow an already-submitted queue request to its result (resume). Never submits; the
         journaled submit counts as the one attempt."""
-        state = Progress(attempts=1, handle=handle)
+        state = CallState(attempts=1, handle=handle)
         with anyio.move_on_after(request.job.client_timeout) as scope:
             outcome, _ = await self._follow(request, handle, events, state)
             return outcome
@@ -254,10 +260,10 @@ class FalClient:
 
     async def _run(self, request: PlannedRequest, prepared: _Prepared, events: Events) -> Outcome:
         response, verdict, attempts = await self._attempts(request, prepared, events, Phase.RUN)
-        return self._answer_outcome(response, verdict, attempts, Progress(inputs=prepared.inputs))
+        return self._answer_outcome(response, verdict, attempts, CallState(inputs=prepared.inputs))
 
     def _answer_outcome(
-        self, response: Answer | None, verdict: Verdict | None, attempts: int, state: Progress
+        self, response: Answer | None, verdict: Verdict | None, attempts: int, state: CallState
     ) -> Outcome:
         """The Outcome of a final answer (a run answer or a queue result)."""
         request_id = state.handle.request_id if state.handle else None
@@ -299,14 +305,14 @@ class FalClient:
     # ---- subscribe ----------------------------------------------------------------------------
 
     async def _subscribe(self, request: PlannedRequest, prepared: _Prepared, events: Events) -> Outcome:
-        state = Progress(inputs=prepared.inputs)
+        state = CallState(inputs=prepared.inputs)
         with anyio.move_on_after(request.job.client_timeout) as scope:
             return await self._submit_and_follow(request, prepared, events, state)
         assert scope.cancelled_caught
         return await self._timed_out(request, state)
 
     async def _submit_and_follow(
-        self, request: PlannedRequest, prepared: _Prepared, events: Events, state: Progress
+        self, request: PlannedRequest, prepared: _Prepared, events: Events, state: CallState
     ) -> Outcome:
         policy = request.job.retries
         while True:
@@ -345,7 +351,7 @@ class FalClient:
         status = body.get("status") if body.get("status") in STATUSES else "IN_QUEUE"
         return QueueHandle(*(body[f] for f in fields)), {"status": status, "queue_position": body.get("queue_position")}
 
-    async def _timed_out(self, request: PlannedRequest, state: Progress) -> Outcome:
+    async def _timed_out(self, request: PlannedRequest, state: CallState) -> Outcome:
         seconds = request.job.client_timeout
         handle = state.handle
         if handle is None:
@@ -362,7 +368,7 @@ class FalClient:
                        state.logs, self._redactor.scrub(state.metrics), state.queue_s, None, state.inputs)
 
     async def _follow(
-        self, request: PlannedRequest, handle: QueueHandle, events: Events, state: Progress
+        self, request: PlannedRequest, handle: QueueHandle, events: Events, state: CallState
     ) -> tuple[Outcome, Verdict | None]:
         """Wait for COMPLETED, fetch the result. Returns the Outcome and, for an error result, its
         verdict (whose `retry` means: submit again)."""
@@ -377,7 +383,7 @@ class FalClient:
         response, verdict = await self._get(request, handle.response_url, events, result=True)
         return self._answer_outcome(response, verdict, state.attempts, state), verdict
 
-    async def _stream(self, request: PlannedRequest, handle: QueueHandle, events: Events, state: Progress) -> bool:
+    async def _stream(self, request: PlannedRequest, handle: QueueHandle, events: Events, state: CallState) -> bool:
         """Follow the SSE status stream; True once COMPLETED was seen, False when the stream is
         unavailable or ended early (the caller falls back to polling).
 
@@ -408,7 +414,7 @@ class FalClient:
         return completed
 
     async def _poll(
-        self, request: PlannedRequest, handle: QueueHandle, events: Events, state: Progress
+        self, request: PlannedRequest, handle: QueueHandle, events: Events, state: CallState
     ) -> Verdict | None:
         """Poll the status until COMPLETED (None) or a final failure (its verdict)."""
         params = {"logs": "1"} if request.job.with_logs else None

@@ -1,8 +1,8 @@
 """The queue side of a subscribe, without HTTP: the handle, the executor's event hooks, and what a
 request's status bodies (submit answer, SSE events, polls) have told us so far.
 
-The client (batchrun.client.fal) feeds every status body to `Progress.take`, whichever way it arrived;
-`Progress` turns them into events (status changes, each new log line once) and into the Outcome's
+The client (batchrun.client.fal) feeds every status body to `CallState.take`, whichever way it arrived;
+`CallState` turns them into events (status changes, each new log line once) and into the Outcome's
 queue time, logs, metrics and error type.
 """
 
@@ -12,11 +12,11 @@ import dataclasses
 import time
 from typing import Any, Protocol
 
+from batchrun.client.retry import shorten
 from batchrun.plan.planner import PlannedRequest
 from batchrun.redact import Redactor
-from batchrun.client.retry import shorten
 
-__all__ = ["STATUSES", "Events", "InvalidAnswer", "NoEvents", "Progress", "QueueHandle"]
+__all__ = ["STATUSES", "Events", "InvalidAnswer", "CallState", "QueueHandle"]
 
 STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS", "COMPLETED"})
 
@@ -53,7 +53,7 @@ class Events(Protocol):
 
 
 @dataclasses.dataclass(slots=True)
-class Progress:
+class CallState:
     """What one call has learnt so far; survives a client timeout to build its Outcome."""
 
     attempts: int = 0

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from batchrun.client.target import fal_hosts, fal_key
 from batchrun.errors import UsageError
 from batchrun.output.journal import InFlight, Journal, journal_path
-from batchrun.redact import Redactor
 from batchrun.output.sink import OutputLock
-from batchrun.client.target import fal_hosts, fal_key
+from batchrun.redact import Redactor
 
 CANCEL_TIMEOUT_S = 30.0
 
@@ -39,6 +39,7 @@ def _auth_for(url: str) -> str | None:
 
 async def _cancel_all(journal: Journal) -> tuple[int, int]:
     from batchrun.client.fal import FalClient
+    from batchrun.run.inflight import queue_handle
 
     entries = list(journal.in_flight.values())
     cancelled = 0
@@ -56,7 +57,7 @@ async def _cancel_all(journal: Journal) -> tuple[int, int]:
 
     async def one(client: FalClient, entry: InFlight) -> None:
         nonlocal cancelled
-        if await client.cancel(entry.handle):
+        if await client.cancel(queue_handle(entry)):
             journal.cancelled(entry.id, entry.request_id)
             cancelled += 1
 

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 from batchrun.errors import Problem, SinkError
+from batchrun.load import load_spec
 from batchrun.plan.planner import parse_shard
-from batchrun.toolkit.recheck import CheckResult, recheck
 from batchrun.report.stats import MAX_LISTED, plural
 from batchrun.report.text import text_table
-from batchrun.spec.load import load_spec
+from batchrun.toolkit.recheck import CheckResult, recheck
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from batchrun.errors import UsageError
 from batchrun.report.diff import LATENCY_FLOOR_S, diff_files
 from batchrun.report.diff_html import render_diff_html
 from batchrun.report.diff_text import no_shared_ids_warning, render
-from batchrun.errors import UsageError
 from batchrun.report.shots import MissingFiles, write_page
 from batchrun.spec.resultpath import PathError, parse_path
 

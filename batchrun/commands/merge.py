@@ -25,8 +25,8 @@ def run(args: argparse.Namespace) -> int:
     plan = None
     if args.spec is not None:
         # Imported here: plain merging must not need the spec machinery (or a valid spec).
+        from batchrun.load import load_spec
         from batchrun.plan.planner import build_plan
-        from batchrun.spec.load import load_spec
 
         plan = [Planned(p.id, p.index, p.job.name) for p in build_plan(load_spec(args.spec))]
     result = merge_outputs(args.inputs, args.output, plan=plan)

@@ -8,11 +8,11 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from batchrun.load import load_spec
 from batchrun.plan.estimate import estimate
 from batchrun.plan.planner import PlannedRequest, build_plan, parse_shard
 from batchrun.plan.selection import Selection, select
 from batchrun.spec.model import Spec
-from batchrun.spec.load import load_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,14 +8,17 @@ The plan comes from the output's manifest, or from --spec (the spec as it is now
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Iterator
 
 from batchrun.errors import UsageError
+from batchrun.report.html import parse_grid, render_report_html
+from batchrun.report.junit import render_junit
+from batchrun.report.plan_status import PlannedId, SpecPlan
 from batchrun.report.shots import MissingFiles, write_page
 from batchrun.report.stats import build_report
-from batchrun.report.junit import render_junit
 from batchrun.report.text import render
-from batchrun.report.html import parse_grid, render_report_html
 
 FORMATS = ("text", "markdown", "json", "junit")
 
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         if args.html is None:
             raise UsageError("--grid needs --html PATH")
         grid = parse_grid(args.grid)
-    report = build_report(args.output, spec=args.spec, keep_requests=args.format == "junit")
+    spec = SpecPlan(args.spec, functools.partial(spec_plan, args.spec)) if args.spec is not None else None
+    report = build_report(args.output, spec=spec, keep_requests=args.format == "junit")
     if args.html is not None:
         missing = MissingFiles()
         write_page(args.html, render_report_html(report, args.html, grid, missing))
@@ -59,3 +63,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.html}", file=sys.stderr)
     sys.stdout.write(render_junit(report) if args.format == "junit" else render(report, args.format))
     return 0
+
+
+def spec_plan(spec: str, shard: str | None) -> Iterator[PlannedId]:
+    """The spec's plan as it is now (only the run's shard when the manifest names one).
+
+    Raises:
+        SpecError: the spec is invalid (exit 2 through the CLI).
+    """
+    # Imported here: a report without --spec must not need the spec machinery.
+    from batchrun.load import load_spec
+    from batchrun.output.reading import request_label
+    from batchrun.plan.planner import build_plan, in_shard, parse_shard
+
+    which = parse_shard(shard) if shard else None
+    for request in build_plan(load_spec(spec)):
+        if which is None or in_shard(request.id, which):
+            yield PlannedId(request.id, request.job.name,
+                            request_label(request.matrix, request.row, request.repeat, request.arguments))

@@ -6,7 +6,7 @@ import argparse
 import itertools
 import sys
 
-from batchrun.spec.load import validate_spec
+from batchrun.load import validate_spec
 
 _SHOWN = 8  # jobs named in the ok line; a spec of 50 jobs keeps it one readable line
 

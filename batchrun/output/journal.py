@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from batchrun.errors import SinkError
-from batchrun.client.queue import QueueHandle
 from batchrun.output.records import isoformat
 from batchrun.output.resume import repair_tail
 from batchrun.output.sink import encode_record
@@ -59,10 +58,6 @@ class InFlight:
     response_url: str
     cancel_url: str
     at: str  # ISO 8601 UTC time of the submit answer
-
-    @property
-    def handle(self) -> QueueHandle:
-        return QueueHandle(self.request_id, self.status_url, self.response_url, self.cancel_url)
 
     def to_json(self) -> dict[str, Any]:
         return {"event": "submitted", **dataclasses.asdict(self)}

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -286,3 +287,25 @@ def _short(value: Any) -> str:
             text = type(value).__name__
     text = " ".join(text.split())
     return text if len(text) <= LABEL_VALUE_CHARS else text[: LABEL_VALUE_CHARS - 1] + "…"
+
+
+def seconds(value: Any) -> float | None:
+    """A finite JSON number as a float, else None (a hand-edited or NaN latency is unknown)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def error_text(record: dict[str, Any], limit: int = 80) -> str:
+    """A record's error as `type: detail` on one line (`unknown` when the type is missing)."""
+    error = record.get("error") if isinstance(record.get("error"), dict) else {}
+    kind = str(error.get("type") or "unknown")
+    detail = error.get("detail")
+    return f"{kind}: {one_line(detail, limit)}" if detail not in (None, "") else kind
+
+
+def one_line(detail: Any, limit: int = 80) -> str:
+    """An error detail (string or JSON) as one short line."""
+    text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, sort_keys=True)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

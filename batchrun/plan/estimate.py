@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
-from batchrun.toolkit.budget import flat_cost, request_cost
 from batchrun.plan.planner import JobPlanner, PlannedRequest, build_plan
+from batchrun.plan.pricing import flat_cost, request_cost
 from batchrun.spec.model import Spec
 
 

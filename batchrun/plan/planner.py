@@ -17,11 +17,17 @@ from typing import Any
 
 import orjson  # writes the same canonical bytes as json for plain values, about 8x faster
 
+from batchrun.errors import UsageError
 from batchrun.plan import matrix as matrix_mod
 from batchrun.spec.dataset import RowSource
-from batchrun.errors import UsageError
 from batchrun.spec.model import Job, Mode, Spec
-from batchrun.spec.template import Compiled, Context, compile_value, interpolate, resolve_env
+from batchrun.spec.template import (
+    Compiled,
+    Context,
+    compile_value,
+    interpolate,
+    resolve_env,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -38,17 +38,24 @@ from batchrun.output.reading import (
     Newest,
     check_message,
     check_passed,
+    error_text,
     expectation_checks,
     finished_at,
     iter_located,
     open_output,
     record_at,
     record_label,
+    seconds,
     seekable,
 )
-from batchrun.report.stats import error_text, seconds
 from batchrun.output.summary import percentile
-from batchrun.report.resultdiff import ABSENT, VOLATILE_KEYS, Change, compare_results, fingerprint
+from batchrun.report.resultdiff import (
+    ABSENT,
+    VOLATILE_KEYS,
+    Change,
+    compare_results,
+    fingerprint,
+)
 from batchrun.spec.resultpath import Part
 
 __all__ = ["ABSENT", "CATEGORIES", "LATENCY_FLOOR_S", "VOLATILE_KEYS", "Change", "Diff", "Entry", "RunNumbers",

@@ -10,7 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchrun.report.diff import CATEGORIES, Diff, Entry
-from batchrun.report.diff_text import MAX_CHANGES_SHOWN, no_shared_ids_warning, run_deltas, summary
+from batchrun.report.diff_text import (
+    MAX_CHANGES_SHOWN,
+    no_shared_ids_warning,
+    run_deltas,
+    summary,
+)
 from batchrun.report.shots import MissingFiles, Shot, esc, load_shots, page, show, tile
 
 MAX_CARDS = 100  # per category; the json rendering lists them all

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import UsageError
-from batchrun.report.shots import MissingFiles, Shot, esc, lazy_images, load_shots, page, show, tile
+from batchrun.report.shots import (
+    MissingFiles,
+    Shot,
+    esc,
+    lazy_images,
+    load_shots,
+    page,
+    show,
+    tile,
+)
 from batchrun.report.stats import MAX_LISTED, Report, Stats, verdict
 from batchrun.report.text import metric_rows, plan_rows
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from xml.sax.saxutils import escape, quoteattr
 
-from batchrun.report.stats import Report, RequestEntry, verdict
 from batchrun.report.plan_status import PlannedId
+from batchrun.report.stats import Report, RequestEntry, verdict
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # characters XML 1.0 cannot hold
 

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.output.manifest import manifest_path
-from batchrun.output.reading import request_label
 
 log = logging.getLogger(__name__)
 
@@ -188,21 +187,14 @@ def _sidecar_ids(path: Path) -> Iterator[PlannedId]:
                 yield PlannedId(rid, "", "")
 
 
-def spec_plan(spec: str | Path, shard: str | None) -> Iterator[PlannedId]:
-    """The spec's plan as it is now (only the run's shard when the manifest names one).
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpecPlan:
+    """A spec's plan as it is now, for `report --spec`: the spec's path (named in the report) and a
+    function from the run's shard (None: the whole plan) to the planned ids. The caller builds it
+    (commands/report.py), so the report package needs none of the spec or plan machinery."""
 
-    Raises:
-        SpecError: the spec is invalid (exit 2 through the CLI).
-    """
-    # Imported here: a report without --spec must not need the spec machinery.
-    from batchrun.plan.planner import build_plan, in_shard, parse_shard
-    from batchrun.spec.load import load_spec
-
-    which = parse_shard(shard) if shard else None
-    for request in build_plan(load_spec(spec)):
-        if which is None or in_shard(request.id, which):
-            yield PlannedId(request.id, request.job.name,
-                            request_label(request.matrix, request.row, request.repeat, request.arguments))
+    source: str
+    ids: Callable[[str | None], Iterator[PlannedId]]
 
 
 def match_plan(source: str, planned_count: int | None, plan: Iterator[PlannedId] | None,

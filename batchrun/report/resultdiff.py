@@ -23,7 +23,13 @@ from typing import Any
 
 import orjson
 
-from batchrun.spec.resultpath import Part, format_path, json_equal, matches_prefix, show_value
+from batchrun.spec.resultpath import (
+    Part,
+    format_path,
+    json_equal,
+    matches_prefix,
+    show_value,
+)
 
 VOLATILE_KEYS = frozenset({"url", "request_id", "timings", "timing"})
 ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()

@@ -21,8 +21,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from batchrun.errors import UsageError
-from batchrun.output.reading import Newest, finished_at, iter_located
-from batchrun.report.stats import error_text, one_line, seconds
+from batchrun.output.reading import (
+    Newest,
+    error_text,
+    finished_at,
+    iter_located,
+    one_line,
+    seconds,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".avif", ".bmp")
 LAZY_AFTER = 48  # more images than this: let the browser load the off-screen ones lazily

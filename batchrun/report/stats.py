@@ -22,25 +22,33 @@ in `report_junit`.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from batchrun.output.reading import Newest, failed_checks, finished_at, iter_located, parse_time, record_label, seekable
+from batchrun.output.reading import (
+    Newest,
+    failed_checks,
+    finished_at,
+    iter_located,
+    one_line,
+    parse_time,
+    record_label,
+    seconds,
+    seekable,
+)
+from batchrun.output.summary import percentile
 from batchrun.report.plan_status import (
     PlannedId,
     PlanStatus,
     RunOutcome,
+    SpecPlan,
     manifest_plan,
     match_plan,
     read_manifest,
     run_outcome,
-    spec_plan,
 )
-from batchrun.output.summary import percentile
 
 MAX_LISTED = 20  # rows of expectation failures shown in text/markdown (json has them all)
 
@@ -178,7 +186,7 @@ class RequestEntry:
     cost_usd: float | None
 
 
-def build_report(path: str | Path, *, spec: str | Path | None = None, keep_requests: bool = False) -> Report:
+def build_report(path: str | Path, *, spec: SpecPlan | None = None, keep_requests: bool = False) -> Report:
     """Read one output file (and its manifest, when there is one) and compute its report.
 
     Args:
@@ -188,7 +196,7 @@ def build_report(path: str | Path, *, spec: str | Path | None = None, keep_reque
 
     Raises:
         RecordsError: the file cannot be read, or has a damaged line (see `batchrun.output.reading`).
-        SpecError: `spec` is invalid.
+        SpecError: `spec`'s spec is invalid.
     """
     path = Path(path)
     manifest = read_manifest(path)
@@ -231,7 +239,7 @@ def build_report(path: str | Path, *, spec: str | Path | None = None, keep_reque
     )
 
 
-def _plan(path: Path, local: Path, spec: str | Path | None, manifest: dict[str, Any] | None,
+def _plan(path: Path, local: Path, spec: SpecPlan | None, manifest: dict[str, Any] | None,
           run: RunOutcome | None, present: dict[str, RequestEntry],
           never_ran: list[PlannedId] | None) -> tuple[PlanStatus | None, set[str] | None]:
     """The plan's status and the planned ids present (None: every id counts)."""
@@ -241,7 +249,7 @@ def _plan(path: Path, local: Path, spec: str | Path | None, manifest: dict[str, 
         return [PlannedId(rid, present[rid].job, labels.get(rid, "")) for rid in rids]
 
     if spec is not None:
-        return match_plan(str(spec), None, spec_plan(spec, run.shard if run else None), present, describe, never_ran)
+        return match_plan(spec.source, None, spec.ids(run.shard if run else None), present, describe, never_ran)
     if manifest is None:
         return None, None
     found = manifest_plan(path, manifest)
@@ -281,12 +289,6 @@ def _entry(record: dict[str, Any], shared: dict[str, str], *, label_all: bool = 
         cost_usd=seconds(record.get("cost_usd")),
     )
 
-
-def seconds(value: Any) -> float | None:
-    """A finite JSON number as a float, else None (a hand-edited or NaN latency is unknown)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _stats(entries: list[RequestEntry]) -> Stats:
@@ -331,21 +333,6 @@ def _error_groups(entries: list[RequestEntry]) -> list[ErrorGroup]:
         ErrorGroup(job, kind, len(members), members[0].error_example, members[0].id, members[0].label)
         for (job, kind), members in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1]))
     ]
-
-
-def error_text(record: dict[str, Any], limit: int = 80) -> str:
-    """A record's error as `type: detail` on one line (`unknown` when the type is missing)."""
-    error = record.get("error") if isinstance(record.get("error"), dict) else {}
-    kind = str(error.get("type") or "unknown")
-    detail = error.get("detail")
-    return f"{kind}: {one_line(detail, limit)}" if detail not in (None, "") else kind
-
-
-def one_line(detail: Any, limit: int = 80) -> str:
-    """An error detail (string or JSON) as one short line."""
-    text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, sort_keys=True)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def plural(count: int, noun: str) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from batchrun.report.stats import MAX_LISTED, Report, Stats, plural, verdict
 from batchrun.report.plan_status import PlannedId
+from batchrun.report.stats import MAX_LISTED, Report, Stats, plural, verdict
 
 
 def metric_rows(stats: Stats) -> list[tuple[str, str]]:

@@ -31,18 +31,27 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from batchrun.client.fal import FalClient, Outcome, QueueHandle
 from batchrun.errors import BatchrunError
-from batchrun.run.inflight import Active, Item, Retry, internal_error_outcome, parse_iso, stopped_retry_outcome, unknown_outcome
 from batchrun.output.journal import InFlight, Journal
-from batchrun.run.limits import Limits
-from batchrun.plan.planner import PlannedRequest
-from batchrun.run.progress import Progress
 from batchrun.output.records import build_record
-from batchrun.redact import Redactor
 from batchrun.output.resume import ResumeState
-from batchrun.run.settled import SettledJob
 from batchrun.output.sink import JsonlSink
-from batchrun.run.stopping import Stop
 from batchrun.output.summary import RunSummary
+from batchrun.plan.planner import PlannedRequest
+from batchrun.redact import Redactor
+from batchrun.run.inflight import (
+    Active,
+    Item,
+    Retry,
+    internal_error_outcome,
+    parse_iso,
+    queue_handle,
+    stopped_retry_outcome,
+    unknown_outcome,
+)
+from batchrun.run.limits import Limits
+from batchrun.run.progress import Progress
+from batchrun.run.settled import SettledJob
+from batchrun.run.stopping import Stop
 from batchrun.toolkit.hooks import Toolkit
 
 __all__ = ["Executor", "RunResult"]
@@ -264,7 +273,7 @@ class Executor:
                     if item.unknown_since is not None:
                         outcome = unknown_outcome(item.unknown_since)
                     elif item.handle is not None:
-                        outcome = await self.client.reattach(request, item.handle.handle, events)
+                        outcome = await self.client.reattach(request, queue_handle(item.handle), events)
                     elif self.stop.halted or (self.toolkit is not None and self._refused(request)):
                         pass  # not sent: no record, the next run sends it
                     else:
@@ -376,7 +385,7 @@ class Executor:
         entries = list(self.journal.in_flight.values())
 
         async def cancel(entry: InFlight) -> None:
-            if await self.client.cancel(entry.handle):
+            if await self.client.cancel(queue_handle(entry)):
                 self.journal.cancelled(entry.id, entry.request_id)
                 self.summary.cancelled_remote += 1
 

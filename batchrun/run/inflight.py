@@ -21,15 +21,31 @@ from typing import Any
 import anyio
 
 from batchrun.client.fal import Outcome
-from batchrun.output.journal import InFlight
-from batchrun.run.limits import Slot
-from batchrun.plan.planner import PlannedRequest
+from batchrun.client.queue import QueueHandle
 from batchrun.client.retry import error_record
+from batchrun.output.journal import InFlight
+from batchrun.plan.planner import PlannedRequest
+from batchrun.run.limits import Slot
 
-__all__ = ["Active", "Item", "Retry", "internal_error_outcome", "parse_iso", "stopped_retry_outcome", "unknown_outcome"]
+__all__ = [
+    "Active",
+    "Item",
+    "Retry",
+    "internal_error_outcome",
+    "parse_iso",
+    "queue_handle",
+    "stopped_retry_outcome",
+    "unknown_outcome",
+]
 
 # The client's retry reason: `type`, `type (HTTP n)`, or `GET x: ` before either for a status/result GET.
 _REASON = re.compile(r"^(?:GET \S+: )?(.+?)(?: \(HTTP (\d+)\))?$")
+
+
+def queue_handle(entry: InFlight) -> QueueHandle:
+    """The client's handle of a journaled queue request (the journal, in batchrun.output, stores the
+    same four fields but knows nothing of the client)."""
+    return QueueHandle(entry.request_id, entry.status_url, entry.response_url, entry.cancel_url)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

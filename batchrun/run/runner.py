@@ -24,26 +24,26 @@ from pathlib import Path
 import anyio
 
 from batchrun import signals
-from batchrun.toolkit.budget import check_budget_prices
-from batchrun.errors import BatchrunError, Problem, UsageError
-from batchrun.run.executor import Executor, RunResult
-from batchrun.output.journal import Journal, journal_path
-from batchrun.run.limits import Limits
-from batchrun.output.manifest import Manifest, manifest_path
-from batchrun.plan.planner import build_plan, parse_shard
-from batchrun.output.planids import PlanIds, compare, parse_ids, plan_ids_path, read_ids
-from batchrun.run.progress import Progress
-from batchrun.redact import Redactor
-from batchrun.output.resume import ResumeState, scan_output
-from batchrun.plan.selection import select
-from batchrun.run.settled import PlanCount, count_plan
-from batchrun.output.sink import JsonlSink, OutputLock
-from batchrun.spec.model import Spec, Target
-from batchrun.spec.checks import UnsetEnv
-from batchrun.spec.load import load_spec
-from batchrun.output.summary import RunSummary
 from batchrun.client.target import Endpoints, resolve_target
+from batchrun.errors import BatchrunError, Problem, UsageError
+from batchrun.load import load_spec
+from batchrun.output.journal import Journal, journal_path
+from batchrun.output.manifest import Manifest, manifest_path
+from batchrun.output.planids import PlanIds, compare, parse_ids, plan_ids_path, read_ids
+from batchrun.output.resume import ResumeState, scan_output
+from batchrun.output.sink import JsonlSink, OutputLock
+from batchrun.output.summary import RunSummary
+from batchrun.plan.planner import build_plan, parse_shard
+from batchrun.plan.selection import select
+from batchrun.redact import Redactor
+from batchrun.run.executor import Executor, RunResult
+from batchrun.run.limits import Limits
+from batchrun.run.progress import Progress
+from batchrun.run.settled import PlanCount, count_plan
+from batchrun.spec.checks import UnsetEnv
+from batchrun.spec.model import Spec, Target
 from batchrun.spec.template import env_names
+from batchrun.toolkit.budget import check_budget_prices
 from batchrun.toolkit.hooks import Toolkit
 
 __all__ = ["run"]
@@ -327,8 +327,8 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
                    journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
                    count: PlanCount, record_logs: set[str], args: argparse.Namespace,
                    ids: PlanIds) -> RunResult:
-    from batchrun.toolkit.artifacts import Downloader
     from batchrun.client.fal import FalClient
+    from batchrun.toolkit.artifacts import Downloader
 
     progress = Progress(count.total, skipped=count.settled, concurrency=concurrency, enabled=not args.no_progress)
     summary = RunSummary(output=str(out))

@@ -13,9 +13,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from batchrun.plan.planner import build_plan
 from batchrun.output.planids import PlanIds
 from batchrun.output.resume import ResumeState
+from batchrun.plan.planner import build_plan
 from batchrun.plan.selection import Selection
 from batchrun.spec.model import Spec
 

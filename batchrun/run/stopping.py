@@ -24,8 +24,8 @@ import anyio
 import anyio.abc
 
 from batchrun import signals
-from batchrun.run.inflight import Active
 from batchrun.output.journal import Journal
+from batchrun.run.inflight import Active
 from batchrun.run.progress import Progress
 
 __all__ = ["GRACE_S", "Stop"]

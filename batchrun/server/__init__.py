@@ -12,6 +12,11 @@ them. In-process, `app.state.stats()` returns the same dict.
 from __future__ import annotations
 
 from batchrun.server.app import create_app
-from batchrun.server.runtime import RunningServer, ServerStartError, ServerThread, serve_local
+from batchrun.server.runtime import (
+    RunningServer,
+    ServerStartError,
+    ServerThread,
+    serve_local,
+)
 
 __all__ = ["RunningServer", "ServerStartError", "ServerThread", "create_app", "serve_local"]

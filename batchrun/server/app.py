@@ -26,7 +26,15 @@ from starlette.types import Receive
 from batchrun.server import image
 from batchrun.server.apps import Call
 from batchrun.server.concurrency import key_of
-from batchrun.server.emulator import DEFAULT_MAX_BODY, Accepted, Emulator, FaultReset, WireResponse, origin_of, respond
+from batchrun.server.emulator import (
+    DEFAULT_MAX_BODY,
+    Accepted,
+    Emulator,
+    FaultReset,
+    WireResponse,
+    origin_of,
+    respond,
+)
 from batchrun.server.queue_api import queue_route
 from batchrun.server.wire import Reply, json_reply, platform_error
 

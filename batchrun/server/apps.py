@@ -17,7 +17,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from batchrun.server.wire import Reply, dumps, json_reply, model_error, model_error_item, platform_error
+from batchrun.server.wire import (
+    Reply,
+    dumps,
+    json_reply,
+    model_error,
+    model_error_item,
+    platform_error,
+)
 
 MAX_LOG_LINES = 1000  # per request, so a chatty app cannot grow memory without bound
 

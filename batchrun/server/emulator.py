@@ -18,7 +18,15 @@ from batchrun.server.apps import Handler, builtin_apps, wrap_user_function
 from batchrun.server.concurrency import KeyLimits
 from batchrun.server.queue import Queue
 from batchrun.server.stats import Stats
-from batchrun.server.wire import Reply, json_reply, loads, model_error, model_error_item, platform_error, trim_oldest
+from batchrun.server.wire import (
+    Reply,
+    json_reply,
+    loads,
+    model_error,
+    model_error_item,
+    platform_error,
+    trim_oldest,
+)
 
 NAMESPACES = ("workflows", "comfy")
 DEFAULT_MAX_BODY = 50 * 1024 * 1024

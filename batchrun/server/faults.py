@@ -35,7 +35,14 @@ import asyncio
 from typing import Any
 
 from batchrun.server.apps import Call
-from batchrun.server.wire import Reply, dumps, model_error, model_error_item, platform_error, trim_oldest
+from batchrun.server.wire import (
+    Reply,
+    dumps,
+    model_error,
+    model_error_item,
+    platform_error,
+    trim_oldest,
+)
 
 NGINX_BODY = (
     "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"

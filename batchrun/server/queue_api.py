@@ -13,8 +13,20 @@ from starlette.responses import StreamingResponse
 
 from batchrun.server import faults
 from batchrun.server.concurrency import key_of
-from batchrun.server.emulator import TRUE_VALUES, Emulator, WireResponse, origin_of, respond
-from batchrun.server.queue import COMPLETED, IN_QUEUE, MAX_ATTEMPTS, RETRY_CONDITIONS, Job
+from batchrun.server.emulator import (
+    TRUE_VALUES,
+    Emulator,
+    WireResponse,
+    origin_of,
+    respond,
+)
+from batchrun.server.queue import (
+    COMPLETED,
+    IN_QUEUE,
+    MAX_ATTEMPTS,
+    RETRY_CONDITIONS,
+    Job,
+)
 from batchrun.server.wire import Reply, dumps, json_reply, loads, platform_error
 
 

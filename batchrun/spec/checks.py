@@ -14,11 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from batchrun.spec import dataset
-
-from batchrun.spec import expect
-from batchrun.spec.dataset_types import TYPES
 from batchrun.errors import Problem
+from batchrun.spec import dataset, expect
+from batchrun.spec.dataset_types import TYPES
 from batchrun.spec.template import Ref, compile_value, whole_refs
 from batchrun.spec.yamlsource import Located, PathKey, json_path
 
@@ -272,7 +270,7 @@ class Checker:
                 self.error(where, f"dataset file not found: {source} (looked for {full})")
                 return
             # Rows that differ in the fields whole arguments copy make distinct requests (see
-            # specload._distinct_by_construction); the check's read finds out for free.
+            # plan.checks.distinct_by_construction); the check's read finds out for free.
             arguments = job.options.get("arguments")
             distinct_on = tuple(sorted(whole_refs(arguments, "row"))) if isinstance(arguments, dict) else ()
             # Jobs of a sweep often share one file: it is read once per set of fields used, and

@@ -16,11 +16,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from batchrun.spec import dataset_types
-
-from batchrun.spec import yamlsource
-from batchrun.spec.dataset_types import CellError, RowTypes
 from batchrun.errors import BatchrunError, Problem
+from batchrun.spec import dataset_types, yamlsource
+from batchrun.spec.dataset_types import CellError, RowTypes
 from batchrun.spec.yamlsource import json_path
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}

@@ -12,8 +12,8 @@ Check kinds (one per check):
 Paths use the language of `batchrun.spec.resultpath`. A malformed check does not raise: it becomes a
 failed expectation whose message says what is wrong, so one bad check cannot stop a run.
 
-Any value of a check may hold `${{ matrix.X }}`, `${{ row.X }}` or `${{ repeat }}`: `Expectations`
-renders them per request by the argument templates' rules (batchrun.spec.template), so a template that
+Any value of a check may hold `${{ matrix.X }}`, `${{ row.X }}` or `${{ repeat }}`:
+`batchrun.toolkit.expectations.Expectations` renders them per request by the argument templates' rules (batchrun.spec.template), so a template that
 is the whole string keeps the value's type (`equals: "${{ matrix.seed }}"` compares to the integer)
 and `$${{` is a literal `${{`. `${{ env.X }}` is refused by validation: an expected value is echoed
 in failure messages and stored in records, so a secret would leak.
@@ -22,15 +22,23 @@ in failure messages and stored in records, so a secret would leak.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 
-from batchrun.spec.resultpath import MISSING, PathError, get_path, is_number, json_equal, parse_path, show_value
-from batchrun.spec.template import Compiled, Context, compile_value, is_template, mentions_template, strings, unescape
-
-if TYPE_CHECKING:
-    from batchrun.plan.planner import PlannedRequest
+from batchrun.spec.resultpath import (
+    MISSING,
+    PathError,
+    get_path,
+    is_number,
+    json_equal,
+    parse_path,
+    show_value,
+)
+from batchrun.spec.template import (
+    is_template,
+    strings,
+)
 
 _PATH_KINDS = ("exists", "equals", "matches")
 
@@ -53,31 +61,6 @@ def check_expectations(
         passed, message = _check_one(check, result, latency_s)
         out.append({"passed": passed, "message": message, "check": check})
     return out
-
-
-class Expectations:
-    """Every job's `expect:` list, rendered per request (see the module docstring). Templates are
-    compiled once per job; a job whose checks hold no `${{` uses them as written."""
-
-    def __init__(self) -> None:
-        self._compiled: dict[str, Compiled | None] = {}  # job name -> its compiled checks
-
-    def checks(self, request: PlannedRequest) -> list[Any]:
-        """The job's checks with this request's matrix values, dataset row and repeat index."""
-        job = request.job
-        try:
-            compiled = self._compiled[job.name]
-        except KeyError:
-            compiled = compile_value(job.expect)[0] if mentions_template(job.expect) else None
-            self._compiled[job.name] = compiled
-        if compiled is None:
-            return job.expect
-        return unescape(compiled.render(Context(request.matrix, request.row_values, request.repeat)))  # type: ignore[no-any-return]
-
-    def evaluate(self, request: PlannedRequest, result: dict[str, Any] | None,
-                 latency_s: float | None) -> list[dict[str, Any]]:
-        """`check_expectations` with the request's rendered checks."""
-        return check_expectations(self.checks(request), result, latency_s)
 
 
 def check_problems(check: Any, *, templates: bool = False) -> list[str]:

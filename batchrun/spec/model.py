@@ -1,7 +1,7 @@
 """The validated spec as frozen dataclasses.
 
 Raw dicts never leave the loader: everything after it (planner, executor, report) works on these
-types. Loading and validation (`load_spec`) live in `batchrun.spec.load`.
+types. Loading and validation (`load_spec`) live in `batchrun.load`.
 """
 
 from __future__ import annotations

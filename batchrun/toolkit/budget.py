@@ -1,8 +1,4 @@
-"""Per-request cost from `pricing:` and the run's `budget: {max_usd}` guard.
-
-A request's cost uses the same price shapes as `plan --count` (batchrun.plan.estimate):
-`{per_request: USD}` or `{per_unit: USD, unit_argument: NAME}`. Unknown stays unknown (None):
-an endpoint without a price, or a unit argument that is not a number.
+"""The run's `budget: {max_usd}` guard, over the per-request costs of batchrun.plan.pricing.
 
 The budget reserves each request's cost before it is sent, so the requests in flight can never
 add up past `max_usd`; a finished request turns its reservation into spent money (a failed one
@@ -13,41 +9,12 @@ price the run refuses to start, since a paid API could overspend without bound.
 
 from __future__ import annotations
 
-from typing import Any
-
 from batchrun.errors import UsageError
-from batchrun.plan.planner import PlannedRequest
 from batchrun.spec.model import Spec
 
-__all__ = ["Budget", "check_budget_prices", "flat_cost", "request_cost"]
+__all__ = ["Budget", "check_budget_prices"]
 
 _EPSILON = 1e-9  # float sums of prices must not refuse a request that exactly fills the budget
-
-
-def flat_cost(pricing: dict[str, Any], endpoint: str) -> float | None:
-    """The USD cost of every request to `endpoint` when its price is per request, so a count of
-    requests prices them all; None when the price is per unit (see request_cost) or unknown."""
-    price = pricing.get(endpoint)
-    if isinstance(price, dict) and "per_request" in price:
-        return float(price["per_request"])
-    return None
-
-
-def request_cost(pricing: dict[str, Any], request: PlannedRequest) -> float | None:
-    """The estimated USD cost of one request, or None when its price is unknown."""
-    flat = flat_cost(pricing, request.endpoint)
-    if flat is not None:
-        return flat
-    price = pricing.get(request.endpoint)
-    if not isinstance(price, dict):
-        return None
-    per_unit, argument = price.get("per_unit"), price.get("unit_argument")
-    if per_unit is None or argument is None:
-        return None
-    units = request.arguments.get(argument)
-    if isinstance(units, bool) or not isinstance(units, (int, float)):
-        return None
-    return float(per_unit) * units
 
 
 def check_budget_prices(spec: Spec) -> None:

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchrun.toolkit.artifacts import Downloader
-from batchrun.toolkit.budget import Budget, request_cost
-from batchrun.spec.expect import Expectations
-from batchrun.toolkit.gates import Gates
-from batchrun.plan.planner import PlannedRequest
 from batchrun.output.resume import ResumeState
-from batchrun.spec.model import Spec
 from batchrun.output.summary import RunSummary
+from batchrun.plan.planner import PlannedRequest
+from batchrun.plan.pricing import request_cost
+from batchrun.spec.model import Spec
+from batchrun.toolkit.artifacts import Downloader
+from batchrun.toolkit.budget import Budget
+from batchrun.toolkit.expectations import Expectations
+from batchrun.toolkit.gates import Gates
 
 __all__ = ["Toolkit"]
 

@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from batchrun.spec.expect import Expectations
-from batchrun.plan.planner import PlannedRequest, build_plan
 from batchrun.output.reading import (
     Newest,
     RecordsError,
@@ -31,11 +29,13 @@ from batchrun.output.reading import (
     iter_located,
     open_output,
     record_at,
+    seconds,
 )
-from batchrun.report.stats import seconds
 from batchrun.output.resume import repair_tail
 from batchrun.output.sink import JsonlSink, OutputLock
+from batchrun.plan.planner import PlannedRequest, build_plan
 from batchrun.spec.model import Spec
+from batchrun.toolkit.expectations import Expectations
 
 __all__ = ["CheckResult", "Failure", "JobCheck", "recheck"]
 
