@@ -90,7 +90,7 @@ class Redactor:
             return out if changed else value
         if isinstance(value, (list, tuple)):
             items = [self._scrub(item) for item in value]
-            if all(a is b for a, b in zip(items, value)):
+            if all(a is b for a, b in zip(items, value, strict=True)):
                 return value
             return items if isinstance(value, list) else tuple(items)
         return value

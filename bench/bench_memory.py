@@ -36,17 +36,24 @@ def bench_run(workdir: Path, *, requests: int, concurrency: int = 64) -> dict[st
                                   timeout=1800)
     lines = sum(1 for _ in open(out, "rb")) if out.exists() else 0
     if child.returncode != 0 or lines != requests:
-        raise RuntimeError(f"batchrun run failed (exit {child.returncode}, {lines}/{requests} lines): {child.stderr[-2000:]}")
+        raise RuntimeError(
+            f"batchrun run failed (exit {child.returncode}, {lines}/{requests} lines): {child.stderr[-2000:]}"
+        )
     size_mb = out.stat().st_size / 2**20
     out.unlink()
-    return {"requests": requests, "peak_rss_mb": round(child.peak_rss_mb, 1), "wall_s": round(child.wall_s, 1),
-            "rps_wall": round(requests / child.wall_s, 1), "cpu_ms_per_req": round(1000 * child.cpu_s / requests, 3),
-            "output_mb": round(size_mb, 1)}
+    return {
+        "requests": requests,
+        "peak_rss_mb": round(child.peak_rss_mb, 1),
+        "wall_s": round(child.wall_s, 1),
+        "rps_wall": round(requests / child.wall_s, 1),
+        "cpu_ms_per_req": round(1000 * child.cpu_s / requests, 3),
+        "output_mb": round(size_mb, 1),
+    }
 
 
 def bench_plan(workdir: Path, *, requests: int = 1_000_000) -> dict[str, Any]:
     """bench/plan_memory.py (owned by the planner's engineer), one phase per fresh process."""
-    side = round(requests ** 0.5)
+    side = round(requests**0.5)
     values = ", ".join(str(i) for i in range(side))
     sys.path.insert(0, str(harness.BENCH_DIR))
     import plan_memory
@@ -58,13 +65,18 @@ def bench_plan(workdir: Path, *, requests: int = 1_000_000) -> dict[str, Any]:
     for phase in ("plan", "validate"):
         if phase == "plan" and side != 1000:
             continue  # the plan phase builds its 1000 x 1000 spec in code
-        child = harness.run_child([sys.executable, str(harness.BENCH_DIR / "plan_memory.py"), "--phase", phase,
-                                   "--spec", str(spec)])
+        child = harness.run_child(
+            [sys.executable, str(harness.BENCH_DIR / "plan_memory.py"), "--phase", phase, "--spec", str(spec)]
+        )
         match = _PLAN_LINE.match(child.stdout.strip().splitlines()[-1] if child.stdout.strip() else "")
         if child.returncode != 0 or match is None:
             raise RuntimeError(f"plan_memory.py --phase {phase} failed: {child.stdout[-500:]} {child.stderr[-2000:]}")
-        rows[phase] = {"requests": int(match.group(2).replace(",", "")), "seconds": float(match.group(3)),
-                       "peak_rss_mb": round(child.peak_rss_mb, 1), "wall_s": round(child.wall_s, 1)}
+        rows[phase] = {
+            "requests": int(match.group(2).replace(",", "")),
+            "seconds": float(match.group(3)),
+            "peak_rss_mb": round(child.peak_rss_mb, 1),
+            "wall_s": round(child.wall_s, 1),
+        }
     return rows
 
 

@@ -42,15 +42,25 @@ SUBJECTS = ("a lighthouse at dusk", "a fox in the snow", "a busy market in Marra
 
 def _stamp(second: float) -> str:
     whole = int(second)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_735_732_800 + whole)) + f".{int((second - whole) * 1e6):06d}Z"
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_735_732_800 + whole)) + f".{int((second - whole) * 1e6):06d}Z"
+    )
 
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def make_record(i: int, rng: random.Random, *, side: str, variant: int = 0, status: str = "ok",
-                latency: float | None = None, finished: float | None = None) -> dict[str, Any]:
+def make_record(
+    i: int,
+    rng: random.Random,
+    *,
+    side: str,
+    variant: int = 0,
+    status: str = "ok",
+    latency: float | None = None,
+    finished: float | None = None,
+) -> dict[str, Any]:
     """One record of a txt2img / upscale sweep; `variant` changes the image content (and its hash)."""
     job = "txt2img" if i % 5 else "upscale"
     style, subject, seed = STYLES[i % len(STYLES)], SUBJECTS[i % len(SUBJECTS)], i // 40
@@ -64,37 +74,84 @@ def make_record(i: int, rng: random.Random, *, side: str, variant: int = 0, stat
     url = f"https://v3.fal.media/files/{side}/{_sha(f'{side}{i}{variant}')[:20]}.png"
     ok = status == "ok"
     record: dict[str, Any] = {
-        "id": rid, "index": i, "job": job,
+        "id": rid,
+        "index": i,
+        "job": job,
         "endpoint": "fal-ai/flux/dev" if job == "txt2img" else "fal-ai/esrgan",
-        "path": "", "mode": "subscribe",
-        "arguments": {"prompt": f"{subject}, {style}", "image_size": "square_hd", "seed": seed,
-                      "num_inference_steps": 28, "guidance_scale": 3.5, "enable_safety_checker": True},
-        "matrix": {"style": style, "seed": seed}, "row": None, "repeat": 0, "status": status,
-        "result": {"images": [{"url": url, "width": width, "height": width, "content_type": "image/png"}],
-                   "seed": seed * 7919 + variant, "prompt": f"{subject}, {style}",
-                   "timings": {"inference": round(latency * 0.8, 4)}, "has_nsfw_concepts": [False]} if ok else None,
-        "error": None if ok else {"type": "internal_server_error", "status_code": 500,
-                                  "detail": f"runner {i % 7} crashed: CUDA out of memory", "retryable": False},
+        "path": "",
+        "mode": "subscribe",
+        "arguments": {
+            "prompt": f"{subject}, {style}",
+            "image_size": "square_hd",
+            "seed": seed,
+            "num_inference_steps": 28,
+            "guidance_scale": 3.5,
+            "enable_safety_checker": True,
+        },
+        "matrix": {"style": style, "seed": seed},
+        "row": None,
+        "repeat": 0,
+        "status": status,
+        "result": {
+            "images": [{"url": url, "width": width, "height": width, "content_type": "image/png"}],
+            "seed": seed * 7919 + variant,
+            "prompt": f"{subject}, {style}",
+            "timings": {"inference": round(latency * 0.8, 4)},
+            "has_nsfw_concepts": [False],
+        }
+        if ok
+        else None,
+        "error": None
+        if ok
+        else {
+            "type": "internal_server_error",
+            "status_code": 500,
+            "detail": f"runner {i % 7} crashed: CUDA out of memory",
+            "retryable": False,
+        },
         "request_id": f"{_sha(f'req{side}{i}{variant}')[:8]}-{_sha(str(i))[:4]}-4000-8000-{_sha(side + str(i))[:12]}",
         "attempts": 1 + (i % 17 == 0),
-        "logs": [{"message": f"step {s}/28", "level": "INFO", "source": "user",
-                  "timestamp": _stamp(finished - latency + s * 0.1)} for s in range(0, 28, 7)],
+        "logs": [
+            {
+                "message": f"step {s}/28",
+                "level": "INFO",
+                "source": "user",
+                "timestamp": _stamp(finished - latency + s * 0.1),
+            }
+            for s in range(0, 28, 7)
+        ],
         "metrics": {"inference_time": round(latency * 0.8, 4)},
-        "timing": {"started_at": _stamp(finished - latency - queue), "finished_at": _stamp(finished),
-                   "latency_s": latency, "queue_s": queue},
+        "timing": {
+            "started_at": _stamp(finished - latency - queue),
+            "finished_at": _stamp(finished),
+            "latency_s": latency,
+            "queue_s": queue,
+        },
         "served_from": "us-east-1",
         "cost_usd": 0.025 if ok and job == "txt2img" else (0.0125 if ok else None),
     }
     if ok:
         record["expectations"] = [
-            {"passed": True, "message": f"images[0].width: {width} == {width}",
-             "check": {"path": "images[0].width", "equals": width}},
-            {"passed": latency <= 3.5, "message": f"latency_s: expected <= 3.5, got {latency}",
-             "check": {"latency_s": {"max": 3.5}}},
+            {
+                "passed": True,
+                "message": f"images[0].width: {width} == {width}",
+                "check": {"path": "images[0].width", "equals": width},
+            },
+            {
+                "passed": latency <= 3.5,
+                "message": f"latency_s: expected <= 3.5, got {latency}",
+                "check": {"latency_s": {"max": 3.5}},
+            },
         ]
-        record["artifacts"] = [{"url": url, "path": f"files/{rid}/0.png",
-                                "sha256": _sha(f"pixels{i}{variant}"), "bytes": 1_400_000 + i % 9000,
-                                "content_type": "image/png"}]
+        record["artifacts"] = [
+            {
+                "url": url,
+                "path": f"files/{rid}/0.png",
+                "sha256": _sha(f"pixels{i}{variant}"),
+                "bytes": 1_400_000 + i % 9000,
+                "content_type": "image/png",
+            }
+        ]
     return record
 
 
@@ -110,8 +167,9 @@ def base_records(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
 
 
 def new_records(n: int, seed: int = 2) -> Iterator[dict[str, Any]]:
-    """The same plan re-run: ~1% newly failing, 0.5% newly passing (the other half still fail), ~1% results changed, ~0.5% images changed, ~1%
-    slower, 0.2% missing, 0.2% added (indices beyond n); every URL and request id differs."""
+    """The same plan re-run: ~1% newly failing, 0.5% newly passing (the other half still fail), ~1% results
+    changed, ~0.5% images changed, ~1% slower, 0.2% missing, 0.2% added (indices beyond n); every URL and request id
+    differs."""
     rng = random.Random(seed)
     for i in range(n + n // 500):
         if i < n and i % 500 == 3:
@@ -154,13 +212,23 @@ def measure(label: str, args: list[str], workdir: Path, src: Path | None, save: 
     stdout_path = (save / f"{label}.out") if save is not None else workdir / f"{label}.out"
     started = time.perf_counter()
     with stdout_path.open("wb") as stdout:
-        child = subprocess.run([sys.executable, str(BENCH_DIR / "measured.py"), str(hwm), "-m", "batchrun", *args],
-                               cwd=workdir, env=env, stdout=stdout, stderr=subprocess.PIPE, timeout=1800)
+        child = subprocess.run(
+            [sys.executable, str(BENCH_DIR / "measured.py"), str(hwm), "-m", "batchrun", *args],
+            cwd=workdir,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            timeout=1800,
+        )
     wall = time.perf_counter() - started
     if child.returncode not in (0, 1):
         raise RuntimeError(f"{label}: exit {child.returncode}: {child.stderr.decode()[-2000:]}")
-    return {"command": label, "exit": child.returncode, "wall_s": round(wall, 2),
-            "peak_rss_mb": round(int(hwm.read_text()) / 1024, 1)}
+    return {
+        "command": label,
+        "exit": child.returncode,
+        "wall_s": round(wall, 2),
+        "peak_rss_mb": round(int(hwm.read_text()) / 1024, 1),
+    }
 
 
 def main() -> None:
@@ -179,9 +247,11 @@ def main() -> None:
             validator = jsonschema.Draft202012Validator(schema)
             lines = write_jsonl(base, base_records(args.records), validator)
             write_jsonl(new, new_records(args.records), validator)
-            print(f"generated {lines} + {sum(1 for _ in new.open())} lines "
-                  f"({base.stat().st_size / 2**20:.0f} + {new.stat().st_size / 2**20:.0f} MB) in {workdir}",
-                  file=sys.stderr)
+            print(
+                f"generated {lines} + {sum(1 for _ in new.open())} lines "
+                f"({base.stat().st_size / 2**20:.0f} + {new.stat().st_size / 2**20:.0f} MB) in {workdir}",
+                file=sys.stderr,
+            )
         if args.save is not None:
             args.save.mkdir(parents=True, exist_ok=True)
         src = args.src.resolve() if args.src is not None else None

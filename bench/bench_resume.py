@@ -34,7 +34,8 @@ with open(sys.argv[2], "wb") as f:
         rec = {"id": r.id, "index": r.index, "job": r.job.name, "endpoint": r.endpoint, "path": r.path,
                "mode": r.mode, "arguments": r.arguments, "matrix": r.matrix, "row": r.row, "repeat": r.repeat,
                "status": "ok", "result": {"images": [{"url": f"https://v3.fal.media/files/b/{r.id}.png",
-               "width": 1024, "height": 768, "content_type": "image/png"}], "seed": r.index, "has_nsfw_concepts": [False]},
+               "width": 1024, "height": 768, "content_type": "image/png"}], "seed": r.index,
+               "has_nsfw_concepts": [False]},
                "error": None, "request_id": f"{r.index:08x}-4b3e-4e38-9200-304cf45b{r.index % 9999:04d}",
                "attempts": 1, "logs": None, "metrics": {"inference_time": 0.41},
                "timing": {"started_at": "2026-01-02T03:04:05.678Z", "finished_at": "2026-01-02T03:04:06.123Z",
@@ -59,12 +60,13 @@ def _spec(side: int) -> str:
     values = ", ".join(str(i) for i in range(side))
     text: str = plan_memory.SPEC % (values, values)
     return text.replace("max_requests: 1000000", f"max_requests: {side * side}").replace(
-        "version: 1\n", "version: 1\ntarget: fal\n", 1)
+        "version: 1\n", "version: 1\ntarget: fal\n", 1
+    )
 
 
 def prepare(requests: int) -> tuple[Path, Path]:
     """(spec, cached full output) for a side x side matrix of about `requests` requests."""
-    side = round(requests ** 0.5)
+    side = round(requests**0.5)
     CACHE.mkdir(exist_ok=True)
     spec = CACHE / f"resume-{side}x{side}.yaml"
     done = CACHE / f"resume-{side}x{side}.jsonl"
@@ -89,8 +91,20 @@ def bench(workdir: Path, *, requests: int) -> dict[str, Any]:
     size_mb = done.stat().st_size / 2**20
     env = {**os.environ, "FAL_KEY": "bench-id:bench-secret"}
     # Nothing is left to send, so nothing connects: any URL will do.
-    cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--run-url", "http://127.0.0.1:9/run",
-           "--queue-url", "http://127.0.0.1:9/queue", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "batchrun",
+        "run",
+        str(spec),
+        "-o",
+        str(out),
+        "--run-url",
+        "http://127.0.0.1:9/run",
+        "--queue-url",
+        "http://127.0.0.1:9/queue",
+        "--no-progress",
+    ]
     run = harness.run_child(cmd, env=env, timeout=1800)
     if run.returncode != 0 or f"{lines} of {lines} planned requests are already done" not in run.stderr:
         raise RuntimeError(f"batchrun run (resume) failed (exit {run.returncode}): {run.stderr[-2000:]}")
@@ -101,9 +115,12 @@ def bench(workdir: Path, *, requests: int) -> dict[str, Any]:
     if int(scanned) != lines:
         raise RuntimeError(f"the scanner saw {scanned} of {lines} lines")
     out.unlink()
-    return {"lines": lines, "output_mb": round(size_mb, 1),
-            "run": {"wall_s": round(run.wall_s, 2), "peak_rss_mb": round(run.peak_rss_mb, 1)},
-            "scan": {"seconds": float(scan_s), "wall_s": round(scan.wall_s, 2), "peak_rss_mb": round(scan.peak_rss_mb, 1)}}
+    return {
+        "lines": lines,
+        "output_mb": round(size_mb, 1),
+        "run": {"wall_s": round(run.wall_s, 2), "peak_rss_mb": round(run.peak_rss_mb, 1)},
+        "scan": {"seconds": float(scan_s), "wall_s": round(scan.wall_s, 2), "peak_rss_mb": round(scan.peak_rss_mb, 1)},
+    }
 
 
 def main() -> int:

@@ -70,37 +70,56 @@ def render(result: dict[str, Any]) -> str:
              f"{', '.join(f'{x:.1f}' for x in m['load_avg'])}; "
              + ", ".join(f"{k} {v}" for k, v in m["packages"].items()), ""]
     rm = result["run_mode"]
-    lines += [f"Run mode: {rm['n']} calls to local/echo at {rm['concurrency']} concurrent, best of {rm['rounds']} round(s)", "",
-              "| scheme | client | req/s | CPU ms/req | peak RSS MB |", "|---|---|---:|---:|---:|"]
+    lines += [
+        f"Run mode: {rm['n']} calls to local/echo at {rm['concurrency']} concurrent, best of {rm['rounds']} round(s)",
+        "",
+        "| scheme | client | req/s | CPU ms/req | peak RSS MB |",
+        "|---|---|---:|---:|---:|",
+    ]
     for scheme in ("https", "http"):
         if scheme not in rm:
             continue
         for client, row in rm[scheme]["rows"].items():
             extra = f" ({row['rps_wall']:.0f} incl. start-up)" if "rps_wall" in row else ""
-            lines.append(f"| {scheme} | {client} | {row['rps']:.0f}{extra} | {row['cpu_ms_per_req']:.2f} | {row['peak_rss_mb']:.0f} |")
+            rps, cpu, rss = f"{row['rps']:.0f}{extra}", f"{row['cpu_ms_per_req']:.2f}", f"{row['peak_rss_mb']:.0f}"
+            cells = [scheme, client, rps, cpu, rss]
+            lines.append("| " + " | ".join(cells) + " |")
     for scheme in ("https", "http"):
         if scheme in rm:
             lines.append("")
             lines.append(f"Ratios ({scheme}): " + ", ".join(f"{k} = {v}x" for k, v in rm[scheme]["ratios"].items()))
     s = result["subscribe"]
-    lines += ["", f"Subscribe: {s['jobs']} jobs x {s['seconds']} s at {s['concurrency']} concurrent, "
-              f"{s['runners']} runners, https; ideal {s['ideal_s']} s", "",
-              "| client | makespan s | x ideal | HTTP/job | overhead p50/p95 s | lag p50/p95 s |",
-              "|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"Subscribe: {s['jobs']} jobs x {s['seconds']} s at {s['concurrency']} concurrent, "
+        f"{s['runners']} runners, https; ideal {s['ideal_s']} s",
+        "",
+        "| client | makespan s | x ideal | HTTP/job | overhead p50/p95 s | lag p50/p95 s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for client, row in s["rows"].items():
         lag = f"{row['lag_p50_s']}/{row['lag_p95_s']}" if row["lag_p50_s"] is not None else "-"
-        lines.append(f"| {client} | {row['makespan_s']:.2f} | {row['makespan_x_ideal']:.2f} | {row['http_per_job']} "
-                     f"| {row['overhead_p50_s']}/{row['overhead_p95_s']} | {lag} |")
+        lines.append(
+            f"| {client} | {row['makespan_s']:.2f} | {row['makespan_x_ideal']:.2f} | {row['http_per_job']} "
+            f"| {row['overhead_p50_s']}/{row['overhead_p95_s']} | {lag} |"
+        )
     mem = result["memory"]
-    lines += ["", f"Memory: {mem['run']['requests']:,}-request run: peak RSS {mem['run']['peak_rss_mb']} MB, "
-              f"{mem['run']['wall_s']} s ({mem['run']['rps_wall']} req/s incl. start-up)"]
+    lines += [
+        "",
+        f"Memory: {mem['run']['requests']:,}-request run: peak RSS {mem['run']['peak_rss_mb']} MB, "
+        f"{mem['run']['wall_s']} s ({mem['run']['rps_wall']} req/s incl. start-up)",
+    ]
     for phase, row in mem.get("plan", {}).items():
         lines.append(f"1M {phase}: {row['seconds']} s, peak RSS {row['peak_rss_mb']} MB")
     res = result["resume"]
-    lines += [f"Resume over {res['lines']:,} lines ({res['output_mb']} MB): whole `batchrun run` "
-              f"{res['run']['wall_s']} s, peak RSS {res['run']['peak_rss_mb']} MB; scanner alone "
-              f"{res['scan']['seconds']} s, {res['scan']['peak_rss_mb']} MB", "",
-              "| target | value | limit | met |", "|---|---:|---:|---|"]
+    lines += [
+        f"Resume over {res['lines']:,} lines ({res['output_mb']} MB): whole `batchrun run` "
+        f"{res['run']['wall_s']} s, peak RSS {res['run']['peak_rss_mb']} MB; scanner alone "
+        f"{res['scan']['seconds']} s, {res['scan']['peak_rss_mb']} MB",
+        "",
+        "| target | value | limit | met |",
+        "|---|---:|---:|---|",
+    ]
     for t in result["targets"]:
         lines.append(f"| {t['target']} | {t['value']} | {t['limit']} | {'yes' if t['met'] else '**no**'} |")
     return "\n".join(lines)
@@ -119,11 +138,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         print("run mode ...", file=sys.stderr, flush=True)
-        result["run_mode"] = bench_run_mode.bench(work, n=sizes["n"], concurrency=64, rounds=sizes["rounds"],
-                                                  scheme="both")
+        result["run_mode"] = bench_run_mode.bench(
+            work, n=sizes["n"], concurrency=64, rounds=sizes["rounds"], scheme="both"
+        )
         print("subscribe ...", file=sys.stderr, flush=True)
-        result["subscribe"] = bench_subscribe.bench(work, jobs=sizes["jobs"], seconds=0.3, concurrency=50,
-                                                    runners=64, rounds=sizes["rounds"])
+        result["subscribe"] = bench_subscribe.bench(
+            work, jobs=sizes["jobs"], seconds=0.3, concurrency=50, runners=64, rounds=sizes["rounds"]
+        )
         print("memory ...", file=sys.stderr, flush=True)
         result["memory"] = {"run": bench_memory.bench_run(work, requests=sizes["memory"])}
         if sizes["plan"]:

@@ -87,7 +87,7 @@ def test_planner_style_ids_scan_to_the_newest_status(tmp_path: Path) -> None:
     out = tmp_path / "big.jsonl"
     with open(out, "w") as f:
         for i in range(3000):
-            f.write('{"id":"%016x","index":%d,"job":"j","endpoint":"fal-ai/x","arguments":{"prompt":"a cat %d",'
+            f.write('{"id":"%016x","index":%d,"job":"j","endpoint":"fal-ai/x","arguments":{"prompt":"a cat %d",'  # noqa: UP031
                     '"seed":%d},"status":"%s","result":{"images":[{"url":"http://127.0.0.1/x.png","width":512,'
                     '"height":512}],"seed":42},"timing":{"latency_s":0.1}}\n' % (i % 2000, i, i, i, "ok" if i % 10 else "error"))
             if i % 500 == 0:

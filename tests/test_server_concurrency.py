@@ -87,7 +87,7 @@ async def test_queued_requests_wait_in_queue_with_positions(limited: httpx.Async
     bob = (await limited.post("/queue/local/echo", json={"who": "bob"}, headers=BOB)).json()
     assert (await completed(limited, bob)).json() == {"echo": {"who": "bob"}, "path": ""}
     assert [await state(limited, job) for job in jobs[1:]] == [("IN_QUEUE", 0), ("IN_QUEUE", 1)]
-    for n, job in enumerate(jobs):
+    for job in jobs:
         assert (await completed(limited, job)).json() == {"slept": 0.2}
     assert await concurrency(limited) == {"limit": 1, "in_progress": 0, "peak": 1, "refused": 0}
 

@@ -146,7 +146,8 @@ class FalClient:
             prepared = await self._prepare(request)
         except (TemplateError, InputFileError, ValueError, TypeError) as exc:
             detail = self._redactor.text(str(exc))
-            return Outcome(False, None, error_record("input_error", None, detail, False), None, 0, None, None, None, None)
+            error = error_record("input_error", None, detail, False)
+            return Outcome(False, None, error, None, 0, None, None, None, None)
         if request.mode == "run":
             return await self._run(request, prepared, events)
         return await self._subscribe(request, prepared, events)
@@ -200,15 +201,20 @@ class FalClient:
             # aiohttp would raise at send time (header injection guard) and take the run down. The
             # value is not quoted: it may be a secret.
             if _HEADER_CONTROL.search(value):
-                raise ValueError(f"header {name}: its value contains a line break or another control "
-                                 "character, which HTTP does not allow")
+                raise ValueError(
+                    f"header {name}: its value contains a line break or another control "
+                    "character, which HTTP does not allow"
+                )
             if not (value.isascii() and name.isascii()):
-                raise ValueError(f"header {name}: header names and values must be ASCII (httpx and "
-                                 "fal's ingress reject anything else)")
+                raise ValueError(
+                    f"header {name}: header names and values must be ASCII (httpx and "
+                    "fal's ingress reject anything else)"
+                )
         if any(segment in {".", ".."} for segment in request.path.split("/")):
             # URL normalisation would resolve them, so a templated path could call another app.
-            raise ValueError(f"path {request.path!r}: '.' and '..' segments are not allowed "
-                             "(they would leave the endpoint)")
+            raise ValueError(
+                f"path {request.path!r}: '.' and '..' segments are not allowed (they would leave the endpoint)"
+            )
         base = self._run_url if request.mode == "run" else self._queue_url
         url = f"{base}/{request.endpoint.strip('/')}"
         if request.path.strip("/"):
@@ -364,8 +370,18 @@ class FalClient:
             detail = f"client_timeout of {seconds:g} s expired for request {handle.request_id}; {verb}"
         state.stop_queue_clock()
         error = error_record("client_timeout", None, detail, True)
-        return Outcome(False, None, error, handle.request_id if handle else None, max(state.attempts, 1),
-                       state.logs, self._redactor.scrub(state.metrics), state.queue_s, None, state.inputs)
+        return Outcome(
+            False,
+            None,
+            error,
+            handle.request_id if handle else None,
+            max(state.attempts, 1),
+            state.logs,
+            self._redactor.scrub(state.metrics),
+            state.queue_s,
+            None,
+            state.inputs,
+        )
 
     async def _follow(
         self, request: PlannedRequest, handle: QueueHandle, events: Events, state: CallState
@@ -430,7 +446,12 @@ class FalClient:
             interval = min(interval * 1.5, MAX_POLL_INTERVAL)
 
     async def _get(
-        self, request: PlannedRequest, url: str, events: Events, *, params: dict[str, str] | None = None,
+        self,
+        request: PlannedRequest,
+        url: str,
+        events: Events,
+        *,
+        params: dict[str, str] | None = None,
         result: bool = False,
     ) -> tuple[Answer | None, Verdict | None]:
         """An idempotent GET of a status or a result, retried (bounded by max_attempts) on transport
@@ -457,6 +478,11 @@ class FalClient:
                 # The GET itself could not get through: a later reattach could still succeed.
                 return response, dataclasses.replace(verdict, retry=False)
             delay = backoff_delay(failures, policy, self._rng, verdict.retry_after)
-            events.retrying(request, failures, delay, f"GET {url.rsplit('/', 1)[-1]}: {verdict.reason}",
-                            rate_limited=verdict.rate_limited)
+            events.retrying(
+                request,
+                failures,
+                delay,
+                f"GET {url.rsplit('/', 1)[-1]}: {verdict.reason}",
+                rate_limited=verdict.rate_limited,
+            )
             await anyio.sleep(delay)

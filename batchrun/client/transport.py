@@ -118,10 +118,13 @@ def transport_failure(exc: BaseException) -> TransportFailure:
         return TransportFailure(sent=False, timeout=False, message=message, fatal=True)
     if isinstance(cause, aiohttp.ClientError):
         not_sent = isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
-        return TransportFailure(sent=not not_sent, timeout=isinstance(cause, aiohttp.ServerTimeoutError), message=message)
+        return TransportFailure(
+            sent=not not_sent, timeout=isinstance(cause, aiohttp.ServerTimeoutError), message=message
+        )
     not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-    return TransportFailure(sent=not not_sent, timeout=isinstance(exc, (httpx.TimeoutException, TimeoutError)),
-                            message=message)
+    return TransportFailure(
+        sent=not not_sent, timeout=isinstance(exc, (httpx.TimeoutException, TimeoutError)), message=message
+    )
 
 
 class _Cookies(httpx.Cookies):
@@ -154,8 +157,9 @@ class Sender:
     """One per client; an async context manager. `headers` go on every request (User-Agent,
     Authorization); `transport` None means our own aiohttp session and the direct way."""
 
-    def __init__(self, *, headers: dict[str, str], max_connections: int,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, *, headers: dict[str, str], max_connections: int, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         # Made here, not with the session: loading the CA bundle takes 10-30 ms, which would
         # otherwise delay the first wave of requests.
@@ -186,9 +190,11 @@ class Sender:
         """The session httpx-aiohttp's transport would make for itself (same pool size, keep-alive
         and TLS context), minus aiohttp's cookie jar: httpx's jar is the one cookies live in."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._limits.max_connections or 0,
-                                             keepalive_timeout=self._limits.keepalive_expiry,
-                                             ssl=self._ssl_context)
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections or 0,
+                keepalive_timeout=self._limits.keepalive_expiry,
+                ssl=self._ssl_context,
+            )
             self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
@@ -199,13 +205,17 @@ class Sender:
         found = self._client_timeouts.get(key)
         if found is None:
             read = QUEUE_TIMEOUT.read if queue else timeout
-            found = self._client_timeouts[key] = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=read,
-                                                                       connect=read)
+            found = self._client_timeouts[key] = aiohttp.ClientTimeout(
+                sock_connect=CONNECT_TIMEOUT, sock_read=read, connect=read
+            )
         return found
 
     def _httpx_way(self, call: Call | None = None) -> bool:
-        return not self._direct or bool(self.http.cookies) or (
-            call is not None and call.parsed is not None and call.parsed.is_relative_url)
+        return (
+            not self._direct
+            or bool(self.http.cookies)
+            or (call is not None and call.parsed is not None and call.parsed.is_relative_url)
+        )
 
     def request(self, call: Call) -> httpx.Request:
         """`build_request(method, url, ...)` with the parsed URL and the timeout extension cached:
@@ -218,12 +228,19 @@ class Sender:
             extension = self._timeouts[key] = timeout.as_dict()
         if call.parsed is None or call.params or self.http.cookies or call.parsed.is_relative_url:
             # a URL to parse or a query to add, cookies to send, a base URL to merge: httpx's way
-            return self.http.build_request(call.method, call.url, params=call.params, content=call.body,
-                                           headers=call.headers, extensions={"timeout": extension})
+            return self.http.build_request(
+                call.method,
+                call.url,
+                params=call.params,
+                content=call.body,
+                headers=call.headers,
+                extensions={"timeout": extension},
+            )
         merged = httpx.Headers(self.http.headers)
         merged.update(call.headers)
-        return httpx.Request(call.method, call.parsed, headers=merged, content=call.body,
-                             extensions={"timeout": extension})
+        return httpx.Request(
+            call.method, call.parsed, headers=merged, content=call.body, extensions={"timeout": extension}
+        )
 
     async def exchange(self, call: Call) -> Answer | TransportFailure:
         """One HTTP exchange with the body read."""
@@ -241,7 +258,12 @@ class Sender:
             headers[name] = value
         try:
             async with self._aiohttp().request(
-                call.method, call.url, params=call.params, data=call.body, headers=headers, timeout=timeout,
+                call.method,
+                call.url,
+                params=call.params,
+                data=call.body,
+                headers=headers,
+                timeout=timeout,
                 allow_redirects=False,
             ) as answer:
                 response = DirectAnswer(answer.status, answer.headers, await answer.read())
@@ -265,7 +287,9 @@ class Sender:
             return
         headers = {**self._default_headers, "accept": "text/event-stream", "cache-control": "no-store"}
         timeout = self._aiohttp_timeout(True, None)
-        async with self._aiohttp().get(url, params=params, headers=headers, timeout=timeout, allow_redirects=False,
-                                       auto_decompress=False) as answer:  # httpx decodes, as on its own way
+        async with self._aiohttp().get(
+            url, params=params, headers=headers, timeout=timeout, allow_redirects=False, auto_decompress=False
+        ) as answer:  # httpx decodes, as on its own way
             yield httpx_sse.EventSource(
-                httpx.Response(answer.status, headers=answer.raw_headers, stream=AiohttpResponseStream(answer)))
+                httpx.Response(answer.status, headers=answer.raw_headers, stream=AiohttpResponseStream(answer))
+            )

@@ -56,7 +56,9 @@ def summary_lines(result: CheckResult, spec: str, *, wrote: bool) -> list[str]:
     out.append(f"  total: {passed + result.failed} checked, {passed} passed, {result.failed} failed")
     not_checked = sum(j.not_checked for j in result.jobs.values())
     if not_checked:
-        out.append(f"  {plural(not_checked, 'planned request')} without a result (an error, or not run yet): not checked")
+        out.append(
+            f"  {plural(not_checked, 'planned request')} without a result (an error, or not run yet): not checked"
+        )
     if result.unplanned:
         out.append(f"  {plural(result.unplanned, 'id')} in the output not in this plan: left as they are")
     if result.failures:
@@ -67,11 +69,16 @@ def summary_lines(result: CheckResult, spec: str, *, wrote: bool) -> list[str]:
         out += ["", "expectation failures", *text_table(["job", "id", "message"], rows)]
     out.append("")
     if wrote:
-        out.append(f"wrote {plural(result.written, 're-checked record')} to {result.output}"
-                   if result.written else "nothing to write: every stored verdict is current")
+        out.append(
+            f"wrote {plural(result.written, 're-checked record')} to {result.output}"
+            if result.written
+            else "nothing to write: every stored verdict is current"
+        )
     elif result.changed:
-        out.append(f"verdicts changed for {plural(result.changed, 'record')}: add --write to record them "
-                   "(report, diff and resume read them then)")
+        out.append(
+            f"verdicts changed for {plural(result.changed, 'record')}: add --write to record them "
+            "(report, diff and resume read them then)"
+        )
     else:
         out.append("every stored verdict is current")
     return out

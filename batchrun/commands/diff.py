@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "slower (default 1.5)",
     )
     parser.add_argument("--format", choices=FORMATS, default="text", help="text (default), markdown or json")
-    parser.add_argument("--html", metavar="PATH", help="also write an HTML page: changed ids side by side, base vs new images")
+    parser.add_argument(
+        "--html", metavar="PATH", help="also write an HTML page: changed ids side by side, base vs new images"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -92,7 +92,9 @@ def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | N
         row = [job.name, job.endpoint, str(n)]
         if spec.pricing:
             # Say which endpoints lack a price: the fix is an entry under `pricing:`.
-            row.append("no price" if job.endpoint not in spec.pricing else "unknown" if cost is None else f"${cost:.4f}")
+            row.append(
+                "no price" if job.endpoint not in spec.pricing else "unknown" if cost is None else f"${cost:.4f}"
+            )
             total_cost = None if cost is None or total_cost is None else total_cost + cost
         rows.append(row)
     total = ["total", "", str(sum(e.requests for name, e in estimates.items() if jobs is None or name in jobs))]
@@ -104,15 +106,26 @@ def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | N
 
 def _print_table(spec: Spec, total: int, requests: Any, out: Any) -> None:
     """Streamed, so column widths come from the spec (job names, endpoints, plan size), not the rows."""
-    widths = [max(5, len(str(max(total - 1, 0)))), 16, max(3, *(len(j.name) for j in spec.jobs)),
-              max(8, *(len(j.endpoint) for j in spec.jobs))]
+    widths = [
+        max(5, len(str(max(total - 1, 0)))),
+        16,
+        max(3, *(len(j.name) for j in spec.jobs)),
+        max(8, *(len(j.endpoint) for j in spec.jobs)),
+    ]
     header = ["index", "id", "job", "endpoint"]
     out.write("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "  row  repeat  path  matrix\n")
     for r in requests:
         matrix = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in r.matrix.items())
-        cells = [str(r.index).rjust(widths[0]), r.id, r.job.name.ljust(widths[2]), r.endpoint.ljust(widths[3]),
-                 ("-" if r.row is None else str(r.row)).rjust(3), str(r.repeat).rjust(6), (r.path or "-").ljust(4),
-                 matrix or "-"]
+        cells = [
+            str(r.index).rjust(widths[0]),
+            r.id,
+            r.job.name.ljust(widths[2]),
+            r.endpoint.ljust(widths[3]),
+            ("-" if r.row is None else str(r.row)).rjust(3),
+            str(r.repeat).rjust(6),
+            (r.path or "-").ljust(4),
+            matrix or "-",
+        ]
         out.write("  ".join(cells) + "\n")
 
 

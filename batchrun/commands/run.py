@@ -25,21 +25,33 @@ def _positive_int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="the spec file (YAML)")
-    parser.add_argument("-o", "--output", help="output JSONL file (default: the spec's output, or outputs/<name>.jsonl)")
+    parser.add_argument(
+        "-o", "--output", help="output JSONL file (default: the spec's output, or outputs/<name>.jsonl)"
+    )
     parser.add_argument("--target", choices=["fal", "local"], help="override the spec's target")
     parser.add_argument("--run-url", help="base URL of direct calls (with --queue-url: a custom target)")
     parser.add_argument("--queue-url", help="base URL of queue calls (with --run-url)")
     parser.add_argument("--concurrency", type=_positive_int, help="requests in flight at once (default: the spec's)")
-    parser.add_argument("--shard", help="run only shard I of N (I/N, 1-based); default output gets a .shard-I-of-N suffix")
+    parser.add_argument(
+        "--shard", help="run only shard I of N (I/N, 1-based); default output gets a .shard-I-of-N suffix"
+    )
     parser.add_argument("--retry-errors", action="store_true", help="also re-run ids whose newest record is an error")
-    parser.add_argument("--fresh", action="store_true", help="start over: move an existing output aside to <out>.<time>.bak")
+    parser.add_argument(
+        "--fresh", action="store_true", help="start over: move an existing output aside to <out>.<time>.bak"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines on stderr")
-    parser.add_argument("--show-logs", action="store_true", help="stream runner logs to stderr, prefixed with job and id")
-    parser.add_argument("--only", metavar="JOB[,JOB...]",
-                        help="run only these jobs (ids unchanged: a later full run resumes them)")
-    parser.add_argument("--limit", type=_positive_int, metavar="N",
-                        help="run only the first N planned requests of each job (a cheap smoke test)")
-
+    parser.add_argument(
+        "--show-logs", action="store_true", help="stream runner logs to stderr, prefixed with job and id"
+    )
+    parser.add_argument(
+        "--only", metavar="JOB[,JOB...]", help="run only these jobs (ids unchanged: a later full run resumes them)"
+    )
+    parser.add_argument(
+        "--limit",
+        type=_positive_int,
+        metavar="N",
+        help="run only the first N planned requests of each job (a cheap smoke test)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

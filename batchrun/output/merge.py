@@ -108,8 +108,9 @@ def _merge(paths: list[Path], names: list[str], folders: list[Path | None], outp
     # None: no rebasing (the input is in the output's folder, or a pipe)
     moves = [None if folder is None or folder == out_folder else (folder, out_folder) for folder in folders]
     rebased = _write(paths, moves, [best[rid] for rid in sorted(best, key=order)], output)
-    return MergeResult(len(paths), records, len(best), missing, unplanned, len(planned) if planned is not None else None,
-                       rebased)
+    return MergeResult(
+        len(paths), records, len(best), missing, unplanned, len(planned) if planned is not None else None, rebased
+    )
 
 
 def _rebase(line: bytes, move: tuple[Path, Path], where: str) -> bytes | None:

@@ -45,7 +45,9 @@ def plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource]
         else:
             where = ("jobs",)
             fix = f"add `limits: {{max_requests: {total}}}` if you mean it"
-        message = f"the plan has {total} requests ({per_job}), more than limits.max_requests ({spec.max_requests}); {fix}"
+        message = (
+            f"the plan has {total} requests ({per_job}), more than limits.max_requests ({spec.max_requests}); {fix}"
+        )
         return [located.problem(where, message, at_key=where == ("jobs",))], counts
     problems: list[Problem] = []
     index = 0
@@ -55,8 +57,9 @@ def plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource]
     return problems, counts
 
 
-def _job_plan_problems(spec: Spec, job: Job, source: JobSource, located: yamlsource.Located, start: int,
-                       rows: dataset.Report | None) -> list[Problem]:
+def _job_plan_problems(
+    spec: Spec, job: Job, source: JobSource, located: yamlsource.Located, start: int, rows: dataset.Report | None
+) -> list[Problem]:
     """Duplicate ids within a job (ids include the job name, so jobs never collide with each other)
     and templated $file paths that name no file."""
     problems: list[Problem] = []

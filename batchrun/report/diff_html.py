@@ -45,8 +45,16 @@ def render_diff_html(diff: Diff, html_path: str | Path, missing: MissingFiles | 
         f"new {esc(diff.new_file)} ({diff.new_requests} requests)</div>",
         f'<p class="{verdict}" id="verdict">{esc(summary(diff))}</p>',
         f'<p class="muted" id="deltas">{esc(run_deltas(diff))}</p>',
-        *([f'<p class="bad" id="warning">{esc(no_shared_ids_warning(diff))}</p>'] if no_shared_ids_warning(diff) else []),
-        *([f'<p class="bad" id="missing-files">{esc(missing.message(f"{diff.base_file} or {diff.new_file}"))}</p>'] if missing.count else []),
+        *(
+            [f'<p class="bad" id="warning">{esc(no_shared_ids_warning(diff))}</p>']
+            if no_shared_ids_warning(diff)
+            else []
+        ),
+        *(
+            [f'<p class="bad" id="missing-files">{esc(missing.message(f"{diff.base_file} or {diff.new_file}"))}</p>']
+            if missing.count
+            else []
+        ),
         "</header>",
         f'<div class="cards"><section class="card"><h3>Categories</h3><table>{counts}</table></section></div>',
     ]

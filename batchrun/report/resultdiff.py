@@ -75,7 +75,11 @@ def artifact_hashes(record: dict[str, Any]) -> dict[str, str]:
     """URL -> sha256 of the record's downloaded artifacts (failed downloads have no hash)."""
     out = {}
     for artifact in record.get("artifacts") or []:
-        if isinstance(artifact, dict) and isinstance(artifact.get("sha256"), str) and isinstance(artifact.get("url"), str):
+        if (
+            isinstance(artifact, dict)
+            and isinstance(artifact.get("sha256"), str)
+            and isinstance(artifact.get("url"), str)
+        ):
             out[artifact["url"]] = artifact["sha256"]
     return out
 

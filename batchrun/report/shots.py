@@ -161,7 +161,9 @@ def _dimension(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _artifact_files(record: dict[str, Any], output: Path, html_dir: Path, missing: MissingFiles | None) -> dict[str, str]:
+def _artifact_files(
+    record: dict[str, Any], output: Path, html_dir: Path, missing: MissingFiles | None
+) -> dict[str, str]:
     """URL -> path of its downloaded copy relative to the page, for copies that exist."""
     found: dict[str, str] = {}
     for artifact in record.get("artifacts") or []:
@@ -193,7 +195,7 @@ def _image(url: str, width: int | None, height: int | None, local: dict[str, str
 def tile(shot: Shot, caption: str, *, lazy: bool) -> str:
     """One shot as figures: a linked thumbnail per image (arguments on hover), or its error."""
     tip = esc(shot.tooltip)
-    label = f'<figcaption>{esc(caption)}</figcaption>' if caption else ""
+    label = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
     hover = f'<span class="tip" aria-hidden="true">{tip}</span>'
     if not shot.ok or not shot.images:
         kind = "failed" if not shot.ok else "noimage"

@@ -158,12 +158,14 @@ def _error_table(report: Report) -> tuple[list[str], list[list[str]]]:
 
 
 def _failed_table(report: Report) -> tuple[list[str], list[list[str]]]:
-    return _listed(["job", "id", "request", "error"], [[f.job, f.id, f.request, f.error] for f in report.failed_requests])
+    rows = [[f.job, f.id, f.request, f.error] for f in report.failed_requests]
+    return _listed(["job", "id", "request", "error"], rows)
 
 
 def _failure_table(report: Report) -> tuple[list[str], list[list[str]]]:
-    return _listed(["job", "id", "request", "message"],
-                   [[f.job, f.id, f.request, f.message] for f in report.expectation_failures])
+    return _listed(
+        ["job", "id", "request", "message"], [[f.job, f.id, f.request, f.message] for f in report.expectation_failures]
+    )
 
 
 def _listed(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
@@ -175,8 +177,8 @@ def _listed(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[l
         shown.append(["…"] * (len(header) - 1) + [f"{hidden} more (see --format json)"])
     column = header.index("request")
     if not any(row[column] for row in rows):
-        header = header[:column] + header[column + 1:]
-        shown = [row[:column] + row[column + 1:] for row in shown]
+        header = header[:column] + header[column + 1 :]
+        shown = [row[:column] + row[column + 1 :] for row in shown]
     return header, shown
 
 
@@ -191,8 +193,12 @@ def _markdown(report: Report) -> str:
         out += [f"{report.superseded_note()}.", ""]
     rows = plan_rows(report)
     if rows:
-        out += [f"### {_plan_title(report)[0].upper()}{_plan_title(report)[1:]}", "",
-                *_md_table(["metric", "value"], [list(r) for r in rows]), ""]
+        out += [
+            f"### {_plan_title(report)[0].upper()}{_plan_title(report)[1:]}",
+            "",
+            *_md_table(["metric", "value"], [list(r) for r in rows]),
+            "",
+        ]
     for title, header, table in _plan_tables(report):
         out += [f"### {title[0].upper()}{title[1:]}", "", *_md_table(header, table), ""]
     if not report.overall.requests:

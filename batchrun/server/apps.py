@@ -57,10 +57,20 @@ Handler = Callable[[Call], Awaitable[Reply]]
 def _number(call: Call, name: str, default: float, *, ge: float = 0.0) -> float | Reply:
     value = call.arguments.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return model_error([model_error_item(["body", name], "Input should be a valid number", "float_type", input_=value)])
+        return model_error(
+            [model_error_item(["body", name], "Input should be a valid number", "float_type", input_=value)]
+        )
     if value < ge:
         return model_error(
-            [model_error_item(["body", name], f"Input should be greater than or equal to {ge:g}", "greater_than_equal", ctx={"ge": ge}, input_=value)]
+            [
+                model_error_item(
+                    ["body", name],
+                    f"Input should be greater than or equal to {ge:g}",
+                    "greater_than_equal",
+                    ctx={"ge": ge},
+                    input_=value,
+                )
+            ]
         )
     return float(value)
 
@@ -128,8 +138,12 @@ def wrap_user_function(func: Callable[..., Any], name: str) -> Handler:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the user's code failed: report it like fal reports an app crash
-            return Reply(500, dumps({"detail": f"{type(exc).__name__}: {exc}"}), error_type="internal_error",
-                         error=f"{name} raised {type(exc).__name__}: {exc}")
+            return Reply(
+                500,
+                dumps({"detail": f"{type(exc).__name__}: {exc}"}),
+                error_type="internal_error",
+                error=f"{name} raised {type(exc).__name__}: {exc}",
+            )
         if not isinstance(result, dict):
             return platform_error("internal_error", f"{name} returned {type(result).__name__}, expected a dict")
         try:

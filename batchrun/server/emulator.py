@@ -87,7 +87,9 @@ def start_timeout_of(request: Request) -> float | None | Reply:
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value <= 0.1:
-            return platform_error("bad_request", f"Invalid {name} header {raw!r}: expected a number of seconds greater than 0.1")
+            return platform_error(
+                "bad_request", f"Invalid {name} header {raw!r}: expected a number of seconds greater than 0.1"
+            )
         return value
     return None
 
@@ -125,8 +127,15 @@ class Emulator:
         # local/fail by request id: headers to echo back (echo_request), a fake status (status_value).
         self.request_headers: dict[str, dict[str, str]] = {}
         self.fault_status: dict[str, str] = {}
-        self.queue = Queue(runners=runners, stats=self.stats, state=self, result_ttl=result_ttl,
-                           max_results=max_results, retry_backoff=retry_backoff, limits=self.limits)
+        self.queue = Queue(
+            runners=runners,
+            stats=self.stats,
+            state=self,
+            result_ttl=result_ttl,
+            max_results=max_results,
+            retry_backoff=retry_backoff,
+            limits=self.limits,
+        )
 
     def shared(self, text: str) -> str:
         """One copy of each endpoint id / origin string, however many stored results use it."""
@@ -161,9 +170,13 @@ class Emulator:
 
     def snapshot(self) -> dict[str, Any]:
         snap = self.stats.snapshot()
-        snap.update(queue_length=self.queue.length, runners=len(self.queue.runner_ids),
-                    runners_busy=self.queue.busy, stored_requests=len(self.queue.jobs),
-                    concurrency=self.limits.snapshot())
+        snap.update(
+            queue_length=self.queue.length,
+            runners=len(self.queue.runner_ids),
+            runners_busy=self.queue.busy,
+            stored_requests=len(self.queue.jobs),
+            concurrency=self.limits.snapshot(),
+        )
         return snap
 
     # -- shared checks -------------------------------------------------------------------------
@@ -216,8 +229,13 @@ class Emulator:
             return model_error([model_error_item(["body"], f"Invalid JSON: {exc}", "json_invalid", input_=None)])
         if not isinstance(value, dict):
             self.stats.bad_requests += 1
-            return model_error([model_error_item(["body"], "Input should be a valid dictionary (a JSON object)",
-                                                 "dict_type", input_=value)])
+            return model_error(
+                [
+                    model_error_item(
+                        ["body"], "Input should be a valid dictionary (a JSON object)", "dict_type", input_=value
+                    )
+                ]
+            )
         return value
 
     def _too_large(self) -> Reply:
@@ -246,5 +264,3 @@ def respond(reply: Reply, request_id: str | None, runner: str | None = None) -> 
         if runner is not None:
             extra.append((b"x-fal-served-from", runner.encode()))
     return WireResponse(reply, extra)
-
-

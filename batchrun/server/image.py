@@ -98,20 +98,33 @@ async def image(call: Call) -> Reply:
     started = time.perf_counter()
     prompt = args.get("prompt")
     if not isinstance(prompt, str):
-        msg, kind = ("Field required", "missing") if prompt is None else ("Input should be a valid string", "string_type")
+        msg, kind = (
+            ("Field required", "missing") if prompt is None else ("Input should be a valid string", "string_type")
+        )
         return model_error([model_error_item(["body", "prompt"], msg, kind, input_=prompt)])
     size = _size(args.get("image_size", DEFAULT_SIZE))
     if isinstance(size, Reply):
         return size
     count = args.get("num_images", 1)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_IMAGES:
-        return model_error([model_error_item(["body", "num_images"], f"Input should be less than or equal to {MAX_IMAGES}",
-                                             "less_than_equal", ctx={"le": MAX_IMAGES, "ge": 1}, input_=count)])
+        return model_error(
+            [
+                model_error_item(
+                    ["body", "num_images"],
+                    f"Input should be less than or equal to {MAX_IMAGES}",
+                    "less_than_equal",
+                    ctx={"le": MAX_IMAGES, "ge": 1},
+                    input_=count,
+                )
+            ]
+        )
     seed = args.get("seed")
     if seed is None:
         seed = zlib.crc32(prompt.encode()) & 0x7FFFFFFF  # deterministic default (fal picks a random one)
     elif isinstance(seed, bool) or not isinstance(seed, int):
-        return model_error([model_error_item(["body", "seed"], "Input should be a valid integer", "int_type", input_=seed)])
+        return model_error(
+            [model_error_item(["body", "seed"], "Input should be a valid integer", "int_type", input_=seed)]
+        )
     delay = args.get("delay")
     if isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay > 0:
         import asyncio
@@ -121,13 +134,21 @@ async def image(call: Call) -> Reply:
     digest = prompt_digest(prompt)
     call.log(f"generating {count} image(s) of {width}x{height} for seed {seed}")
     images = [
-        {"url": call.origin + image_path(digest, seed, i, width, height), "width": width, "height": height,
-         "content_type": "image/png"}
+        {
+            "url": call.origin + image_path(digest, seed, i, width, height),
+            "width": width,
+            "height": height,
+            "content_type": "image/png",
+        }
         for i in range(count)
     ]
-    result = {"images": images, "seed": seed, "prompt": prompt,
-              "timings": {"inference": round(time.perf_counter() - started, 6)},
-              "has_nsfw_concepts": [False] * count}
+    result = {
+        "images": images,
+        "seed": seed,
+        "prompt": prompt,
+        "timings": {"inference": round(time.perf_counter() - started, 6)},
+        "has_nsfw_concepts": [False] * count,
+    }
     return Reply(200, dumps(result))
 
 

@@ -40,8 +40,8 @@ class Job:
     __slots__ = (
         "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "key", "low", "hint", "retries",
         "start_timeout", "deadline", "state", "logs", "attempts", "gateway_id", "reply", "error", "error_type",
-        "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at", "event", "position", "webhook",
-        "order",
+        "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at", "event", "position",
+        "webhook", "order",
     )  # fmt: skip
 
     def __init__(
@@ -180,8 +180,16 @@ class Queue:
         assert job.handler is not None and job.arguments is not None
         if job.logs is None:
             job.logs = []
-        call = Call(job.arguments, job.path, job.origin, job.id, self.state, queued=True,
-                    logs=job.logs, on_log=lambda: self._notify(job))
+        call = Call(
+            job.arguments,
+            job.path,
+            job.origin,
+            job.id,
+            self.state,
+            queued=True,
+            logs=job.logs,
+            on_log=lambda: self._notify(job),
+        )
         try:
             reply = await job.handler(call)
         except asyncio.CancelledError:

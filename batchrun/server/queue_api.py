@@ -42,8 +42,9 @@ async def queue_route(request: Request) -> Any:
     else:
         return respond(json_reply({"detail": f"Not a queue request URL: /queue/{rest}"}, 404), str(uuid.uuid4()))
     prefix, rid, tail = "/".join(parts[:i]), parts[i + 1], parts[i + 2 :]
-    op = {("GET", ()): "result", ("GET", ("response",)): "result", ("GET", ("status",)): "status",
-          ("GET", ("status", "stream")): "stream", ("PUT", ("cancel",)): "cancel"}.get((request.method, tuple(tail)))  # fmt: skip
+    ops = {("GET", ()): "result", ("GET", ("response",)): "result", ("GET", ("status",)): "status",
+           ("GET", ("status", "stream")): "stream", ("PUT", ("cancel",)): "cancel"}  # fmt: skip
+    op = ops.get((request.method, tuple(tail)))
     if op is None:
         return respond(json_reply({"detail": f"Method {request.method} not allowed on /queue/{rest}"}, 405), rid)
     em.stats.requests[op] += 1
@@ -51,7 +52,9 @@ async def queue_route(request: Request) -> Any:
     if denied is not None:
         return respond(denied, rid)
     job = em.queue.jobs.get(rid)
-    if job is not None and not (job.endpoint_id == prefix or (job.endpoint_id.startswith(prefix + "/") and len(prefix) >= len(job.app_id))):
+    if job is not None and not (
+        job.endpoint_id == prefix or (job.endpoint_id.startswith(prefix + "/") and len(prefix) >= len(job.app_id))
+    ):
         job = None  # the id exists, but under another app
     if job is None:
         body = {"status": "NOT_FOUND"} if op == "cancel" else {"detail": f"Request {rid} not found"}
@@ -59,8 +62,11 @@ async def queue_route(request: Request) -> Any:
     if op == "status":
         return respond(json_reply(status_body(em, job, request), 200 if job.state == COMPLETED else 202), rid)
     if op == "stream":
-        return StreamingResponse(stream_status(em, job, request), media_type="text/event-stream",
-                                 headers={"x-fal-request-id": rid, "cache-control": "no-cache"})
+        return StreamingResponse(
+            stream_status(em, job, request),
+            media_type="text/event-stream",
+            headers={"x-fal-request-id": rid, "cache-control": "no-cache"},
+        )
     if op == "cancel":
         if em.queue.cancel(job):
             return respond(json_reply({"status": "CANCELLATION_REQUESTED"}, 202), rid)
@@ -104,8 +110,15 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
     if dropped is not None:
         return respond(dropped, job.id)
     base = f"{job.origin}/queue/{app_id}/requests/{job.id}"
-    body = {"status": IN_QUEUE, "request_id": job.id, "response_url": base, "status_url": base + "/status",
-            "cancel_url": base + "/cancel", "queue_position": position, "gateway_request_id": job.gateway_id}
+    body = {
+        "status": IN_QUEUE,
+        "request_id": job.id,
+        "response_url": base,
+        "status_url": base + "/status",
+        "cancel_url": base + "/cancel",
+        "queue_position": position,
+        "gateway_request_id": job.gateway_id,
+    }
     return respond(json_reply(body), job.id)
 
 
@@ -140,8 +153,13 @@ def webhook_of(request: Request) -> str | None:
 
 def status_body(em: Emulator, job: Job, request: Request) -> dict[str, Any]:
     base = f"{origin_of(request.scope)}/queue/{job.app_id}/requests/{job.id}"
-    body: dict[str, Any] = {"status": em.fault_status.get(job.id, job.state), "request_id": job.id, "response_url": base,
-                            "status_url": base + "/status", "cancel_url": base + "/cancel"}
+    body: dict[str, Any] = {
+        "status": em.fault_status.get(job.id, job.state),
+        "request_id": job.id,
+        "response_url": base,
+        "status_url": base + "/status",
+        "cancel_url": base + "/cancel",
+    }
     if job.state == IN_QUEUE:
         body["queue_position"] = em.queue.position(job)
         return body
@@ -179,5 +197,3 @@ async def stream_status(em: Emulator, job: Job, request: Request) -> AsyncIterat
             await asyncio.wait_for(changed.wait(), em.keepalive)
         except TimeoutError:
             yield b": keepalive\n\n"
-
-

@@ -127,7 +127,9 @@ async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None]) -> Non
     while not server.started:
         if task.done():
             exc = None if task.cancelled() else task.exception()
-            raise ServerStartError(str(exc) if isinstance(exc, ServerStartError) else f"the embedded server did not start: {exc!r}")
+            raise ServerStartError(
+                str(exc) if isinstance(exc, ServerStartError) else f"the embedded server did not start: {exc!r}"
+            )
         if loop.time() > deadline:
             raise ServerStartError(f"the embedded server did not start within {START_TIMEOUT:g} s")
         await asyncio.sleep(0.005)

@@ -137,8 +137,9 @@ class Checker:
         for key in dict.fromkeys(k for job in jobs for k in job.skipped):
             if not any(job.origin.get(key) == ("defaults", key) for job in jobs):
                 other = "run" if MODE_ONLY[key] == "subscribe" else "subscribe"
-                self.error(("defaults", key), f"{key} applies to {MODE_ONLY[key]} mode only, and every job that does "
-                           f"not set its own uses mode: {other}: this default has no effect", at_key=True, severity="warning")
+                message = (f"{key} applies to {MODE_ONLY[key]} mode only, and every job that does "
+                           f"not set its own uses mode: {other}: this default has no effect")
+                self.error(("defaults", key), message, at_key=True, severity="warning")
 
     def check_job(self, job: JobSource) -> None:
         o = job.options
@@ -154,8 +155,12 @@ class Checker:
         for key, only in MODE_ONLY.items():
             # `with_logs: false` asks for what a run job does anyway (specs wrote it to turn off a default)
             if key in o and mode in ("run", "subscribe") and mode != only and o[key] is not False:
-                self.error(job.at(key), f"{key} applies to {only} mode only, but job '{job.name}' uses mode: {mode}"
-                                        f"{_MODE_FIX.get(key, '')}", at_key=True)
+                self.error(
+                    job.at(key),
+                    f"{key} applies to {only} mode only, but job '{job.name}' uses mode: {mode}"
+                    f"{_MODE_FIX.get(key, '')}",
+                    at_key=True,
+                )
         start, client = o.get("start_timeout"), o.get("client_timeout")
         if _is_num(start) and _is_num(client) and start > client and mode != "run":
             self.error(
@@ -164,7 +169,9 @@ class Checker:
                 severity="warning",
             )
         matrix = o.get("matrix") if isinstance(o.get("matrix"), dict) else {}
-        include = [e for e in o.get("include") or [] if isinstance(e, dict)] if isinstance(o.get("include"), list) else []
+        include = (
+            [e for e in o.get("include") or [] if isinstance(e, dict)] if isinstance(o.get("include"), list) else []
+        )
         self.check_exclude(job, matrix)
         known_matrix = list(matrix) + [k for e in include for k in e if k not in matrix]
         row_fields: dict[str, str] = {}
@@ -196,9 +203,13 @@ class Checker:
             for key in entry:
                 if key not in matrix:
                     head = f"exclude key '{key}' is not in the matrix"
-                    self.error((*job.at("exclude"), i, key), _not_in_matrix(head, key, list(matrix), job.name), at_key=True)
+                    self.error(
+                        (*job.at("exclude"), i, key), _not_in_matrix(head, key, list(matrix), job.name), at_key=True
+                    )
 
-    def check_templates(self, job: JobSource, key: str, known_matrix: list[str], row_fields: dict[str, str], suffix: str) -> None:
+    def check_templates(
+        self, job: JobSource, key: str, known_matrix: list[str], row_fields: dict[str, str], suffix: str
+    ) -> None:
         base = job.at(key)
         _, refs, errors = compile_value(job.options[key])
         for rel, message in errors:
@@ -214,17 +225,22 @@ class Checker:
                 self._unset_env(where, ref, job, suffix if base[0] == "defaults" else "")
 
     def _unset_env(self, where: PathKey, ref: Ref, job: JobSource, suffix: str) -> None:
-        message = (f"{ref.text()}: environment variable {ref.name} is not set; `batchrun run` stops before "
-                   f"sending anything unless it is set there{suffix}")
+        message = (
+            f"{ref.text()}: environment variable {ref.name} is not set; `batchrun run` stops before "
+            f"sending anything unless it is set there{suffix}"
+        )
         p = self.located.problem(where, message, severity="warning")
         self.problems.append(UnsetEnv(p.file, p.line, p.col, p.path, p.message, p.severity, ref.name, job.name))
 
     def _ref_problem(self, ref: Ref, key: str, known_matrix: list[str], job: JobSource) -> str | None:
         if ref.namespace == "env" and key in ("path", "hint"):
-            return f"{ref.text()}: env templates are allowed in arguments and headers only (they are resolved at send time)"
+            return (f"{ref.text()}: env templates are allowed in arguments and headers only "
+                    "(they are resolved at send time)")
         if ref.namespace == "env" and key == "expect":
-            return (f"{ref.text()}: env templates are not allowed in expect: an expected value is shown in "
-                    "failure messages and stored in records, so a secret would leak")
+            return (
+                f"{ref.text()}: env templates are not allowed in expect: an expected value is shown in "
+                "failure messages and stored in records, so a secret would leak"
+            )
         if ref.namespace == "matrix" and ref.name not in known_matrix:
             return _not_in_matrix(f"unknown matrix key '{ref.name}' in {ref.text()}", ref.name, known_matrix, job.name)
         if ref.namespace == "row" and "dataset" not in job.options:
@@ -279,7 +295,9 @@ class Checker:
             seen = self._datasets_checked.get(key)
             if seen is not None and (seen[0] == distinct_on or not distinct_on):
                 # The same rows and problems; only what the rows were compared on may differ.
-                self.datasets[job.index] = seen[1] if seen[0] == distinct_on else dataclasses.replace(seen[1], distinct=False)
+                self.datasets[job.index] = (
+                    seen[1] if seen[0] == distinct_on else dataclasses.replace(seen[1], distinct=False)
+                )
                 return
             label = os.path.normpath(os.path.join(os.path.dirname(self.located.file), source))
             report = dataset.check(full, label, fields, distinct_on, types)
@@ -331,9 +349,17 @@ def _not_in_matrix(head: str, key: str, matrix_keys: list[str], job: str) -> str
 
 def _check_value_path(where: PathKey, check: Any, message: str) -> PathKey:
     """Point an expectation problem at the value it is about when the message names one."""
-    prefixes = {"invalid regular expression": "matches", "matches must": "matches", "invalid JSON Schema": "schema",
-                "schema must": "schema", "exists must": "exists", "latency_s must": "latency_s", "path must": "path",
-                "min must": "min", "max must": "max"}
+    prefixes = {
+        "invalid regular expression": "matches",
+        "matches must": "matches",
+        "invalid JSON Schema": "schema",
+        "schema must": "schema",
+        "exists must": "exists",
+        "latency_s must": "latency_s",
+        "path must": "path",
+        "min must": "min",
+        "max must": "max",
+    }
     for prefix, key in prefixes.items():
         if message.startswith(prefix) and isinstance(check, dict) and key in check:
             return (*where, key)

@@ -63,11 +63,15 @@ def check(path: Path, label: str, fields: dict[str, str], distinct_on: Sequence[
     typed = RowTypes(types) if types else None
     fmt = format_of(path)
     if not path.is_file():
-        report.add(Problem(label, 1, 1, "$", "dataset file not found" if not path.exists() else "dataset is not a file"))
+        report.add(
+            Problem(label, 1, 1, "$", "dataset file not found" if not path.exists() else "dataset is not a file")
+        )
         return report
     if fmt is None:
         report.add(
-            Problem(label, 1, 1, "$", f"unsupported dataset format '{path.suffix}'; use .jsonl, .csv, .yaml, .yml or .json")
+            Problem(
+                label, 1, 1, "$", f"unsupported dataset format '{path.suffix}'; use .jsonl, .csv, .yaml, .yml or .json"
+            )
         )
         return report
     try:
@@ -116,8 +120,14 @@ class _Distinct:
             # request id hashes (so 1 and 1.0 differ, as their ids do), boxed apart from strings.
             # Scalars are boxed with their type's name instead (1, 1.0 and true differ as in JSON,
             # ~5x cheaper than dumping them; 0.0 and -0.0 compare equal, the safe "not distinct").
-            values = [v if type(v) is str else (type(v).__name__, v) if v is None or type(v) in _SCALARS
-                      else (json.dumps(v, sort_keys=True, separators=(",", ":")),) for v in values]
+            values = [
+                v
+                if type(v) is str
+                else (type(v).__name__, v)
+                if v is None or type(v) in _SCALARS
+                else (json.dumps(v, sort_keys=True, separators=(",", ":")),)
+                for v in values
+            ]
         key = hash(tuple(values))
         if key in self.seen:
             self.seen = None  # not distinct: nothing more to learn
@@ -141,8 +151,9 @@ def _jsonl_col(line: str, name: str) -> int:
     return line.find(json.dumps(name, ensure_ascii=False)) + 1 or 1
 
 
-def _check_jsonl(path: Path, label: str, fields: dict[str, str], distinct: _Distinct, report: Report,
-                 typed: RowTypes | None) -> None:
+def _check_jsonl(
+    path: Path, label: str, fields: dict[str, str], distinct: _Distinct, report: Report, typed: RowTypes | None
+) -> None:
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
@@ -171,7 +182,11 @@ def _check_jsonl(path: Path, label: str, fields: dict[str, str], distinct: _Dist
                 _note_columns(row, report, typed)
                 cells = typed.errors(row)
                 for cell in cells:
-                    report.add(Problem(label, lineno, _jsonl_col(line, cell.column), json_path((index, cell.column)), str(cell)))
+                    report.add(
+                        Problem(
+                            label, lineno, _jsonl_col(line, cell.column), json_path((index, cell.column)), str(cell)
+                        )
+                    )
                 if cells:
                     continue
             distinct.add(row)
@@ -197,8 +212,9 @@ class _RawLines:
         return text
 
 
-def _check_csv(path: Path, label: str, fields: dict[str, str], distinct: _Distinct, report: Report,
-               typed: RowTypes | None) -> None:
+def _check_csv(
+    path: Path, label: str, fields: dict[str, str], distinct: _Distinct, report: Report, typed: RowTypes | None
+) -> None:
     with path.open(encoding="utf-8-sig", newline="") as fh:
         raw = _RawLines(fh) if typed is not None else None
         reader = csv.reader(fh if raw is None else raw)
@@ -224,7 +240,13 @@ def _check_csv(path: Path, label: str, fields: dict[str, str], distinct: _Distin
                 report.rows += 1
                 if len(record) != len(header):
                     report.add(
-                        Problem(label, line, 1, f"$[{index}]", f"row has {len(record)} fields but the header has {len(header)}")
+                        Problem(
+                            label,
+                            line,
+                            1,
+                            f"$[{index}]",
+                            f"row has {len(record)} fields but the header has {len(header)}",
+                        )
                     )
                     continue
                 row = dict(zip(header, record, strict=True))
@@ -243,8 +265,9 @@ def _check_csv(path: Path, label: str, fields: dict[str, str], distinct: _Distin
             report.add(Problem(label, reader.line_num or 1, 1, "$", f"invalid CSV: {exc}"))
 
 
-def _check_document(path: Path, label: str, fields: dict[str, str], fmt: str, report: Report,
-                    typed: RowTypes | None) -> None:
+def _check_document(
+    path: Path, label: str, fields: dict[str, str], fmt: str, report: Report, typed: RowTypes | None
+) -> None:
     text, problems = yamlsource.read_text(path, label)
     for p in problems:
         report.add(p)
@@ -252,7 +275,7 @@ def _check_document(path: Path, label: str, fields: dict[str, str], fmt: str, re
         return
     if fmt == "json":
         try:
-            data = json.loads(text)
+            json.loads(text)  # only to locate a JSON syntax error; the rows are read below
         except json.JSONDecodeError as exc:
             report.add(Problem(label, exc.lineno, exc.colno, "$", f"invalid JSON: {exc.msg}"))
             return
@@ -268,8 +291,13 @@ def _check_document(path: Path, label: str, fields: dict[str, str], fmt: str, re
     check_inline(located, (), fields, report, typed)
 
 
-def check_inline(located: yamlsource.Located, base: tuple[str | int, ...], fields: dict[str, str], report: Report,
-                 typed: RowTypes | None = None) -> None:
+def check_inline(
+    located: yamlsource.Located,
+    base: tuple[str | int, ...],
+    fields: dict[str, str],
+    report: Report,
+    typed: RowTypes | None = None,
+) -> None:
     """Check a list of row objects found at `base` inside a located document (a spec or a file),
     and with `typed` that its typed values convert (rows are converted in place)."""
     data = located.data

@@ -9,8 +9,8 @@ request ids do not change).
 
 Parsing is strict, since a guess sends a wrong argument to a paid API: `int` takes optional sign
 and digits (no `7.0`, no `1_000`), `float` a decimal or exponent number (no `nan`, no `inf`, which
-JSON cannot carry), `bool` true/false, yes/no or 1/0 in any case (or the numbers 1 and 0), `json` any JSON text. An empty
-cell is an error for every type (`json` can spell `null`).
+JSON cannot carry), `bool` true/false, yes/no or 1/0 in any case (or the numbers 1 and 0), `json` any JSON text.
+An empty cell is an error for every type (`json` can spell `null`).
 """
 
 from __future__ import annotations

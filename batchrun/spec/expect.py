@@ -13,10 +13,11 @@ Paths use the language of `batchrun.spec.resultpath`. A malformed check does not
 failed expectation whose message says what is wrong, so one bad check cannot stop a run.
 
 Any value of a check may hold `${{ matrix.X }}`, `${{ row.X }}` or `${{ repeat }}`:
-`batchrun.toolkit.expectations.Expectations` renders them per request by the argument templates' rules (batchrun.spec.template), so a template that
-is the whole string keeps the value's type (`equals: "${{ matrix.seed }}"` compares to the integer)
-and `$${{` is a literal `${{`. `${{ env.X }}` is refused by validation: an expected value is echoed
-in failure messages and stored in records, so a secret would leak.
+`batchrun.toolkit.expectations.Expectations` renders them per request by the argument templates' rules
+(batchrun.spec.template), so a template that is the whole string keeps the value's type
+(`equals: "${{ matrix.seed }}"` compares to the integer) and `$${{` is a literal `${{`. `${{ env.X }}` is
+refused by validation: an expected value is echoed in failure messages and stored in records, so a
+secret would leak.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ _TEMPLATED = _Templated()
 def _without_templates(check: dict[str, Any]) -> dict[str, Any]:
     """The check with each templated value replaced by _TEMPLATED; a templated JSON Schema is
     taken as a whole (it can be checked only once rendered)."""
+
     def walk(value: Any) -> Any:
         if is_template(value):
             return _TEMPLATED

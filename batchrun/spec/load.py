@@ -48,7 +48,9 @@ def read_spec(path: str | Path) -> SpecRead:
         return SpecRead(None, problems)
     data = located.data
     if data is None:
-        return SpecRead(None, [*problems, Problem(label, 1, 1, "$", "empty spec; expected a mapping with version, name and jobs")])
+        return SpecRead(
+            None, [*problems, Problem(label, 1, 1, "$", "empty spec; expected a mapping with version, name and jobs")]
+        )
     if not isinstance(data, dict):
         pos = located.value_pos(())
         kind = "a list" if isinstance(data, list) else "a single value"
@@ -76,6 +78,7 @@ def sort_problems(problems: list[Problem], label: str) -> list[Problem]:
 
 
 # ---- building the dataclasses ---------------------------------------------------------------
+
 
 def _build(data: dict[str, Any], jobs: list[JobSource], source: Path) -> Spec:
     target_raw = data.get("target", "fal")

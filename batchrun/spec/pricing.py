@@ -39,7 +39,11 @@ def price_problems(located: Located, jobs: list[JobSource], is_bad: Any) -> Iter
 
 
 def _unit_problems(located: Located, endpoint: str, unit: str, jobs: list[JobSource]) -> Iterator[Problem]:
-    lacking = [j for j in jobs if isinstance(j.options.get("arguments", {}), dict) and unit not in j.options.get("arguments", {})]
+    lacking = [
+        j
+        for j in jobs
+        if isinstance(j.options.get("arguments", {}), dict) and unit not in j.options.get("arguments", {})
+    ]
     if lacking:
         names = ", ".join(f"'{j.name}'" for j in lacking)
         keys = list(dict.fromkeys(k for j in lacking for k in j.options.get("arguments", {})))
@@ -50,8 +54,10 @@ def _unit_problems(located: Located, endpoint: str, unit: str, jobs: list[JobSou
             hint = f"its arguments: {', '.join(keys[:10])}"
         else:
             hint = "it has no arguments"
-        message = (f"unit_argument '{unit}' is not an argument of job{'s' if len(lacking) > 1 else ''} {names} "
-                   f"({endpoint}), so its cost is unknown; {hint}")
+        message = (
+            f"unit_argument '{unit}' is not an argument of job{'s' if len(lacking) > 1 else ''} {names} "
+            f"({endpoint}), so its cost is unknown; {hint}"
+        )
         yield located.problem(("pricing", endpoint, "unit_argument"), message)
     for job in jobs:
         arguments = job.options.get("arguments", {})
@@ -63,8 +69,11 @@ def _unit_problems(located: Located, endpoint: str, unit: str, jobs: list[JobSou
         if not _may_be_number(arguments[unit]):
             yield located.problem(where, f"{head} or a whole ${{{{ matrix.X }}}}/${{{{ row.F }}}} template{suffix}")
         elif (column := _untyped_csv_column(arguments[unit], job.options.get("dataset"))) is not None:
-            yield located.problem(where, f"{head}, but CSV column '{column}' is a string; give the dataset "
-                                         f"`types: {{{column}: int}}` (or float){suffix}")
+            yield located.problem(
+                where,
+                f"{head}, but CSV column '{column}' is a string; give the dataset "
+                f"`types: {{{column}: int}}` (or float){suffix}",
+            )
 
 
 def _may_be_number(value: Any) -> bool:
@@ -97,8 +106,9 @@ def _untyped_csv_column(value: Any, source: Any) -> str | None:
     return None if types.get(ref.name) in ("int", "float") else ref.name
 
 
-def _budget_problems(located: Located, pricing: dict[str, Any], by_endpoint: dict[str, list[JobSource]],
-                     key: str) -> Iterator[Problem]:
+def _budget_problems(
+    located: Located, pricing: dict[str, Any], by_endpoint: dict[str, list[JobSource]], key: str
+) -> Iterator[Problem]:
     """A budget can only be kept when every request has a price: one error per unpriced endpoint."""
     priced = [e for e, p in pricing.items() if isinstance(p, dict)]
     for endpoint, jobs in by_endpoint.items():
@@ -106,8 +116,13 @@ def _budget_problems(located: Located, pricing: dict[str, Any], by_endpoint: dic
             continue
         names = ", ".join(f"'{j.name}'" for j in jobs)
         close = difflib.get_close_matches(endpoint, [e for e in priced if e not in by_endpoint], n=1, cutoff=0.8)
-        hint = (f"did you mean pricing key '{close[0]}'?" if close
-                else f"add `{endpoint}: {{per_request: USD}}` under pricing")
-        message = (f"a budget needs a price for every endpoint, but {endpoint} (job{'s' if len(jobs) > 1 else ''} "
-                   f"{names}) has none in pricing; {hint}")
+        hint = (
+            f"did you mean pricing key '{close[0]}'?"
+            if close
+            else f"add `{endpoint}: {{per_request: USD}}` under pricing"
+        )
+        message = (
+            f"a budget needs a price for every endpoint, but {endpoint} (job{'s' if len(jobs) > 1 else ''} "
+            f"{names}) has none in pricing; {hint}"
+        )
         yield located.problem(("budget", key), message, at_key=True)

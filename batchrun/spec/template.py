@@ -159,7 +159,9 @@ class Compiled:
         return self._fn(ctx)
 
 
-def compile_value(value: Any, *, file_base: str | None = None) -> tuple[Compiled, list[tuple[tuple[str | int, ...], Ref]], list[tuple[tuple[str | int, ...], str]]]:
+def compile_value(
+    value: Any, *, file_base: str | None = None
+) -> tuple[Compiled, list[tuple[tuple[str | int, ...], Ref]], list[tuple[tuple[str | int, ...], str]]]:
     """Compile `value`. Returns (compiled, references with relative paths, errors with relative paths).
 
     `{"$file": path}` objects get their (possibly templated) path made absolute against `file_base`.
@@ -250,6 +252,7 @@ def _compile_str(text: str, path: tuple[str | int, ...], refs: list[Any], errors
 
 # ---- send time: env -------------------------------------------------------------------------
 
+
 def resolve_env(value: Any, environ: Mapping[str, str]) -> Any:
     """Turn plan text into wire values: resolve `${{ env.X }}` and undo `$${{` escapes, recursively.
 
@@ -275,9 +278,7 @@ def _env_value(ref: Ref, environ: Mapping[str, str]) -> str:
     try:
         return environ[ref.name]
     except KeyError:
-        raise TemplateError(
-            f"environment variable {ref.name} is not set (the spec uses {ref.text()})"
-        ) from None
+        raise TemplateError(f"environment variable {ref.name} is not set (the spec uses {ref.text()})") from None
 
 
 def unescape(value: Any) -> Any:
