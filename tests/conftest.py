@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fixtures_server import *  # noqa: F403 - server fixtures (in-process and loopback)
 
@@ -9,3 +11,10 @@ from fixtures_server import *  # noqa: F403 - server fixtures (in-process and lo
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work in tmp_path so problem lines start with the relative 'spec.yaml'."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -19,12 +19,6 @@ ARGS = ('{prompt: "${{ row.prompt }}", seed: "${{ row.seed }}", g: "${{ row.g }}
 TYPES = "{seed: int, g: float, hd: bool, meta: json}"
 
 
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def spec(dataset: str, arguments: str = ARGS) -> str:
     Path("spec.yaml").write_text(textwrap.dedent(f"""\
         version: 1

@@ -19,13 +19,6 @@ from batchrun.spec.template import is_template, mentions_template, resolve_env, 
 from batchrun.toolkit.expectations import Expectations
 
 
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Work in tmp_path so problem lines start with the relative 'spec.yaml'."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def write(text: str, name: str = "spec.yaml") -> str:
     Path(name).write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     return name

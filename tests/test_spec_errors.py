@@ -16,13 +16,6 @@ from batchrun.load import load_spec, validate_spec
 DATA = Path(__file__).parent / "data" / "spec"
 
 
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Work in tmp_path so problem lines start with the relative 'spec.yaml'."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def problems(text: str, name: str = "spec.yaml") -> list[str]:
     Path(name).write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     spec, found = validate_spec(name)

@@ -11,12 +11,6 @@ from batchrun.cli import main
 from batchrun.load import validate_spec
 
 
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def problems(text: str) -> list[str]:
     Path("spec.yaml").write_text(textwrap.dedent(text).lstrip("\n"))
     return [str(p) for p in validate_spec("spec.yaml")[1]]
