@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
+from typing import Any
 
 __all__ = ["STOP_SIGNALS", "exit_code", "handled", "held", "hold", "label", "note", "release", "restore"]
 
@@ -72,7 +73,10 @@ def handled() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def restore(handlers: dict[signal.Signals, object]) -> None:
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None  # what signal.getsignal returns
+
+
+def restore(handlers: Mapping[signal.Signals, _Handler]) -> None:
     """Put back handlers saved before asyncio took the signals over: removing its own handler,
     asyncio resets SIGTERM to SIG_DFL (so a SIGTERM while the run writes its manifest would kill
     the process outright) and SIGINT to default_int_handler (not its runner's)."""
@@ -80,7 +84,7 @@ def restore(handlers: dict[signal.Signals, object]) -> None:
         return
     for signum, handler in handlers.items():
         if handler is not None:
-            signal.signal(signum, handler)  # type: ignore[arg-type]  # a saved getsignal() value
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

@@ -66,6 +66,8 @@ def resolve_target(
     """`run_url`/`queue_url` override the target's (the --run-url/--queue-url flags, or the URLs
     of a started embedded server for kind local)."""
     key = fal_key(environ)
+    run: str | None
+    queue: str | None
     if target.kind == "fal":
         run_host, queue_host = fal_hosts(environ)
         run = run_url or target.run_url or f"https://{run_host}"

@@ -144,7 +144,7 @@ class _AsyncClient(httpx.AsyncClient):
         super().__init__(**kwargs)
         self._cookies = _Cookies(self._cookies)
 
-    @property  # type: ignore[override]
+    @property
     def cookies(self) -> httpx.Cookies:
         return self._cookies
 
@@ -190,6 +190,7 @@ class Sender:
         """The session httpx-aiohttp's transport would make for itself (same pool size, keep-alive
         and TLS context), minus aiohttp's cookie jar: httpx's jar is the one cookies live in."""
         if self._session is None:
+            assert self._ssl_context is not None  # made in __init__ whenever this transport is used
             connector = aiohttp.TCPConnector(
                 limit=self._limits.max_connections or 0,
                 keepalive_timeout=self._limits.keepalive_expiry,

@@ -188,7 +188,8 @@ def _earlier_runs(data: dict[str, Any]) -> list[dict[str, Any]]:
     runs = data.get("runs")
     if isinstance(runs, list):
         return [r for r in runs if isinstance(r, dict)]
-    spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+    raw_spec = data.get("spec")
+    spec = raw_spec if isinstance(raw_spec, dict) else {}
     return [{
         "started_at": data.get("started_at"), "finished_at": data.get("finished_at"), "resumed": data.get("resumed"),
         "spec_sha256": spec.get("sha256"), "planned": (data.get("plan") or {}).get("count"),

@@ -145,12 +145,12 @@ def compare(old: Ids, new: Ids) -> PlanChange:
         old, new = sorted(map(_text, old)), sorted(map(_text, new))
     i = j = 0
     while i < len(old) or j < len(new):
-        if j == len(new) or (i < len(old) and old[i] < new[j]):
+        if j == len(new) or (i < len(old) and old[i] < new[j]):  # type: ignore[operator]  # same kind: both arrays or both lists
             change.removed += 1
             if len(change.removed_ids) < LISTED:
                 change.removed_ids.append(_text(old[i]))
             i += 1
-        elif i == len(old) or new[j] < old[i]:
+        elif i == len(old) or new[j] < old[i]:  # type: ignore[operator]  # same kind: both arrays or both lists
             change.added += 1
             if len(change.added_ids) < LISTED:
                 change.added_ids.append(_text(new[j]))

@@ -298,7 +298,8 @@ def seconds(value: Any) -> float | None:
 
 def error_text(record: dict[str, Any], limit: int = 80) -> str:
     """A record's error as `type: detail` on one line (`unknown` when the type is missing)."""
-    error = record.get("error") if isinstance(record.get("error"), dict) else {}
+    raw = record.get("error")
+    error = raw if isinstance(raw, dict) else {}
     kind = str(error.get("type") or "unknown")
     detail = error.get("detail")
     return f"{kind}: {one_line(detail, limit)}" if detail not in (None, "") else kind

@@ -141,7 +141,7 @@ def scan_output(path: Path, *, watch_request_ids: Collection[str] = ()) -> Resum
             record = _parse(line)
             rid = record.get("id") if record is not None else None
             status = record.get("status") if record is not None else None
-            if not isinstance(rid, str) or status not in ("ok", "error"):
+            if record is None or not isinstance(rid, str) or status not in ("ok", "error"):
                 state.bad_lines += 1
                 if state.bad_lines <= 3:
                     print(f"batchrun: {path}:{lineno}: warning: not a batchrun record; ignored", file=sys.stderr)

@@ -149,14 +149,14 @@ def histogram_svg(latencies: Sequence[float], overall: Stats) -> str:
             f"<title>{lo:.3f}–{hi:.3f} s: {count} request{'s' if count != 1 else ''}</title></rect>"
         )
     legend = []
-    for name, value, colour in (("p50", overall.latency_p50, "#067647"), ("p95", overall.latency_p95, "#b42318")):
-        if value is not None:
-            x = left + plot_w * (value - low) / span
+    for name, mark, colour in (("p50", overall.latency_p50, "#067647"), ("p95", overall.latency_p95, "#b42318")):
+        if mark is not None:
+            x = left + plot_w * (mark - low) / span
             parts.append(
                 f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="{colour}" stroke-width="2" '
-                f'stroke-dasharray="4 3"><title>{name} {value:.3f} s</title></line>'
+                f'stroke-dasharray="4 3"><title>{name} {mark:.3f} s</title></line>'
             )
-            legend.append(f'<tspan style="fill:{colour}">┆ {name} {value:.3f} s</tspan>')
+            legend.append(f'<tspan style="fill:{colour}">┆ {name} {mark:.3f} s</tspan>')
     if legend:  # above the plot, so marker labels never collide with each other or the edges
         parts.append(f'<text x="{left + plot_w}" y="{top - 8}" text-anchor="end">{"  ".join(legend)}</text>')
     axis_y = top + plot_h
@@ -299,8 +299,8 @@ def _sheet(job: str, shots: list[Shot], grid: tuple[str, str] | None, lazy: bool
     axes = grid if grid_used else default_axes(shots)
     head = f"<h3>Job {esc(job)}"
     if axes is None:
-        cells = "".join(tile(s, _caption(s, ()), lazy=lazy) for s in shots)
-        return f'{head} <span class="muted">plan order</span></h3><div class="plain">{cells}</div>', grid_used
+        plain = "".join(tile(s, _caption(s, ()), lazy=lazy) for s in shots)
+        return f'{head} <span class="muted">plan order</span></h3><div class="plain">{plain}</div>', grid_used
     rows_key, cols_key = axes
     rows, cols = axis_values(shots, rows_key), axis_values(shots, cols_key)
     cells: dict[tuple[str, str], list[Shot]] = {}

@@ -111,8 +111,9 @@ def load_shots(output: str | Path, html_path: str | Path, ids: Container[str] | 
 
 
 def _shot(record: dict[str, Any], output: Path, html_dir: Path, missing: MissingFiles | None) -> Shot:
-    arguments = record.get("arguments") if isinstance(record.get("arguments"), dict) else {}
-    matrix = record.get("matrix") if isinstance(record.get("matrix"), dict) else {}
+    raw_arguments, raw_matrix = record.get("arguments"), record.get("matrix")
+    arguments = raw_arguments if isinstance(raw_arguments, dict) else {}
+    matrix = raw_matrix if isinstance(raw_matrix, dict) else {}
     lines = [f"id: {record['id']}", f"job: {record['job']}"]
     lines += [f"{key}: {one_line(show(value), TOOLTIP_VALUE_CHARS)}" for key, value in arguments.items()]
     local = _artifact_files(record, output, html_dir, missing)

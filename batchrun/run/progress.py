@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Never, TextIO
 
 from tqdm import tqdm
 
@@ -48,7 +48,7 @@ class Progress:
         self._started = time.monotonic()
         self._last_plain = self._started
         self._last_decile = self._decile()
-        self._bar: tqdm[None] | None = None
+        self._bar: tqdm[Never] | None = None
         if enabled and self.tty:
             self._bar = tqdm(total=total, initial=skipped, file=self.stream, unit="req",
                              dynamic_ncols=True, smoothing=0.05, leave=True)

@@ -151,7 +151,7 @@ def create_app(
         Route("/_emulator/stats", stats_route, methods=["GET"]),
         Route("/_emulator/reset", reset_route, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error, Exception: _internal_error})
+    app = Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error, Exception: _internal_error})  # type: ignore[dict-item]  # WireResponse is an ASGI response, not a Response subclass
     app.router.redirect_slashes = False  # a fal-shaped 404 beats a redirect to a URL that 404s too
     app.state.emulator = emulator
     app.state.stats = emulator.snapshot  # a function: call it for the current counters

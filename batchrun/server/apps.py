@@ -169,11 +169,11 @@ def load_app_option(option: str) -> tuple[str, Callable[..., Any]]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"--app {option!r}: cannot import module {module_name!r}: {exc}") from None
-    func = module
+    func: object = module
     for part in attr.split("."):
         func = getattr(func, part, None)
         if func is None:
             raise ValueError(f"--app {option!r}: module {module_name!r} has no attribute {attr!r}")
     if not callable(func):
         raise ValueError(f"--app {option!r}: {attr!r} is not callable")
-    return endpoint, func  # type: ignore[return-value]
+    return endpoint, func

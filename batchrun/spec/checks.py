@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from batchrun.errors import Problem
 from batchrun.spec import dataset, expect
@@ -106,7 +106,10 @@ class Checker:
         # second read to count), and rows known to be distinct spare the duplicate-id walk.
         self.datasets: dict[int, dataset.Report] = {}
         # (file, fields used) -> (the fields its rows were compared on, the report)
-        self._datasets_checked: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], dataset.Report]] = {}
+        # (file, fields, sorted types) -> (fields the rows were compared on, the check's report)
+        self._datasets_checked: dict[
+            tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], tuple[tuple[str, ...], dataset.Report]
+        ] = {}
 
     def is_bad(self, path: PathKey) -> bool:
         return any(path[:i] in self.bad for i in range(1, len(path) + 1))
@@ -168,7 +171,8 @@ class Checker:
                 f"start_timeout ({start}) is greater than client_timeout ({client}): the client gives up first{suffix}",
                 severity="warning",
             )
-        matrix = o.get("matrix") if isinstance(o.get("matrix"), dict) else {}
+        raw_matrix = o.get("matrix")
+        matrix = raw_matrix if isinstance(raw_matrix, dict) else {}
         include = (
             [e for e in o.get("include") or [] if isinstance(e, dict)] if isinstance(o.get("include"), list) else []
         )
@@ -366,5 +370,5 @@ def _check_value_path(where: PathKey, check: Any, message: str) -> PathKey:
     return where
 
 
-def _is_num(value: Any) -> bool:
+def _is_num(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -80,16 +80,17 @@ def schema_problems(located: Located) -> tuple[list[Problem], set[PathKey]]:
 def _translate(error: ValidationError) -> Iterator[tuple[PathKey, str, bool]]:
     path: PathKey = tuple(error.absolute_path)
     inst = error.instance
-    kind = error.validator
+    kind = error.validator if isinstance(error.validator, str) else ""  # always set on a validator's error
     value = error.validator_value
+    schema = error.schema if isinstance(error.schema, dict) else {}
     name = path[-1] if path else None
     if kind in ("additionalProperties", "unevaluatedProperties") and value is False and isinstance(inst, dict):
-        allowed = list(error.schema.get("properties", {}))
+        allowed = list(schema.get("properties", {}))
         for key in inst:
             if key not in allowed:
                 yield (*path, key), _unknown_key(key, allowed, path), True
         return
-    if kind == "required":
+    if kind == "required" and isinstance(value, list):
         for key in value:
             if isinstance(inst, dict) and key not in inst:
                 yield path, f"missing required key '{key}'", False
@@ -98,7 +99,7 @@ def _translate(error: ValidationError) -> Iterator[tuple[PathKey, str, bool]]:
         yield from _translate_branches(error, path)
         return
     if kind == "dependentRequired" and isinstance(inst, dict):
-        for key, needs in error.schema.get("dependentRequired", {}).items():
+        for key, needs in schema.get("dependentRequired", {}).items():
             missing = [n for n in needs if n not in inst]
             if key in inst and missing:
                 yield (*path, key), f"'{key}' needs {', '.join(repr(m) for m in missing)} as well", True
@@ -111,7 +112,8 @@ def _translate(error: ValidationError) -> Iterator[tuple[PathKey, str, bool]]:
 
 def _translate_branches(error: ValidationError, path: PathKey) -> Iterator[tuple[PathKey, str, bool]]:
     """anyOf: report the errors of the branch whose type fits the value, else a summary."""
-    for i, branch in enumerate(error.validator_value):
+    branches = error.validator_value if isinstance(error.validator_value, list) else []
+    for i, branch in enumerate(branches):
         wanted = branch.get("type")
         if wanted is not None and _type_fits(error.instance, wanted):
             sub = [c for c in (error.context or []) if c.relative_schema_path and c.relative_schema_path[0] == i]

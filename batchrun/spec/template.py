@@ -241,8 +241,8 @@ def _compile_str(text: str, path: tuple[str | int, ...], refs: list[Any], errors
         for p in parts
     ]
 
-    # (literal, None) or (None, getter): no isinstance and no namespace dispatch per request.
-    steps = [(p, None) if isinstance(p, str) else (None, _getter(p)) for p in pieces]
+    # (literal, None) or ("", getter): no isinstance and no namespace dispatch per request.
+    steps = [(p, None) if isinstance(p, str) else ("", _getter(p)) for p in pieces]
 
     def interp(ctx: Context) -> str:
         return "".join([text if get is None else _interpolated(get(ctx)) for text, get in steps])

@@ -35,7 +35,7 @@ class Expectations:
             self._compiled[job.name] = compiled
         if compiled is None:
             return job.expect
-        return unescape(compiled.render(Context(request.matrix, request.row_values, request.repeat)))  # type: ignore[no-any-return]
+        return unescape(compiled.render(Context(request.matrix, request.row_values, request.repeat)))
 
     def evaluate(self, request: PlannedRequest, result: dict[str, Any] | None,
                  latency_s: float | None) -> list[dict[str, Any]]:
