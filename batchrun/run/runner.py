@@ -329,13 +329,17 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
                    ids: PlanIds) -> RunResult:
     from batchrun.client.fal import FalClient
     from batchrun.toolkit.artifacts import Downloader
+    from batchrun.toolkit.phash import PerceptualHasher
 
     progress = Progress(count.total, skipped=count.settled, concurrency=concurrency, enabled=not args.no_progress)
     summary = RunSummary(output=str(out))
     summary.plan_order([j.name for j in spec.jobs])
     limits = Limits(concurrency, rate=spec.rate_limit)
     downloader = Downloader(out, scrub_text=redactor.text) if any(j.download for j in spec.jobs) else None
-    toolkit = Toolkit(spec, summary=summary, resume=state, downloader=downloader)
+    hasher = PerceptualHasher() if downloader is not None else None
+    if hasher is not None and not hasher.available:
+        print(f"batchrun: warning: {hasher.message}", file=sys.stderr)
+    toolkit = Toolkit(spec, summary=summary, resume=state, downloader=downloader, hasher=hasher)
     plan = build_plan(spec, shard=shard, only=count.todo)
     try:
         async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
