@@ -327,6 +327,7 @@ def _axis_label(key: str, canon: str, value: Any) -> str:
 
 
 def _caption(shot: Shot, axes: Sequence[str]) -> str:
-    """The matrix values not already given by the row and column (or the plan index)."""
-    rest = [f"{key}={show(value)}" for key, value in shot.matrix.items() if key not in axes]
-    return ", ".join(rest) if rest else ("" if axes else f"#{shot.index}")
+    """The dataset row, the matrix values not already given by the row and column, the repeat (or
+    the plan index): shots stacked in one cell are told apart."""
+    text = shot.label(axes)
+    return text or ("" if axes else f"#{shot.index}")
