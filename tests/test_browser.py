@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_execute import write_spec
+from fixtures_looks import SPEC as LOOKS_SPEC
+from fixtures_looks import deployment
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
@@ -172,11 +175,58 @@ def test_diff_page_in_chromium(browser: Any, make_server: ServerFactory, tmp_pat
                        "--run-url", new_server.run_url, "--queue-url", new_server.queue_url]  # fmt: skip
             assert main(new_run) == 1  # the failed photo
             assert main(["diff", str(base_out), str(new_out), "--html", str(page)]) == 1
-            # 1 newly failing (base image | new error) + 2 results changed (base | new image each).
-            check_page(browser, page, 5, {DESKTOP: "diff-desktop.png", PHONE: "diff-phone.png"})
+            # 1 newly failing (base image | new error) + 2 results changed (base | new | difference each).
+            check_page(browser, page, 7, {DESKTOP: "diff-desktop.png", PHONE: "diff-phone.png"})
             cards = browser.execute_script(
                 "return [...document.querySelectorAll('section[data-id]')].map(s => "
                 "[s.closest('div').previousElementSibling.id, s.querySelectorAll('.base img').length,"
                 " s.querySelectorAll('.new img').length, s.querySelectorAll('.new .err').length])"
             )
             assert cards == [["newly_failing", 1, 0, 1], ["results_changed", 1, 1, 0], ["results_changed", 1, 1, 0]]
+
+
+def test_visual_diff_page_in_chromium(browser: Any, make_server: ServerFactory, tmp_path: Path) -> None:
+    """A re-encoded picture is "visually the same" and a redrawn one "visually changed", each card
+    showing base | new | difference at one width; the redrawn new side is marked for its failed
+    check; the category buttons filter the page without a script."""
+    spec = write_spec(tmp_path, LOOKS_SPEC)
+    outs = {}
+    for name, new in (("base", False), ("new", True)):
+        outs[name] = tmp_path / name / "out.jsonl"
+        with make_server(apps={"me/draw": deployment(new=new)}) as server:
+            assert main(["run", str(spec), "-o", str(outs[name]), "--no-progress",
+                         "--run-url", server.run_url, "--queue-url", server.queue_url]) == (1 if new else 0)  # fmt: skip
+    page = tmp_path / "looks.html"
+    assert main(["diff", str(outs["base"]), str(outs["new"]), "--html", str(page)]) == 1
+    # results changed (redrawn) + visually the same (reencoded): 3 images each; the expectation
+    # regression card shows the redrawn pair again, without a difference (its change is the check).
+    check_page(browser, page, 8, {DESKTOP: "diff-visual-desktop.png", PHONE: "diff-visual-phone.png"})
+    for size in (DESKTOP, PHONE):
+        open_page(browser, page, size)
+        cards = browser.execute_script(
+            "return [...document.querySelectorAll('section[data-id]')].map(s => ["
+            " s.closest('.category').dataset.category, s.dataset.visual,"
+            " (s.querySelector('.visual') || {}).textContent || '',"
+            " [...s.querySelectorAll('.side img')].map(i => Math.round(i.getBoundingClientRect().width)),"
+            " s.querySelectorAll('.new .checks-failed').length])"
+        )
+        assert [card[:2] for card in cards] == [
+            ["results_changed", "changed"], ["visually_same", "same"], ["expectation_regressions", ""]]
+        assert cards[0][2].startswith("visually changed, pHash distance ")
+        assert cards[1][2] == "visually the same, pHash distance 0/64"
+        for card in cards[:2]:
+            # One width (a failed check's thicker outline takes 2 px off), and not thumbnails of thumbnails.
+            assert len(card[3]) == 3 and max(card[3]) - min(card[3]) <= 2 and min(card[3]) > 90, card
+        assert [card[4] for card in cards] == [1, 0, 1]  # the redrawn picture's seed check failed
+    browser.set_window_size(*DESKTOP)
+    browser.find_element("css selector", "label[for=show-visually_same]").click()
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('.category')].filter(c => c.offsetParent !== null)"
+        ".map(c => c.dataset.category)")
+    assert shown == ["visually_same"]
+    assert screenshot(browser, "diff-visual-filtered.png").stat().st_size > 10_000
+    browser.find_element("css selector", "label[for=show-all]").click()
+    assert browser.execute_script("return document.querySelectorAll('.category').length") == 3
+    assert all(browser.execute_script(
+        "return [...document.querySelectorAll('.category')].map(c => c.offsetParent !== null)"))
+    assert severe_console(browser) == []
