@@ -64,10 +64,11 @@ def render_report_html(report: Report, html_path: str | Path, grid: tuple[str, s
             f"--grid {grid[0]},{grid[1]}: no job with images has both matrix keys (matrix keys: {known})"
         )
     title = f"batchrun report: {Path(report.file).name}"
-    passed = verdict(report).startswith("PASS")
+    line = verdict(report)
+    state = "good" if line.startswith("PASS") else "running" if line.startswith("RUNNING") else "bad"
     body = [
         f"<header><h1>{esc(title)}</h1><div class=\"muted\">{esc(report.file)}{_superseded(report)}</div>"
-        f'<p class="{"good" if passed else "bad"}" id="verdict">{esc(verdict(report))}</p></header>',
+        f'<p class="{state}" id="verdict">{esc(line)}</p></header>',
         *_plan(report),
     ]
     if missing.count:

@@ -267,7 +267,7 @@ padding-bottom:4px}h3{font-size:1rem;margin:16px 0 8px}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;vertical-align:top;padding:3px 8px 3px 0;border-bottom:1px solid #eceef2}
 .scroll{overflow-x:auto;max-width:100%}
-.bad{color:#b42318;font-weight:600}.good{color:#067647;font-weight:600}
+.bad{color:#b42318;font-weight:600}.good{color:#067647;font-weight:600}.running{color:#b54708;font-weight:600}
 svg{display:block;width:100%;height:auto;max-width:760px}
 svg text{font:13px system-ui,sans-serif;fill:#3b4450}
 .metrics th{width:11em;font-weight:600}
