@@ -120,11 +120,12 @@ def load_shots(output: str | Path, html_path: str | Path, ids: Container[str] | 
     for located in iter_located(output):
         record = located.record
         if ids is None or record["id"] in ids:
-            newest.offer(record["id"], finished_at(record), _shot(record, output, html_dir, missing))
+            newest.offer(record["id"], finished_at(record), shot_of(record, output, html_dir, missing))
     return sorted(newest.values.values(), key=lambda s: (s.index, s.id))
 
 
-def _shot(record: dict[str, Any], output: Path, html_dir: Path, missing: MissingFiles | None) -> Shot:
+def shot_of(record: dict[str, Any], output: Path, html_dir: Path, missing: MissingFiles | None = None) -> Shot:
+    """One record as a shot (artifact paths relative to `html_dir`)."""
     raw_arguments, raw_matrix = record.get("arguments"), record.get("matrix")
     arguments = raw_arguments if isinstance(raw_arguments, dict) else {}
     matrix = raw_matrix if isinstance(raw_matrix, dict) else {}
