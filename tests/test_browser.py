@@ -200,7 +200,8 @@ def test_visual_diff_page_in_chromium(browser: Any, make_server: ServerFactory, 
             assert main(["run", str(spec), "-o", str(outs[name]), "--no-progress",
                          "--run-url", server.run_url, "--queue-url", server.queue_url]) == (1 if new else 0)  # fmt: skip
     page = tmp_path / "looks.html"
-    assert main(["diff", str(outs["base"]), str(outs["new"]), "--html", str(page)]) == 1
+    # --latency-ratio: a loaded machine's slower second run must not add latency cards to this page.
+    assert main(["diff", str(outs["base"]), str(outs["new"]), "--html", str(page), "--latency-ratio", "1000"]) == 1
     # results changed (redrawn) + visually the same (reencoded): 3 images each; the expectation
     # regression card shows the redrawn pair again, without a difference (its change is the check).
     check_page(browser, page, 8, {DESKTOP: "diff-visual-desktop.png", PHONE: "diff-visual-phone.png"})
