@@ -144,7 +144,7 @@ def problems_st(draw: st.DrawFn) -> tuple[list[int], int, list[tuple[tuple[int, 
     return sizes, t, rules
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(problems_st())
 def test_covering_rows_are_valid_and_cover_every_feasible_tuple(
         problem: tuple[list[int], int, list[tuple[tuple[int, ...], frozenset[tuple[int, ...]]]]]) -> None:

@@ -58,6 +58,10 @@ class _Rules:
         for rule in self.rules:
             for k in dict.fromkeys(rule[0]):
                 self.by_key[k].append(rule)
+        # Only keys that some rule names can make a partial row impossible to complete: the search
+        # assigns those alone, and remembers its answers (rows share most partial assignments).
+        self.ruled = [k for k in range(len(sizes)) if self.by_key[k]]
+        self._known: dict[tuple[tuple[int, int], ...], bool] = {}
 
     def ok_with(self, assigned: dict[int, int], k: int) -> bool:
         """The rules involving key k that `assigned` (which assigns k) can decide all hold."""
@@ -70,11 +74,16 @@ class _Rules:
         return all(self.ok_with(assigned, k) for k in assigned)
 
     def completable(self, assigned: dict[int, int]) -> bool:
-        """Whether the partial row extends to a valid full row (depth-first, keys in index order)."""
+        """Whether the partial row extends to a valid full row (depth-first over the ruled keys)."""
         if not self.rules:
             return True
-        free = [k for k in range(len(self.sizes)) if k not in assigned]
-        return self._extend(assigned, free, 0)
+        key = tuple((k, assigned[k]) for k in self.ruled if k in assigned)
+        known = self._known.get(key)
+        if known is None:
+            partial = dict(key)
+            free = [k for k in self.ruled if k not in partial]
+            known = self._known[key] = self._extend(partial, free, 0)
+        return known
 
     def _extend(self, assigned: dict[int, int], free: list[int], i: int) -> bool:
         if i == len(free):

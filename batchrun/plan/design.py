@@ -28,8 +28,8 @@ from batchrun.spec.model import Job
 
 __all__ = ["MAX_TUPLES", "combos", "count", "design_problem", "describe", "full_job", "keep"]
 
-# A covering design considers every T-tuple of values (tests/test_design.py: 19,000 pairs of a
-# 20 keys x 10 values matrix take about 2 s); past this the greedy is too slow to run on each plan.
+# A covering design considers every T-tuple of values (the 19,000 pairs of 20 keys x 10 values take
+# about 2 s, see batchrun.plan.covering); past this the greedy is too slow to run on each plan.
 MAX_TUPLES = 50_000
 
 
