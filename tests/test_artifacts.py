@@ -44,7 +44,7 @@ async def test_size_cap_bad_urls_and_retries(tmp_path: Path, loopback_server: Se
     assert errors[0] == f"{url} is {len(body)} bytes, over the {len(body) - 1}-byte cap"
     assert errors[1] == "not an http(s) or data URL: ftp://h/x.png"
     assert errors[2] == "malformed data URL (no comma)"
-    assert errors[3] is not None and errors[3].startswith(f"ConnectError fetching {refused}")
+    assert errors[3] is not None and errors[3].startswith(f"connection error fetching {refused}: ClientConnectorError")
     assert elapsed < 2.0  # RETRIES retries with a 10 ms doubling backoff
     assert RETRIES == 3 and small.failed == 4 and small.downloaded == 0
     assert all(e["path"] is None and e["sha256"] is None for e in entries)
