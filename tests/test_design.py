@@ -317,3 +317,42 @@ def test_a_design_too_big_to_compute_is_refused(tmp_path: Path) -> None:
         """))
     assert spec is None and len(found) == 1
     assert "$.jobs[0].strategy: a pairwise design over this matrix has 78000 value combinations" in str(found[0])
+
+
+def test_a_sample_draws_from_dataset_rows_and_repeats_too(tmp_path: Path) -> None:
+    rows = ", ".join(f"{{p: prompt {i}}}" for i in range(30))
+    job = f"""\
+        - name: rows
+          endpoint: local/echo
+          arguments: {{p: "${{{{ row.p }}}}", s: "${{{{ matrix.s }}}}", r: "${{{{ repeat }}}}"}}
+          matrix: {{s: [1, 2]}}
+          dataset: [{rows}]
+          repeat: 2
+        """
+    full = plan(spec_file(tmp_path, job, "full.yaml"))
+    sampled = plan(spec_file(tmp_path, job + "  sample: {n: 12, seed: 3}\n", "s.yaml"))
+    assert len(full) == 120 and len(sampled) == 12
+    by_id = {r.id: r for r in full}
+    assert all((by_id[r.id].row, by_id[r.id].repeat, by_id[r.id].matrix) == (r.row, r.repeat, r.matrix)
+               for r in sampled)
+    assert len({r.row for r in sampled}) > 1 and len({r.repeat for r in sampled}) == 2
+
+
+def test_strategy_and_constraints_under_defaults_apply_to_every_job(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        version: 1
+        name: d
+        defaults:
+          strategy: pairwise
+          constraints: [{{then: {{a: {{not: 4}}}}}}]
+          matrix: {MATRIX_6x4}
+          arguments: {ARGUMENTS}
+        jobs:
+          - {{name: one, endpoint: local/echo}}
+          - {{name: two, endpoint: local/echo}}
+        """))
+    requests = plan(path)
+    for name in ("one", "two"):
+        mine = [r for r in requests if r.job.name == name]
+        assert 16 <= len(mine) <= 30 and all(r.matrix["a"] != 4 for r in mine)

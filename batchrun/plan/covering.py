@@ -24,7 +24,7 @@ Nothing depends on hash() or on set/dict iteration order: the set of uncovered t
 asked for membership and its min(); choices compare tuples of ints and follow index order. So a
 design is the same in every process and Python version. Sizes without rules: 6 keys of 4 values
 give 24 rows pairwise (the best known is 19, the full product 4096) and 64 rows 3-way (the
-least possible, 4**3); 20 keys of 10 values give 204 rows pairwise, in about 2 s
+least possible, 4**3); 20 keys of 10 values give 204 rows pairwise, in 2-4 s (bench/design_sizes.py)
 (tests/test_design.py pins the bounds).
 """
 

@@ -26,10 +26,10 @@ from batchrun.plan import matrix as matrix_mod
 from batchrun.spec.constraints import Constraint
 from batchrun.spec.model import Job
 
-__all__ = ["MAX_TUPLES", "combos", "count", "design_problem", "describe", "full_job", "keep"]
+__all__ = ["MAX_TUPLES", "combos", "count", "describe", "design_problem", "design_rows", "full_job", "keep"]
 
 # A covering design considers every T-tuple of values (the 19,000 pairs of 20 keys x 10 values take
-# about 2 s, see batchrun.plan.covering); past this the greedy is too slow to run on each plan.
+# 2-4 s, bench/design_sizes.py); past this the greedy is too slow to run on each plan.
 MAX_TUPLES = 50_000
 
 
@@ -101,7 +101,7 @@ def _rows(job: Job) -> list[dict[str, Any]]:
     if rows is None:
         if len(_CACHE) >= 32:
             _CACHE.clear()
-        rows = _CACHE[key] = _design(job.matrix, job.strategy, job.constraints, job.exclude)
+        rows = _CACHE[key] = design_rows(job.matrix, job.strategy, job.constraints, job.exclude)
     return rows
 
 
@@ -121,8 +121,9 @@ def _distinct(values: Sequence[Any]) -> list[Any]:
     return [seen[k] for k in sorted(seen)]
 
 
-def _design(matrix: Mapping[str, Sequence[Any]], t: int, constraints: Sequence[Constraint],
-            exclude: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def design_rows(matrix: Mapping[str, Sequence[Any]], t: int, constraints: Sequence[Constraint],
+                exclude: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The t-way design's combinations (before include), in plan order."""
     names = sorted(matrix)
     index = {name: i for i, name in enumerate(names)}
     values = [_distinct(matrix[name]) for name in names]
