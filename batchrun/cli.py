@@ -28,6 +28,7 @@ COMMANDS = {
     "diff": "compare a new output with a baseline",
     "merge": "merge shard outputs in plan order",
     "check": "re-evaluate a spec's expectations on an existing output, sending nothing",
+    "export": "write an output's records (newest per id) as Parquet, CSV or JSONL",
 }
 
 
