@@ -16,6 +16,7 @@ from typing import Any
 from batchrun.errors import Problem
 from batchrun.spec import dataset, yamlsource
 from batchrun.spec.checks import Checker, JobSource
+from batchrun.spec.dataset import file_rows
 from batchrun.spec.model import Job, RateLimit, RetryPolicy, Spec, Target
 from batchrun.spec.pricing import price_problems
 from batchrun.spec.schema import schema_problems
@@ -151,6 +152,8 @@ def _build(data: dict[str, Any], jobs: list[JobSource], source: Path) -> Spec:
 def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
     dataset = o.get("dataset")
     types: dict[str, str] = {}
+    if isinstance(dataset, dict) and "files" in dataset:  # {files: GLOB}: the rows are the files, now
+        dataset = file_rows(spec_dir, dataset["files"])
     if isinstance(dataset, dict):  # {path, types}
         types = dict(dataset.get("types") or {})
         dataset = dataset["path"]
