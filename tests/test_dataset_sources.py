@@ -24,7 +24,7 @@ def _parquet(tmp_path: Path, rows: int = 5, group: int = 2) -> Path:
     return path
 
 
-def _job(dataset: object, arguments: dict[str, object]) -> dict[str, object]:
+def _job(dataset: object, arguments: object) -> dict[str, object]:
     return {"version": 1, "name": "d", "target": "local",
             "jobs": [{"name": "j", "endpoint": "local/echo", "mode": "run", "dataset": dataset, "arguments": arguments}]}
 
@@ -96,3 +96,39 @@ def test_files_glob_problems(tmp_path: Path) -> None:
     problems = [str(p) for p in exc.value.problems]
     assert any(p.startswith("<dict>: $.jobs[0].dataset.files: no file matches 'none/*.png'") for p in problems)
     assert any("rows have path, name and stem, not 'size'" in p for p in problems)
+
+
+def test_whole_argument_rows(tmp_path: Path) -> None:
+    """`arguments: "${{ row }}"`: each row of heterogeneous argument sets is a request body as it is."""
+    (tmp_path / "log.jsonl").write_text('{"prompt": "a cat", "seed": 1}\n{"prompt": "a dog", "num_images": 2}\n'
+                                        '{"text": "$${{ not a template }}", "nested": {"a": [1, 2]}}\n')
+    spec = br.load(_job("log.jsonl", "${{ row }}"), base_dir=tmp_path)
+    bodies = [r.arguments for r in spec.plan()]
+    assert bodies[:2] == [{"prompt": "a cat", "seed": 1}, {"prompt": "a dog", "num_images": 2}]
+    result = br.run(spec, tmp_path / "out.jsonl", progress=False)
+    echoed = [r["result"]["echo"] for r in br.read(result.output)]
+    assert echoed[:2] == bodies[:2] and echoed[2]["nested"] == {"a": [1, 2]}
+    assert echoed[2]["text"] == "$${{ not a template }}"  # row text is data: never a template
+
+
+def test_whole_argument_column(tmp_path: Path) -> None:
+    """`arguments: "${{ row.COLUMN }}"` takes a column holding the object; a row without one is a problem."""
+    (tmp_path / "col.jsonl").write_text('{"args": {"a": 1}, "note": "x"}\n{"args": {"b": 2}}\n')
+    spec = br.load(_job("col.jsonl", "${{ row.args }}"), base_dir=tmp_path)
+    assert [r.arguments for r in spec.plan()] == [{"a": 1}, {"b": 2}]
+    (tmp_path / "bad.jsonl").write_text('{"args": {"a": 1}}\n{"args": [1]}\n{"other": 1}\n')
+    with pytest.raises(br.SpecError) as exc:
+        br.load(_job("bad.jsonl", "${{ row.args }}"), base_dir=tmp_path)
+    problems = [str(p) for p in exc.value.problems]
+    assert any("row 2 has no field 'args'" in p for p in problems), problems
+    with pytest.raises(br.SpecError) as exc:
+        br.load(_job([{"args": {"a": 1}}, {"args": [1]}], "${{ row.args }}"))
+    assert [str(p) for p in exc.value.problems] == [
+        "<dict>: $.jobs[0].arguments: ${{ row.args }} is the whole request body, so it must be an object; row 1 gives a list"]
+
+
+def test_arguments_string_must_be_a_row_template() -> None:
+    """Any other string is a schema problem saying what a string may be."""
+    with pytest.raises(br.SpecError) as exc:
+        br.load(_job([{"a": 1}], "hello"))
+    assert 'or a whole dataset row as the body: "${{ row }}"' in str(exc.value.problems[0])

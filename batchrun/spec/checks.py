@@ -223,7 +223,7 @@ class Checker:
             msg = self._ref_problem(ref, key, known_matrix, job)
             if msg:
                 self.error(where, msg + (suffix if base[0] == "defaults" else ""))
-            elif ref.namespace == "row":
+            elif ref.namespace == "row" and ref.name:  # `${{ row }}` (the whole row) needs no field
                 row_fields.setdefault(ref.name, json_path(where))
             elif ref.namespace == "env" and ref.name not in os.environ:
                 self._unset_env(where, ref, job, suffix if base[0] == "defaults" else "")

@@ -198,7 +198,7 @@ def _check_jsonl(
                 report.add(Problem(label, lineno, 1, f"$[{index}]", "invalid JSON: nested too deeply"))
                 continue
             if not isinstance(row, dict):
-                report.add(Problem(label, lineno, 1, f"$[{index}]", f"a row must be a JSON object, not {_kind(row)}"))
+                report.add(Problem(label, lineno, 1, f"$[{index}]", f"a row must be a JSON object, not {kind(row)}"))
                 continue
             for message in _missing(row, fields, index):
                 report.add(Problem(label, lineno, 1, f"$[{index}]", message))
@@ -366,12 +366,12 @@ def check_inline(
     for part in base:
         data = data[part]
     if not isinstance(data, list):
-        report.add(located.problem(base, f"a dataset must be a list of objects, not {_kind(data)}"))
+        report.add(located.problem(base, f"a dataset must be a list of objects, not {kind(data)}"))
         return
     for index, row in enumerate(data):
         report.rows += 1
         if not isinstance(row, dict):
-            report.add(located.problem((*base, index), f"a row must be an object, not {_kind(row)}"))
+            report.add(located.problem((*base, index), f"a row must be an object, not {kind(row)}"))
             continue
         for message in _missing(row, fields, index):
             report.add(located.problem((*base, index), message))
@@ -381,7 +381,7 @@ def check_inline(
                 report.add(located.problem((*base, index, cell.column), str(cell)))
 
 
-def _kind(value: Any) -> str:
+def kind(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
