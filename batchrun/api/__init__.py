@@ -13,7 +13,18 @@
 
 from __future__ import annotations
 
-from batchrun.api.records import EXPORT_FORMATS, FLAT_COLUMNS, MissingExtra, Record, Records, export, flatten, read
+from batchrun.api.records import (
+    EXPORT_FORMATS,
+    FLAT_COLUMNS,
+    MergeResult,
+    MissingExtra,
+    Record,
+    Records,
+    export,
+    flatten,
+    merge,
+    read,
+)
 from batchrun.api.running import RunResult, run, run_async
 from batchrun.api.specs import Estimate, LoadedSpec, SpecSource, load, validate
 from batchrun.errors import BatchrunError, Problem, SinkError, SpecError, UsageError
@@ -23,7 +34,7 @@ from batchrun.run.callbacks import CallbackError, Completed, InProgress, Queued,
 
 __all__ = [
     "EXPORT_FORMATS", "FLAT_COLUMNS", "BatchrunError", "CallbackError", "Completed", "Estimate", "InProgress",
-    "LoadedSpec", "MissingExtra", "PlannedRequest", "Problem", "Queued", "Record", "Records", "RecordsError",
-    "RunResult", "SinkError", "SpecError", "SpecSource", "Status", "UsageError", "export", "flatten", "load",
-    "read", "run", "run_async", "validate",
+    "LoadedSpec", "MergeResult", "MissingExtra", "PlannedRequest", "Problem", "Queued", "Record", "Records",
+    "RecordsError", "RunResult", "SinkError", "SpecError", "SpecSource", "Status", "UsageError", "export", "flatten",
+    "load", "merge", "read", "run", "run_async", "validate",
 ]

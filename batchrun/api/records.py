@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from batchrun.errors import BatchrunError, UsageError
+from batchrun.output.merge import MergeResult, Planned, merge_outputs
 from batchrun.output.reading import (
     Newest,
     check_passed,
@@ -37,7 +38,10 @@ from batchrun.output.reading import (
     seekable,
 )
 
-__all__ = ["EXPORT_FORMATS", "FLAT_COLUMNS", "MissingExtra", "Record", "Records", "export", "flatten", "read"]
+__all__ = [
+    "EXPORT_FORMATS", "FLAT_COLUMNS", "MergeResult", "MissingExtra", "Record", "Records", "export", "flatten", "merge",
+    "read",
+]
 
 EXPORT_FORMATS = ("parquet", "csv", "jsonl")
 
@@ -382,3 +386,21 @@ def _atomic(dest: Path, write: Any, n: int | None, count: list[int] | None = Non
         Path(tmp).unlink(missing_ok=True)
         raise
     return n if n is not None else (count[0] if count else 0)
+
+
+def merge(outputs: Iterable[str | os.PathLike[str]], destination: str | os.PathLike[str], *,
+          spec: Any = None) -> MergeResult:
+    """`batchrun merge`: collate shard outputs into one file in plan order, one record per id (an
+    ok record wins over an error, otherwise the newest), lines copied byte for byte, artifact paths
+    rebased. With `spec` (a LoadedSpec or anything `load` takes), `missing` lists the planned
+    requests no shard has (`planned` is the plan's size).
+
+    Raises:
+        RecordsError: an output cannot be read. SinkError: the destination cannot be written.
+    """
+    plan = None
+    if spec is not None:
+        from batchrun.api.specs import load
+
+        plan = [Planned(p.id, p.index, p.job.name) for p in load(spec).plan()]
+    return merge_outputs([os.fspath(o) for o in outputs], os.fspath(destination), plan=plan)
