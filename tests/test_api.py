@@ -276,6 +276,21 @@ def test_cli_and_api_write_the_same_records(tmp_path: Path) -> None:
     assert cli_manifest["counts"] == result.counts
 
 
+def test_every_run_flag_has_a_keyword() -> None:
+    """Each option of `batchrun run` is a keyword of run() and run_async() (--no-progress: progress)."""
+    import argparse
+    import inspect
+
+    from batchrun.commands import run as run_command
+
+    parser = argparse.ArgumentParser()
+    run_command.add_arguments(parser)
+    flags = {a.dest for a in parser._actions if a.option_strings and a.dest != "help"}
+    flags = {"progress" if f == "no_progress" else f for f in flags}
+    for fn in (br.run, br.run_async):
+        assert flags <= set(inspect.signature(fn).parameters), flags - set(inspect.signature(fn).parameters)
+
+
 def test_run_options_are_checked_like_the_flags(tmp_path: Path) -> None:
     """A keyword the command line would refuse is a UsageError before anything is touched."""
     spec = _spec(tmp_path)

@@ -68,6 +68,7 @@ def run(
     target: str | None = None,
     run_url: str | None = None,
     queue_url: str | None = None,
+    ca_bundle: str | os.PathLike[str] | None = None,
     concurrency: int | None = None,
     shard: str | tuple[int, int] | None = None,
     retry_errors: bool = False,
@@ -95,6 +96,8 @@ def run(
             (with a shard: `outputs/<name>.shard-I-of-N.jsonl`).
         target: "fal" or "local" (`--target`); `run_url` and `queue_url` together: any
             fal-compatible server (`--run-url`, `--queue-url`).
+        ca_bundle: a PEM file of the CAs trusted for HTTPS (`--ca-bundle`; default: the spec's
+            `target.ca_bundle`, else certifi's or SSL_CERT_FILE).
         concurrency: requests in flight at once (`--concurrency`; default: the spec's).
         shard: "I/N" or (I, N), 1-based (`--shard`).
         retry_errors: also re-send ids whose newest record is an error (`--retry-errors`).
@@ -137,6 +140,7 @@ async def run_async(
     target: str | None = None,
     run_url: str | None = None,
     queue_url: str | None = None,
+    ca_bundle: str | os.PathLike[str] | None = None,
     concurrency: int | None = None,
     shard: str | tuple[int, int] | None = None,
     retry_errors: bool = False,

@@ -25,6 +25,7 @@ class RunOptions:
     target: str | None = None  # --target fal|local
     run_url: str | None = None  # --run-url (with queue_url: a custom target)
     queue_url: str | None = None  # --queue-url
+    ca_bundle: str | None = None  # --ca-bundle: PEM of the CAs trusted for HTTPS (None: the spec's, else certifi's)
     concurrency: int | None = None  # --concurrency: None: the spec's
     shard: tuple[int, int] | None = None  # --shard I/N (1-based)
     retry_errors: bool = False  # --retry-errors
@@ -43,6 +44,7 @@ class RunOptions:
         target: str | None = None,
         run_url: str | None = None,
         queue_url: str | None = None,
+        ca_bundle: str | os.PathLike[str] | None = None,
         concurrency: int | None = None,
         shard: str | tuple[int, int] | None = None,
         retry_errors: bool = False,
@@ -68,6 +70,7 @@ class RunOptions:
             only = ",".join(only)
         return cls(
             output=None if output is None else Path(output), target=target, run_url=run_url, queue_url=queue_url,
-            concurrency=concurrency, shard=shard, retry_errors=bool(retry_errors), fresh=bool(fresh),
-            progress=bool(progress), show_logs=bool(show_logs), only=only, limit=limit, debug=bool(debug),
+            ca_bundle=None if ca_bundle is None else os.fspath(ca_bundle), concurrency=concurrency, shard=shard,
+            retry_errors=bool(retry_errors), fresh=bool(fresh), progress=bool(progress), show_logs=bool(show_logs),
+            only=only, limit=limit, debug=bool(debug),
         )

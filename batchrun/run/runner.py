@@ -446,12 +446,14 @@ async def _execute(r: _Run, endpoints: Endpoints, handle_signals: bool) -> RunRe
     summary = RunSummary(output=str(out))
     summary.plan_order([j.name for j in spec.jobs])
     limits = Limits(r.concurrency, rate=spec.rate_limit)
-    downloader = Downloader(out, scrub_text=r.redactor.text) if any(j.download for j in spec.jobs) else None
+    ca_bundle = r.options.ca_bundle or spec.target.ca_bundle
+    downloader = (Downloader(out, scrub_text=r.redactor.text, ca_bundle=ca_bundle)
+                  if any(j.download for j in spec.jobs) else None)
     toolkit = Toolkit(spec, summary=summary, resume=r.state, downloader=downloader)
     plan = build_plan(spec, shard=r.shard, only=count.todo)
     try:
         async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
-                             redactor=r.redactor, max_connections=r.concurrency) as client:
+                             redactor=r.redactor, max_connections=r.concurrency, ca_bundle=ca_bundle) as client:
             with JsonlSink(out) as sink:
                 executor = Executor(
                     client=client, sink=sink, journal=r.journal, resume=r.state, limits=limits,
