@@ -77,6 +77,8 @@ def run(
     show_logs: bool = False,
     only: str | Iterable[str] | None = None,
     limit: int | None = None,
+    sample: int | None = None,
+    seed: int | None = None,
     debug: bool = False,
     on_enqueue: OnEnqueue | None = None,
     on_queue_update: OnQueueUpdate | None = None,
@@ -106,6 +108,8 @@ def run(
         show_logs: stream runner logs to stderr (`--show-logs`).
         only: job names (a list or "a,b"): run only those jobs (`--only`).
         limit: only the first N planned requests of each job (`--limit`).
+        sample: only N requests of each job, chosen by a seeded hash of their ids (`--sample`);
+            `seed` is the sample's seed (`--seed`, default 0).
         debug: tracebacks of internal errors (`--debug`).
         on_enqueue: `(request, request_id)` once a queue submit is accepted (and journaled).
         on_queue_update: `(request, status)`: `Queued(position)`, `InProgress(logs)`, `Completed(logs,
@@ -149,6 +153,8 @@ async def run_async(
     show_logs: bool = False,
     only: str | Iterable[str] | None = None,
     limit: int | None = None,
+    sample: int | None = None,
+    seed: int | None = None,
     debug: bool = False,
     on_enqueue: OnEnqueue | None = None,
     on_queue_update: OnQueueUpdate | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from batchrun import signals
+from batchrun.commands.plan import add_sample_arguments
 
 
 def _positive_int(text: str) -> int:
@@ -55,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run only the first N planned requests of each job (a cheap smoke test)",
     )
+    add_sample_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +73,6 @@ def run(args: argparse.Namespace) -> int:
         args.spec, args.output, target=args.target, run_url=args.run_url, queue_url=args.queue_url,
         ca_bundle=args.ca_bundle, concurrency=args.concurrency, shard=args.shard, retry_errors=args.retry_errors,
         fresh=args.fresh, progress=not args.no_progress, show_logs=args.show_logs, only=args.only, limit=args.limit,
-        debug=bool(getattr(args, "debug", False)),
+        sample=args.sample, seed=args.seed, debug=bool(getattr(args, "debug", False)),
     )
     return result.exit_code

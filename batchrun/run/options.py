@@ -34,6 +34,8 @@ class RunOptions:
     show_logs: bool = False  # --show-logs
     only: str | None = None  # --only, as written: job names separated by commas
     limit: int | None = None  # --limit
+    sample: int | None = None  # --sample N: N requests of each job, by a seeded hash of their ids
+    seed: int | None = None  # --seed S: the sample's seed (None: 0; needs sample)
     debug: bool = False  # --debug (or BATCHRUN_DEBUG=1): tracebacks of internal errors
 
     @classmethod
@@ -53,14 +55,18 @@ class RunOptions:
         show_logs: bool = False,
         only: str | Iterable[str] | None = None,
         limit: int | None = None,
+        sample: int | None = None,
+        seed: int | None = None,
         debug: bool = False,
     ) -> RunOptions:
         """Checked options; raises UsageError for a value the command line would refuse."""
         if target is not None and target not in TARGETS:
             raise UsageError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
-        for name, value in (("concurrency", concurrency), ("limit", limit)):
+        for name, value in (("concurrency", concurrency), ("limit", limit), ("sample", sample)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UsageError(f"{name}: expected a whole number of at least 1, got {value!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise UsageError(f"seed: expected a whole number of at least 0, got {seed!r}")
         if isinstance(shard, str):
             shard = parse_shard(shard)
         elif shard is not None:
@@ -72,5 +78,5 @@ class RunOptions:
             output=None if output is None else Path(output), target=target, run_url=run_url, queue_url=queue_url,
             ca_bundle=None if ca_bundle is None else os.fspath(ca_bundle), concurrency=concurrency, shard=shard,
             retry_errors=bool(retry_errors), fresh=bool(fresh), progress=bool(progress), show_logs=bool(show_logs),
-            only=only, limit=limit, debug=bool(debug),
+            only=only, limit=limit, sample=sample, seed=seed, debug=bool(debug),
         )

@@ -35,7 +35,7 @@ from batchrun.output.planids import PlanIds, compare, parse_ids, plan_ids_path, 
 from batchrun.output.resume import ResumeState, scan_output
 from batchrun.output.sink import JsonlSink, OutputLock
 from batchrun.output.summary import RunSummary
-from batchrun.plan.planner import build_plan
+from batchrun.plan.planner import build_plan, with_sample
 from batchrun.plan.selection import Selection, select
 from batchrun.redact import Redactor
 from batchrun.run.callbacks import Callbacks
@@ -157,6 +157,7 @@ class _Run:
     label: str  # what messages call the spec (its path, or <string>/<dict>)
     options: RunOptions
     selection: Selection | None
+    part: str | None  # a part of the spec's plan (--only/--limit, --sample): its label, else None
     shard: tuple[int, int] | None
     target: Target
     endpoints: Endpoints | None
@@ -175,7 +176,14 @@ class _Run:
 
 def _decide(spec: Spec, warnings: list[Problem], counts: dict[str, int], label: str, options: RunOptions,
             callbacks: Callbacks | None, interrupts: Interrupts | None) -> _Run:
+    spec = with_sample(spec, counts, options.sample, options.seed)
     selection = select(spec, counts, options.only, options.limit)
+    # A part of the spec's plan (--only/--limit, --sample): its ids are neither recorded nor compared
+    # as the output's plan, and the manifest says which part was run.
+    part = " ".join(label for label in (
+        None if options.sample is None else f"--sample {options.sample} --seed {options.seed or 0}",
+        None if selection is None else selection.label,
+    ) if label) or None
     unset = [p for p in warnings if isinstance(p, UnsetEnv) and counts.get(p.job)
              and (selection is None or p.job in selection.jobs)]
     for problem in warnings:
@@ -197,8 +205,8 @@ def _decide(spec: Spec, warnings: list[Problem], counts: dict[str, int], label: 
     out = _output(spec, options)
     redactor = _secrets(spec, endpoints, environ)
     check_budget_prices(spec)
-    return _Run(spec, counts, label, options, selection, options.shard, target, endpoints, concurrency, record_logs,
-                out, redactor, callbacks if callbacks is not None else Callbacks(), interrupts)
+    return _Run(spec, counts, label, options, selection, part, options.shard, target, endpoints, concurrency,
+                record_logs, out, redactor, callbacks if callbacks is not None else Callbacks(), interrupts)
 
 
 @contextlib.contextmanager
@@ -229,9 +237,9 @@ def _opened(r: _Run) -> Iterator[_Run]:
             total, settled, settled_errors = count.total, count.settled, count.errors
             manifest = Manifest(out, spec, target=_target_urls(r.target, r.endpoints), shard=r.shard, planned=total,
                                 resumed=bool(state.lines), scrub=r.redactor.scrub,
-                                selection=None if r.selection is None else r.selection.label)
+                                selection=r.part)
             # A part of the plan is not the plan: its ids are neither recorded nor compared.
-            _compare_plans(out, state, ids, manifest, record=r.selection is None)
+            _compare_plans(out, state, ids, manifest, record=r.part is None)
             if state.lines or journal.in_flight or journal.intents:
                 hint = "; --retry-errors re-runs errors" if settled_errors else ""
                 unknown = (
@@ -254,7 +262,7 @@ def _opened(r: _Run) -> Iterator[_Run]:
             try:
                 yield r
             finally:
-                if r.selection is None and ids.complete and manifest.data["plan"]["ids_sha256"] is None:
+                if r.part is None and ids.complete and manifest.data["plan"]["ids_sha256"] is None:
                     _record_plan(out, ids, manifest)
                 _finish_manifest(manifest, r.result, count)
         finally:
