@@ -232,7 +232,7 @@ class Checker:
             msg = self._ref_problem(ref, key, known_matrix, job)
             if msg:
                 self.error(where, msg + (suffix if base[0] == "defaults" else ""))
-            elif ref.namespace == "row":
+            elif ref.namespace == "row" and ref.name:  # `${{ row }}` (the whole row) needs no field
                 row_fields.setdefault(ref.name, json_path(where))
             elif ref.namespace == "env" and ref.name not in os.environ:
                 self._unset_env(where, ref, job, suffix if base[0] == "defaults" else "")
@@ -286,6 +286,9 @@ class Checker:
         if source is None or self.is_bad(where):
             return
         types: dict[str, str] = {}
+        if isinstance(source, dict) and "files" in source:  # {files: GLOB}; the schema checked its shape
+            self.datasets[job.index] = self._file_rows(source["files"], (*where, "files"), fields)
+            return
         if isinstance(source, dict):  # {path, types}; the schema checked its shape
             raw_types = source.get("types")
             types = {k: v for k, v in raw_types.items() if v in TYPES} if isinstance(raw_types, dict) else {}
@@ -329,6 +332,17 @@ class Checker:
             self.problems.append(
                 dataclasses.replace(first, message=f"... and {report.more} more problems in this dataset")
             )
+
+    def _file_rows(self, pattern: str, where: PathKey, fields: dict[str, str]) -> dataset.Report:
+        report = dataset.Report(rows=len(dataset.file_rows(self.spec_dir, pattern)))
+        report.columns = dict.fromkeys(dataset.FILE_FIELDS)
+        if not report.rows:
+            full = os.path.normpath(os.path.join(os.path.abspath(self.spec_dir), pattern))
+            self.error(where, f"no file matches {pattern!r} (looked for {full})")
+        for name, used_at in fields.items():
+            if name not in dataset.FILE_FIELDS:
+                self.error(where, f"a files dataset's rows have path, name and stem, not '{name}' (used by {used_at})")
+        return report
 
     def _unknown_columns(self, types: dict[str, str], report: dataset.Report, where: PathKey, source: str) -> None:
         """A `types` name that no row has converts nothing: most likely a typo of a real column."""

@@ -66,7 +66,8 @@ class Job:
     endpoint: str
     path: str = ""
     mode: Mode = "subscribe"
-    arguments: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # A string is a whole-argument template, `${{ row }}` or `${{ row.COLUMN }}` (each row's object).
+    arguments: dict[str, Any] | str = dataclasses.field(default_factory=dict)
     matrix: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     include: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     exclude: list[dict[str, Any]] = dataclasses.field(default_factory=list)
