@@ -28,6 +28,7 @@ COMMANDS = {
     "diff": "compare a new output with a baseline",
     "merge": "merge shard outputs in plan order",
     "check": "re-evaluate a spec's expectations on an existing output, sending nothing",
+    "cache": "show, prune or clear the result cache",
 }
 
 

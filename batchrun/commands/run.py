@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--show-logs", action="store_true", help="stream runner logs to stderr, prefixed with job and id"
     )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--no-cache", action="store_true",
+                       help="neither read nor write the result cache (for jobs with `cache`)")
+    cache.add_argument("--refresh-cache", action="store_true",
+                       help="send every request of jobs with `cache` and replace their cached results")
     parser.add_argument(
         "--only", metavar="JOB[,JOB...]", help="run only these jobs (ids unchanged: a later full run resumes them)"
     )

@@ -36,6 +36,7 @@ from batchrun.output.summary import RunSummary
 from batchrun.plan.planner import build_plan, parse_shard
 from batchrun.plan.selection import select
 from batchrun.redact import Redactor
+from batchrun.run.caching import RunCache, target_bases
 from batchrun.run.executor import Executor, RunResult
 from batchrun.run.limits import Limits
 from batchrun.run.progress import Progress
@@ -310,7 +311,7 @@ async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: 
         async with serve_local(runners=max(2, concurrency)) as server:
             local = resolve_target(target, {}, run_url=server.run_url, queue_url=server.queue_url)
             result = await _execute(spec, local, shard, out, journal, state, redactor, concurrency,
-                                    count, record_logs, args, ids)
+                                    count, record_logs, args, ids, target_bases("local", None))
             # The server stops with this run: nothing it had queued can be re-attached later.
             for entry in list(journal.in_flight.values()):
                 if entry.status_url.startswith(server.origin):
@@ -320,13 +321,13 @@ async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: 
             return result
     assert endpoints is not None
     return await _execute(spec, endpoints, shard, out, journal, state, redactor, concurrency,
-                          count, record_logs, args, ids)
+                          count, record_logs, args, ids, target_bases(target.kind, endpoints))
 
 
 async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | None, out: Path,
                    journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
                    count: PlanCount, record_logs: set[str], args: argparse.Namespace,
-                   ids: PlanIds) -> RunResult:
+                   ids: PlanIds, bases: dict[str, str]) -> RunResult:
     from batchrun.client.fal import FalClient
     from batchrun.toolkit.artifacts import Downloader
 
@@ -337,7 +338,11 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
     downloader = Downloader(out, scrub_text=redactor.text) if any(j.download for j in spec.jobs) else None
     toolkit = Toolkit(spec, summary=summary, resume=state, downloader=downloader)
     plan = build_plan(spec, shard=shard, only=count.todo)
+    cache = None if args.no_cache else RunCache(spec, bases, out, refresh=args.refresh_cache, environ=os.environ,
+                                                warn=progress.message)
     try:
+        if cache is not None:
+            cache.open()
         async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
                              redactor=redactor, max_connections=concurrency) as client:
             with JsonlSink(out) as sink:
@@ -345,10 +350,12 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
                     client=client, sink=sink, journal=journal, resume=state, limits=limits,
                     progress=progress, summary=summary, redactor=redactor, workers=concurrency,
                     retry_errors=args.retry_errors, show_logs=args.show_logs, record_logs=record_logs,
-                    toolkit=toolkit, debug=_debug(args),
+                    toolkit=toolkit, debug=_debug(args), cache=cache,
                 )
                 return await executor.execute(plan if ids.complete else ids.wrap(plan), count.settled_jobs)
     finally:
         progress.close()
+        if cache is not None:
+            cache.close()
         if downloader is not None:
             await downloader.aclose()
