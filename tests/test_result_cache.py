@@ -400,3 +400,31 @@ def test_result_cache_store_round_trip(tmp_path: Path) -> None:
         assert got is not None and got.data == {"result": {"a": 1}} and got.target == "local"
         assert cache.get(b"k" * 32, max_age_s=50) is None and cache.get(b"x" * 32) is None
         assert cache.stats().entries == 1 and cache.stats().by_endpoint == {"local/echo": 1}
+
+
+def test_a_spec_with_gates_is_warned_about_an_unbounded_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A regression-style spec (gates) with `cache: true` validates with one located warning; with a
+    ttl it is quiet."""
+    gates = "        gates: {max_errors: 0}\n"
+    spec = write_spec(tmp_path, sweep(0, 2, extra=gates), "a.yaml")
+    assert main(["validate", str(spec)]) == 0
+    err = capsys.readouterr().err
+    assert f"{spec}:3:1: $.cache: warning: this spec has gates" in err and "give `cache` a ttl" in err
+    bounded = write_spec(tmp_path, sweep(0, 2, cache="{ttl: 1d}", extra=gates), "b.yaml")
+    assert main(["validate", str(bounded)]) == 0
+    assert "gates" not in capsys.readouterr().err
+
+
+def test_a_cache_that_cannot_be_opened_is_a_warning(tmp_path: Path, make_server: MakeServer,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """BATCHRUN_CACHE_DIR naming a file: one warning, and the run sends and writes everything."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("BATCHRUN_CACHE_DIR", str(blocker))
+    spec = write_spec(tmp_path, sweep(0, 3))
+    with make_server(runners=2) as srv:
+        assert run_cli(str(spec), "-o", str(tmp_path / "a.jsonl"), *server_urls(srv)) == 0
+        assert sent(srv) == 3
+    assert "batchrun: warning: cannot create the result cache folder" in capsys.readouterr().err
+    assert len(records(tmp_path / "a.jsonl")) == 3

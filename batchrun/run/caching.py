@@ -30,6 +30,7 @@ from typing import Any
 import anyio.to_thread
 
 from batchrun.client.target import Endpoints, fal_hosts
+from batchrun.errors import BatchrunError
 from batchrun.output.cachekey import FileDigests, cache_key, has_file_refs
 from batchrun.output.records import build_record, isoformat
 from batchrun.output.resultcache import Entry, ResultCache, cache_dir
@@ -92,8 +93,13 @@ class RunCache:
         return bool(self.caches)
 
     def open(self) -> None:
-        for cache in self.caches.values():
-            cache.open()
+        """Open each scope's cache; one that cannot be opened (a read-only folder, a newer format)
+        is a warning and the run goes on without it."""
+        for scope, cache in self.caches.items():
+            try:
+                cache.open()
+            except BatchrunError as exc:
+                self._failed(scope, str(exc))
 
     def close(self) -> None:
         for cache in self.caches.values():
@@ -102,7 +108,7 @@ class RunCache:
     async def lookup(self, request: PlannedRequest) -> Entry | None:
         """The cached entry for `request` (None: not cacheable, not cached, expired, or --refresh-cache)."""
         policy = request.job.cache
-        if policy is None:
+        if policy is None or policy.scope in self._broken:
             return None
         target = self.bases[request.mode]
         if has_file_refs(request.arguments):  # reads and hashes files: off the event loop
@@ -183,7 +189,8 @@ class RunCache:
     def _failed(self, scope: str, message: str) -> None:
         if scope not in self._broken:
             self._broken.add(scope)
-            self.warn(f"batchrun: warning: {message} ({self.caches[scope].path}); the run goes on without it")
+            self.warn(f"batchrun: warning: {message} ({self.caches[scope].path}); the run goes on without "
+                      "the result cache")
 
     def _place_artifacts(self, scope: str, entry: Entry) -> bool:
         """Link a hit's artifact files into this output's files/ folder; False if one is gone."""
