@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from batchrun.load import load_spec
+from batchrun.plan import design
 from batchrun.plan.estimate import estimate
-from batchrun.plan.planner import PlannedRequest, build_plan, parse_shard
+from batchrun.plan.planner import PlannedRequest, build_plan, job_count, parse_shard, with_sample
 from batchrun.plan.selection import Selection, select
 from batchrun.spec.model import Spec
 
@@ -24,6 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--limit", type=_positive, metavar="N",
                       help="only the first N planned requests of each job (what `batchrun run --limit N` sends)")
     parser.add_argument("--format", choices=("jsonl", "table"), default="jsonl", help="output format (default jsonl)")
+    add_sample_arguments(parser)
+
+
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sample N --seed S, shared with `batchrun run`."""
+    parser.add_argument("--sample", type=_positive, metavar="N",
+                        help="only N requests of each job, chosen by a seeded hash of their ids (ids unchanged)")
+    parser.add_argument("--seed", type=_seed, metavar="S", help="the sample's seed (default 0; needs --sample)")
+
+
+def _seed(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return int(text)
 
 
 def _positive(text: str) -> int:
@@ -36,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard is not None else None
     warnings: list[Any] = []
     counts: dict[str, int] = {}  # the whole plan's, counted by validation
-    spec = load_spec(args.spec, warnings, counts)
+    spec = with_sample(load_spec(args.spec, warnings, counts), counts, args.sample, args.seed)
     selection = select(spec, counts, args.only, args.limit)  # the same part of the plan `run` would send
     for warning in warnings:
         print(warning, file=sys.stderr)
@@ -98,6 +113,8 @@ def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | N
     """Per-job counts and estimates; `jobs`: only these (--only). `hits`: batchrun.run.caching.HitCount
     per job with `cache` (None: no job uses the cache, so no cache columns)."""
     estimates = estimate(spec, counts, shard)
+    # A design or a sample shows the full product's size beside it; plain specs keep three columns.
+    designs = any(job.strategy is not None or job.sample is not None for job in spec.jobs)
     rows = []
     total_cost: float | None = 0.0
     total_hits, total_saved, uncacheable = 0, 0.0 if spec.pricing else None, 0
@@ -105,7 +122,9 @@ def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | N
         if jobs is not None and job.name not in jobs:
             continue
         n, cost = estimates[job.name].requests, estimates[job.name].cost
-        row = [job.name, job.endpoint, str(n)]
+        row = [job.name, job.endpoint, *([design.describe(job)] if designs else []), str(n)]
+        if designs:
+            row.append(str(job_count(design.full_job(job))))
         if spec.pricing:
             # Say which endpoints lack a price: the fix is an entry under `pricing:`.
             row.append(
@@ -124,19 +143,24 @@ def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | N
                 if h is not None:
                     total_saved = None if saved is None or total_saved is None else total_saved + saved
         rows.append(row)
-    total = ["total", "", str(sum(e.requests for name, e in estimates.items() if jobs is None or name in jobs))]
+    total = ["total", "", *([""] if designs else []),
+             str(sum(e.requests for name, e in estimates.items() if jobs is None or name in jobs))]
+    if designs:
+        total.append(str(sum(int(r[4]) for r in rows)))
     if spec.pricing:
         total.append(_money(total_cost))
-    header = ["job", "endpoint", "requests"] + (["est. cost"] if spec.pricing else [])
+    header = ["job", "endpoint", *(["design", "requests", "full"] if designs else ["requests"])]
+    header += ["est. cost"] if spec.pricing else []
     if hits is not None:
         total.append(str(total_hits))
         header.append("cached")
         if spec.pricing:
             total.append(_money(total_saved))
             header.append("cache saves")
-    _write_table(header, [*rows, total], out, right=set(range(2, len(header))))
+    requests_at = 3 if designs else 2
+    _write_table(header, [*rows, total], out, right=set(range(requests_at, len(header))))
     if hits is not None:
-        sent = int(total[2]) - total_hits
+        sent = int(total[requests_at]) - total_hits
         note = f"; {uncacheable} use ${{{{ env.X }}}} values and are never cached" if uncacheable else ""
         out.write(f"result cache: {total_hits} requests would be served from the cache, {sent} sent{note}\n")
 
