@@ -30,6 +30,7 @@ COMMANDS = {
     "merge": "merge shard outputs in plan order",
     "check": "re-evaluate a spec's expectations on an existing output, sending nothing",
     "export": "write an output's records (newest per id) as Parquet, CSV or JSONL",
+    "cache": "show, prune or clear the result cache",
 }
 
 

@@ -80,6 +80,8 @@ def run(
     sample: int | None = None,
     seed: int | None = None,
     debug: bool = False,
+    no_cache: bool = False,
+    refresh_cache: bool = False,
     on_enqueue: OnEnqueue | None = None,
     on_queue_update: OnQueueUpdate | None = None,
     on_record: OnRecord | None = None,
@@ -111,6 +113,8 @@ def run(
         sample: only N requests of each job, chosen by a seeded hash of their ids (`--sample`);
             `seed` is the sample's seed (`--seed`, default 0).
         debug: tracebacks of internal errors (`--debug`).
+        no_cache: neither read nor write the result cache (`--no-cache`); `refresh_cache`: send
+            the requests of caching jobs and replace their cached results (`--refresh-cache`).
         on_enqueue: `(request, request_id)` once a queue submit is accepted (and journaled).
         on_queue_update: `(request, status)`: `Queued(position)`, `InProgress(logs)`, `Completed(logs,
             metrics)` (fal-client's shapes; logs with the job's `with_logs` or `show_logs`).
@@ -156,6 +160,8 @@ async def run_async(
     sample: int | None = None,
     seed: int | None = None,
     debug: bool = False,
+    no_cache: bool = False,
+    refresh_cache: bool = False,
     on_enqueue: OnEnqueue | None = None,
     on_queue_update: OnQueueUpdate | None = None,
     on_record: OnRecord | None = None,

@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--show-logs", action="store_true", help="stream runner logs to stderr, prefixed with job and id"
     )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--no-cache", action="store_true",
+                       help="neither read nor write the result cache (for jobs with `cache`)")
+    cache.add_argument("--refresh-cache", action="store_true",
+                       help="send every request of jobs with `cache` and replace their cached results")
     parser.add_argument(
         "--only", metavar="JOB[,JOB...]", help="run only these jobs (ids unchanged: a later full run resumes them)"
     )
@@ -74,5 +79,6 @@ def run(args: argparse.Namespace) -> int:
         ca_bundle=args.ca_bundle, concurrency=args.concurrency, shard=args.shard, retry_errors=args.retry_errors,
         fresh=args.fresh, progress=not args.no_progress, show_logs=args.show_logs, only=args.only, limit=args.limit,
         sample=args.sample, seed=args.seed, debug=bool(getattr(args, "debug", False)),
+        no_cache=args.no_cache, refresh_cache=args.refresh_cache,
     )
     return result.exit_code

@@ -38,6 +38,7 @@ from batchrun.output.sink import JsonlSink
 from batchrun.output.summary import RunSummary
 from batchrun.plan.planner import PlannedRequest
 from batchrun.redact import Redactor
+from batchrun.run.caching import RunCache
 from batchrun.run.callbacks import Callbacks, Completed, InProgress, Queued
 from batchrun.run.inflight import (
     Active,
@@ -164,6 +165,7 @@ class Executor:
         debug: bool = False,
         callbacks: Callbacks | None = None,
         interrupts: Interrupts | None = None,
+        cache: RunCache | None = None,
     ) -> None:
         self.client = client
         self.sink = sink
@@ -182,6 +184,7 @@ class Executor:
         self.debug = debug  # show the traceback of an internal error (redacted)
         self.callbacks = callbacks if callbacks is not None else Callbacks()  # the Python API's (run.callbacks)
         self.interrupts = interrupts  # stop requests from outside the loop's thread (run.stopping.Interrupts)
+        self.cache = cache if cache is not None and cache.enabled else None  # batchrun.run.caching
         self.internal_errors = 0
         self.stop = Stop(progress, journal)  # interrupts and halts (batchrun.run.stopping)
         self._attach_ids: set[str] = set()
@@ -285,6 +288,16 @@ class Executor:
 
     async def _attempt(self, item: Item, started_wall: float, t0: float) -> dict[str, Any] | None:
         request = item.request
+        if self.cache is not None and item.handle is None and item.unknown_since is None and not self.stop.halted:
+            # Before the slot: a hit sends nothing, so it takes no concurrency, rate or budget.
+            entry = await self.cache.lookup(request)
+            if entry is not None:
+                record = self.cache.hit_record(
+                    request, entry, started_at=started_wall, t0=t0, scrub=self.redactor.scrub,
+                    keep_logs=None if self.record_logs is None else request.job.name in self.record_logs)
+                if self.toolkit is not None:
+                    await self.toolkit.enrich(request, record)
+                return record
         scope = anyio.CancelScope()
         active = Active(request=request, scope=scope, journaled=item.handle is not None)
         key = id(active)
@@ -359,6 +372,8 @@ class Executor:
             async for first in results:
                 for record in _ready(first, results):
                     self.sink.write(record)
+                    if self.cache is not None:
+                        self.cache.store(record)  # after the write: the output has it whatever the cache does
                     if record["mode"] == "subscribe":
                         self.journal.done(record["id"], record["request_id"])
                     self.progress.advance(record["status"] == "ok")

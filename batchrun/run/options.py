@@ -37,6 +37,8 @@ class RunOptions:
     sample: int | None = None  # --sample N: N requests of each job, by a seeded hash of their ids
     seed: int | None = None  # --seed S: the sample's seed (None: 0; needs sample)
     debug: bool = False  # --debug (or BATCHRUN_DEBUG=1): tracebacks of internal errors
+    no_cache: bool = False  # --no-cache: neither read nor write the result cache
+    refresh_cache: bool = False  # --refresh-cache: send, and replace the cached results
 
     @classmethod
     def create(
@@ -58,8 +60,12 @@ class RunOptions:
         sample: int | None = None,
         seed: int | None = None,
         debug: bool = False,
+        no_cache: bool = False,
+        refresh_cache: bool = False,
     ) -> RunOptions:
         """Checked options; raises UsageError for a value the command line would refuse."""
+        if no_cache and refresh_cache:
+            raise UsageError("no_cache and refresh_cache exclude each other (--no-cache, --refresh-cache)")
         if target is not None and target not in TARGETS:
             raise UsageError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
         for name, value in (("concurrency", concurrency), ("limit", limit), ("sample", sample)):
@@ -79,4 +85,5 @@ class RunOptions:
             ca_bundle=None if ca_bundle is None else os.fspath(ca_bundle), concurrency=concurrency, shard=shard,
             retry_errors=bool(retry_errors), fresh=bool(fresh), progress=bool(progress), show_logs=bool(show_logs),
             only=only, limit=limit, sample=sample, seed=seed, debug=bool(debug),
+            no_cache=bool(no_cache), refresh_cache=bool(refresh_cache),
         )

@@ -38,6 +38,7 @@ from batchrun.output.summary import RunSummary
 from batchrun.plan.planner import build_plan, with_sample
 from batchrun.plan.selection import Selection, select
 from batchrun.redact import Redactor
+from batchrun.run.caching import RunCache, target_bases
 from batchrun.run.callbacks import Callbacks
 from batchrun.run.executor import Executor, RunResult
 from batchrun.run.limits import Limits
@@ -463,7 +464,12 @@ async def _execute(r: _Run, endpoints: Endpoints, handle_signals: bool) -> RunRe
         print(f"batchrun: warning: {hasher.message}", file=sys.stderr)
     toolkit = Toolkit(spec, summary=summary, resume=r.state, downloader=downloader, hasher=hasher)
     plan = build_plan(spec, shard=r.shard, only=count.todo)
+    bases = target_bases("local", None) if r.target.kind == "local" else target_bases(r.target.kind, endpoints)
+    cache = None if r.options.no_cache else RunCache(spec, bases, out, refresh=r.options.refresh_cache,
+                                                     environ=os.environ, warn=progress.message)
     try:
+        if cache is not None:
+            cache.open()
         async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
                              redactor=r.redactor, max_connections=r.concurrency, ca_bundle=ca_bundle) as client:
             with JsonlSink(out) as sink:
@@ -473,9 +479,12 @@ async def _execute(r: _Run, endpoints: Endpoints, handle_signals: bool) -> RunRe
                     retry_errors=r.options.retry_errors, show_logs=r.options.show_logs, record_logs=r.record_logs,
                     toolkit=toolkit, debug=_debug(r.options), callbacks=r.callbacks, interrupts=r.interrupts,
                     handle_signals=handle_signals and r.interrupts is None,
+                    cache=cache,
                 )
                 return await executor.execute(plan if ids.complete else ids.wrap(plan), count.settled_jobs)
     finally:
         progress.close()
+        if cache is not None:
+            cache.close()
         if downloader is not None:
             await downloader.aclose()

@@ -133,7 +133,26 @@ class Checker:
             self.check_job(job)
         self.check_pricing(data.get("pricing"))
         self.check_unused_defaults(jobs)
+        self.check_cache(data, jobs)
         return jobs
+
+    def check_cache(self, data: dict[str, Any], jobs: list[JobSource]) -> None:
+        """`gates` make a regression run, which exists to see the service change; a result cache
+        without a ttl would answer it with old results forever (docs/spec.md, Result cache). A
+        warning, once per place `cache` is written: the spec may mean it (a gate on cost)."""
+        if not data.get("gates"):
+            return
+        warned: set[PathKey] = set()
+        for job in jobs:
+            value = job.options.get("cache", data.get("cache", False))
+            if value is True or (isinstance(value, dict) and "ttl" not in value):
+                where = job.at("cache") if "cache" in job.options else ("cache",)
+                if where not in warned and not self.is_bad(where):
+                    warned.add(where)
+                    self.error(where, "this spec has gates (a regression run, meant to see the service change), but "
+                               f"the result cache serves job '{job.name}' earlier results of any age: give `cache` "
+                               "a ttl, or `cache: false` to the jobs the gates judge (docs/spec.md, Result cache)",
+                               at_key=True, severity="warning")
 
     def check_unused_defaults(self, jobs: list[JobSource]) -> None:
         """A mode-specific default that every job skipped (see MODE_ONLY) does nothing: say so."""

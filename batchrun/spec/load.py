@@ -17,7 +17,7 @@ from batchrun.errors import Problem
 from batchrun.spec import constraints, dataset, yamlsource
 from batchrun.spec.checks import Checker, JobSource
 from batchrun.spec.dataset import file_rows
-from batchrun.spec.model import MAX_ANSWER_BYTES, Job, RateLimit, RetryPolicy, Sample, Spec, Target
+from batchrun.spec.model import MAX_ANSWER_BYTES, CachePolicy, Job, RateLimit, RetryPolicy, Sample, Spec, Target
 from batchrun.spec.pricing import price_problems
 from batchrun.spec.schema import schema_problems
 
@@ -138,7 +138,7 @@ def _build(data: dict[str, Any], jobs: list[JobSource], source: Path) -> Spec:
     return Spec(
         version=data["version"],
         name=data["name"],
-        jobs=[_build_job(j.options, source.parent) for j in jobs],
+        jobs=[_build_job(j.options, source.parent, data.get("cache", False)) for j in jobs],
         source=source,
         description=data.get("description"),
         target=target,
@@ -152,7 +152,7 @@ def _build(data: dict[str, Any], jobs: list[JobSource], source: Path) -> Spec:
     )
 
 
-def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
+def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any = False) -> Job:
     dataset = o.get("dataset")
     types: dict[str, str] = {}
     if isinstance(dataset, dict) and "files" in dataset:  # {files: GLOB}: the rows are the files, now
@@ -198,7 +198,23 @@ def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
         rate_limit=RateLimit(float(rate["per_second"])) if rate else None,
         expect=o.get("expect", []),
         download=o.get("download", False),
+        cache=_cache(o.get("cache", spec_cache)),
     )
+
+
+_TTL_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def _cache(value: Any) -> CachePolicy | None:
+    """`cache:` (validated by the schema): false -> None, true -> the defaults, {ttl, scope}."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return CachePolicy()
+    ttl = value.get("ttl")
+    if isinstance(ttl, str):
+        ttl = float(ttl[:-1]) * _TTL_UNITS[ttl[-1]]
+    return CachePolicy(ttl_s=None if ttl is None else float(ttl), scope=value.get("scope", "project"))
 
 
 def _strategy(value: Any) -> int | None:

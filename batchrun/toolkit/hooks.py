@@ -71,15 +71,21 @@ class Toolkit:
 
     async def enrich(self, request: PlannedRequest, record: dict[str, Any]) -> None:
         ok = record["status"] == "ok"
+        # A result cache hit (batchrun.run.caching): checked afresh, against the latency it took
+        # when first obtained; its artifacts are already linked in unless it was cached without them.
+        cached = record.get("cached")
         if ok and request.job.expect:
-            record["expectations"] = self.expectations.evaluate(
-                request, record["result"], record["timing"]["latency_s"])
-        if ok and request.job.download and self.downloader is not None:
+            latency = cached["latency_s"] if cached is not None else record["timing"]["latency_s"]
+            record["expectations"] = self.expectations.evaluate(request, record["result"], latency)
+        if ok and request.job.download and self.downloader is not None and "artifacts" not in record:
             record["artifacts"] = await self.downloader.fetch(record["result"])
             if self.hasher is not None and self.hasher.available:
                 # Decoding is CPU work: off the event loop, so other requests' downloads go on.
                 await anyio.to_thread.run_sync(self._add_phashes, record["artifacts"], self.downloader.output.parent)
         cost = request_cost(self.spec.pricing, request) if ok else None
+        if cached is not None:
+            self.summary.cache_saved_usd += cost or 0.0
+            cost = 0.0  # nothing was sent: it costs nothing, against the budget or in the output
         if ok and self.spec.pricing:
             record["cost_usd"] = cost
         if self.budget is not None:
