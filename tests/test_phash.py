@@ -78,3 +78,28 @@ def test_without_the_extra_the_run_warns_and_records_no_phash(
     assert err.count(MISSING_EXTRA) == 1 and "pip install 'batchrun[images]'" in err
     artifacts = [r["artifacts"][0] for r in records(out) if r["job"] == "img"]
     assert len(artifacts) == 4 and all("phash" not in a and a["sha256"] for a in artifacts)
+
+
+def test_a_cache_hit_keeps_its_phash_and_one_cached_without_the_extra_gets_one(
+    tmp_path: Path, loopback_server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The result cache replays artifacts: hashed ones keep their pHash; ones first obtained
+    without the images extra are hashed on the hit, so `diff` by look works on cached outputs."""
+    monkeypatch.setenv("BATCHRUN_CACHE_DIR", str(tmp_path / "cache"))
+    spec = str(write_spec(tmp_path, SPEC.replace("name: ph\n", "name: ph\n    cache: true\n")))
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "imagehash", None)
+        first = tmp_path / "first.jsonl"
+        assert run_cli(spec, "-o", str(first), *server_urls(loopback_server)) == 0
+    assert all("phash" not in r["artifacts"][0] for r in records(first) if r["job"] == "img")
+    second = tmp_path / "second.jsonl"
+    assert run_cli(spec, "-o", str(second), *server_urls(loopback_server)) == 0
+    third = tmp_path / "third.jsonl"
+    assert run_cli(spec, "-o", str(third), *server_urls(loopback_server)) == 0
+    fresh = tmp_path / "fresh.jsonl"
+    assert run_cli(spec, "-o", str(fresh), "--no-cache", *server_urls(loopback_server)) == 0
+    for out in (second, third):
+        img = [r for r in records(out) if r["job"] == "img"]
+        assert len(img) == 4 and all("cached" in r for r in img)
+        assert phashes(out) == phashes(fresh)  # the same pictures, the same hashes as a fresh download
+    assert all(len(h) == 16 for h in phashes(fresh).values())

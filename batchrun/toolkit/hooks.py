@@ -77,9 +77,12 @@ class Toolkit:
         if ok and request.job.expect:
             latency = cached["latency_s"] if cached is not None else record["timing"]["latency_s"]
             record["expectations"] = self.expectations.evaluate(request, record["result"], latency)
-        if ok and request.job.download and self.downloader is not None and "artifacts" not in record:
-            record["artifacts"] = await self.downloader.fetch(record["result"])
-            if self.hasher is not None and self.hasher.available:
+        if ok and request.job.download and self.downloader is not None:
+            if "artifacts" not in record:
+                record["artifacts"] = await self.downloader.fetch(record["result"])
+            # A cache hit keeps the pHashes it was stored with; one first obtained without the
+            # images extra has none yet, so it gets them here, like a fresh download.
+            if self.hasher is not None and self.hasher.available and any("phash" not in a for a in record["artifacts"]):
                 # Decoding is CPU work: off the event loop, so other requests' downloads go on.
                 await anyio.to_thread.run_sync(self._add_phashes, record["artifacts"], self.downloader.output.parent)
         cost = request_cost(self.spec.pricing, request) if ok else None
@@ -96,7 +99,7 @@ class Toolkit:
         assert self.hasher is not None
         for artifact in artifacts:
             path = artifact.get("path")
-            if isinstance(path, str) and is_image(artifact.get("content_type"), path):
+            if "phash" not in artifact and isinstance(path, str) and is_image(artifact.get("content_type"), path):
                 try:
                     data = (root / path).read_bytes()
                 except OSError:
