@@ -177,7 +177,8 @@ def test_diff_page_in_chromium(browser: Any, make_server: ServerFactory, tmp_pat
             new_run = ["run", str(QUICKSTART), "-o", str(new_out), "--no-progress",
                        "--run-url", new_server.run_url, "--queue-url", new_server.queue_url]  # fmt: skip
             assert main(new_run) == 1  # the failed photo
-            assert main(["diff", str(base_out), str(new_out), "--html", str(page)]) == 1
+            # --latency-ratio: a loaded machine's slower second run must not add latency cards to this page.
+            assert main(["diff", str(base_out), str(new_out), "--html", str(page), "--latency-ratio", "1000"]) == 1
             # 1 newly failing (base image | new error) + 2 results changed (base | new | difference each).
             check_page(browser, page, 7, {DESKTOP: "diff-desktop.png", PHONE: "diff-phone.png"})
             cards = browser.execute_script(
