@@ -81,7 +81,7 @@ def test_every_error_class_gets_its_record_and_attempts(
     by_job = {r["job"]: r for r in got}
     for job, (status, attempts, etype, code_, retryable) in EXPECTED.items():
         r = by_job[job]
-        assert list(r) == list(RECORD_FIELDS), job
+        assert list(r) == [*RECORD_FIELDS, "asked"], job  # every one of them sent something
         assert (r["status"], r["attempts"]) == (status, attempts), job
         if status == "ok":
             assert r["error"] is None and isinstance(r["result"], dict), job

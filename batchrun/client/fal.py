@@ -79,6 +79,7 @@ class Outcome:
     queue_s: float | None  # time spent IN_QUEUE (subscribe)
     served_from: str | None  # X-Fal-Served-From when present
     inputs: dict[str, dict[str, Any]] | None = None  # `$file` arguments sent: path -> {path, sha256, bytes}
+    asked: dict[str, Any] | None = None  # the options that shaped the call (record field `asked`)
 
 
 @dataclasses.dataclass(slots=True)
@@ -86,6 +87,7 @@ class _Prepared:
     post: Call
     start_timeout_sent: bool
     inputs: dict[str, dict[str, Any]] | None
+    asked: dict[str, Any]
 
 
 _URL_CACHE_SIZE = 1024  # distinct endpoint URLs a run posts to (more: parsed each time)
@@ -178,7 +180,7 @@ class FalClient:
         except (TemplateError, InputFileError, ValueError, TypeError) as exc:
             detail = self._redactor.text(str(exc))
             error = error_record("input_error", None, detail, False)
-            return Outcome(False, None, error, None, 0, None, None, None, None)
+            return Outcome(False, None, error, None, 0, None, None, None, None)  # nothing was asked
         if request.mode == "run":
             return await self._run(request, prepared, events)
         return await self._subscribe(request, prepared, events)
@@ -261,7 +263,28 @@ class FalClient:
         queue = request.mode != "run"
         post = Call("POST", url, parsed, body, headers, queue, None if queue else job.timeout,
                     max_bytes=job.max_answer_bytes)
-        return _Prepared(post, start_timeout is not None, inputs or None)
+        asked = self._asked(request, headers, start_timeout)
+        return _Prepared(post, start_timeout is not None, inputs or None, asked)
+
+    def _asked(
+        self, request: PlannedRequest, headers: Mapping[str, str], start_timeout: float | None
+    ) -> dict[str, Any]:
+        """The options that shaped the call, for the record: only those that apply, and header
+        names only (a value may be a key; names pass the redactor too, being spec text)."""
+        job = request.job
+        asked: dict[str, Any] = {}
+        if request.hint is not None:
+            asked["hint"] = request.hint
+        if request.mode == "subscribe" and job.priority is not None:
+            asked["priority"] = job.priority
+        if request.mode == "run" and job.timeout is not None:
+            asked["timeout"] = float(job.timeout)  # the run call's HTTP timeout
+        if job.client_timeout is not None:
+            asked["client_timeout"] = float(job.client_timeout)
+        if start_timeout is not None:
+            asked["start_timeout"] = float(start_timeout)  # as sent in X-Fal-Request-Timeout
+        asked["headers"] = sorted({self._redactor.text(name) for name in headers})
+        return asked
 
     async def _attempts(
         self, request: PlannedRequest, prepared: _Prepared, events: Events, phase: Phase
@@ -298,7 +321,8 @@ class FalClient:
 
     async def _run(self, request: PlannedRequest, prepared: _Prepared, events: Events) -> Outcome:
         response, verdict, attempts = await self._attempts(request, prepared, events, Phase.RUN)
-        return self._answer_outcome(response, verdict, attempts, CallState(inputs=prepared.inputs))
+        state = CallState(inputs=prepared.inputs, asked=prepared.asked)
+        return self._answer_outcome(response, verdict, attempts, state)
 
     def _answer_outcome(
         self, response: Answer | None, verdict: Verdict | None, attempts: int, state: CallState
@@ -338,12 +362,13 @@ class FalClient:
             queue_s=state.queue_s,
             served_from=served_from,
             inputs=state.inputs,
+            asked=state.asked_seen(),
         )
 
     # ---- subscribe ----------------------------------------------------------------------------
 
     async def _subscribe(self, request: PlannedRequest, prepared: _Prepared, events: Events) -> Outcome:
-        state = CallState(inputs=prepared.inputs)
+        state = CallState(inputs=prepared.inputs, asked=prepared.asked)
         with anyio.move_on_after(_follow_deadline(request)) as scope:
             return await self._submit_and_follow(request, prepared, events, state)
         assert scope.cancelled_caught
@@ -415,6 +440,7 @@ class FalClient:
             state.queue_s,
             None,
             state.inputs,
+            state.asked_seen(),
         )
 
     async def _follow(

@@ -65,6 +65,18 @@ class CallState:
     metrics: dict[str, Any] | None = None
     error_type: str | None = None  # from a COMPLETED status carrying error_type
     inputs: dict[str, dict[str, Any]] | None = None
+    asked: dict[str, Any] | None = None  # the prepared call's options (fal._Prepared.asked)
+    first_position: int | None = None  # the first queue_position seen
+    updates: int = 0  # queue status updates seen (changes of status or position)
+
+    def asked_seen(self) -> dict[str, Any] | None:
+        """`asked` with what the queue reported (for a queue request that got a handle)."""
+        if self.asked is None:
+            return None
+        asked = dict(self.asked)
+        if self.handle is not None:
+            asked["queue"] = {"first_position": self.first_position, "updates": self.updates}
+        return asked
 
     def take(self, request: PlannedRequest, events: Events, redactor: Redactor, data: Any) -> bool:
         """Take in one status body; True when it is COMPLETED. Raises InvalidAnswer for a body
@@ -121,4 +133,7 @@ class CallState:
     def _changed(self, request: PlannedRequest, events: Events, status: str, position: int | None) -> None:
         if self.status != (status, position):
             self.status = (status, position)
+            self.updates += 1
+            if position is not None and self.first_position is None:
+                self.first_position = position
             events.status(request, status, position)

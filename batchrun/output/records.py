@@ -116,6 +116,9 @@ def build_record(
     inputs = getattr(outcome, "inputs", None)
     if inputs:
         record["inputs"] = scrub(inputs)
+    asked = getattr(outcome, "asked", None)
+    if asked:
+        record["asked"] = scrub(asked)
     if not ok and record["error"] is None:
         record["error"] = {"type": "client_error", "status_code": None, "detail": "failed without detail",
                            "retryable": False}
