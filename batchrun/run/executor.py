@@ -45,7 +45,9 @@ from batchrun.run.inflight import (
     internal_error_outcome,
     parse_iso,
     queue_handle,
+    redacted_handle,
     stopped_retry_outcome,
+    unfollowable_outcome,
     unknown_outcome,
 )
 from batchrun.run.limits import Limits
@@ -272,6 +274,8 @@ class Executor:
                     events = _Events(self, active)
                     if item.unknown_since is not None:
                         outcome = unknown_outcome(item.unknown_since)
+                    elif item.handle is not None and redacted_handle(item.handle):
+                        outcome = unfollowable_outcome(item.handle)
                     elif item.handle is not None:
                         outcome = await self.client.reattach(request, queue_handle(item.handle), events)
                     elif self.stop.halted or (self.toolkit is not None and self._refused(request)):

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     with OutputLock(out):
         if args.fresh:
             _move_aside(out)
-        journal = Journal(journal_path(out))
+        journal = Journal(journal_path(out), scrub=redactor.scrub)
         journal.open()
         try:
             if target.kind == "local" and (journal.in_flight or journal.intents):

@@ -25,6 +25,8 @@ Queue-only faults (with times/key, the runs after the failures are left succeed 
   submit: no_request_id | not_json | not_object
                        a 200 submit answer that breaks the protocol (nothing is enqueued)
   status_value: s      status polls and SSE events report the unknown status s
+  key_in_id: true      the request id (and so the status/response/cancel URLs) starts with the
+                       caller's key, as a careless server's might
 Platform errors listed as retryable in wire.RETRYABLE_ERROR_TYPES, and statuses 503/504, are retried
 by the queue on another runner unless X-Fal-No-Retry, within X-Fal-Retry-Config's budgets.
 """
