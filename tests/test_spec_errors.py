@@ -448,3 +448,18 @@ jobs:
         "d.jsonl:3:1: $[2]: an integer has more digits than batchrun reads (4300 at most); write it as a string",
         "d.jsonl:4:12: $[3].n: nan is not a number JSON can carry; use a finite number (or a string)",
     ]
+
+
+def test_counts_are_written_integers_within_bounds(here: Path) -> None:
+    """Regression: JSON Schema's integer took 2.0 and 1.0e+30, so `repeat: 2.0` crashed the plan
+    (range(2.0)) and `concurrency: 1.0e+30` validated and grew the run past 5 GB."""
+    assert problems(HEAD + """
+concurrency: 1.0e+30
+jobs:
+  - {name: a, endpoint: local/echo, repeat: 2.0, concurrency: 20000, arguments: {v: 1}}
+""") == [
+        "spec.yaml:4:14: $.concurrency: must be an integer, got 1e+30",
+        "spec.yaml:4:14: $.concurrency: must be at most 10000, got 1e+30",
+        "spec.yaml:6:45: $.jobs[0].repeat: must be an integer, got 2.0",
+        "spec.yaml:6:63: $.jobs[0].concurrency: must be at most 10000, got 20000",
+    ]

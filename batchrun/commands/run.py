@@ -23,6 +23,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# The spec schema's maximum too: more connections than one process can hold open (a typical
+# descriptor limit is 1024) only turn into connection errors, and each worker costs memory.
+MAX_CONCURRENCY = 10_000
+
+
+def _concurrency(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CONCURRENCY}, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="the spec file (YAML)")
     parser.add_argument(
@@ -31,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=["fal", "local"], help="override the spec's target")
     parser.add_argument("--run-url", help="base URL of direct calls (with --queue-url: a custom target)")
     parser.add_argument("--queue-url", help="base URL of queue calls (with --run-url)")
-    parser.add_argument("--concurrency", type=_positive_int, help="requests in flight at once (default: the spec's)")
+    parser.add_argument("--concurrency", type=_concurrency,
+                        help=f"requests in flight at once, at most {MAX_CONCURRENCY} (default: the spec's)")
     parser.add_argument(
         "--shard", help="run only shard I of N (I/N, 1-based); default output gets a .shard-I-of-N suffix"
     )

@@ -178,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
             count = count_plan(spec, counts, shard, state, args.retry_errors, journal.in_flight, journal.intents, ids,
                                selection)
             total, settled, settled_errors = count.total, count.settled, count.errors
+            # No more workers (nor local runners, nor connections) than requests left to send: a
+            # 4-request plan at --concurrency 10000 started 10000 of each (seconds, hundreds of MB).
+            concurrency = max(1, min(concurrency, total - settled))
             manifest = Manifest(out, spec, target=_target_urls(target, endpoints), shard=shard, planned=total,
                                 resumed=bool(state.lines), scrub=redactor.scrub,
                                 selection=None if selection is None else selection.label)
