@@ -115,7 +115,7 @@ class _Events:
             self._active.backoff_until = until
         if rate_limited and self._active.slot is not None:
             # The request sleeps holding its slot (why: batchrun.run.limits); AIMD halves the limit.
-            self._active.slot.rate_limited()
+            self._active.slot.rate_limited(delay)
             self._x.progress.effective = self._x.limits.effective
         if self._x.stop.over:
             self._x.stop.stop_retry(self._active)  # its sleep is cancelled before it starts
