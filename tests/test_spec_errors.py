@@ -463,3 +463,12 @@ jobs:
         "spec.yaml:6:45: $.jobs[0].repeat: must be an integer, got 2.0",
         "spec.yaml:6:63: $.jobs[0].concurrency: must be at most 10000, got 20000",
     ]
+
+
+def test_a_file_input_naming_a_folder_says_so(here: Path) -> None:
+    """Regression: `!file` on a directory said "file not found", which sends one looking for a typo."""
+    Path("images").mkdir()
+    assert problems(HEAD + """
+jobs:
+  - {name: a, endpoint: local/echo, arguments: {img: !file images}}
+""") == [f"spec.yaml:5:54: $.jobs[0].arguments.img['$file']: images is a folder, not a file (looked at {here}/images)"]
