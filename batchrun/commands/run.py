@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from batchrun import signals
+from batchrun.commands.plan import add_sample_arguments
 
 
 def _positive_int(text: str) -> int:
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=["fal", "local"], help="override the spec's target")
     parser.add_argument("--run-url", help="base URL of direct calls (with --queue-url: a custom target)")
     parser.add_argument("--queue-url", help="base URL of queue calls (with --run-url)")
+    parser.add_argument("--ca-bundle", metavar="PEM",
+                        help="trust only these CAs for HTTPS (a private CA or a TLS-intercepting proxy); "
+                             "default: the spec's target.ca_bundle, else certifi's or SSL_CERT_FILE")
     parser.add_argument("--concurrency", type=_concurrency,
                         help=f"requests in flight at once, at most {MAX_CONCURRENCY} (default: the spec's)")
     parser.add_argument(
@@ -65,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run only the first N planned requests of each job (a cheap smoke test)",
     )
+    add_sample_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

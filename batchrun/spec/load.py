@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import Problem
-from batchrun.spec import dataset, yamlsource
+from batchrun.spec import constraints, dataset, yamlsource
 from batchrun.spec.checks import Checker, JobSource
-from batchrun.spec.model import Job, RateLimit, RetryPolicy, Spec, Target
+from batchrun.spec.model import MAX_ANSWER_BYTES, Job, RateLimit, RetryPolicy, Sample, Spec, Target
 from batchrun.spec.pricing import price_problems
 from batchrun.spec.schema import schema_problems
 
@@ -83,7 +83,10 @@ def sort_problems(problems: list[Problem], label: str) -> list[Problem]:
 def _build(data: dict[str, Any], jobs: list[JobSource], source: Path) -> Spec:
     target_raw = data.get("target", "fal")
     if isinstance(target_raw, dict):
-        target = Target("custom", target_raw["run_url"], target_raw["queue_url"])
+        bundle = target_raw.get("ca_bundle")
+        if bundle is not None:  # relative to the spec, like datasets
+            bundle = os.path.normpath(os.path.join(os.path.abspath(source.parent), bundle))
+        target = Target("custom", target_raw["run_url"], target_raw["queue_url"], bundle)
     else:
         target = Target(target_raw)
     rate = data.get("rate_limit")
@@ -123,6 +126,9 @@ def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
         matrix=o.get("matrix", {}),
         include=o.get("include", []),
         exclude=o.get("exclude", []),
+        strategy=_strategy(o.get("strategy", "full")),
+        constraints=constraints.build(o.get("constraints", [])),
+        sample=Sample(o["sample"]["n"], o["sample"].get("seed", 0)) if "sample" in o else None,
         dataset=dataset,
         dataset_types=types,
         repeat=o.get("repeat", 1),
@@ -130,6 +136,7 @@ def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
         timeout=_float(o.get("timeout")),
         start_timeout=_float(o.get("start_timeout")),
         client_timeout=_float(o.get("client_timeout")),
+        max_answer_bytes=o.get("max_answer_bytes", MAX_ANSWER_BYTES),
         hint=o.get("hint"),
         priority=o.get("priority"),
         headers=o.get("headers", {}),
@@ -145,6 +152,15 @@ def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
         expect=o.get("expect", []),
         download=o.get("download", False),
     )
+
+
+def _strategy(value: Any) -> int | None:
+    """`full` -> None, `pairwise` -> 2, `{tway: T}` -> T."""
+    if value == "full":
+        return None
+    if value == "pairwise":
+        return 2
+    return int(value["tway"])
 
 
 def _float(value: Any) -> float | None:

@@ -10,6 +10,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
+from batchrun.spec.constraints import Constraint
+
+# Default bound on an answer's body, decompressed (a job's `max_answer_bytes` changes it). fal answers
+# are JSON naming media by URL; 64 MiB still fits a few sync_mode images as data URIs.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
 Mode = Literal["run", "subscribe"]
 Priority = Literal["normal", "low"]
 
@@ -21,6 +27,7 @@ class Target:
     kind: Literal["fal", "local", "custom"] = "fal"
     run_url: str | None = None
     queue_url: str | None = None
+    ca_bundle: str | None = None  # PEM file of the CAs trusted for HTTPS (else certifi / SSL_CERT_FILE)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,6 +51,14 @@ class RateLimit:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Sample:
+    """`sample: {n, seed}`: the n requests of the job whose sha256(seed, id) ranks lowest."""
+
+    n: int
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Job:
     """One job with `defaults` already applied. Templates in arguments are still unresolved."""
 
@@ -55,6 +70,10 @@ class Job:
     matrix: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     include: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     exclude: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # `strategy:` T of a T-way covering design over the matrix (pairwise: 2); None: the full product.
+    strategy: int | None = None
+    constraints: list[Constraint] = dataclasses.field(default_factory=list)
+    sample: Sample | None = None
     dataset: Path | list[dict[str, Any]] | None = None
     # `dataset: {path, types}`: column name -> int | float | bool | json (batchrun.spec.dataset_types).
     dataset_types: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -63,6 +82,7 @@ class Job:
     timeout: float | None = None
     start_timeout: float | None = None
     client_timeout: float | None = None
+    max_answer_bytes: int = MAX_ANSWER_BYTES
     hint: str | None = None
     priority: Priority | None = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
