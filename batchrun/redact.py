@@ -127,6 +127,11 @@ class Redactor:
             end += 1
         while start > 0 and any(value[start - 1 : end] in form for form in forms):
             start -= 1
+        # Spaces at the edges are text's, not the secret's ("Key <key>" is one: its space stays).
+        while start < end and value[start].isspace():
+            start += 1
+        while end > start and value[end - 1].isspace():
+            end -= 1
         return start, end
 
     def scrub(self, value: Any) -> Any:
