@@ -44,6 +44,10 @@ def is_sensitive_header(name: str) -> bool:
     return lowered in _SENSITIVE_HEADERS or any(word in lowered for word in _SENSITIVE_WORDS)
 
 
+def _mixed(piece: str) -> bool:
+    return any(c.isdigit() for c in piece) and any(c.isalpha() for c in piece)
+
+
 def _trie_pattern(words: Iterable[str]) -> str:
     """One regex matching any of `words`, as a trie (`ab(?:c|d)`): the regex engine tests one
     character class per position instead of every alternative, which keeps scanning a large
@@ -94,7 +98,12 @@ class Redactor:
             if len(form) <= MIN_FRAGMENT:
                 pieces.add(form)  # a short secret: whole only
             else:
-                pieces.update(form[i : i + MIN_FRAGMENT] for i in range(len(form) - MIN_FRAGMENT + 1))
+                # Only pieces that look like a token's (letters and digits mixed): a secret that holds
+                # plain words (an env value that is a path) must not scrub "requests" from messages.
+                # A found piece is grown over its neighbours whatever they hold.
+                pieces.add(form)  # whole, always: a secret of plain words has no token-like piece
+                pieces.update(piece for i in range(len(form) - MIN_FRAGMENT + 1)
+                              if _mixed(piece := form[i : i + MIN_FRAGMENT]))
         self._pattern = re.compile(_trie_pattern(pieces))
 
     def __bool__(self) -> bool:
