@@ -55,6 +55,9 @@ from batchrun.redact import Redactor
 from batchrun.spec.model import RetryPolicy
 from batchrun.spec.template import TemplateError, env_names, resolve_env
 
+# fal's smallest start timeout is *more than* this (the spec schema's start_timeout bound too).
+MIN_START_TIMEOUT_S = 1.0
+
 __all__ = ["Events", "FalClient", "Outcome", "QueueHandle"]
 
 CANCEL_GRACE = 5.0  # bound on the best-effort cancel after a client timeout
@@ -220,8 +223,10 @@ class FalClient:
         # options below are the spec's explicit word and win over raw headers.
         headers.update(resolve_env(request.headers, self._environ))
         start_timeout = job.start_timeout
-        if request.mode == "subscribe" and start_timeout is None:
-            start_timeout = job.client_timeout  # fal-client: client_timeout implies start_timeout
+        if request.mode == "subscribe" and start_timeout is None and (job.client_timeout or 0) > MIN_START_TIMEOUT_S:
+            # fal-client: client_timeout implies start_timeout, but fal refuses one of 1 s or less
+            # ("Timeout must be greater than 1 seconds"): a shorter client_timeout sends none.
+            start_timeout = job.client_timeout
         if start_timeout is not None:
             headers["X-Fal-Request-Timeout"] = str(float(start_timeout))
         if request.hint is not None:

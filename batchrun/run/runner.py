@@ -218,7 +218,7 @@ def _opened(r: _Run) -> Iterator[_Run]:
     with OutputLock(out):
         if r.options.fresh:
             _move_aside(out)
-        journal = r.journal = Journal(journal_file)
+        journal = r.journal = Journal(journal_file, scrub=r.redactor.scrub)
         journal.open()
         try:
             if r.target.kind == "local" and (journal.in_flight or journal.intents):
@@ -236,6 +236,9 @@ def _opened(r: _Run) -> Iterator[_Run]:
             count = r.count = count_plan(spec, r.counts, r.shard, state, r.options.retry_errors,
                                          journal.in_flight, journal.intents, ids, r.selection)
             total, settled, settled_errors = count.total, count.settled, count.errors
+            # No more workers (nor local runners, nor connections) than requests left to send: a
+            # 4-request plan at --concurrency 10000 started 10000 of each (seconds, hundreds of MB).
+            r.concurrency = max(1, min(r.concurrency, total - settled))
             manifest = Manifest(out, spec, target=_target_urls(r.target, r.endpoints), shard=r.shard, planned=total,
                                 resumed=bool(state.lines), scrub=r.redactor.scrub,
                                 selection=r.part)
