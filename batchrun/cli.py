@@ -28,6 +28,7 @@ COMMANDS = {
     "diff": "compare a new output with a baseline",
     "merge": "merge shard outputs in plan order",
     "check": "re-evaluate a spec's expectations on an existing output, sending nothing",
+    "endpoints": "pin endpoints' OpenAPI schemas and prices (pull) and report drift (check)",
 }
 
 
@@ -101,7 +102,8 @@ def error_handler(debug: bool) -> Iterator[list[int]]:
 # What a command imports lazily once it runs, loaded while Ctrl-C is held back (signals.held): a
 # KeyboardInterrupt inside an import can be swallowed ("Exception ignored in ... _get_module_lock")
 # so the run goes on, or leave the process to exit -2 after it reported exit 130.
-_PRELOAD = {name: ("anyio._backends._asyncio", "anyio._core._signals") for name in ("run", "cancel", "serve")}
+_PRELOAD = {name: ("anyio._backends._asyncio", "anyio._core._signals")
+            for name in ("run", "cancel", "serve", "endpoints")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

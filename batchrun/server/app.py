@@ -7,6 +7,8 @@
     GET  /queue/{id}/requests/{rid}[/response]       result (replays the model's answer)
     PUT  /queue/{id}/requests/{rid}/cancel           cancel
     GET  /files/images/...                           generated PNGs
+    GET  /v1/models, /v1/models/pricing              fal's Platform API for these apps (platform_api)
+    GET  /api/openapi/queue/openapi.json             one endpoint's OpenAPI document (platform_api)
     GET  /_emulator/stats, POST /_emulator/reset     counters for tests and benchmarks
 
 Status/result/cancel accept owner/alias or the full id with its sub-path (protocol §1.3).
@@ -35,6 +37,7 @@ from batchrun.server.emulator import (
     origin_of,
     respond,
 )
+from batchrun.server.platform_api import models_route, openapi_route, pricing_route
 from batchrun.server.queue_api import queue_route
 from batchrun.server.wire import Reply, json_reply, platform_error
 
@@ -148,6 +151,9 @@ def create_app(
         Route("/run/{rest:path}", run_route, methods=ALL_METHODS),
         Route("/queue/{rest:path}", queue_route, methods=["GET", "POST", "PUT"]),
         Route("/files/{rest:path}", files_route, methods=["GET"]),
+        Route("/v1/models", models_route, methods=["GET"]),
+        Route("/v1/models/pricing", pricing_route, methods=["GET"]),
+        Route("/api/openapi/queue/openapi.json", openapi_route, methods=["GET"]),
         Route("/_emulator/stats", stats_route, methods=["GET"]),
         Route("/_emulator/reset", reset_route, methods=["POST"]),
     ]

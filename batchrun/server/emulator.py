@@ -116,6 +116,8 @@ class Emulator:
         self.require_key, self.max_body, self.keepalive = require_key, max_body, keepalive
         self.stream_linger = stream_linger
         self.handlers: dict[str, Handler] = builtin_apps()
+        # the functions themselves too: the platform routes describe them (batchrun.server.catalog)
+        self.user_functions = {name.strip("/"): func for name, func in (apps or {}).items()}
         for name, func in (apps or {}).items():
             self.handlers[name.strip("/")] = wrap_user_function(func, name)
         self.stats = Stats()
