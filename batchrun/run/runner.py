@@ -328,6 +328,7 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
                    count: PlanCount, record_logs: set[str], args: argparse.Namespace,
                    ids: PlanIds) -> RunResult:
     from batchrun.client.fal import FalClient
+    from batchrun.client.storage import Uploads, uploads_path
     from batchrun.toolkit.artifacts import Downloader
 
     progress = Progress(count.total, skipped=count.settled, concurrency=concurrency, enabled=not args.no_progress)
@@ -340,8 +341,11 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
     toolkit = Toolkit(spec, summary=summary, resume=state, downloader=downloader)
     plan = build_plan(spec, shard=shard, only=count.todo)
     try:
-        async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
-                             redactor=redactor, max_connections=concurrency, ca_bundle=ca_bundle) as client:
+        async with Uploads(rest_url=_storage_url(endpoints.queue_url), auth=endpoints.auth,
+                           remember=uploads_path(out)) as uploads, \
+                FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
+                          redactor=redactor, max_connections=concurrency, ca_bundle=ca_bundle,
+                          uploads=uploads) as client:
             with JsonlSink(out) as sink:
                 executor = Executor(
                     client=client, sink=sink, journal=journal, resume=state, limits=limits,
@@ -354,3 +358,14 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
         progress.close()
         if downloader is not None:
             await downloader.aclose()
+
+
+def _storage_url(queue_url: str) -> str:
+    """Where uploads go: fal's REST API for fal's queue (fal-client's REST_URL), else the queue's
+    own origin (the embedded server, or a proxy in front of fal, serves storage there too)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(queue_url)
+    if parts.hostname is not None and (parts.hostname == "fal.run" or parts.hostname.endswith(".fal.run")):
+        return "https://rest.fal.ai"
+    return f"{parts.scheme}://{parts.netloc}"
