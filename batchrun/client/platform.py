@@ -1,5 +1,5 @@
 """fal's Platform API, read-only: each endpoint's OpenAPI document and unit price, for
-`batchrun endpoints pull/check` (docs/fal-protocol.md §13). Through the one Sender, like every
+`batchrun endpoints pull/check` (docs/fal-protocol.md §9.7). Through the one Sender, like every
 other request batchrun sends.
 
     GET {api}/models?endpoint_id=A,B&expand=openapi-3.0  -> {"models": [{endpoint_id, openapi, ...}]}

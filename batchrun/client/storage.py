@@ -1,4 +1,4 @@
-"""Large local inputs through fal storage instead of data URIs (docs/fal-protocol.md §14).
+"""Large local inputs through fal storage instead of data URIs (docs/fal-protocol.md §9.7).
 
 A `$file` above UPLOAD_THRESHOLD bytes is uploaded the way fal-client 1.0.3 uploads, and the request
 carries its URL: a 200 MB file as a data URI is a 270 MB JSON body per request (and fal's ingress

@@ -1,6 +1,6 @@
 """What the server says about its own apps: a per-endpoint OpenAPI document and a unit price, in the
 shapes of fal's Platform API (`GET /v1/models?endpoint_id=...&expand=openapi-3.0`,
-`GET /v1/models/pricing?endpoint_id=...`; docs/fal-protocol.md §13), so `batchrun endpoints pull
+`GET /v1/models/pricing?endpoint_id=...`; docs/fal-protocol.md §9.7), so `batchrun endpoints pull
 --target local` and everything built on pinned schemas is tested offline.
 
 Built-in apps have hand-written schemas that match what their handlers accept (a change to a

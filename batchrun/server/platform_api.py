@@ -1,4 +1,4 @@
-"""fal's Platform API for the server's own apps (docs/fal-protocol.md §13):
+"""fal's Platform API for the server's own apps (docs/fal-protocol.md §9.7):
 
     GET /v1/models?endpoint_id=A&endpoint_id=B[&expand=openapi-3.0]   {"models": [...], "next_cursor", "has_more"}
     GET /v1/models/pricing?endpoint_id=A,B                             {"prices": [...], "next_cursor", "has_more"}

@@ -1,4 +1,4 @@
-"""fal storage for uploads, as fal-client 1.0.3 uses it (docs/fal-protocol.md §14), written to a
+"""fal storage for uploads, as fal-client 1.0.3 uses it (docs/fal-protocol.md §9.7), written to a
 temporary folder on disk (never held in memory: inputs are hundreds of megabytes):
 
     POST /storage/upload/initiate?storage_type=gcs {file_name, content_type} -> {upload_url, file_url}
