@@ -155,18 +155,21 @@ FUZZ = settings(max_examples=120, deadline=None, database=None, derandomize=True
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
+@pytest.mark.slow  # a fuzz campaign
 @FUZZ
 @given(st.text(max_size=200))
 def test_random_text(text: str) -> None:
     check(text)
 
 
+@pytest.mark.slow  # a fuzz campaign
 @FUZZ
 @given(mutated())
 def test_mutated_specs(text: str) -> None:
     check(text)
 
 
+@pytest.mark.slow  # a fuzz campaign
 @FUZZ
 @given(specs)
 def test_random_structures(value: Any) -> None:

@@ -165,9 +165,22 @@ class Downloader:
 
     def _store_bytes(self, data: bytes) -> tuple[str, int, Path]:
         fd, tmp = self._temp()
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                self._write(f, data)
+        except _Failed:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         return hashlib.sha256(data).hexdigest(), len(data), tmp
+
+    def _write(self, f: Any, data: bytes) -> None:
+        """A full disk or a file-size limit is this machine's problem, not the server's: an error
+        that names the folder, not a connection error to retry."""
+        try:
+            f.write(data)
+        except OSError as exc:
+            raise _Failed(f"cannot write into {self.dir}: {exc.strerror or exc}", retry=False) from None
 
     async def _download(self, url: str) -> tuple[str, int, Path, str | None]:
         delay = self.backoff_s
@@ -189,6 +202,10 @@ class Downloader:
         try:
             with os.fdopen(fd, "wb") as f:
                 digest, size, served = await self._fetch(url, f)
+                try:
+                    f.flush()  # buffered bytes hit the disk here: their failure is ours too
+                except OSError as exc:
+                    raise _Failed(f"cannot write into {self.dir}: {exc.strerror or exc}", retry=False) from None
             keep = True
             return digest.hexdigest(), size, tmp, served
         finally:
@@ -218,7 +235,7 @@ class Downloader:
                         if size > self.max_bytes:
                             raise _Failed(f"{url} is over the {self.max_bytes}-byte cap", retry=False)
                         digest.update(chunk)
-                        f.write(chunk)
+                        self._write(f, chunk)
                     return digest, size, response.headers.get("content-type")
             except SEND_ERRORS as exc:
                 failure = transport_failure(exc)
