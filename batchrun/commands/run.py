@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shard", help="run only shard I of N (I/N, 1-based); default output gets a .shard-I-of-N suffix"
     )
+    parser.add_argument(
+        "--budget-per-shard", action="store_true",
+        help="with --shard: each shard may spend the whole budget.max_usd (default: 1/N of it, so all N "
+             "shards together stay within it)"
+    )
     parser.add_argument("--retry-errors", action="store_true", help="also re-run ids whose newest record is an error")
     parser.add_argument(
         "--fresh", action="store_true", help="start over: move an existing output aside to <out>.<time>.bak"

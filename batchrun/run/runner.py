@@ -338,7 +338,9 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
     ca_bundle = getattr(args, "ca_bundle", None) or spec.target.ca_bundle
     downloader = (Downloader(out, scrub_text=redactor.text, ca_bundle=ca_bundle)
                   if any(j.download for j in spec.jobs) else None)
-    toolkit = Toolkit(spec, summary=summary, resume=state, downloader=downloader)
+    # A budget is the whole plan's: shard I of N gets 1/N of it unless the user chose per-shard budgets.
+    share = 1.0 if shard is None or getattr(args, "budget_per_shard", False) else 1.0 / shard[1]
+    toolkit = Toolkit(spec, summary=summary, resume=state, downloader=downloader, budget_share=share)
     plan = build_plan(spec, shard=shard, only=count.todo)
     try:
         async with Uploads(rest_url=_storage_url(endpoints.queue_url), auth=endpoints.auth,
