@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from batchrun.load import load_spec
+from batchrun.plan import design
 from batchrun.plan.estimate import estimate
-from batchrun.plan.planner import PlannedRequest, build_plan, parse_shard
+from batchrun.plan.planner import PlannedRequest, build_plan, job_count, parse_shard, with_sample
 from batchrun.plan.selection import Selection, select
 from batchrun.spec.model import Spec
 
@@ -24,6 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--limit", type=_positive, metavar="N",
                       help="only the first N planned requests of each job (what `batchrun run --limit N` sends)")
     parser.add_argument("--format", choices=("jsonl", "table"), default="jsonl", help="output format (default jsonl)")
+    add_sample_arguments(parser)
+
+
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sample N --seed S, shared with `batchrun run`."""
+    parser.add_argument("--sample", type=_positive, metavar="N",
+                        help="only N requests of each job, chosen by a seeded hash of their ids (ids unchanged)")
+    parser.add_argument("--seed", type=_seed, metavar="S", help="the sample's seed (default 0; needs --sample)")
+
+
+def _seed(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return int(text)
 
 
 def _positive(text: str) -> int:
@@ -36,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard is not None else None
     warnings: list[Any] = []
     counts: dict[str, int] = {}  # the whole plan's, counted by validation
-    spec = load_spec(args.spec, warnings, counts)
+    spec = with_sample(load_spec(args.spec, warnings, counts), counts, args.sample, args.seed)
     selection = select(spec, counts, args.only, args.limit)  # the same part of the plan `run` would send
     for warning in warnings:
         print(warning, file=sys.stderr)
@@ -83,13 +98,17 @@ def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | N
                   jobs: frozenset[str] | None) -> None:
     """Per-job counts and estimates; `jobs`: only these (--only)."""
     estimates = estimate(spec, counts, shard)
+    # A design or a sample shows the full product's size beside it; plain specs keep three columns.
+    designs = any(job.strategy is not None or job.sample is not None for job in spec.jobs)
     rows = []
     total_cost: float | None = 0.0
     for job in spec.jobs:
         if jobs is not None and job.name not in jobs:
             continue
         n, cost = estimates[job.name].requests, estimates[job.name].cost
-        row = [job.name, job.endpoint, str(n)]
+        row = [job.name, job.endpoint, *([design.describe(job)] if designs else []), str(n)]
+        if designs:
+            row.append(str(job_count(design.full_job(job))))
         if spec.pricing:
             # Say which endpoints lack a price: the fix is an entry under `pricing:`.
             row.append(
@@ -97,11 +116,15 @@ def _print_counts(spec: Spec, counts: dict[str, int], shard: tuple[int, int] | N
             )
             total_cost = None if cost is None or total_cost is None else total_cost + cost
         rows.append(row)
-    total = ["total", "", str(sum(e.requests for name, e in estimates.items() if jobs is None or name in jobs))]
+    total = ["total", "", *([""] if designs else []),
+             str(sum(e.requests for name, e in estimates.items() if jobs is None or name in jobs))]
+    if designs:
+        total.append(str(sum(int(r[4]) for r in rows)))
     if spec.pricing:
         total.append("unknown" if total_cost is None else f"${total_cost:.4f}")
-    header = ["job", "endpoint", "requests"] + (["est. cost"] if spec.pricing else [])
-    _write_table(header, [*rows, total], out, right={2, 3})
+    header = ["job", "endpoint", *(["design", "requests", "full"] if designs else ["requests"])]
+    header += ["est. cost"] if spec.pricing else []
+    _write_table(header, [*rows, total], out, right={3, 4, 5} if designs else {2, 3})
 
 
 def _print_table(spec: Spec, total: int, requests: Any, out: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from batchrun import signals
+from batchrun.commands.plan import add_sample_arguments
 
 
 def _positive_int(text: str) -> int:
@@ -60,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run only the first N planned requests of each job (a cheap smoke test)",
     )
+    add_sample_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from batchrun.output.planids import PlanIds, compare, parse_ids, plan_ids_path, 
 from batchrun.output.resume import ResumeState, scan_output
 from batchrun.output.sink import JsonlSink, OutputLock
 from batchrun.output.summary import RunSummary
-from batchrun.plan.planner import build_plan, parse_shard
+from batchrun.plan.planner import build_plan, parse_shard, with_sample
 from batchrun.plan.selection import select
 from batchrun.redact import Redactor
 from batchrun.run.executor import Executor, RunResult
@@ -132,8 +132,14 @@ def _move_aside(out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     warnings: list[Problem] = []
     counts: dict[str, int] = {}
-    spec = load_spec(args.spec, warnings, counts)
+    spec = with_sample(load_spec(args.spec, warnings, counts), counts, args.sample, args.seed)
     selection = select(spec, counts, args.only, args.limit)
+    # A part of the spec's plan (--only/--limit, --sample): its ids are neither recorded nor compared
+    # as the output's plan, and the manifest says which part was run.
+    part = " ".join(label for label in (
+        None if args.sample is None else f"--sample {args.sample} --seed {args.seed or 0}",
+        None if selection is None else selection.label,
+    ) if label) or None
     unset = [p for p in warnings if isinstance(p, UnsetEnv) and counts.get(p.job)
              and (selection is None or p.job in selection.jobs)]
     for problem in warnings:
@@ -180,9 +186,9 @@ def run(args: argparse.Namespace) -> int:
             total, settled, settled_errors = count.total, count.settled, count.errors
             manifest = Manifest(out, spec, target=_target_urls(target, endpoints), shard=shard, planned=total,
                                 resumed=bool(state.lines), scrub=redactor.scrub,
-                                selection=None if selection is None else selection.label)
+                                selection=part)
             # A part of the plan is not the plan: its ids are neither recorded nor compared.
-            _compare_plans(out, state, ids, manifest, record=selection is None)
+            _compare_plans(out, state, ids, manifest, record=part is None)
             if state.lines or journal.in_flight or journal.intents:
                 hint = "; --retry-errors re-runs errors" if settled_errors else ""
                 unknown = (
@@ -218,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 signals.release()  # in case _main never ran
                 gc.unfreeze()
-                if selection is None and ids.complete and manifest.data["plan"]["ids_sha256"] is None:
+                if part is None and ids.complete and manifest.data["plan"]["ids_sha256"] is None:
                     _record_plan(out, ids, manifest)
                 _finish_manifest(manifest, result, count)
         finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from batchrun.errors import Problem
-from batchrun.spec import dataset, expect
+from batchrun.spec import constraints, dataset, expect
 from batchrun.spec.dataset_types import TYPES
 from batchrun.spec.template import Ref, compile_value, whole_refs
 from batchrun.spec.yamlsource import Located, PathKey, json_path
@@ -177,6 +177,7 @@ class Checker:
             [e for e in o.get("include") or [] if isinstance(e, dict)] if isinstance(o.get("include"), list) else []
         )
         self.check_exclude(job, matrix)
+        self.check_constraints(job, matrix)
         known_matrix = list(matrix) + [k for e in include for k in e if k not in matrix]
         row_fields: dict[str, str] = {}
         for key in TEMPLATED:
@@ -210,6 +211,14 @@ class Checker:
                     self.error(
                         (*job.at("exclude"), i, key), _not_in_matrix(head, key, list(matrix), job.name), at_key=True
                     )
+
+    def check_constraints(self, job: JobSource, matrix: dict[str, Any]) -> None:
+        if "constraints" not in job.options:
+            return
+        base = job.at("constraints")
+        for rel, message, at_key in constraints.problems(job.options["constraints"], matrix, job.name):
+            if not self.is_bad((*base, *rel)):
+                self.error((*base, *rel), message, at_key=at_key)
 
     def check_templates(
         self, job: JobSource, key: str, known_matrix: list[str], row_fields: dict[str, str], suffix: str

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import Problem
-from batchrun.spec import dataset, endpoints, yamlsource
+from batchrun.spec import constraints, dataset, endpoints, yamlsource
 from batchrun.spec.checks import Checker, JobSource
-from batchrun.spec.model import MAX_ANSWER_BYTES, Job, RateLimit, RetryPolicy, Spec, Target
+from batchrun.spec.model import MAX_ANSWER_BYTES, Job, RateLimit, RetryPolicy, Sample, Spec, Target
 from batchrun.spec.pricing import price_problems
 from batchrun.spec.schema import schema_problems
 
@@ -133,6 +133,9 @@ def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
         matrix=o.get("matrix", {}),
         include=o.get("include", []),
         exclude=o.get("exclude", []),
+        strategy=_strategy(o.get("strategy", "full")),
+        constraints=constraints.build(o.get("constraints", [])),
+        sample=Sample(o["sample"]["n"], o["sample"].get("seed", 0)) if "sample" in o else None,
         dataset=dataset,
         dataset_types=types,
         repeat=o.get("repeat", 1),
@@ -156,6 +159,15 @@ def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
         expect=o.get("expect", []),
         download=o.get("download", False),
     )
+
+
+def _strategy(value: Any) -> int | None:
+    """`full` -> None, `pairwise` -> 2, `{tway: T}` -> T."""
+    if value == "full":
+        return None
+    if value == "pairwise":
+        return 2
+    return int(value["tway"])
 
 
 def _float(value: Any) -> float | None:

@@ -10,6 +10,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
+from batchrun.spec.constraints import Constraint
+
 # Default bound on an answer's body, decompressed (a job's `max_answer_bytes` changes it). fal answers
 # are JSON naming media by URL; 64 MiB still fits a few sync_mode images as data URIs.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -49,6 +51,14 @@ class RateLimit:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Sample:
+    """`sample: {n, seed}`: the n requests of the job whose sha256(seed, id) ranks lowest."""
+
+    n: int
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Job:
     """One job with `defaults` already applied. Templates in arguments are still unresolved."""
 
@@ -60,6 +70,10 @@ class Job:
     matrix: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     include: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     exclude: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # `strategy:` T of a T-way covering design over the matrix (pairwise: 2); None: the full product.
+    strategy: int | None = None
+    constraints: list[Constraint] = dataclasses.field(default_factory=list)
+    sample: Sample | None = None
     dataset: Path | list[dict[str, Any]] | None = None
     # `dataset: {path, types}`: column name -> int | float | bool | json (batchrun.spec.dataset_types).
     dataset_types: dict[str, str] = dataclasses.field(default_factory=dict)
