@@ -26,9 +26,12 @@ COMMANDS = {
     "cancel": "cancel the queue requests journaled as in flight for an output",
     "report": "summarise an output file",
     "diff": "compare a new output with a baseline",
+    "view": "serve a local page that follows an output while a run writes it",
     "merge": "merge shard outputs in plan order",
     "check": "re-evaluate a spec's expectations on an existing output, sending nothing",
     "endpoints": "pin endpoints' OpenAPI schemas and prices (pull) and report drift (check)",
+    "export": "write an output's records (newest per id) as Parquet, CSV or JSONL",
+    "cache": "show, prune or clear the result cache",
 }
 
 

@@ -36,13 +36,16 @@ _MAX_PER_JOB = 20  # problems reported per job; a sweep with one typo must not p
 
 def argument_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource],
                       pinned: dict[str, endpoints.Pinned]) -> tuple[list[Problem], list[Job]]:
-    """(problems, jobs that were not checked because their endpoint has no pinned input schema)."""
+    """(problems, jobs that were not checked: their endpoint has no pinned input schema, or their
+    arguments are a whole-row template)."""
     problems: list[Problem] = []
     unchecked: list[Job] = []
     for job, source in zip(spec.jobs, jobs, strict=True):
         pin = pinned.get(job.endpoint)
         schema = pin.input if pin is not None else None
-        if pin is None or schema is None:
+        # Whole-argument rows (`arguments: "${{ row }}"`) are each row's own object: not known before
+        # the plan reads them, so such a job counts as not checked.
+        if pin is None or schema is None or not isinstance(job.arguments, dict):
             unchecked.append(job)
             continue
         checker = _JobChecker(job, source, located, pin)

@@ -87,7 +87,9 @@ def _job_plan_problems(
     and templated $file paths that name no file."""
     problems: list[Problem] = []
     check_files = "$file" in repr(job.arguments) and "${{" in repr(job.arguments)
-    if not check_files and distinct_by_construction(job, rows):
+    whole = isinstance(job.arguments, str)  # `arguments: "${{ row }}"`: each row must hold an object
+    not_object: tuple[int, str] | None = None
+    if not check_files and not whole and distinct_by_construction(job, rows):
         return problems  # no walk needed: see distinct_by_construction
     # A set of 64-bit ints (not ids, not a dict) keeps a 1M-request job near 70 MB; the rare
     # duplicate is then located by a second pass.
@@ -106,7 +108,14 @@ def _job_plan_problems(
             seen.add(key)
         if check_files:
             _missing_files(request.arguments, missing_files)
+        if whole and not_object is None and not isinstance(request.arguments, dict):
+            not_object = (request.row or 0, dataset.kind(request.arguments))
     seen.clear()
+    if not_object is not None:
+        row, kind = not_object
+        message = (f"{str(job.arguments).strip()} is the whole request body, so it must be an object; "
+                   f"row {row} gives {kind}")
+        problems.append(located.problem(source.at("arguments"), message))
     if dup_key is not None:
         first = next(r for r in JobPlanner.create(job, spec).requests(start, None) if int(r.id, 16) == dup_key)
         more = f" ({duplicates} duplicates in all)" if duplicates > 1 else ""

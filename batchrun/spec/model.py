@@ -50,6 +50,20 @@ class RateLimit:
     per_second: float
 
 
+CacheScope = Literal["project", "user"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """`cache: true` or `cache: {ttl, scope}` (batchrun.output.resultcache holds the cache itself).
+
+    ttl_s: the oldest cached result (seconds) a run may reuse; None: any age. scope: which cache
+    file, the project's (under the working directory) or the user's."""
+
+    ttl_s: float | None = None
+    scope: CacheScope = "project"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Sample:
     """`sample: {n, seed}`: the n requests of the job whose sha256(seed, id) ranks lowest."""
@@ -66,7 +80,8 @@ class Job:
     endpoint: str
     path: str = ""
     mode: Mode = "subscribe"
-    arguments: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # A string is a whole-argument template, `${{ row }}` or `${{ row.COLUMN }}` (each row's object).
+    arguments: dict[str, Any] | str = dataclasses.field(default_factory=dict)
     matrix: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     include: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     exclude: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -92,6 +107,7 @@ class Job:
     # Regression toolkit (expectations, artifact download); filled by the loader when present.
     expect: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     download: bool = False
+    cache: CachePolicy | None = None  # None: the result cache is off for this job (the default)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

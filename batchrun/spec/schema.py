@@ -192,4 +192,7 @@ def _message(kind: str, value: Any, inst: Any, name: str | int | None, path: Pat
         return f"{show(inst)} is not a valid name: {_NAME_RULE}"
     if kind == "pattern" and name in ("run_url", "queue_url"):
         return f"must be an http:// or https:// URL, got {show(inst)}"
+    if kind == "pattern" and name == "arguments":
+        return ("must be an object of arguments, or a whole dataset row as the body: \"${{ row }}\" or "
+                f"\"${{{{ row.COLUMN }}}}\"; got {show(inst)}")
     return None
