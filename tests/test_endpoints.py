@@ -379,3 +379,28 @@ def test_plan_count_and_budget_use_the_pinned_price_when_the_spec_has_none(
     spec.write_text(text)
     assert main(["plan", str(spec), "--count"]) == 0
     assert "img    local/image         3    $3.0000" in capsys.readouterr().out
+
+
+def test_the_python_api_sees_the_pinned_schema_checks_too(tmp_path: Path) -> None:
+    import batchrun.api as br
+
+    spec = _pinned_spec(tmp_path, """
+        version: 1
+        name: t
+        target: local
+        jobs:
+          - name: img
+            endpoint: local/image
+            arguments: {prompt: a cat, num_images: 9}
+        """)
+    problems = br.validate(spec)
+    assert [str(p) for p in problems] == [
+        f"{spec}:7:44: $.jobs[0].arguments.num_images: 'num_images' must be <= 4, got 9 (local/image's pinned schema)",
+    ]
+    with pytest.raises(br.SpecError) as raised:
+        br.load(spec)
+    assert [str(p) for p in raised.value.problems] == [str(p) for p in problems]
+    # A spec given as a dict with base_dir reads the same pins.
+    data = {"version": 1, "name": "t", "target": "local",
+            "jobs": [{"name": "img", "endpoint": "local/image", "arguments": {"prompt": "a cat", "num_image": 2}}]}
+    assert any("unknown argument 'num_image'" in str(p) for p in br.validate(data, base_dir=tmp_path))
