@@ -49,6 +49,7 @@ from batchrun.client.retry import (
     judge_transport,
     shorten,
 )
+from batchrun.client.storage import Uploads
 from batchrun.client.transport import SEND_ERRORS, Answer, Call, Sender, origin, ssl_context
 from batchrun.plan.planner import PlannedRequest
 from batchrun.redact import Redactor
@@ -139,8 +140,12 @@ class FalClient:
         poll_interval: float = 0.1,
         rng: random.Random | None = None,
         ca_bundle: str | None = None,
+        uploads: Uploads | None = None,
     ) -> None:
+        """`uploads`: where large `$file` inputs go (batchrun.client.storage); None: data URIs only."""
         import os
+
+        self._uploads = uploads
 
         self._run_url = run_url.rstrip("/")
         self._queue_url = queue_url.rstrip("/")
@@ -216,7 +221,7 @@ class FalClient:
             if name in self._environ:
                 self._redactor.add(self._environ[name])
         arguments = resolve_env(request.arguments, self._environ)
-        arguments, inputs = await encode_files(arguments)
+        arguments, inputs = await encode_files(arguments, self._uploads)
         body = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         headers = {"Content-Type": "application/json"}
         # Job headers may replace our defaults (a custom Authorization for a proxy), but the typed

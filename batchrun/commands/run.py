@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shard", help="run only shard I of N (I/N, 1-based); default output gets a .shard-I-of-N suffix"
     )
+    parser.add_argument(
+        "--budget-per-shard", action="store_true",
+        help="with --shard: each shard may spend the whole budget.max_usd (default: 1/N of it, so all N "
+             "shards together stay within it)"
+    )
     parser.add_argument("--retry-errors", action="store_true", help="also re-run ids whose newest record is an error")
     parser.add_argument(
         "--fresh", action="store_true", help="start over: move an existing output aside to <out>.<time>.bak"
@@ -89,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_spec(
         args.spec, args.output, target=args.target, run_url=args.run_url, queue_url=args.queue_url,
-        ca_bundle=args.ca_bundle, concurrency=args.concurrency, shard=args.shard, retry_errors=args.retry_errors,
+        ca_bundle=args.ca_bundle, concurrency=args.concurrency, shard=args.shard,
+        budget_per_shard=args.budget_per_shard, retry_errors=args.retry_errors,
         fresh=args.fresh, progress=not args.no_progress, show_logs=args.show_logs, only=args.only, limit=args.limit,
         sample=args.sample, seed=args.seed, debug=bool(getattr(args, "debug", False)),
         no_cache=args.no_cache, refresh_cache=args.refresh_cache,
