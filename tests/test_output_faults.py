@@ -12,10 +12,10 @@ import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures_disk import tmpfs
 from fixtures_execute import records, run_cli, write_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,19 +46,6 @@ def _spec(tmp_path: Path, n: int = N, pad: int = 400) -> Path:
 
 def _urls(srv: ServerThread) -> list[str]:
     return ["--run-url", srv.run_url, "--queue-url", srv.queue_url, "--no-progress"]
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, size: str, *options: str) -> Iterator[Path]:
-    where.mkdir()
-    opts = ",".join((f"size={size}", *options))
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill up (needs root / CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _complete_lines(path: Path) -> list[dict[str, object]]:

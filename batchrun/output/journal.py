@@ -34,7 +34,7 @@ from typing import IO, Any
 from batchrun.errors import SinkError
 from batchrun.output.records import isoformat
 from batchrun.output.resume import repair_tail
-from batchrun.output.sink import encode_record
+from batchrun.output.sink import describe, encode_record, write_line
 
 __all__ = ["InFlight", "Journal", "journal_path", "read_in_flight", "read_journal"]
 
@@ -142,13 +142,10 @@ class Journal:
     def _append(self, entry: dict[str, Any]) -> None:
         if self._file is None:
             raise RuntimeError("Cannot write to a journal that is not open.")
-        line = encode_record(entry)
-        try:
-            self._file.write(line)
+        try:  # whole lines only: a cut line would swallow the entry appended after it
+            write_line(self._file, encode_record(entry))
         except OSError as exc:
-            raise SinkError(
-                f"cannot write the journal {self.path}: {exc.strerror or exc}", path=str(self.path)
-            ) from None
+            raise SinkError(f"cannot write the journal {self.path}: {describe(exc)}", path=str(self.path)) from None
 
     def sending(self, id: str, job: str) -> None:
         """Write-ahead: a queue submit for `id` is about to go out."""

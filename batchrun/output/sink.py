@@ -24,7 +24,7 @@ import orjson
 
 from batchrun.errors import SinkError
 
-__all__ = ["JsonlSink", "OutputInUse", "OutputLock", "encode_record", "lock_path"]
+__all__ = ["JsonlSink", "OutputInUse", "OutputLock", "describe", "encode_record", "lock_path", "write_line"]
 
 
 def lock_path(output: Path) -> Path:
@@ -42,7 +42,28 @@ def encode_record(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-def _describe(exc: OSError) -> str:
+def write_line(file: IO[bytes], line: bytes) -> None:
+    """Append `line` to the unbuffered `file` whole, or not at all: a raw write may be short (a
+    disk filling up mid-line, a signal), so the rest is written; should that fail, the partial line
+    is cut off again (the file stays a sequence of complete lines) and the OSError raised."""
+    start: int | None = None
+    with contextlib.suppress(OSError):
+        start = file.tell()
+    try:
+        view = memoryview(line)
+        while view:
+            n = file.write(view)
+            if n is None:  # pragma: no cover - only for non-blocking files
+                continue
+            view = view[n:]
+    except OSError:
+        if start is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(file.fileno(), start)
+        raise
+
+
+def describe(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return "no space left on device"
     if exc.errno == errno.EDQUOT:
@@ -63,7 +84,7 @@ def _make_parent(path: Path, what: str, output: Path) -> None:
         blocker = next((a for a in reversed(path.parents) if a.exists() and not a.is_dir()), path.parent)
         raise SinkError(f"cannot create {what} {path}: {blocker} is not a directory", path=str(output)) from None
     except OSError as exc:
-        raise SinkError(f"cannot create {what} {path}: {_describe(exc)}", path=str(output)) from None
+        raise SinkError(f"cannot create {what} {path}: {describe(exc)}", path=str(output)) from None
 
 
 class OutputInUse(SinkError):
@@ -86,7 +107,7 @@ class OutputLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise SinkError(
-                f"cannot create the output lock {self.path}: {_describe(exc)}", path=str(self.output)
+                f"cannot create the output lock {self.path}: {describe(exc)}", path=str(self.output)
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -98,7 +119,7 @@ class OutputLock:
                     "wait for it to finish or choose another output with -o",
                     path=str(self.output),
                 ) from None
-            raise SinkError(f"cannot lock {self.path}: {_describe(exc)}", path=str(self.output)) from None
+            raise SinkError(f"cannot lock {self.path}: {describe(exc)}", path=str(self.output)) from None
         self._fd = fd
 
     def release(self) -> None:
@@ -133,29 +154,16 @@ class JsonlSink:
             # buffering=0: every write() goes straight to the kernel, nothing waits in user space.
             self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         except OSError as exc:
-            raise SinkError(f"cannot open the output {self.path}: {_describe(exc)}", path=str(self.path)) from None
+            raise SinkError(f"cannot open the output {self.path}: {describe(exc)}", path=str(self.path)) from None
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is None:
             raise RuntimeError("Cannot write to a sink that is not open.")
-        line = encode_record(record)
-        start: int | None = None
-        with contextlib.suppress(OSError):
-            start = self._file.tell()
         try:
-            view = memoryview(line)
-            while view:  # a raw write may be short (signals, pipes); finish the line
-                n = self._file.write(view)
-                if n is None:  # pragma: no cover - only for non-blocking files
-                    continue
-                view = view[n:]
+            write_line(self._file, encode_record(record))
         except OSError as exc:
-            if start is not None:
-                # Keep the file a sequence of complete lines: drop the partial one we just wrote.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._file.fileno(), start)
             raise SinkError(
-                f"cannot write to the output {self.path}: {_describe(exc)}; "
+                f"cannot write to the output {self.path}: {describe(exc)}; "
                 f"{self.written} records written in this run are kept",
                 path=str(self.path),
             ) from None
