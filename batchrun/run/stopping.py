@@ -123,12 +123,18 @@ class Stop:
         saved = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
         try:
             with anyio.open_signal_receiver(*signals.STOP_SIGNALS) as received:
-                async for signum in received:
-                    signals.note(signum)
-                    first = not self.stopping
-                    self.interrupt(signum)
-                    if first:
-                        self.progress.message(self.message(signum))
-                        tg.start_soon(self.grace)
+                try:
+                    async for signum in received:
+                        signals.note(signum)
+                        first = not self.stopping
+                        self.interrupt(signum)
+                        if first:
+                            self.progress.message(self.message(signum))
+                            tg.start_soon(self.grace)
+                finally:
+                    # Held from before asyncio removes its handlers (SIGTERM back to SIG_DFL) until
+                    # ours are in place: a signal in between killed the process outright.
+                    signals.hold()
         finally:
             signals.restore(saved)
+            signals.release()
