@@ -69,6 +69,14 @@ class Stop:
             elif active.retry is not None and now < active.retry.until:
                 self.stop_retry(active)
 
+    def halt_before_start(self, reason: str) -> None:
+        """A gate the output already breaches: nothing is sent. Unlike `halt`, the plan is still
+        walked, so the summary counts what the output settles and open intents of settled ids are
+        closed; every request to do is drained unsent (the next run sends it)."""
+        self.halted = True
+        self.halt_reason = reason
+        self.progress.message(f"batchrun: {reason}")
+
     def stop_retry(self, active: Active) -> None:
         """The run is stopping: `active`'s next attempt does not start. After a gate or the budget
         stopped the run, the request ends with the error it had (the run is over; its record says
