@@ -188,13 +188,14 @@ class Journal:
         self.in_flight.pop(id, None)
         self.intents.pop(id, None)
 
-    def close(self) -> None:
-        """Close; a journal with nothing in flight and no open intent has no more use and is removed."""
+    def close(self, *, keep: bool = False) -> None:
+        """Close; a journal with nothing in flight and no open intent has no more use and is removed,
+        unless `keep`: the output it settled requests into is gone (see batchrun.output.sink.JsonlSink)."""
         if self._file is None:
             return
         f, self._file = self._file, None
         f.close()
-        if not self.in_flight and not self.intents:
+        if not keep and not self.in_flight and not self.intents:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
 

@@ -27,6 +27,7 @@ from batchrun import signals
 from batchrun.client.target import Endpoints, resolve_target
 from batchrun.errors import BatchrunError, Problem, UsageError
 from batchrun.load import load_spec
+from batchrun.output.checks import check_output
 from batchrun.output.journal import Journal, journal_path
 from batchrun.output.manifest import Manifest, manifest_path
 from batchrun.output.planids import PlanIds, compare, parse_ids, plan_ids_path, read_ids
@@ -156,8 +157,9 @@ def run(args: argparse.Namespace) -> int:
     out = _output(spec, args, shard)
     redactor = _secrets(spec, endpoints, environ)
     check_budget_prices(spec)
+    check_output(out, spec)  # not a device, not one of the run's inputs, not some other file (exit 2)
 
-    with OutputLock(out):
+    with OutputLock(out) as lock:
         if args.fresh:
             _move_aside(out)
         journal = Journal(journal_path(out))
@@ -212,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             signals.hold()
             try:
                 result = anyio.run(
-                    _main, spec, target, endpoints, shard, out, journal, state, redactor, concurrency,
+                    _main, spec, target, endpoints, shard, out, lock, journal, state, redactor, concurrency,
                     count, record_logs, args, ids,
                 )
             finally:
@@ -222,7 +224,13 @@ def run(args: argparse.Namespace) -> int:
                     _record_plan(out, ids, manifest)
                 _finish_manifest(manifest, result, count)
         finally:
-            journal.close()
+            # What the journal marks done is in the output only if the path still names the file
+            # this run wrote (batchrun.output.sink.JsonlSink); otherwise the journal stays.
+            intact = lock.intact()
+            journal.close(keep=not intact)
+            if not intact and journal.path.exists():
+                print(f"batchrun: {out} no longer names the file this run wrote, so its journal {journal.path} "
+                      "is kept (it lists every queue request this output's runs submitted)", file=sys.stderr)
     assert result is not None  # anyio.run returned
     return _report(result, out)
 
@@ -300,7 +308,7 @@ def _report(result: RunResult, out: Path) -> int:
 
 
 async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: tuple[int, int] | None,
-                out: Path, journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
+                out: Path, lock: OutputLock, journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
                 count: PlanCount, record_logs: set[str], args: argparse.Namespace,
                 ids: PlanIds) -> RunResult:
     signals.release()  # the loop and its runner's SIGINT handler are up (see run)
@@ -309,7 +317,7 @@ async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: 
 
         async with serve_local(runners=max(2, concurrency)) as server:
             local = resolve_target(target, {}, run_url=server.run_url, queue_url=server.queue_url)
-            result = await _execute(spec, local, shard, out, journal, state, redactor, concurrency,
+            result = await _execute(spec, local, shard, out, lock, journal, state, redactor, concurrency,
                                     count, record_logs, args, ids)
             # The server stops with this run: nothing it had queued can be re-attached later.
             for entry in list(journal.in_flight.values()):
@@ -319,12 +327,12 @@ async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: 
             result.summary.left_running = result.left_running
             return result
     assert endpoints is not None
-    return await _execute(spec, endpoints, shard, out, journal, state, redactor, concurrency,
+    return await _execute(spec, endpoints, shard, out, lock, journal, state, redactor, concurrency,
                           count, record_logs, args, ids)
 
 
 async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | None, out: Path,
-                   journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
+                   lock: OutputLock, journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
                    count: PlanCount, record_logs: set[str], args: argparse.Namespace,
                    ids: PlanIds) -> RunResult:
     from batchrun.client.fal import FalClient
@@ -340,7 +348,7 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
     try:
         async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
                              redactor=redactor, max_connections=concurrency) as client:
-            with JsonlSink(out) as sink:
+            with JsonlSink(out, lock) as sink:
                 executor = Executor(
                     client=client, sink=sink, journal=journal, resume=state, limits=limits,
                     progress=progress, summary=summary, redactor=redactor, workers=concurrency,
