@@ -23,6 +23,9 @@ from fixtures_execute import records, run_cli, write_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchrun.errors import UsageError
+from batchrun.load import load_spec
+from batchrun.output.checks import check_output
 from batchrun.server import ServerThread
 
 SPEC = """\
@@ -210,6 +213,13 @@ def test_damaged_outputs_never_crash_the_readers(lines: list[bytes]) -> None:
         for argv, code, err in _readers(out, good):
             assert code in (0, 1, 2), (argv, err)
             assert "Traceback" not in err
+        # The run's check of its output: an output (a record in it) or a refusal, never a crash.
+        spec = write_spec(Path(tmp), "version: 1\nname: d\njobs:\n  - {name: j, endpoint: local/echo}\n")
+        try:
+            check_output(out, load_spec(spec))
+        except UsageError as exc:
+            assert "holds no batchrun record" in str(exc)
+            assert json.dumps(GOOD_RECORD).encode() not in lines  # an output with a record is never refused
 
 
 # ---- the output is one of the run's inputs, or not a file at all (issue 14, case 10) ----------------
