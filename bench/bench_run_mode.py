@@ -8,7 +8,8 @@ One server process per scheme (`batchrun serve`), every client in its own proces
                  time including start-up ("rps_wall")
   fal-client     AsyncClient.run + asyncio.gather + a semaphore (https only: it hard-codes https)
   httpx          bare httpx.AsyncClient, default transport
-  httpx-aiohttp  httpx over the httpx-aiohttp transport (batchrun's stack before its calls went straight to aiohttp)
+  httpx-aiohttp  httpx.AsyncClient over the httpx-aiohttp transport (batchrun sends its httpx.Requests
+                 through that transport directly, without AsyncClient)
   aiohttp        a bare aiohttp loop
 Each round runs every client once, in a rotated order; a client's figure is its best round (the
 machine is shared, so the best round is the least disturbed one). CPU ms per request (user + sys

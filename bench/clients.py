@@ -5,8 +5,8 @@
 CLIENT is one of:
   aiohttp        a bare aiohttp.ClientSession loop (the ceiling for Python HTTP here)
   httpx          a bare httpx.AsyncClient with its default transport (httpcore)
-  httpx-aiohttp  httpx.AsyncClient over the httpx-aiohttp transport (batchrun's stack before its calls went
-                 straight to aiohttp; it still serves other transports)
+  httpx-aiohttp  httpx.AsyncClient over the httpx-aiohttp transport (batchrun uses that transport
+                 directly, without AsyncClient's layers)
   fal-client     fal_client.AsyncClient.run (needs https and FAL_RUN_HOST set before import);
                  with --subscribe SECONDS, AsyncClient.subscribe of local/sleep jobs instead
 

@@ -50,8 +50,11 @@ def loopback_server() -> Iterator[ServerThread]:
         yield server
 
 
+ServerFactory = Callable[..., AbstractContextManager[ServerThread]]  # the make_server fixture's type
+
+
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., AbstractContextManager[ServerThread]]]:
+def make_server() -> Iterator[ServerFactory]:
     """Factory: `with make_server(runners=1, require_key=True) as srv:` starts a dedicated server.
 
     Accepts ServerThread's keyword arguments (runners, require_key, apps, ssl_certfile, ssl_keyfile,

@@ -47,7 +47,7 @@ SPEC = """\
 EXPECTED: dict[str, tuple[str, int | None, str, int]] = {
     "run-not-json": ("invalid_response", 200, "HTTP 200 answer is not JSON: <html>this is not JSON", 1),
     "run-not-object": ("invalid_response", 200, 'HTTP 200 answer is a JSON list: ["not","an","object"]', 1),
-    "run-never-answers": ("http_timeout", None, "SocketTimeoutError", 3),
+    "run-never-answers": ("http_timeout", None, "no complete answer within 0.3 s", 3),
     "submit-without-request-id": ("invalid_response", 200,
                                   "the queue submit answer lacks request_id, status_url, response_url, cancel_url", 1),
     "submit-not-json": ("invalid_response", 200, "the queue submit answer (HTTP 200) is not a JSON object", 1),

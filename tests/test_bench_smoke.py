@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts every benchmark client as its own process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -39,6 +39,8 @@ class Emulator:
             redactor=self.redactor, transport=httpx.ASGITransport(app=self.recorder), environ=ENV,
             poll_interval=0.01, rng=random.Random(1),
         )
+        # The tests' own side channel to the same app (blockers, status peeks), not the client's.
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.recorder), headers={"Authorization": f"Key {KEY}"})
 
     def stats(self) -> dict[str, Any]:
         return self.app.state.stats()
@@ -295,7 +297,7 @@ async def test_start_timeout_504_not_retried(emu: Emulator) -> None:
     blockers = [planned("local/fail", {"hang": True}, mode="subscribe") for _ in range(2)]
     handles = []
     for blocker in blockers:  # occupy both runners
-        response = await emu.client._sender.http.post("http://emulator/queue/local/fail", json=blocker.arguments)
+        response = await emu.http.post("http://emulator/queue/local/fail", json=blocker.arguments)
         handles.append(QueueHandle(**{k: response.json()[k] for k in ("request_id", "status_url", "response_url", "cancel_url")}))
     request = planned("local/echo", {"x": 1}, mode="subscribe", start_timeout=0.2, retries=RetryPolicy(initial_delay=0, server_errors=True))
     outcome = await emu.client.call(request, Recorded())
@@ -324,7 +326,7 @@ async def test_client_timeout_cancels_remotely(emu: Emulator) -> None:
     assert emu.stats()["cancelled"] == 1
     assert emu.recorder.ops()[-1] == "PUT cancel"
     with anyio.fail_after(5):  # the runner sees the cancel at its next await
-        while (status := (await emu.client._sender.http.get(handle.status_url)).json())["status"] != "COMPLETED":
+        while (status := (await emu.http.get(handle.status_url)).json())["status"] != "COMPLETED":
             await anyio.sleep(0.01)
     assert status["error_type"] == "client_cancelled"
 
@@ -335,7 +337,7 @@ async def test_cancel_answers(emu: Emulator) -> None:
     done = await emu.client.call(planned("local/echo", {}, mode="subscribe"), events)
     assert done.ok
     assert await emu.client.cancel(events.handles[0]) is False
-    response = await emu.client._sender.http.post("http://emulator/queue/local/fail", json={"hang": True})
+    response = await emu.http.post("http://emulator/queue/local/fail", json={"hang": True})
     body = response.json()
     handle = QueueHandle(body["request_id"], body["status_url"], body["response_url"], body["cancel_url"])
     assert await emu.client.cancel(handle) is True
@@ -346,7 +348,7 @@ async def test_cancel_answers(emu: Emulator) -> None:
 
 async def test_reattach_never_submits(emu: Emulator) -> None:
     """reattach follows a journaled request to its result without submitting again."""
-    response = await emu.client._sender.http.post("http://emulator/queue/local/sleep", json={"seconds": 0.1})
+    response = await emu.http.post("http://emulator/queue/local/sleep", json={"seconds": 0.1})
     body = response.json()
     handle = QueueHandle(body["request_id"], body["status_url"], body["response_url"], body["cancel_url"])
     events = Recorded()
@@ -483,14 +485,14 @@ async def test_outer_cancellation_propagates_and_leaves_request_running(emu: Emu
     assert scope.cancelled_caught
     [handle] = events.handles
     assert emu.stats()["cancelled"] == 0
-    status = (await emu.client._sender.http.get(handle.status_url)).json()
+    status = (await emu.http.get(handle.status_url)).json()
     assert status["status"] == "IN_PROGRESS"
     assert await emu.client.cancel(handle) is True
 
 
 async def test_reattach_client_timeout(emu: Emulator) -> None:
     """reattach honours client_timeout and cancels what it followed."""
-    response = await emu.client._sender.http.post("http://emulator/queue/local/sleep", json={"seconds": 30})
+    response = await emu.http.post("http://emulator/queue/local/sleep", json={"seconds": 30})
     body = response.json()
     handle = QueueHandle(body["request_id"], body["status_url"], body["response_url"], body["cancel_url"])
     outcome = await emu.client.reattach(planned("local/sleep", mode="subscribe", client_timeout=0.2), handle, Recorded())

@@ -224,7 +224,7 @@ async def test_a_stream_left_open_after_completed_costs_at_most_the_drain(make_s
 @pytest.mark.parametrize("url", ["ftp://nowhere/x", "not a url", "http://[::1/x", "/queue/relative"])
 async def test_garbage_handle_urls_fail_at_once_on_both_ways(loopback_server: ServerThread, url: str) -> None:
     """A journal (or server) may hold any URL: following or cancelling it is a final
-    connection_error at once on the direct way as on httpx's way; nothing is retried."""
+    refused_url error at once on the aiohttp transport as on httpx's own; nothing is retried."""
     verdicts = []
     for transport in (None, AiohttpTransport()):
         async with client_for(loopback_server, transport=transport) as client:
@@ -234,7 +234,7 @@ async def test_garbage_handle_urls_fail_at_once_on_both_ways(loopback_server: Se
                 cancelled = await client.cancel(QueueHandle("r", url, url, url))
         assert outcome.error is not None and not events.of("retrying")
         verdicts.append((outcome.error["type"], outcome.error["retryable"], cancelled))
-    assert verdicts == [("connection_error", False, False)] * 2
+    assert verdicts == [("refused_url", False, False)] * 2
 
 
 async def test_server_urls_with_credentials_are_refused_on_both_ways(loopback_server: ServerThread) -> None:

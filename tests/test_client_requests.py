@@ -1,6 +1,6 @@
-"""The client sends its POSTs straight through aiohttp when it owns the session, and otherwise builds
-them without httpx's build_request (cached URL and timeout); it skips httpx's cookie bookkeeping for
-responses without Set-Cookie. None of it may change anything on the wire."""
+"""The client builds its requests without httpx.AsyncClient (cached URL and timeout, headers merged
+as httpx merges them) and sends them through one transport whatever it is; it keeps httpx's cookie
+jar. None of it may change anything on the wire: what goes out is what httpx.AsyncClient would send."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import httpx
 import pytest
 from client_helpers import Recorded, planned
 from httpx_aiohttp import AiohttpTransport
-from multidict import CIMultiDict, CIMultiDictProxy
 
-from batchrun.client.fal import FalClient
-from batchrun.client.transport import QUEUE_TIMEOUT, Call, DirectAnswer, _Cookies
+from batchrun.client.fal import FalClient, _version
+from batchrun.client.transport import QUEUE_TIMEOUT, Answer, Call, Sender
 from batchrun.redact import Redactor
 from batchrun.server import ServerThread
 
@@ -29,11 +28,13 @@ CASES = [
 @pytest.mark.parametrize(("url", "headers", "timeout", "queue"), CASES)
 async def test_posts_equal_httpx_build_request(url: str, headers: dict[str, str], timeout: float | None,
                                                queue: bool) -> None:
-    async with FalClient(run_url="https://127.0.0.1:8/run", queue_url="http://127.0.0.1:8/queue", auth="Key a:b",
-                         redactor=Redactor()) as client:
+    # The client's headers on a Sender without a host restriction: [::1] is no target here.
+    defaults = {"User-Agent": f"batchrun/{_version()}", "Authorization": "Key a:b"}
+    async with Sender(headers=defaults, max_connections=1) as sender:
+        reference = httpx.AsyncClient(headers=defaults)
         for _ in range(2):  # the second time from the caches
-            mine = client._sender.request(Call("POST", url, httpx.URL(url), b'{"a":1}', headers, queue, timeout))
-            expected = client._sender.http.build_request(
+            mine = sender.request(Call("POST", url, httpx.URL(url), b'{"a":1}', headers, queue, timeout))
+            expected = reference.build_request(
                 "POST", url, content=b'{"a":1}', headers=headers,
                 timeout=QUEUE_TIMEOUT if queue else httpx.Timeout(timeout, connect=30.0))
             assert (mine.method, str(mine.url), mine.content, mine.extensions) == (
@@ -45,14 +46,14 @@ async def test_posts_equal_httpx_build_request(url: str, headers: dict[str, str]
 async def test_a_set_cookie_is_kept_and_sent_back() -> None:
     async with FalClient(run_url="http://127.0.0.1:8/run", queue_url="http://127.0.0.1:8/queue", auth=None,
                          redactor=Redactor()) as client:
-        assert isinstance(client._sender.http.cookies, _Cookies)
+        assert isinstance(client._sender.cookies, httpx.Cookies) and not client._sender.cookies
         post = Call("POST", "http://127.0.0.1:8/run/x", httpx.URL("http://127.0.0.1:8/run/x"), b"{}", {}, False, 10.0)
         request = client._sender.request(post)
-        client._sender.http.cookies.extract_cookies(httpx.Response(200, request=request))  # no Set-Cookie
-        assert not client._sender.http.cookies
-        client._sender.http.cookies.extract_cookies(
+        client._sender.cookies.extract_cookies(httpx.Response(200, request=request))  # no Set-Cookie
+        assert not client._sender.cookies
+        client._sender.cookies.extract_cookies(
             httpx.Response(200, headers={"Set-Cookie": "lb=node-3; Path=/"}, request=request))
-        assert dict(client._sender.http.cookies) == {"lb": "node-3"}
+        assert dict(client._sender.cookies) == {"lb": "node-3"}
         again = client._sender.request(post)
         assert again.headers["cookie"] == "lb=node-3"
 
@@ -105,6 +106,6 @@ async def test_bad_urls_and_headers_are_input_errors() -> None:
 ])
 def test_direct_answers_decode_their_text_as_httpx_does(content_type: str, body: bytes) -> None:
     """Error details quote the body's text: the direct way must read it as httpx would."""
-    headers = CIMultiDict({"Content-Type": content_type} if content_type else {})
-    expected = httpx.Response(503, headers=dict(headers), content=body).text
-    assert DirectAnswer(503, CIMultiDictProxy(headers), body).text == expected
+    headers = httpx.Headers({"Content-Type": content_type} if content_type else {})
+    expected = httpx.Response(503, headers=headers, content=body).text
+    assert Answer(503, headers, body).text == expected

@@ -56,6 +56,7 @@ def results(draw: st.DrawFn) -> tuple[Any, Any]:
     return first, (_near(first, draw) if draw(st.booleans()) else draw(JSON))
 
 
+@pytest.mark.slow  # 500 generated pairs
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pair=results(), art_a=ARTIFACTS, art_b=ARTIFACTS, ignore=IGNORES)
 def test_equal_digests_mean_no_change(pair: tuple[Any, Any], art_a: list[dict[str, Any]],

@@ -1,15 +1,17 @@
 """The per-request safety net: an unexpected exception while handling one request becomes that
 request's `internal_error` record and the run goes on.
 
-The trigger is real: a result pointing at a media URL with a control character in it, with
-`download: true`. httpx refuses to build such a URL (httpx.InvalidURL, which is not an
-httpx.HTTPError, so the downloader's own failure handling does not see it); before the net it
-stopped the whole run with a traceback and exit 3.
+The trigger is a fault injected at a library boundary: the standard library's
+`mimetypes.guess_extension`, which the downloader asks for a stored file's suffix, raises for one
+content type. (The first trigger, a media URL with a NUL that httpx refused to build, is now an
+ordinary artifact error: every exchange goes through the one HTTP stack, which records a URL it
+will not send to. Before the net, such a surprise stopped the whole run with a traceback and exit 3.)
 """
 
 from __future__ import annotations
 
 import json
+import mimetypes
 from pathlib import Path
 
 import pytest
@@ -20,10 +22,20 @@ from batchrun.output.journal import journal_path
 from batchrun.server import ServerThread
 
 SECRET = "netsecret-6f1c0e9a2b7d"
-BAD_URL = "http://127.0.0.1:1/a\x00b.png"  # the NUL is at position 20
-BAD_URL_YAML = "http://127.0.0.1:1/a\\0b.png"  # YAML's double-quoted escape for it
-DETAIL = ("batchrun failed while handling this request: InvalidURL: Invalid non-printable ASCII character "
-          "in URL, '\\x00' at position 20.")
+BOOM = "text/x-boom"  # the content type whose suffix lookup fails
+FAULT = "injected fault: no suffix lookup for text/x-boom"
+DETAIL = f"batchrun failed while handling this request: RuntimeError: {FAULT}"
+
+
+def _inject(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = mimetypes.guess_extension
+
+    def guess_extension(type: str, strict: bool = True) -> str | None:  # noqa: A002 - the stdlib's name
+        if type == BOOM:
+            raise RuntimeError(FAULT)
+        return real(type, strict)
+
+    monkeypatch.setattr(mimetypes, "guess_extension", guess_extension)
 
 
 def _spec(tmp_path: Path, mode: str) -> Path:
@@ -37,8 +49,8 @@ def _spec(tmp_path: Path, mode: str) -> Path:
             endpoint: local/echo
             mode: {mode}
             download: true
-            matrix: {{u: ["{BAD_URL_YAML}", "data:text/plain,hello"]}}
-            arguments: {{image: {{url: "${{{{ matrix.u }}}}", content_type: text/plain}},
+            matrix: {{ct: ["{BOOM}", "text/plain"]}}
+            arguments: {{image: {{url: "data:text/plain,hello", content_type: "${{{{ matrix.ct }}}}"}},
                          secret: "${{{{ env.BR_NET_SECRET }}}}"}}
           - {{name: plain, endpoint: local/echo, mode: run, matrix: {{n: [1, 2]}}, arguments: {{n: "${{{{ matrix.n }}}}"}}}}
     """)
@@ -48,6 +60,7 @@ def _argv(tmp_path: Path, mode: str, server: ServerThread, monkeypatch: pytest.M
     """`batchrun run` of the spec above, with the secret in the environment and no BATCHRUN_DEBUG."""
     monkeypatch.setenv("BR_NET_SECRET", SECRET)
     monkeypatch.delenv("BATCHRUN_DEBUG", raising=False)
+    _inject(monkeypatch)
     return ["run", str(_spec(tmp_path, mode)), "-o", str(tmp_path / "out.jsonl"), "--run-url", server.run_url,
             "--queue-url", server.queue_url, "--no-progress"]
 
@@ -61,19 +74,18 @@ def test_an_unexpected_exception_in_one_request_is_its_record_and_the_run_goes_o
     code = main(_argv(tmp_path, mode, loopback_server, monkeypatch))
     err = capsys.readouterr().err
     assert code == 1  # one request failed; not 3 (a crash)
-    by_url = {r["arguments"]["image"]["url"]: r for r in records(out) if r["job"] == "media"}
-    bad = by_url[BAD_URL]
+    by_type = {r["arguments"]["image"]["content_type"]: r for r in records(out) if r["job"] == "media"}
+    bad = by_type[BOOM]
     assert bad["status"] == "error" and bad["result"] is None
     assert bad["error"] == {"type": "internal_error", "status_code": None, "detail": DETAIL, "retryable": False}
     assert (bad["attempts"], bad["mode"]) == (0, mode)
     assert (bad["request_id"] is not None) == (mode == "subscribe")  # the submitted request can be found
-    good = by_url["data:text/plain,hello"]
+    good = by_type["text/plain"]
     assert good["status"] == "ok" and good["artifacts"][0]["bytes"] == 5
     assert good["result"]["echo"]["secret"] == "[REDACTED]"
     assert sorted(r["status"] for r in records(out) if r["job"] == "plain") == ["ok", "ok"]
     assert not journal_path(out).exists()  # the submitted request is settled by its record
-    assert (f"batchrun: internal error on request {bad['id']} (job media): InvalidURL: Invalid non-printable "
-            "ASCII character in URL, '\\x00' at position 20.; recorded as its error (internal_error) and the run "
+    assert (f"batchrun: internal error on request {bad['id']} (job media): RuntimeError: {FAULT}; recorded as its error (internal_error) and the run "
             "goes on. This is a bug in batchrun: please report it (--debug or BATCHRUN_DEBUG=1 shows the "
             "traceback)") in err.splitlines()
     assert "errors by type: internal_error=1" in err
@@ -95,7 +107,7 @@ def test_the_traceback_is_shown_only_when_asked_and_redacted(
     err = capsys.readouterr().err
     assert err.count("batchrun: internal error on request ") == 1
     assert "Traceback (most recent call last):" in err
-    assert "httpx.InvalidURL: Invalid non-printable ASCII character in URL" in err
+    assert f"RuntimeError: {FAULT}" in err
     assert "in _attempt" in err  # batchrun's own frames, for the bug report
     assert "This is a bug in batchrun: please report it\n" in err  # no "--debug shows" hint: it is on
     assert SECRET not in err

@@ -155,18 +155,21 @@ FUZZ = settings(max_examples=120, deadline=None, database=None, derandomize=True
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
+@pytest.mark.slow  # a fuzz campaign
 @FUZZ
 @given(st.text(max_size=200))
 def test_random_text(text: str) -> None:
     check(text)
 
 
+@pytest.mark.slow  # a fuzz campaign
 @FUZZ
 @given(mutated())
 def test_mutated_specs(text: str) -> None:
     check(text)
 
 
+@pytest.mark.slow  # a fuzz campaign
 @FUZZ
 @given(specs)
 def test_random_structures(value: Any) -> None:
@@ -268,5 +271,5 @@ def test_a_key_with_control_characters_stays_one_located_line(tmp_path: Path) ->
     assert err.getvalue().splitlines() == [
         f"{spec}:4:37: $.jobs[0]['bad\\rkey\\n']: unknown key 'bad\\rkey\\n'; expected one of: name, endpoint, path, "
         "mode, arguments, matrix, include, exclude, dataset, repeat, concurrency, timeout, start_timeout, "
-        "client_timeout, hint, priority, headers, with_logs, retries, rate_limit, expect, download"
+        "client_timeout, max_answer_bytes, hint, priority, headers, with_logs, retries, rate_limit, expect, download"
     ]

@@ -123,6 +123,7 @@ def test_ctrl_c_with_the_embedded_server_settles_its_requests_and_the_resume_fin
     assert not journal_path(out).exists()
 
 
+@pytest.mark.slow  # 6 subprocess runs interrupted at start-up
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
 @pytest.mark.parametrize(("signum", "exit_code", "said"), STOPS)
 def test_ctrl_c_in_the_first_moments_of_a_run(tmp_path: Path, make_server: MakeServer, delay: float,

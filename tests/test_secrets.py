@@ -133,6 +133,7 @@ def server(make_server: MakeServer) -> Iterator[ServerThread]:
         yield srv
 
 
+@pytest.mark.slow  # many subprocess runs; ~7 s on a quiet machine
 def test_planted_secrets_reach_no_file_and_no_stream(tmp_path: Path, server: ServerThread) -> None:
     streams = Streams()
     spec = write_spec(tmp_path, SPEC)

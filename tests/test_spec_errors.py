@@ -349,6 +349,7 @@ _TREES = st.recursive(
 )
 
 
+@pytest.mark.slow  # 200 generated documents
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(st.sampled_from(_WORDS), _TREES, max_size=6), st.booleans())
 def test_random_documents_never_trace_back(here: Path, doc: dict, with_valid_head: bool) -> None:

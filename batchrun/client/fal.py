@@ -7,11 +7,14 @@
   the SSE stream (`status_url/stream`) or, when that is unavailable, by polling with backoff, then
   GET `response_url`. Three HTTP requests per job when the stream works.
 
-How requests go on the wire (straight through aiohttp, or through httpx for other transports) is
-`batchrun.client.transport`'s business. Every failure becomes an `Outcome` with a record-shaped error: no
-httpx (or aiohttp) exception leaves this module; they are mapped once, in
-`sender.transport_failure`, and what is retried is decided by `batchrun.client.retry`. Every string
-that reaches an Outcome passes through the run's `Redactor`.
+How requests go on the wire (one httpx transport; deadlines, answer size bounds, the target's
+hosts only) is `batchrun.client.transport`'s business. Every failure becomes an `Outcome` with a
+record-shaped error: no httpx (or aiohttp) exception leaves this module; they are mapped once, in
+`transport.transport_failure`, and what is retried is decided by `batchrun.client.retry`. Every
+string that reaches an Outcome passes through the run's `Redactor`.
+
+A subscribe without `client_timeout` is followed for at most FOLLOW_CEILING_S (docs/spec.md): a
+status that never completes must not hold a nightly run forever.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from batchrun.client.retry import (
     judge_transport,
     shorten,
 )
-from batchrun.client.transport import SEND_ERRORS, Answer, Call, Sender
+from batchrun.client.transport import SEND_ERRORS, Answer, Call, Sender, origin, ssl_context
 from batchrun.plan.planner import PlannedRequest
 from batchrun.redact import Redactor
 from batchrun.spec.model import RetryPolicy
@@ -56,6 +59,9 @@ __all__ = ["Events", "FalClient", "Outcome", "QueueHandle"]
 
 CANCEL_GRACE = 5.0  # bound on the best-effort cancel after a client timeout
 MAX_POLL_INTERVAL = 2.0
+# The follow deadline of a subscribe without client_timeout: a day covers the longest fal queues
+# seen; past it the request is cancelled and recorded as a client_timeout.
+FOLLOW_CEILING_S = 24 * 3600.0
 STREAM_DRAIN_S = 0.5  # after COMPLETED, how long to wait for the server to end the stream (it should at once)
 
 _HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab; CR/LF would inject headers
@@ -98,6 +104,22 @@ def _version() -> str:
     return str(batchrun.__version__)
 
 
+def _origins(*urls: str) -> set[str]:
+    """The hosts requests may go to; an unparsable base URL adds none (every request to it is an
+    input_error when it is built, see _prepare)."""
+    found = set()
+    for url in urls:
+        try:
+            found.add(origin(url))
+        except httpx.InvalidURL:
+            pass
+    return found
+
+
+def _follow_deadline(request: PlannedRequest) -> float:
+    return request.job.client_timeout or FOLLOW_CEILING_S
+
+
 class FalClient:
     """One per run, shared by all workers; an async context manager."""
 
@@ -113,6 +135,7 @@ class FalClient:
         environ: Mapping[str, str] | None = None,
         poll_interval: float = 0.1,
         rng: random.Random | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         import os
 
@@ -127,7 +150,15 @@ class FalClient:
             headers["Authorization"] = auth
             redactor.add(auth)
             redactor.add(auth.partition(" ")[2])
-        self._sender = Sender(headers=headers, max_connections=max_connections, transport=transport)
+        # Requests (and the key) go only to the target's own hosts: a queue answer naming any other
+        # host is refused (docs/fal-protocol.md §10).
+        self._sender = Sender(
+            headers=headers,
+            max_connections=max_connections,
+            transport=transport,
+            origins=_origins(self._run_url, self._queue_url),
+            verify=ssl_context(ca_bundle) if transport is None else None,
+        )
         self._urls: dict[str, httpx.URL] = {}  # parsed POST URLs (see _prepare)
 
     async def __aenter__(self) -> FalClient:
@@ -156,7 +187,7 @@ class FalClient:
         """Follow an already-submitted queue request to its result (resume). Never submits; the
         journaled submit counts as the one attempt."""
         state = CallState(attempts=1, handle=handle)
-        with anyio.move_on_after(request.job.client_timeout) as scope:
+        with anyio.move_on_after(_follow_deadline(request)) as scope:
             outcome, _ = await self._follow(request, handle, events, state)
             return outcome
         assert scope.cancelled_caught
@@ -228,7 +259,8 @@ class FalClient:
             if len(self._urls) < _URL_CACHE_SIZE:
                 self._urls[url] = parsed
         queue = request.mode != "run"
-        post = Call("POST", url, parsed, body, headers, queue, None if queue else job.timeout)
+        post = Call("POST", url, parsed, body, headers, queue, None if queue else job.timeout,
+                    max_bytes=job.max_answer_bytes)
         return _Prepared(post, start_timeout is not None, inputs or None)
 
     async def _attempts(
@@ -312,7 +344,7 @@ class FalClient:
 
     async def _subscribe(self, request: PlannedRequest, prepared: _Prepared, events: Events) -> Outcome:
         state = CallState(inputs=prepared.inputs)
-        with anyio.move_on_after(request.job.client_timeout) as scope:
+        with anyio.move_on_after(_follow_deadline(request)) as scope:
             return await self._submit_and_follow(request, prepared, events, state)
         assert scope.cancelled_caught
         return await self._timed_out(request, state)
@@ -358,16 +390,18 @@ class FalClient:
         return QueueHandle(*(body[f] for f in fields)), {"status": status, "queue_position": body.get("queue_position")}
 
     async def _timed_out(self, request: PlannedRequest, state: CallState) -> Outcome:
-        seconds = request.job.client_timeout
+        seconds = _follow_deadline(request)
+        what = f"client_timeout of {seconds:g} s" if request.job.client_timeout else (
+            f"the follow ceiling of {seconds:g} s (no client_timeout set)")
         handle = state.handle
         if handle is None:
-            detail = f"client_timeout of {seconds:g} s expired before the queue submit was answered"
+            detail = f"{what} expired before the queue submit was answered"
         else:
             cancelled = False
             with anyio.move_on_after(CANCEL_GRACE, shield=True):
                 cancelled = await self.cancel(handle)
             verb = "cancel requested" if cancelled else "the cancel was not accepted"
-            detail = f"client_timeout of {seconds:g} s expired for request {handle.request_id}; {verb}"
+            detail = f"{what} expired for request {handle.request_id}; {verb}"
         state.stop_queue_clock()
         error = error_record("client_timeout", None, detail, True)
         return Outcome(
@@ -458,7 +492,8 @@ class FalClient:
         errors, 408/409/429 and 5xx. A result GET replays the model's own answer, so there only an
         ingress 5xx (no x-fal-request-id) is retried; any other error is returned as the result."""
         policy = request.job.retries
-        built = Call("GET", url, None, None, {}, True, None, params)  # a URL the server (or journal) gave
+        # A URL the server (or journal) gave; a result is bounded like any answer of the job.
+        built = Call("GET", url, None, None, {}, True, None, params, max_bytes=request.job.max_answer_bytes)
         failures = 0
         while True:
             answer = await self._sender.exchange(built)

@@ -70,6 +70,7 @@ class TransportFailure:
     timeout: bool
     message: str
     fatal: bool = False  # a local misconfiguration (bad URL scheme, bad header): retrying won't help
+    kind: str | None = None  # the error type when neither http_timeout nor connection_error says it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ def judge_transport(
     failure: TransportFailure, *, phase: Phase, policy: RetryPolicy, start_timeout_sent: bool
 ) -> Verdict:
     """Classify an attempt that got no answer at all."""
-    type_ = "http_timeout" if failure.timeout else "connection_error"
+    type_ = failure.kind or ("http_timeout" if failure.timeout else "connection_error")
     if failure.fatal:
         return Verdict(error_record(type_, None, failure.message, False), retry=False)
     if not failure.sent:

@@ -1,12 +1,23 @@
-"""How the fal client's requests go on the wire: one aiohttp session, used directly or under httpx.
+"""How batchrun's requests go on the wire: one httpx transport, the same code in production and tests.
 
-Run mode is bounded by client CPU, and httpx's request/response machinery (client hooks, auth and
-redirect flows, header and body models) costs 0.1-0.15 ms per call, as much as aiohttp's whole
-exchange. So with the default transport every call goes straight through our own aiohttp session,
-and answers are read into a small `DirectAnswer` instead of an httpx.Response; the SSE stream is
-parsed by httpx-sse's EventSource either way. httpx's own way, through the same kind of session
-(httpx-aiohttp), serves any other transport (the tests' in-process ASGI app) and requests with
-cookies to send. A test proves both ways put the same bytes on the wire.
+Every exchange builds an `httpx.Request` and sends it through one `httpx.AsyncBaseTransport`
+(`handle_async_request`): in production httpx-aiohttp's `AiohttpTransport` over our own aiohttp
+session, in tests `httpx.ASGITransport` (the embedded server in-process) or the same aiohttp
+transport over loopback sockets. `httpx.AsyncClient` is skipped on purpose: its auth, redirect,
+cookie and event-hook machinery halved run-mode throughput (bench/RESULTS.md), and batchrun needs
+none of it but the cookie jar, which is kept here (`httpx.Cookies`, public API). The SSE status
+stream is parsed by httpx-sse from the same response type; artifact downloads use their own
+`Sender` (no API key, redirects followed by the downloader).
+
+What every exchange gets here, whatever the transport (docs/fal-protocol.md §10):
+- a deadline: a run call's `timeout` bounds the whole exchange, body included (an idle timer would
+  let a server trickling one byte a second hold it forever); queue calls get QUEUE_DEADLINE;
+- a size bound: an answer whose body (after decompression) exceeds the call's `max_bytes` is an
+  `answer_too_large` failure, never read whole into memory;
+- credentials only where they belong: a Sender made with `origins` sends nothing to any other
+  scheme://host:port (a queue answer naming another host is refused, not followed with the key);
+- TLS verification failures are final (retrying a certificate the client does not trust cannot
+  help); `verify` takes a CA bundle for private CAs.
 
 `Sender.exchange` is the single exception boundary: every send error becomes a `TransportFailure`
 (`transport_failure` decides whether the request may have been sent), never an exception.
@@ -17,31 +28,62 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
 import anyio
 import httpx
 import httpx_sse
 from httpx_aiohttp import AiohttpTransport
-from httpx_aiohttp.transport import AiohttpResponseStream
 
 from batchrun.client.retry import TransportFailure
+from batchrun.spec.model import MAX_ANSWER_BYTES
 
-__all__ = ["CONNECT_TIMEOUT", "QUEUE_TIMEOUT", "SEND_ERRORS", "Answer", "Call", "DirectAnswer", "Sender",
-           "transport_failure"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "MAX_ANSWER_BYTES",
+    "QUEUE_DEADLINE",
+    "QUEUE_TIMEOUT",
+    "SEND_ERRORS",
+    "Answer",
+    "Call",
+    "RefusedURL",
+    "Sender",
+    "ssl_context",
+    "transport_failure",
+]
 
 CONNECT_TIMEOUT = 30.0
 # Queue calls (submit, status, stream, result, cancel): fal-client's 120 s read limit, added because
 # TLS reads could hang forever. The stream gets keep-alives every 15 s, so 120 s idle means dead.
 QUEUE_TIMEOUT = httpx.Timeout(120.0, connect=CONNECT_TIMEOUT)
-CLOSE_GRACE = 5.0  # bound on closing the connections at the end of a run
+# ... and a whole-exchange deadline for the non-streaming ones, so a trickling answer cannot hold a
+# status poll or a result fetch forever. Generous: a result may carry megabytes of data URIs.
+QUEUE_DEADLINE = 600.0
+CLOSE_GRACE = 5.0  # bound on closing a response or the connections at the end of a run
+
+# What httpx.AsyncClient would send by default (the decoders httpx has without extras), so the
+# wire bytes are httpx's (tests/test_client_requests.py compares them).
+_DEFAULT_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate", "Connection": "keep-alive"}
+
+
+class RefusedURL(Exception):
+    """A URL batchrun will not send to (credentials in it, another host than the target's, not
+    absolute); the message never quotes more than its origin."""
+
+
+class _TooLarge(Exception):
+    pass
+
 
 # Everything a send can raise besides cancellation. aiohttp errors normally arrive wrapped by
 # httpx-aiohttp, but a few (response parsing) pass through unmapped; OSError covers TLS and sockets.
-SEND_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, aiohttp.ClientError, OSError)
+SEND_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, aiohttp.ClientError, OSError, RefusedURL)
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # httpx sends Content-Length: 0 on these without a body
 
 
 @dataclasses.dataclass(slots=True)
@@ -50,24 +92,24 @@ class Call:
 
     method: str
     url: str
-    parsed: httpx.URL | None  # None: not parsed here (a URL the server gave; the sender parses it)
+    parsed: httpx.URL | None  # None: not parsed yet (a URL the server gave; the sender parses it)
     body: bytes | None
-    headers: dict[str, str]  # the request's own; the client's defaults are merged when sending
-    queue: bool  # a queue call (QUEUE_TIMEOUT) or a run call (the job's timeout)
-    timeout: float | None  # a run call's read timeout (None: none)
+    headers: dict[str, str]  # the request's own; the sender's defaults are merged when sending
+    queue: bool  # a queue call (QUEUE_TIMEOUT, QUEUE_DEADLINE) or a run call (the job's timeout)
+    timeout: float | None  # a run call's deadline (None: none)
     params: dict[str, str] | None = None
+    max_bytes: int = MAX_ANSWER_BYTES  # the answer's bound, decompressed
 
 
-class DirectAnswer:
-    """An answer read straight from aiohttp: what the client reads of an httpx.Response (status,
-    headers, body, text), without building one: httpx.Response's header model and body decoders
-    cost ~7% of a small run call's CPU. aiohttp has already decoded the body."""
+class Answer:
+    """A fully read answer: what the client reads of an httpx.Response (status, headers, body,
+    text), with the body read under the call's size bound."""
 
     __slots__ = ("content", "headers", "status_code")
 
-    def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes) -> None:
+    def __init__(self, status_code: int, headers: httpx.Headers, content: bytes) -> None:
         self.status_code = status_code
-        self.headers = headers  # aiohttp's case-insensitive multidict
+        self.headers = headers
         self.content = content
 
     @property
@@ -84,6 +126,8 @@ class DirectAnswer:
             return self.content.decode("utf-8", errors="replace")
 
 
+_CHARSET = re.compile(r";\s*charset=[\"']?([^\s;\"']+)", re.IGNORECASE)
+
 # A URL the server gave may carry user:password@: httpx would send those instead of our key and
 # aiohttp refuses the pair (a ValueError). Neither is what the user asked for, so it is refused,
 # without quoting the URL (the password is a secret).
@@ -96,12 +140,36 @@ def _has_credentials(url: str) -> bool:
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
-        return False  # not a URL at all: the sender's parser says so
+        return False  # not a URL at all: the parser says so
     return parts.username is not None or parts.password is not None
 
 
-_CHARSET = re.compile(r";\s*charset=[\"']?([^\s;\"']+)", re.IGNORECASE)
-Answer = httpx.Response | DirectAnswer  # what a send returns, from httpx or straight from aiohttp
+def origin(url: httpx.URL | str) -> str:
+    """scheme://host:port of a URL, the port always spelled out (so http://h and http://h:80 match)."""
+    parsed = httpx.URL(url) if isinstance(url, str) else url
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme, 0)
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host  # IPv6
+    return f"{parsed.scheme}://{host}:{port}"
+
+
+def ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """The TLS context of every HTTPS connection: certifi's CAs (or SSL_CERT_FILE/SSL_CERT_DIR, as
+    httpx reads them), or only the CAs of `ca_bundle` (a PEM file) when one is given. Loading a CA
+    bundle takes 10-30 ms, so it is done once per Sender, before the first wave of requests."""
+    if ca_bundle is None:
+        return httpx.create_ssl_context()
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
+def _certificate_error(exc: BaseException) -> BaseException | None:
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (aiohttp.ClientConnectorCertificateError, ssl.SSLCertVerificationError)):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def transport_failure(exc: BaseException) -> TransportFailure:
@@ -111,11 +179,18 @@ def transport_failure(exc: BaseException) -> TransportFailure:
     reading) to httpx.ConnectTimeout, which would claim "never sent". So the original aiohttp
     exception decides when there is one: only a failure to connect proves nothing was sent.
     """
+    if isinstance(exc, RefusedURL):
+        return TransportFailure(sent=False, timeout=False, message=str(exc), fatal=True, kind="refused_url")
+    certificate = _certificate_error(exc)
+    if certificate is not None:
+        message = (f"TLS certificate verification failed ({certificate}); to trust a private CA set "
+                   "`target.ca_bundle` in the spec, --ca-bundle, or SSL_CERT_FILE")
+        return TransportFailure(sent=False, timeout=False, message=message, fatal=True, kind="tls_error")
     cause = exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc
     message = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL, aiohttp.InvalidURL,
                         aiohttp.NonHttpUrlClientError)):
-        return TransportFailure(sent=False, timeout=False, message=message, fatal=True)
+        return TransportFailure(sent=False, timeout=False, message=message, fatal=True, kind="refused_url")
     if isinstance(cause, aiohttp.ClientError):
         not_sent = isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
         return TransportFailure(
@@ -127,70 +202,70 @@ def transport_failure(exc: BaseException) -> TransportFailure:
     )
 
 
-class _Cookies(httpx.Cookies):
-    """httpx's cookie jar, minus its per-response work when a response sets no cookie: httpx builds
-    urllib request and response stand-ins for every response to offer them to the jar, about 5% of
-    a small run call's CPU, and fal answers set no cookies. A Set-Cookie is stored as before."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        if "set-cookie" in response.headers:
-            super().extract_cookies(response)
-
-
-class _AsyncClient(httpx.AsyncClient):
-    """httpx.AsyncClient whose cookie jar is a `_Cookies`."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._cookies = _Cookies(self._cookies)
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._cookies
-
-    @cookies.setter
-    def cookies(self, cookies: Any) -> None:
-        self._cookies = _Cookies(cookies)
+async def read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """The decoded body, or _TooLarge as soon as it passes `limit` bytes (a declared
+    Content-Length over it fails before reading anything)."""
+    declared = response.headers.get("content-length")  # of the encoded body: only identity tells
+    if declared is not None and declared.isdigit() and int(declared) > limit and (
+            "content-encoding" not in response.headers):
+        raise _TooLarge
+    chunks = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Sender:
-    """One per client; an async context manager. `headers` go on every request (User-Agent,
-    Authorization); `transport` None means our own aiohttp session and the direct way."""
+    """One per client; an async context manager.
+
+    `headers` go on every request (User-Agent, Authorization). `transport` None means our own
+    aiohttp session through httpx-aiohttp; tests pass `httpx.ASGITransport` or an aiohttp transport
+    of their own. `origins` (scheme://host[:port] strings), when given, are the only places any
+    request may go. `verify` is the TLS context of the default transport."""
 
     def __init__(
-        self, *, headers: dict[str, str], max_connections: int, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        *,
+        headers: dict[str, str],
+        max_connections: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+        origins: Iterable[str] | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        # Made here, not with the session: loading the CA bundle takes 10-30 ms, which would
-        # otherwise delay the first wave of requests.
-        self._ssl_context = httpx.create_ssl_context() if transport is None else None
-        # Our own aiohttp session, shared by httpx's transport and the direct way; created on first
-        # use because aiohttp wants a running event loop.
-        self._session: aiohttp.ClientSession | None = None
-        self._direct = transport is None
+        self._session: aiohttp.ClientSession | None = None  # made on first use: aiohttp wants a loop
         if transport is None:
-            transport = AiohttpTransport(limits=self._limits, client=self._aiohttp)
-        self.http = _AsyncClient(transport=transport, limits=self._limits, timeout=QUEUE_TIMEOUT, headers=headers)
-        self._default_headers = dict(self.http.headers)  # httpx's defaults and ours, lower-case names
-        # (queue?, timeout) -> httpx's timeout extension (see request), and the same for aiohttp
+            self._ssl_context = verify or ssl_context()
+            transport = AiohttpTransport(verify=self._ssl_context, limits=self._limits, client=self._aiohttp)
+        self._transport = transport
+        # lower-case name -> (name as given, value): merged as httpx.Headers.update does (a name
+        # given again moves to the end with its new value), without a Headers object per request.
+        self._defaults: dict[str, tuple[str, str]] = {}
+        self._merge(self._defaults, _DEFAULT_HEADERS)
+        self._merge(self._defaults, headers)
+        self._origins = None if origins is None else frozenset(origin(o) for o in origins)
+        self.cookies = httpx.Cookies()  # fal sets none; a load balancer's affinity cookie is kept
         self._timeouts: dict[tuple[bool, float | None], dict[str, float | None]] = {}
-        self._client_timeouts: dict[tuple[bool, float | None], aiohttp.ClientTimeout] = {}
+        self._allowed: dict[tuple[str, str | None, int | None], bool] = {}  # URL origin -> allowed
+        self._templates: dict[tuple[bytes, bool, tuple[tuple[str, str], ...]], httpx.Headers] = {}
 
     async def __aenter__(self) -> Sender:
-        await self.http.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         with anyio.move_on_after(CLOSE_GRACE, shield=True):
-            await self.http.aclose()
+            await self._transport.aclose()  # as httpx.AsyncClient does: the sender owns its transport
             if self._session is not None:  # the transport closes it only if it ever sent anything
                 await self._session.close()
 
     def _aiohttp(self) -> aiohttp.ClientSession:
         """The session httpx-aiohttp's transport would make for itself (same pool size, keep-alive
-        and TLS context), minus aiohttp's cookie jar: httpx's jar is the one cookies live in."""
+        and TLS context), minus aiohttp's cookie jar: ours is `self.cookies`."""
         if self._session is None:
-            assert self._ssl_context is not None  # made in __init__ whenever this transport is used
             connector = aiohttp.TCPConnector(
                 limit=self._limits.max_connections or 0,
                 keepalive_timeout=self._limits.keepalive_expiry,
@@ -199,98 +274,120 @@ class Sender:
             self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
-    def _aiohttp_timeout(self, queue: bool, timeout: float | None) -> aiohttp.ClientTimeout:
-        """The aiohttp timeout of a queue call, or of a run call with `timeout`: httpx-aiohttp's
-        mapping of the httpx.Timeout that httpx's way uses (cached: a run has one or two)."""
-        key = (queue, timeout)
-        found = self._client_timeouts.get(key)
-        if found is None:
-            read = QUEUE_TIMEOUT.read if queue else timeout
-            found = self._client_timeouts[key] = aiohttp.ClientTimeout(
-                sock_connect=CONNECT_TIMEOUT, sock_read=read, connect=read
-            )
-        return found
+    @staticmethod
+    def _merge(into: dict[str, tuple[str, str]], headers: dict[str, str]) -> None:
+        for name, value in headers.items():
+            key = name.lower()
+            into.pop(key, None)
+            into[key] = (name, value)
 
-    def _httpx_way(self, call: Call | None = None) -> bool:
-        return (
-            not self._direct
-            or bool(self.http.cookies)
-            or (call is not None and call.parsed is not None and call.parsed.is_relative_url)
-        )
+    def _check(self, url: httpx.URL) -> None:
+        if url.is_relative_url or url.scheme not in ("http", "https"):
+            raise RefusedURL(f"not an absolute http(s) URL: {url.scheme or 'no scheme'}://{url.host or 'no host'}")
+        if self._origins is None:
+            return
+        key = (url.scheme, url.host, url.port)
+        allowed = self._allowed.get(key)
+        if allowed is None:
+            allowed = origin(url) in self._origins
+            if len(self._allowed) < 64:
+                self._allowed[key] = allowed
+        if not allowed:
+            raise RefusedURL(
+                f"the server named another host ({origin(url)}) than the target's "
+                f"({', '.join(sorted(self._origins))}); batchrun sends requests and credentials only to the target"
+            )
 
     def request(self, call: Call) -> httpx.Request:
-        """`build_request(method, url, ...)` with the parsed URL and the timeout extension cached:
-        build_request parses the URL and rebuilds the timeout for every call. The same request:
-        client headers, then ours, merged by httpx.Headers."""
+        """The httpx.Request of `call`: the sender's headers, then the call's (by name,
+        case-insensitively), the parsed URL, the timeout extension. Raises RefusedURL or
+        httpx.InvalidURL for a URL it will not send to."""
+        if _has_credentials(call.url):
+            raise RefusedURL(_CREDENTIALS)
+        url = call.parsed if call.parsed is not None else httpx.URL(call.url)
+        if call.params:
+            url = url.copy_merge_params(call.params)
+        self._check(url)
         key = (call.queue, call.timeout)
         extension = self._timeouts.get(key)
         if extension is None:
             timeout = QUEUE_TIMEOUT if call.queue else httpx.Timeout(call.timeout, connect=CONNECT_TIMEOUT)
             extension = self._timeouts[key] = timeout.as_dict()
-        if call.parsed is None or call.params or self.http.cookies or call.parsed.is_relative_url:
-            # a URL to parse or a query to add, cookies to send, a base URL to merge: httpx's way
-            return self.http.build_request(
-                call.method,
-                call.url,
-                params=call.params,
-                content=call.body,
-                headers=call.headers,
-                extensions={"timeout": extension},
-            )
-        merged = httpx.Headers(self.http.headers)
-        merged.update(call.headers)
-        return httpx.Request(
-            call.method, call.parsed, headers=merged, content=call.body, extensions={"timeout": extension}
-        )
+        template = self._headers_for(call, url)
+        if template is None:  # the call sets Host or a length itself: let httpx work it out
+            headers = self._defaults.copy()
+            self._merge(headers, call.headers)
+            request = httpx.Request(call.method, url, headers=list(headers.values()), content=call.body,
+                                    extensions={"timeout": extension})
+        else:
+            # httpx.Request(content=...) would normalise every header again and look up its
+            # defaults one by one (a third of a request's CPU on the hot path): the template holds
+            # them as httpx would order them (Host, the merged headers, Content-Length last).
+            body = call.body or b""
+            request = httpx.Request(call.method, url, headers=template, stream=httpx.ByteStream(body),
+                                    extensions={"timeout": extension})
+            if call.body is not None:
+                request.headers["Content-Length"] = str(len(body))
+            request.read()  # as content= does: the transport sends bytes with a length, not chunks
+        if self.cookies:
+            self.cookies.set_cookie_header(request)
+        return request
+
+    def _headers_for(self, call: Call, url: httpx.URL) -> httpx.Headers | None:
+        """The request headers of `call` but its Content-Length, built once per host, method kind
+        and header set; None when the call's own headers name Host or a length."""
+        key = (url.netloc, call.method in _BODY_METHODS and call.body is None, tuple(call.headers.items()))
+        template = self._templates.get(key)
+        if template is None:
+            merged = self._defaults.copy()
+            self._merge(merged, call.headers)
+            if merged.keys() & {"host", "content-length", "transfer-encoding"}:
+                return None
+            auto = [(b"Host", url.netloc)] + ([(b"Content-Length", b"0")] if key[1] else [])
+            template = httpx.Headers(auto + [(k.encode(), v.encode()) for k, v in merged.values()])
+            if len(self._templates) < 256:  # a run has a handful (per job and host); stay bounded
+                self._templates[key] = template
+        return template
+
+    def _deadline(self, call: Call) -> float | None:
+        return QUEUE_DEADLINE if call.queue else call.timeout
 
     async def exchange(self, call: Call) -> Answer | TransportFailure:
-        """One HTTP exchange with the body read."""
-        if _has_credentials(call.url):
-            return TransportFailure(sent=False, timeout=False, message=_CREDENTIALS, fatal=True)
-        if self._httpx_way(call):
+        """One HTTP exchange with the body read, within the call's deadline and size bound."""
+        deadline = self._deadline(call)
+        with anyio.move_on_after(deadline) as scope:
             try:
-                return await self.http.send(self.request(call))
+                async with self.stream(call) as response:
+                    content = await read_bounded(response, call.max_bytes)
+            except _TooLarge:
+                return TransportFailure(
+                    sent=True, timeout=False, fatal=True, kind="answer_too_large",
+                    message=f"the answer's body is over the {call.max_bytes}-byte limit (max_answer_bytes); not kept",
+                )
             except SEND_ERRORS as exc:
                 return transport_failure(exc)
-        timeout = self._aiohttp_timeout(call.queue, call.timeout)
-        headers = self._default_headers.copy()
-        for name, value in call.headers.items():  # ours replace the client's by name, case-insensitively
-            headers.pop(name.lower(), None)
-            headers[name] = value
+        if scope.cancelled_caught:
+            assert deadline is not None
+            return TransportFailure(sent=True, timeout=True, message=f"no complete answer within {deadline:g} s")
+        return Answer(response.status_code, response.headers, content)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, call: Call) -> AsyncIterator[httpx.Response]:
+        """The response of `call` with its body not yet read; closed on leaving. Raises SEND_ERRORS."""
+        response = await self._transport.handle_async_request(self.request(call))
         try:
-            async with self._aiohttp().request(
-                call.method,
-                call.url,
-                params=call.params,
-                data=call.body,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as answer:
-                response = DirectAnswer(answer.status, answer.headers, await answer.read())
-        except SEND_ERRORS as exc:
-            return transport_failure(exc)
-        if "set-cookie" in response.headers:  # rare (a load balancer's affinity): keep it in httpx's jar
-            with contextlib.suppress(*SEND_ERRORS):  # a URL only httpx refuses: no cookie, as httpx would keep none
-                jar = httpx.Response(answer.status, headers=answer.raw_headers, request=self.request(call))
-                self.http.cookies.extract_cookies(jar)
-        return response
+            if "set-cookie" in response.headers:  # rare (a load balancer's affinity): keep it
+                self.cookies.extract_cookies(response)
+            yield response
+        finally:
+            with anyio.move_on_after(CLOSE_GRACE, shield=True):
+                await response.aclose()
 
     @contextlib.asynccontextmanager
     async def event_source(self, url: str, params: dict[str, str] | None) -> AsyncIterator[httpx_sse.EventSource]:
-        """httpx-sse's EventSource over a streamed GET: on the direct way straight through aiohttp
-        (httpx's request building was 7% of a subscribe run's CPU), else httpx's. Raises SEND_ERRORS."""
-        if _has_credentials(url):
-            raise httpx.InvalidURL(_CREDENTIALS)
-        if self._httpx_way():
-            async with httpx_sse.aconnect_sse(self.http, "GET", url, params=params, timeout=QUEUE_TIMEOUT) as source:
-                yield source
-            return
-        headers = {**self._default_headers, "accept": "text/event-stream", "cache-control": "no-store"}
-        timeout = self._aiohttp_timeout(True, None)
-        async with self._aiohttp().get(
-            url, params=params, headers=headers, timeout=timeout, allow_redirects=False, auto_decompress=False
-        ) as answer:  # httpx decodes, as on its own way
-            yield httpx_sse.EventSource(
-                httpx.Response(answer.status, headers=answer.raw_headers, stream=AiohttpResponseStream(answer))
-            )
+        """httpx-sse's EventSource over a streamed GET (the queue's status stream). Raises SEND_ERRORS."""
+        call = Call("GET", url, None, None, {"accept": "text/event-stream", "cache-control": "no-store"}, True,
+                    None, params)
+        async with self.stream(call) as response:
+            yield httpx_sse.EventSource(response)
+

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=["fal", "local"], help="override the spec's target")
     parser.add_argument("--run-url", help="base URL of direct calls (with --queue-url: a custom target)")
     parser.add_argument("--queue-url", help="base URL of queue calls (with --run-url)")
+    parser.add_argument("--ca-bundle", metavar="PEM",
+                        help="trust only these CAs for HTTPS (a private CA or a TLS-intercepting proxy); "
+                             "default: the spec's target.ca_bundle, else certifi's or SSL_CERT_FILE")
     parser.add_argument("--concurrency", type=_positive_int, help="requests in flight at once (default: the spec's)")
     parser.add_argument(
         "--shard", help="run only shard I of N (I/N, 1-based); default output gets a .shard-I-of-N suffix"

@@ -342,12 +342,14 @@ async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | No
     summary = RunSummary(output=str(out))
     summary.plan_order([j.name for j in spec.jobs])
     limits = Limits(concurrency, rate=spec.rate_limit)
-    downloader = Downloader(out, scrub_text=redactor.text) if any(j.download for j in spec.jobs) else None
+    ca_bundle = getattr(args, "ca_bundle", None) or spec.target.ca_bundle
+    downloader = (Downloader(out, scrub_text=redactor.text, ca_bundle=ca_bundle)
+                  if any(j.download for j in spec.jobs) else None)
     toolkit = Toolkit(spec, summary=summary, resume=state, downloader=downloader)
     plan = build_plan(spec, shard=shard, only=count.todo)
     try:
         async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
-                             redactor=redactor, max_connections=concurrency) as client:
+                             redactor=redactor, max_connections=concurrency, ca_bundle=ca_bundle) as client:
             with JsonlSink(out, lock) as sink:
                 executor = Executor(
                     client=client, sink=sink, journal=journal, resume=state, limits=limits,

@@ -37,16 +37,21 @@ class FaultReset(Exception):
     """Raised after a partial response to make the server drop the connection (local/fail reset)."""
 
 
+CHUNK = 64 * 1024  # piece size of a chunked fault body
+
+
 class WireResponse:
     """A minimal ASGI response for a Reply (Starlette's Response does more work than we need)."""
 
-    __slots__ = ("status", "headers", "body", "reset")
+    __slots__ = ("status", "headers", "body", "reset", "chunked", "trickle")
 
     def __init__(self, reply: Reply, extra: list[tuple[bytes, bytes]]) -> None:
         self.status = reply.status
         self.headers = [(k.encode(), v.encode()) for k, v in reply.headers] + extra
         self.body = reply.body
         self.reset = reply.reset
+        self.chunked = reply.chunked
+        self.trickle = reply.trickle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.reset:
@@ -54,6 +59,15 @@ class WireResponse:
             await send({"type": "http.response.start", "status": self.status, "headers": headers})
             await send({"type": "http.response.body", "body": self.body, "more_body": True})
             raise FaultReset("local/fail reset: connection dropped on purpose")
+        if self.chunked or self.trickle:
+            await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+            step = 1 if self.trickle else CHUNK
+            for at in range(0, len(self.body), step):
+                await send({"type": "http.response.body", "body": self.body[at:at + step], "more_body": True})
+                if self.trickle:
+                    await asyncio.sleep(self.trickle)
+            await send({"type": "http.response.body", "body": b""})
+            return
         headers = self.headers + [(b"content-length", str(len(self.body)).encode())]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})

@@ -10,6 +10,10 @@ Arguments (combine freely; the first matching kind wins, in this order):
   bad_json: true       200 whose body is not JSON
   deep_json: n         200 whose body is a JSON object nested n levels deep (parsers may overflow)
   not_object: true     200 whose body is a JSON list
+  trickle: s           200 echo's result, its body sent one byte every s seconds (chunked): a
+                       client's idle timer never fires, only a deadline ends it
+  big: n               200 `{"blob": "aaa..."}` of about n bytes, chunked (no Content-Length)
+  gzip_bomb: n         200 with Content-Encoding: gzip whose body inflates to about n bytes
   reset: true          drop the connection after the response headers (queue: runner_disconnected)
   ingress: true        nginx HTML error without x-fal-request-id (status 502/503/504, default 503);
                        on the queue it is the *submit* that fails this way
@@ -25,6 +29,8 @@ Queue-only faults (with times/key, the runs after the failures are left succeed 
   submit: no_request_id | not_json | not_object
                        a 200 submit answer that breaks the protocol (nothing is enqueued)
   status_value: s      status polls and SSE events report the unknown status s
+  handle_origin: URL   the submit answer's status/response/cancel URLs name this origin instead of
+                       the server's own (a hostile or confused queue pointing at another host)
 Platform errors listed as retryable in wire.RETRYABLE_ERROR_TYPES, and statuses 503/504, are retried
 by the queue on another runner unless X-Fal-No-Retry, within X-Fal-Retry-Config's budgets.
 """
@@ -32,6 +38,7 @@ by the queue on another runner unless X-Fal-No-Retry, within X-Fal-Retry-Config'
 from __future__ import annotations
 
 import asyncio
+import gzip
 from typing import Any
 
 from batchrun.server.apps import Call
@@ -109,6 +116,13 @@ def echo_request_reply(call: Call) -> Reply:
                  error_type="bad_request", error=body["detail"])
 
 
+MAX_FAULT_BYTES = 1 << 30  # big/gzip_bomb sizes the server agrees to build (in its own memory)
+
+
+def _size(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_FAULT_BYTES else 0
+
+
 async def fail(call: Call) -> Reply:
     args = call.arguments
     delay = args.get("delay")
@@ -116,7 +130,7 @@ async def fail(call: Call) -> Reply:
         await asyncio.sleep(delay)
     if args.get("hang"):
         await asyncio.Event().wait()
-    if (args.get("ingress") or "submit" in args or "status_value" in args) and call.queued:
+    if (args.get("ingress") or "submit" in args or "status_value" in args or "handle_origin" in args) and call.queued:
         # On the queue these faults hit the submit (see submit_fault); the run itself succeeds.
         return Reply(200, dumps({"echo": args, "path": call.path}))
     if not _attempt_fails(args, call.state.fault_counts):
@@ -130,6 +144,16 @@ async def fail(call: Call) -> Reply:
     deep = args.get("deep_json")
     if isinstance(deep, int) and not isinstance(deep, bool) and 0 < deep <= 1_000_000:
         return Reply(200, b'{"a":' * deep + b"1" + b"}" * deep)
+    trickle = args.get("trickle")
+    if isinstance(trickle, (int, float)) and not isinstance(trickle, bool) and 0 < trickle <= 60:
+        return Reply(200, dumps({"echo": args, "path": call.path}), trickle=float(trickle))
+    big = _size(args.get("big"))
+    if big:
+        return Reply(200, b'{"blob":"' + b"a" * big + b'"}', chunked=True)
+    bomb = _size(args.get("gzip_bomb"))
+    if bomb:
+        body = gzip.compress(b'{"blob":"' + b"a" * bomb + b'"}', compresslevel=9)
+        return Reply(200, body, (("content-type", "application/json"), ("content-encoding", "gzip")))
     if args.get("bad_json"):
         return Reply(200, b"<html>this is not JSON", (("content-type", "application/json"),))
     if args.get("not_object"):

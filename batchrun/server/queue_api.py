@@ -109,7 +109,11 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
     position = em.queue.submit(job)
     if dropped is not None:
         return respond(dropped, job.id)
-    base = f"{job.origin}/queue/{app_id}/requests/{job.id}"
+    origin = job.origin
+    named = arguments.get("handle_origin") if app_id == "local/fail" else None
+    if isinstance(named, str) and named.startswith(("http://", "https://")):
+        origin = named.rstrip("/")  # faults.py: a queue naming another host in its handle
+    base = f"{origin}/queue/{app_id}/requests/{job.id}"
     body = {
         "status": IN_QUEUE,
         "request_id": job.id,

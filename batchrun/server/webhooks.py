@@ -3,7 +3,9 @@
 Body (protocol §8.4): {"request_id", "gateway_request_id", "status": "OK"|"ERROR", "payload"} plus,
 on failure, "error": "Invalid status code: N"; a result that is not JSON gives "payload": null and
 "payload_error". One attempt with a 15 s timeout (fal retries for 2 h; an emulator need not), and
-no signature headers: the emulator has no signing key.
+no signature headers: the emulator has no signing key. Sent over the project's one HTTP stack
+(httpx on the httpx-aiohttp transport); the server imports nothing else of batchrun, so it has its
+own small client rather than batchrun's Sender.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 from typing import Any
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from batchrun.server.wire import Reply, dumps, loads
 
@@ -41,7 +44,7 @@ def deliver(url: str, request_id: str, gateway_id: str, reply: Reply) -> None:
 
 async def _post(url: str, body: bytes) -> None:
     try:
-        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        async with httpx.AsyncClient(timeout=TIMEOUT, transport=AiohttpTransport()) as client:
             await client.post(url, content=body, headers={"content-type": "application/json"})
-    except httpx.HTTPError:
+    except (httpx.HTTPError, OSError):
         pass  # an unreachable webhook must not affect the queue

@@ -70,7 +70,8 @@ class Reply:
 
     `error_type`/`error` classify a failure for the queue's status body; `retry` says the queue may
     run it again on another runner; `ingress` means "sent by the load balancer", so no request id;
-    `reset` means drop the connection after the headers.
+    `reset` means drop the connection after the headers; `chunked` sends the body in pieces without
+    Content-Length, `trickle` one byte every `trickle` seconds (faults a client must bound).
     """
 
     status: int
@@ -81,6 +82,8 @@ class Reply:
     retry: bool = False
     ingress: bool = False
     reset: bool = False
+    chunked: bool = False
+    trickle: float = 0.0
 
     @property
     def ok(self) -> bool:

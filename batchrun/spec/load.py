@@ -16,7 +16,7 @@ from typing import Any
 from batchrun.errors import Problem
 from batchrun.spec import dataset, yamlsource
 from batchrun.spec.checks import Checker, JobSource
-from batchrun.spec.model import Job, RateLimit, RetryPolicy, Spec, Target
+from batchrun.spec.model import MAX_ANSWER_BYTES, Job, RateLimit, RetryPolicy, Spec, Target
 from batchrun.spec.pricing import price_problems
 from batchrun.spec.schema import schema_problems
 
@@ -83,7 +83,10 @@ def sort_problems(problems: list[Problem], label: str) -> list[Problem]:
 def _build(data: dict[str, Any], jobs: list[JobSource], source: Path) -> Spec:
     target_raw = data.get("target", "fal")
     if isinstance(target_raw, dict):
-        target = Target("custom", target_raw["run_url"], target_raw["queue_url"])
+        bundle = target_raw.get("ca_bundle")
+        if bundle is not None:  # relative to the spec, like datasets
+            bundle = os.path.normpath(os.path.join(os.path.abspath(source.parent), bundle))
+        target = Target("custom", target_raw["run_url"], target_raw["queue_url"], bundle)
     else:
         target = Target(target_raw)
     rate = data.get("rate_limit")
@@ -130,6 +133,7 @@ def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
         timeout=_float(o.get("timeout")),
         start_timeout=_float(o.get("start_timeout")),
         client_timeout=_float(o.get("client_timeout")),
+        max_answer_bytes=o.get("max_answer_bytes", MAX_ANSWER_BYTES),
         hint=o.get("hint"),
         priority=o.get("priority"),
         headers=o.get("headers", {}),

@@ -10,6 +10,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
+# Default bound on an answer's body, decompressed (a job's `max_answer_bytes` changes it). fal answers
+# are JSON naming media by URL; 64 MiB still fits a few sync_mode images as data URIs.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
 Mode = Literal["run", "subscribe"]
 Priority = Literal["normal", "low"]
 
@@ -21,6 +25,7 @@ class Target:
     kind: Literal["fal", "local", "custom"] = "fal"
     run_url: str | None = None
     queue_url: str | None = None
+    ca_bundle: str | None = None  # PEM file of the CAs trusted for HTTPS (else certifi / SSL_CERT_FILE)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,6 +68,7 @@ class Job:
     timeout: float | None = None
     start_timeout: float | None = None
     client_timeout: float | None = None
+    max_answer_bytes: int = MAX_ANSWER_BYTES
     hint: str | None = None
     priority: Priority | None = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)

@@ -6,8 +6,10 @@ A media object is any object in a result with a string `url` and a `content_type
 `artifacts: [{url, path, sha256, bytes, content_type}]` with `path` relative to the output's
 folder, so an output folder can be moved or archived as a whole.
 
-Downloads use their own small HTTP client: the run's client carries the API key, which must never
-be sent to a CDN. They are bounded (MAX_PARALLEL at once across the run), retried (connection
+Downloads use the run's HTTP stack (`batchrun.client.transport.Sender`) with a Sender of their own:
+the run's carries the API key, which must never be sent to a CDN. Redirects are followed here (at
+most MAX_REDIRECTS; a CDN may answer with one), each hop a plain request without credentials. They
+are bounded (MAX_PARALLEL at once across the run), retried (connection
 errors, 408/429/5xx; RETRIES times, doubling backoff), capped at MAX_BYTES a file, and streamed to a
 temporary file that is renamed into place, so a file under its hash is always complete. A failed
 download becomes an entry with `error` (and null path/hash): the result is kept, the request stays
@@ -31,13 +33,17 @@ from typing import Any
 import anyio
 import httpx
 
+from batchrun.client.transport import SEND_ERRORS, Call, Sender, ssl_context, transport_failure
+
 __all__ = ["MAX_BYTES", "MAX_PARALLEL", "RETRIES", "Downloader", "files_dir", "media_objects"]
 
 MAX_BYTES = 200 * 1024 * 1024  # one file; a result pointing at something larger is not a media file we keep
 MAX_PARALLEL = 8
 RETRIES = 3  # after the first attempt
 BACKOFF_S = 0.25  # first retry delay, doubling
-TIMEOUT_S = 60.0
+TIMEOUT_S = 60.0  # read idle timeout of a download
+MAX_REDIRECTS = 5
+_REDIRECTS = {301, 302, 303, 307, 308}
 _CHUNK = 1 << 16
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -88,22 +94,21 @@ class Downloader:
     """One per run. `await fetch(result)` -> the record's `artifacts` list."""
 
     def __init__(self, output: Path, *, scrub_text: Callable[[str], str] = lambda s: s,
-                 client: httpx.AsyncClient | None = None, max_bytes: int = MAX_BYTES,
-                 backoff_s: float = BACKOFF_S) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, max_bytes: int = MAX_BYTES,
+                 backoff_s: float = BACKOFF_S, ca_bundle: str | None = None) -> None:
         self.output = output
         self.max_bytes = max_bytes
         self.backoff_s = backoff_s
         self.dir = files_dir(output)
         self._scrub = scrub_text
-        self._own_client = client is None
-        self._client = client or httpx.AsyncClient(follow_redirects=True, timeout=TIMEOUT_S)
+        self._sender = Sender(headers={"User-Agent": "batchrun"}, max_connections=MAX_PARALLEL, transport=transport,
+                              verify=ssl_context(ca_bundle) if transport is None else None)
         self._limit = anyio.Semaphore(MAX_PARALLEL)
         self.downloaded = 0  # files written (not deduplicated ones)
         self.failed = 0
 
     async def aclose(self) -> None:
-        if self._own_client:
-            await self._client.aclose()
+        await self._sender.__aexit__(None, None, None)
 
     async def fetch(self, result: Any) -> list[dict[str, Any]]:
         """Download every media object of `result` (each distinct URL once), in document order."""
@@ -160,9 +165,22 @@ class Downloader:
 
     def _store_bytes(self, data: bytes) -> tuple[str, int, Path]:
         fd, tmp = self._temp()
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                self._write(f, data)
+        except _Failed:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         return hashlib.sha256(data).hexdigest(), len(data), tmp
+
+    def _write(self, f: Any, data: bytes) -> None:
+        """A full disk or a file-size limit is this machine's problem, not the server's: an error
+        that names the folder, not a connection error to retry."""
+        try:
+            f.write(data)
+        except OSError as exc:
+            raise _Failed(f"cannot write into {self.dir}: {exc.strerror or exc}", retry=False) from None
 
     async def _download(self, url: str) -> tuple[str, int, Path, str | None]:
         delay = self.backoff_s
@@ -183,7 +201,28 @@ class Downloader:
         keep = False
         try:
             with os.fdopen(fd, "wb") as f:
-                async with self._client.stream("GET", url) as response:
+                digest, size, served = await self._fetch(url, f)
+                try:
+                    f.flush()  # buffered bytes hit the disk here: their failure is ours too
+                except OSError as exc:
+                    raise _Failed(f"cannot write into {self.dir}: {exc.strerror or exc}", retry=False) from None
+            keep = True
+            return digest.hexdigest(), size, tmp, served
+        finally:
+            if not keep:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+    async def _fetch(self, url: str, f: Any) -> tuple[Any, int, str | None]:
+        """GET `url` (following redirects) into the open file `f`: (sha256, size, content type)."""
+        location = url
+        for _ in range(MAX_REDIRECTS + 1):
+            call = Call("GET", location, None, None, {}, False, TIMEOUT_S)
+            try:
+                async with self._sender.stream(call) as response:
+                    if response.status_code in _REDIRECTS and "location" in response.headers:
+                        location = str(response.url.join(response.headers["location"]))
+                        continue
                     if response.status_code != 200:
                         raise _Failed(f"HTTP {response.status_code} fetching {url}",
                                       retry=response.status_code in _RETRY_STATUS)
@@ -196,16 +235,13 @@ class Downloader:
                         if size > self.max_bytes:
                             raise _Failed(f"{url} is over the {self.max_bytes}-byte cap", retry=False)
                         digest.update(chunk)
-                        f.write(chunk)
-                    served = response.headers.get("content-type")
-            keep = True
-            return digest.hexdigest(), size, tmp, served
-        except httpx.HTTPError as exc:
-            raise _Failed(f"{type(exc).__name__} fetching {url}: {exc}", retry=True) from None
-        finally:
-            if not keep:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+                        self._write(f, chunk)
+                    return digest, size, response.headers.get("content-type")
+            except SEND_ERRORS as exc:
+                failure = transport_failure(exc)
+                what = "timeout" if failure.timeout else failure.kind or "connection error"
+                raise _Failed(f"{what} fetching {url}: {failure.message}", retry=not failure.fatal) from None
+        raise _Failed(f"more than {MAX_REDIRECTS} redirects fetching {url}", retry=False)
 
 
 def _decode_data_url(url: str, max_bytes: int) -> tuple[bytes, str | None]:
