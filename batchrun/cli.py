@@ -26,8 +26,11 @@ COMMANDS = {
     "cancel": "cancel the queue requests journaled as in flight for an output",
     "report": "summarise an output file",
     "diff": "compare a new output with a baseline",
+    "view": "serve a local page that follows an output while a run writes it",
     "merge": "merge shard outputs in plan order",
     "check": "re-evaluate a spec's expectations on an existing output, sending nothing",
+    "export": "write an output's records (newest per id) as Parquet, CSV or JSONL",
+    "cache": "show, prune or clear the result cache",
 }
 
 

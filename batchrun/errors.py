@@ -19,7 +19,7 @@ class Problem:
     """One located problem in a spec file (or a file it references)."""
 
     file: str
-    line: int  # 1-based
+    line: int  # 1-based; 0: no position (a spec given as a Python dict is located by `path` alone)
     col: int  # 1-based
     path: str  # JSON path such as $.jobs[0].matrix
     message: str
@@ -27,7 +27,8 @@ class Problem:
 
     def __str__(self) -> str:
         prefix = "warning: " if self.severity == "warning" else ""
-        return f"{self.file}:{self.line}:{self.col}: {_one_line(self.path)}: {prefix}{_one_line(self.message)}"
+        where = f"{self.file}:{self.line}:{self.col}" if self.line else self.file
+        return f"{where}: {_one_line(self.path)}: {prefix}{_one_line(self.message)}"
 
 
 def _one_line(text: str) -> str:

@@ -1,26 +1,40 @@
 """Load a spec: the spec stages (batchrun.spec.load), then the plan checks (batchrun.plan.checks).
 
-Every command that reads a spec calls `load_spec` or `validate_spec`, so the CLI and the Python API
-give the same problems in the same order.
+Every command that reads a spec calls `load_spec` or `validate_spec`, and the Python API
+(batchrun.api) `load_read`/`check_read` on the same stages, so the CLI and the API give the same
+problems in the same order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from batchrun.errors import Problem, SpecError
 from batchrun.plan.checks import plan_problems
-from batchrun.spec.load import dedupe, read_spec, sort_problems
+from batchrun.spec.load import SpecRead, dedupe, read_spec, sort_problems
 from batchrun.spec.model import Spec
 
-__all__ = ["load_spec", "validate_spec"]
+__all__ = ["check_read", "load_read", "load_spec", "validate_spec"]
 
 
 def load_spec(path: str | Path, warnings: list[Problem] | None = None, counts: dict[str, int] | None = None) -> Spec:
     """Load and fully validate a spec. Raises SpecError with every error; warnings go to `warnings`,
     and the plan's requests per job name (in job order) to `counts`: validation counted them, so a
     command that shows them need not count again (which reads every dataset file once more)."""
-    spec, problems = validate_spec(path, counts)
+    return load_read(read_spec(path), str(path), warnings, counts)
+
+
+def validate_spec(path: str | Path, counts: dict[str, int] | None = None) -> tuple[Spec | None, list[Problem]]:
+    """(spec or None, every problem: errors and warnings). The spec is None when there is an error.
+    With a spec, `counts` (when given) receives the requests per job name, in job order."""
+    return check_read(read_spec(path), str(path), counts)
+
+
+def load_read(read: SpecRead, label: str, warnings: list[Problem] | None = None,
+              counts: dict[str, int] | None = None, *, unlocated: bool = False) -> Spec:
+    """`load_spec` for what the spec stages read from a file, a YAML string or a dict."""
+    spec, problems = check_read(read, label, counts, unlocated=unlocated)
     errors = [p for p in problems if p.severity == "error"]
     if warnings is not None:
         warnings.extend(p for p in problems if p.severity != "error")
@@ -29,14 +43,21 @@ def load_spec(path: str | Path, warnings: list[Problem] | None = None, counts: d
     return spec
 
 
-def validate_spec(path: str | Path, counts: dict[str, int] | None = None) -> tuple[Spec | None, list[Problem]]:
-    """(spec or None, every problem: errors and warnings). The spec is None when there is an error.
-    With a spec, `counts` (when given) receives the requests per job name, in job order."""
-    read = read_spec(path)
+def check_read(read: SpecRead, label: str, counts: dict[str, int] | None = None, *,
+               unlocated: bool = False) -> tuple[Spec | None, list[Problem]]:
+    """`validate_spec` for a SpecRead. `unlocated`: the spec was a dict, so its own problems have no
+    line and column (they say line 0, which prints as `<dict>: $.path: message`)."""
+    spec, problems = _check(read, label, counts)
+    if unlocated:
+        problems = [dataclasses.replace(p, line=0, col=0) if p.file == label else p for p in problems]
+    return spec, problems
+
+
+def _check(read: SpecRead, label: str, counts: dict[str, int] | None) -> tuple[Spec | None, list[Problem]]:
     if read.spec is None or read.located is None:
         return None, read.problems
     found, job_counts = plan_problems(read.spec, read.located, read.jobs, read.datasets)
-    problems = sort_problems(dedupe([*read.problems, *found]), str(path))
+    problems = sort_problems(dedupe([*read.problems, *found]), label)
     if any(p.severity == "error" for p in problems):
         return None, problems
     if counts is not None:

@@ -44,7 +44,7 @@ def test_json_list_file(tmp_path: Path) -> None:
     ("name", "content", "expected"),
     [
         ("empty.jsonl", b"\n\n", ["empty.jsonl:1:1: $: dataset has no rows"]),
-        ("rows.txt", b"x", ["rows.txt:1:1: $: unsupported dataset format '.txt'; use .jsonl, .csv, .yaml, .yml or .json"]),
+        ("rows.txt", b"x", ["rows.txt:1:1: $: unsupported dataset format '.txt'; use .jsonl, .csv, .parquet, .yaml, .yml or .json"]),
         ("bin.jsonl", b'{"a": 1}\n\xff\xfe', ["bin.jsonl:2:1: $: not UTF-8 text (byte 0xff)"]),
         ("dup.csv", b"a,a\n1,2\n", ["dup.csv:1:1: $: duplicate column 'a' in the header row"]),
         ("scalar.yaml", b"just text\n", ["scalar.yaml:1:1: $: a dataset must be a list of objects, not a string"]),

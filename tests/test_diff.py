@@ -76,6 +76,7 @@ EXPECTED_MARKDOWN = """\
 | missing | 1 |
 | added | 1 |
 | results changed | 3 |
+| visually the same | 0 |
 | expectation regressions | 1 |
 | latency regressions | 1 |
 
@@ -171,6 +172,7 @@ def test_json_diff(in_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "missing": 1,
         "added": 1,
         "results_changed": 3,
+        "visually_same": 0,
         "expectation_regressions": 1,
         "latency_regressions": 1,
     }

@@ -36,5 +36,7 @@ def test_package_inits_stay_light() -> None:
     for init in PACKAGE.glob("*/__init__.py"):
         if init.parent.name == "server":
             continue  # the server's façade (its own contract keeps it apart)
+        if init.parent.name == "api":
+            continue  # the public API's façade: tests/test_api.py checks it loads no client stack
         code = [line for line in init.read_text(encoding="utf-8").splitlines() if line.startswith(("import ", "from "))]
         assert code == [], f"{init.relative_to(PACKAGE.parent)} imports {code}"

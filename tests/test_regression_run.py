@@ -314,7 +314,8 @@ def test_download_stores_each_image_once_by_hash(tmp_path: Path, loopback_server
             body = httpx.get(a["url"]).content
             sha = hashlib.sha256(body).hexdigest()
             assert a == {"url": a["url"], "path": f"art/files/{sha}.png", "sha256": sha, "bytes": len(body),
-                         "content_type": "image/png"}
+                         "content_type": "image/png", "phash": a["phash"]}
+            assert len(a["phash"]) == 16 and int(a["phash"], 16) >= 0  # the images extra is in .[test]
             assert (out.parent / a["path"]).read_bytes() == body
             stored.add(a["path"])
     # Two requests x two images, identical across the repeat: two files.

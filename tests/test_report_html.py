@@ -161,6 +161,27 @@ def test_one_varying_key_falls_back_to_a_plain_grid_in_plan_order(tmp_path: Path
     assert [c.text() for c in plain.all("figcaption")] == ["seed=0, style=ink", "seed=1, style=ink", "seed=2, style=ink"]
 
 
+def test_dataset_rows_in_one_cell_are_labelled_and_failed_checks_marked(tmp_path: Path) -> None:
+    """Two dataset rows per matrix cell stack in one cell: each says its row (and repeat); a picture
+    whose expectation failed is outlined and says so, its message on hover."""
+    failed = [{"passed": False, "message": "images[0].width: expected >= 512, got 64", "check": {}}]
+    passed = [{"passed": True, "message": "ok", "check": {}}]
+    records = [
+        record(i, matrix={"style": style, "seed": seed}, row=row, repeat=1 if i == 7 else 0,
+               expectations=failed if i == 2 else passed)
+        for i, (style, seed, row) in enumerate((s, n, r) for s in ("ink", "oil") for n in (1, 2) for r in (0, 1))
+    ]
+    page = report_page(write(tmp_path / "o.jsonl", records), tmp_path / "r.html")
+    _, _, _, rows = sheet(page)
+    assert [len(cell) for _, cells in rows for cell in cells] == [2, 2, 2, 2]
+    captions = [c.text() for c in page.all("figcaption")]
+    assert captions == ["row 0", "row 1", "row 0", "row 1", "row 0", "row 1", "row 0", "row 1, repeat 1"]
+    marked = page.all("figure", "checks-failed")
+    assert len(marked) == 1 and marked[0].all("img")[0].attrs["src"] == "https://cdn.example/sweep/2.png"
+    assert marked[0].all("div", "checks")[0].text() == "✗ 1 failed check"
+    assert "failed: images[0].width: expected >= 512, got 64" in marked[0].all("a")[0].attrs["title"]
+
+
 def test_hostile_strings_are_escaped_and_unsafe_urls_dropped(tmp_path: Path) -> None:
     bad = record(1, job=HOSTILE, ok=False)
     bad["error"]["detail"] = HOSTILE

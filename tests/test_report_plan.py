@@ -94,7 +94,7 @@ def test_a_gate_stop_is_the_verdict_and_the_plan_section(gated_run: tuple[Path, 
     data = json.loads(capsys.readouterr().out)
     assert data["run"] == {"manifest": f"{out}.manifest.json", "finished": True, "exit_code": 1, "stopped_by": stop,
                            "gates": [stop], "interrupted": False, "shard": None,
-                           "selection": None, "selected": None}
+                           "selection": None, "selected": None, "running": False}
     # The stopped run never finished its plan walk, so the ids are unknown: counts only.
     assert data["plan"] == {"source": f"{out}.manifest.json", "planned": 8, "with_record": 4, "never_ran": 4,
                             "never_ran_listed": [], "not_planned": 0, "not_planned_listed": []}

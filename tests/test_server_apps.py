@@ -205,6 +205,23 @@ async def test_image_validation_errors(client: httpx.AsyncClient) -> None:
     assert (await client.get("/files/images/nothing.png")).status_code == 404
 
 
+async def test_image_reencode_is_the_same_picture_in_other_bytes(client: httpx.AsyncClient) -> None:
+    """`reencode: N` serves the seed's picture with every value lifted by N levels (capped at 255)
+    and another zlib level: other bytes, same geometry, so a perceptual hash still matches."""
+    args = {"prompt": "a red fox", "seed": 7, "image_size": {"width": 64, "height": 48}}
+    plain = (await client.post("/run/local/image", json=args)).json()["images"][0]
+    lifted = (await client.post("/run/local/image", json={**args, "reencode": 3})).json()["images"][0]
+    assert lifted["url"].endswith("/7/0/64x48~3.png") and plain["url"].endswith("/7/0/64x48.png")
+    a, b = (await client.get(plain["url"])).content, (await client.get(lifted["url"])).content
+    assert a != b
+    (wa, ha, rows_a), (wb, hb, rows_b) = png_info(a), png_info(b)
+    assert (wa, ha) == (wb, hb) == (64, 48)
+    assert [min(255, v + 3) if i % (64 * 3 + 1) else v for i, v in enumerate(rows_a)] == list(rows_b)
+    bad = await client.post("/run/local/image", json={**args, "reencode": 17})
+    assert (bad.status_code, bad.json()["detail"][0]["loc"]) == (422, ["body", "reencode"])
+    assert (await client.get(plain["url"].replace(".png", "~0.png"))).status_code == 404
+
+
 async def test_default_seed_is_deterministic(client: httpx.AsyncClient) -> None:
     first = (await client.post("/run/local/image", json={"prompt": "same"})).json()
     second = (await client.post("/run/local/image", json={"prompt": "same"})).json()

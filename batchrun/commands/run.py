@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from batchrun import signals
+from batchrun.commands.plan import add_sample_arguments
 
 
 def _positive_int(text: str) -> int:
@@ -46,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--show-logs", action="store_true", help="stream runner logs to stderr, prefixed with job and id"
     )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--no-cache", action="store_true",
+                       help="neither read nor write the result cache (for jobs with `cache`)")
+    cache.add_argument("--refresh-cache", action="store_true",
+                       help="send every request of jobs with `cache` and replace their cached results")
     parser.add_argument(
         "--only", metavar="JOB[,JOB...]", help="run only these jobs (ids unchanged: a later full run resumes them)"
     )
@@ -55,13 +61,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run only the first N planned requests of each job (a cheap smoke test)",
     )
+    add_sample_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    # The run's modules (the client's stack: httpx, aiohttp, anyio) load here, not when the CLI
-    # builds its parser, so `batchrun --help` and the other commands do not pay for them. Held
-    # like the CLI's own imports (batchrun.signals.held): a signal inside an import could be
-    # swallowed or crash an extension's init; it is delivered afterwards (exit 130/143).
+    # The Python API's `run` is the one implementation (batchrun.api.running); this maps the flags
+    # to its keywords. The run's modules (the client's stack: httpx, aiohttp, anyio) load when it
+    # runs, not when the CLI builds its parser, so `batchrun --help` and the other commands do not
+    # pay for them. Held like the CLI's own imports (batchrun.signals.held): a signal inside an
+    # import could be swallowed or crash an extension's init; it is delivered afterwards (exit 130/143).
     with signals.held():
-        from batchrun.run import runner
-    return runner.run(args)
+        from batchrun.api.running import run as run_spec
+        from batchrun.run import runner  # noqa: F401 - loaded here, under the held signals
+
+    result = run_spec(
+        args.spec, args.output, target=args.target, run_url=args.run_url, queue_url=args.queue_url,
+        ca_bundle=args.ca_bundle, concurrency=args.concurrency, shard=args.shard, retry_errors=args.retry_errors,
+        fresh=args.fresh, progress=not args.no_progress, show_logs=args.show_logs, only=args.only, limit=args.limit,
+        sample=args.sample, seed=args.seed, debug=bool(getattr(args, "debug", False)),
+        no_cache=args.no_cache, refresh_cache=args.refresh_cache,
+    )
+    return result.exit_code

@@ -61,11 +61,11 @@ def iter_located(path: str | Path, name: str | None = None) -> Iterator[Located]
                 _raise_bad(path, *pending)
             if not raw.strip():
                 continue
-            record = _decode(raw)
+            record = decode_line(raw)
             if record is None:
                 pending = (number, raw)
                 continue
-            problem = _shape_problem(record)
+            problem = shape_problem(record)
             if problem:
                 raise RecordsError(f"{path}:{number}: not a batchrun record: {problem}")
             yield Located(record, start)
@@ -116,13 +116,14 @@ def record_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
         RecordsError: the line there is no longer a record (the file changed between the passes).
     """
     handle.seek(offset)
-    record = _decode(handle.readline().rstrip(b"\r\n"))
-    if record is None or _shape_problem(record):
+    record = decode_line(handle.readline().rstrip(b"\r\n"))
+    if record is None or shape_problem(record):
         raise RecordsError(f"{handle.name}: changed while being read (no record at byte {offset} any more)")
     return record
 
 
-def _decode(raw: bytes) -> dict[str, Any] | None:
+def decode_line(raw: bytes) -> dict[str, Any] | None:
+    """One output line as a JSON object; None when it is not one (damaged, truncated, not JSON)."""
     try:
         value = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # a damaged line may nest absurdly
@@ -142,7 +143,7 @@ def _raise_bad(path: Path, number: int, raw: bytes) -> None:
     raise RecordsError(f"{path}:{number}: not a batchrun record: a record is a JSON object")
 
 
-def _shape_problem(record: dict[str, Any]) -> str | None:
+def shape_problem(record: dict[str, Any]) -> str | None:
     """The few fields every consumer relies on; the full schema is the writer's contract."""
     if not isinstance(record.get("id"), str) or not record["id"]:
         return "'id' must be a non-empty string"

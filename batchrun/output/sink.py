@@ -28,11 +28,32 @@ import orjson
 
 from batchrun.errors import SinkError
 
-__all__ = ["JsonlSink", "OutputInUse", "OutputLock", "describe", "encode_record", "lock_path", "write_line"]
+__all__ = [
+    "JsonlSink", "OutputInUse", "OutputLock", "describe", "encode_record", "lock_path", "output_in_use", "write_line",
+]
 
 
 def lock_path(output: Path) -> Path:
     return output.with_name(output.name + ".lock")
+
+
+def output_in_use(output: Path) -> bool:
+    """Whether a run holds the output's lock right now (so it is still being written): a shared
+    lock is refused while the run's exclusive one is held. Takes and drops the lock at once, never
+    creates the lock file; False when it cannot tell (no lock file, unreadable)."""
+    try:
+        fd = os.open(lock_path(output), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 

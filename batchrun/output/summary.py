@@ -34,6 +34,7 @@ class JobSummary:
     skipped: int = 0  # settled by an earlier run's record
     skipped_errors: int = 0  # of which the newest record is an error (not retried)
     retries: int = 0
+    cached: int = 0  # ok records of this run served from the result cache
     expectation_failures: int = 0  # requests of this run with a failed expectation
     skipped_expectation_failures: int = 0  # settled by an earlier run's record with a failed expectation
     errors_by_type: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -58,6 +59,7 @@ class RunSummary:
     cost_usd: float = 0.0
     cost_unknown: int = 0  # ok requests of this run whose price is unknown
     replaced_errors: int = 0  # records of this run for ids whose newest record was an error (--retry-errors)
+    cache_saved_usd: float = 0.0  # what those would have cost (with `pricing`)
 
     def plan_order(self, names: list[str]) -> None:
         """List the jobs in plan order (records arrive in completion order); call before any record."""
@@ -75,7 +77,10 @@ class RunSummary:
         latency = float(record["timing"]["latency_s"])
         if record["status"] == "ok":
             js.ok += 1
-            js.latencies.append(latency)
+            if "cached" not in record:  # a cache hit's microseconds would hide the service's latency
+                js.latencies.append(latency)
+            else:
+                js.cached += 1
         else:
             js.error += 1
             js.errors_by_type[(record.get("error") or {}).get("type", "unknown")] += 1
@@ -122,7 +127,7 @@ class RunSummary:
         for name, js in self.jobs.items():
             if js.empty:
                 continue  # not reached (interrupted), or no request of it in this shard
-            counts = f"ok={js.ok} error={js.error}"
+            counts = f"ok={js.ok}" + (f" (cached={js.cached})" if js.cached else "") + f" error={js.error}"
             if js.skipped:
                 counts += f" skipped={js.skipped} (already in the output"
                 counts += f", {js.skipped_errors} of them errors)" if js.skipped_errors else ")"
@@ -141,6 +146,10 @@ class RunSummary:
         if self.skipped:
             total += f" skipped={self.skipped}"
         out.append(f"  total: {total}")
+        cached = sum(j.cached for j in self.jobs.values())
+        if cached:
+            saved = f", saving ${self.cache_saved_usd:.4f}" if self.cache_saved_usd else ""
+            out.append(f"  cache: {cached} records served from the result cache (nothing sent{saved})")
         if self.cost_usd or self.cost_unknown:
             unknown = f" (+ {self.cost_unknown} requests of unknown price)" if self.cost_unknown else ""
             out.append(f"  cost: ${self.cost_usd:.4f} estimated for this run{unknown}")

@@ -1,5 +1,6 @@
-"""Checks that need the expanded plan: its size against limits.max_requests, duplicate request ids
-within a job, and templated `$file` paths that name no file. They run after the spec stages
+"""Checks that need the expanded plan: its size against limits.max_requests, designs that are empty
+or too big to compute, duplicate request ids within a job, and templated `$file` paths that name
+no file. They run after the spec stages
 (batchrun.spec.load) on the frozen Spec, and locate their problems in the spec's YAML.
 """
 
@@ -11,6 +12,7 @@ import os
 from typing import Any
 
 from batchrun.errors import Problem
+from batchrun.plan import design
 from batchrun.plan.planner import JobPlanner, job_count
 from batchrun.spec import dataset, yamlsource
 from batchrun.spec.checks import JobSource
@@ -26,12 +28,18 @@ def plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource]
     scan_cap = max(10 * spec.max_requests, 1_000_000)
     for job, source in zip(spec.jobs, jobs, strict=True):
         raw = math.prod(len(v) for v in job.matrix.values())
-        if (job.include or job.exclude) and raw > scan_cap:
+        if (job.include or job.exclude or job.constraints) and job.strategy is None and raw > scan_cap:
             return [located.problem(
                 source.at("matrix"),
-                f"the matrix of job '{job.name}' has {raw} combinations before exclude/include, far more than "
-                f"limits.max_requests ({spec.max_requests})",
+                f"the matrix of job '{job.name}' has {raw} combinations before exclude/include"
+                f"{'/constraints' if job.constraints else ''}, far more than limits.max_requests ({spec.max_requests})",
             )], {}
+        too_big = design.design_problem(job)
+        if too_big is not None:
+            return [located.problem(source.at("strategy"), too_big)], {}
+    empty = _empty_designs(spec, located, jobs)
+    if empty:
+        return empty, {}
     counts = {
         job.name: job_count(job, datasets[source.index].rows if source.index in datasets else None)
         for job, source in zip(spec.jobs, jobs, strict=True)
@@ -57,6 +65,21 @@ def plan_problems(spec: Spec, located: yamlsource.Located, jobs: list[JobSource]
     return problems, counts
 
 
+def _empty_designs(spec: Spec, located: yamlsource.Located, jobs: list[JobSource]) -> list[Problem]:
+    """A job whose constraints (or exclude, under a covering strategy) leave no combination would
+    plan nothing: surely not what was meant."""
+    problems = []
+    for job, source in zip(spec.jobs, jobs, strict=True):
+        if job.matrix and (job.constraints or job.strategy is not None) and design.count(job) == 0:
+            where = "constraints" if job.constraints else "exclude" if job.exclude else "strategy"
+            problems.append(located.problem(
+                source.at(where),
+                f"job '{job.name}' plans no request: its {where} rule out every combination of its matrix",
+                at_key=True,
+            ))
+    return problems
+
+
 def _job_plan_problems(
     spec: Spec, job: Job, source: JobSource, located: yamlsource.Located, start: int, rows: dataset.Report | None
 ) -> list[Problem]:
@@ -64,7 +87,9 @@ def _job_plan_problems(
     and templated $file paths that name no file."""
     problems: list[Problem] = []
     check_files = "$file" in repr(job.arguments) and "${{" in repr(job.arguments)
-    if not check_files and distinct_by_construction(job, rows):
+    whole = isinstance(job.arguments, str)  # `arguments: "${{ row }}"`: each row must hold an object
+    not_object: tuple[int, str] | None = None
+    if not check_files and not whole and distinct_by_construction(job, rows):
         return problems  # no walk needed: see distinct_by_construction
     # A set of 64-bit ints (not ids, not a dict) keeps a 1M-request job near 70 MB; the rare
     # duplicate is then located by a second pass.
@@ -83,7 +108,14 @@ def _job_plan_problems(
             seen.add(key)
         if check_files:
             _missing_files(request.arguments, missing_files)
+        if whole and not_object is None and not isinstance(request.arguments, dict):
+            not_object = (request.row or 0, dataset.kind(request.arguments))
     seen.clear()
+    if not_object is not None:
+        row, kind = not_object
+        message = (f"{str(job.arguments).strip()} is the whole request body, so it must be an object; "
+                   f"row {row} gives {kind}")
+        problems.append(located.problem(source.at("arguments"), message))
     if dup_key is not None:
         first = next(r for r in JobPlanner.create(job, spec).requests(start, None) if int(r.id, 16) == dup_key)
         more = f" ({duplicates} duplicates in all)" if duplicates > 1 else ""

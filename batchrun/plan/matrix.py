@@ -9,12 +9,15 @@
 
 The product is never materialised: one pass finds which include entries merge anywhere, the
 second yields. Both are cheap next to rendering requests.
+
+`keep` (a job's constraints, batchrun.plan.design) drops combinations like exclude does. Covering
+designs give their own combinations to `merge_include`, which applies rule 3 to them.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 
@@ -33,12 +36,16 @@ def _product(matrix: Mapping[str, Sequence[Any]]) -> Iterator[dict[str, Any]]:
     return map(dict, map(zip, itertools.repeat(keys), itertools.product(*(matrix[k] for k in keys))))
 
 
-def _surviving(matrix: Mapping[str, Sequence[Any]], exclude: Sequence[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
-    if not exclude:
+Keep = Callable[[Mapping[str, Any]], bool] | None
+
+
+def _surviving(matrix: Mapping[str, Sequence[Any]], exclude: Sequence[Mapping[str, Any]],
+               keep: Keep = None) -> Iterator[dict[str, Any]]:
+    if not exclude and keep is None:
         yield from _product(matrix)
         return
     for combo in _product(matrix):
-        if not any(_matches(combo, entry) for entry in exclude):
+        if not any(_matches(combo, entry) for entry in exclude) and (keep is None or keep(combo)):
             yield combo
 
 
@@ -46,6 +53,7 @@ def expand(
     matrix: Mapping[str, Sequence[Any]],
     include: Sequence[Mapping[str, Any]] = (),
     exclude: Sequence[Mapping[str, Any]] = (),
+    keep: Keep = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield every combination, each a fresh dict (original keys first, then added keys)."""
     if not matrix:
@@ -54,10 +62,15 @@ def expand(
         if not include:
             yield {}
         return
-    matrix_keys = set(matrix)
+    yield from merge_include(lambda: _surviving(matrix, exclude, keep), set(matrix), include)
+
+
+def merge_include(combos: Callable[[], Iterable[dict[str, Any]]], matrix_keys: set[str],
+                  include: Sequence[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Rule 3 over `combos()` (fresh dicts on each call; called twice when there are include entries)."""
     originals = [_original_keys(entry, matrix_keys) for entry in include]
-    merged_somewhere = _merge_flags(matrix, include, exclude, originals)
-    for combo in _surviving(matrix, exclude):
+    merged_somewhere = _merge_flags(combos, include, originals)
+    for combo in combos():
         for entry, keys in zip(include, originals, strict=True):
             if _matches(combo, entry, keys):
                 combo.update((k, v) for k, v in entry.items() if k not in matrix_keys)
@@ -68,16 +81,15 @@ def expand(
 
 
 def _merge_flags(
-    matrix: Mapping[str, Sequence[Any]],
+    combos: Callable[[], Iterable[dict[str, Any]]],
     include: Sequence[Mapping[str, Any]],
-    exclude: Sequence[Mapping[str, Any]],
     originals: list[list[str]],
 ) -> list[bool]:
     flags = [False] * len(include)
     if not include:
         return flags
     pending = set(range(len(include)))
-    for combo in _surviving(matrix, exclude):
+    for combo in combos():
         for i in list(pending):
             if _matches(combo, include[i], originals[i]):
                 flags[i] = True
@@ -91,15 +103,22 @@ def count(
     matrix: Mapping[str, Sequence[Any]],
     include: Sequence[Mapping[str, Any]] = (),
     exclude: Sequence[Mapping[str, Any]] = (),
+    keep: Keep = None,
 ) -> int:
     """The number of combinations `expand` yields, without building merged dicts."""
     if not matrix:
         return max(len(include), 1)
-    if exclude:
-        survivors = sum(1 for _ in _surviving(matrix, exclude))
+    if exclude or keep is not None:
+        survivors = sum(1 for _ in _surviving(matrix, exclude, keep))
     else:
         survivors = 1
         for values in matrix.values():
             survivors *= len(values)
-    originals = [_original_keys(entry, set(matrix)) for entry in include]
-    return survivors + sum(1 for f in _merge_flags(matrix, include, exclude, originals) if not f)
+    return count_include(lambda: _surviving(matrix, exclude, keep), set(matrix), include, survivors)
+
+
+def count_include(combos: Callable[[], Iterable[dict[str, Any]]], matrix_keys: set[str],
+                  include: Sequence[Mapping[str, Any]], survivors: int) -> int:
+    """`survivors` (how many `combos()` yields) plus the include entries appended as new combinations."""
+    originals = [_original_keys(entry, matrix_keys) for entry in include]
+    return survivors + sum(1 for f in _merge_flags(combos, include, originals) if not f)

@@ -1,8 +1,9 @@
 """The planner: Spec -> a lazy stream of PlannedRequest with stable ids. Pure; no network.
 
-Per job the expansion order is: matrix combination (GitHub Actions semantics, batchrun.plan.matrix),
-then dataset row, then repeat. Nothing is materialised: a million-request plan streams in bounded
-memory (see bench/plan_memory.py).
+Per job the expansion order is: matrix combination (the job's design, batchrun.plan.design: the
+full product with GitHub Actions semantics or a covering design), then dataset row, then repeat.
+Nothing is materialised: a million-request plan streams in bounded memory (see
+bench/plan_memory.py); a sampled job keeps its n chosen requests (batchrun.plan.sampling).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import Any
 import orjson  # writes the same canonical bytes as json for plain values, about 8x faster
 
 from batchrun.errors import UsageError
-from batchrun.plan import matrix as matrix_mod
+from batchrun.plan import design, sampling
 from batchrun.plan.fileids import file_identity, has_file_objects
 from batchrun.spec.dataset import RowSource
-from batchrun.spec.model import Job, Mode, Spec
+from batchrun.spec.model import Job, Mode, Sample, Spec
 from batchrun.spec.template import (
     Compiled,
     Context,
@@ -215,12 +216,29 @@ class JobPlanner:
         )
 
     def combos(self) -> Iterator[dict[str, Any]]:
-        return matrix_mod.expand(self.job.matrix, self.job.include, self.job.exclude)
+        return design.combos(self.job)
 
     def requests(self, start: int, shard: tuple[int, int] | None,
                  only: _Wanted | None = None) -> Iterator[PlannedRequest]:
         """This job's requests from plan index `start`. With `only`, just the requests at its plan
         indices; the others are stepped over without being rendered (a whole combination at once)."""
+        sample = self.job.sample
+        if sample is None:
+            yield from self._walk(start, shard, only)
+            return
+        # A sample is chosen from every request of the job (their ids decide), then numbered from
+        # `start` like any job's requests: shard and `only` apply to those numbers.
+        chosen = sampling.choose(self._walk(0, None, None), sample.n, sample.seed)
+        for index, request in enumerate(chosen, start):
+            if only is not None:
+                if index != only.next:
+                    continue
+                only.advance()
+            if shard is None or in_shard(request.id, shard):
+                yield dataclasses.replace(request, index=index)
+        self.end = start + len(chosen)
+
+    def _walk(self, start: int, shard: tuple[int, int] | None, only: _Wanted | None) -> Iterator[PlannedRequest]:
         # The hot loop of every plan walk (plan, validate, each resume): names are bound to locals
         # and per-job decisions hoisted out of it.
         job = self.job
@@ -309,10 +327,27 @@ def build_plan(spec: Spec, *, shard: tuple[int, int] | None = None,
 def job_count(job: Job, rows: int | None = None) -> int:
     """The job's request count. `rows`: its dataset's row count when already known (validation
     counts them while checking the file), which spares reading the dataset again."""
-    combos = matrix_mod.count(job.matrix, job.include, job.exclude)
+    combos = design.count(job)
     if rows is None:
         rows = 1 if job.dataset is None else RowSource(job.dataset, job.dataset_types).count()
-    return combos * rows * job.repeat
+    total = combos * rows * job.repeat
+    return total if job.sample is None else min(total, job.sample.n)
+
+
+def with_sample(spec: Spec, counts: dict[str, int], n: int | None, seed: int | None) -> Spec:
+    """`--sample N --seed S` (None: not given): every job sampled so, instead of by its own
+    `sample:`; `counts` (requests per job name, validation's) becomes the sampled plan's."""
+    if n is None:
+        if seed is not None:
+            raise UsageError("--seed S goes with --sample N (it is the sample's seed)")
+        return spec
+    seed = 0 if seed is None else seed
+    jobs = []
+    for job in spec.jobs:
+        full = counts[job.name] if job.sample is None else job_count(dataclasses.replace(job, sample=None))
+        jobs.append(dataclasses.replace(job, sample=Sample(n, seed)))
+        counts[job.name] = min(full, n)
+    return dataclasses.replace(spec, jobs=jobs)
 
 
 def count_plan(spec: Spec) -> dict[str, int]:

@@ -5,6 +5,11 @@ Categories, each naming its ids in plan order:
 - newly failing (ok in base, error in new) and newly passing (the reverse);
 - missing (in base, not in new) and added (in new, not in base);
 - results changed: field-level changes between two ok results, as `images[0].width: 512 -> 768`;
+  an image whose bytes differ says how far apart the two pictures' perceptual hashes are
+  (`images[0]: sha256 ab12.. -> cd34.. (visually changed, pHash distance 31/64)`);
+- visually the same: ids whose only changes are images with other bytes but the same look (pHash
+  distance at most the threshold, `resultdiff.PHASH_THRESHOLD` by default): a re-encode, not a
+  regression;
 - expectation regressions: a check that passed in base and fails in new (matched by the check
   itself, else by position);
 - latency regressions: new latency > ratio x base latency *and* more than `LATENCY_FLOOR_S` slower
@@ -12,7 +17,7 @@ Categories, each naming its ids in plan order:
 
 Volatile fields are ignored by default (see `batchrun.report.resultdiff`): URLs, `request_id`, timings;
 media behind a URL compare by content hash when both sides downloaded it. Everything except newly
-passing and added is a regression (exit 1).
+passing, added and visually the same is a regression (exit 1).
 
 Listed ids carry a label of what the request is (`records_io.request_label`: matrix values, or
 dataset row and first arguments), read again by offset for the listed ids only. Above the
@@ -51,6 +56,7 @@ from batchrun.output.reading import (
 from batchrun.output.summary import percentile
 from batchrun.report.resultdiff import (
     ABSENT,
+    PHASH_THRESHOLD,
     VOLATILE_KEYS,
     Change,
     compare_results,
@@ -58,8 +64,8 @@ from batchrun.report.resultdiff import (
 )
 from batchrun.spec.resultpath import Part
 
-__all__ = ["ABSENT", "CATEGORIES", "LATENCY_FLOOR_S", "VOLATILE_KEYS", "Change", "Diff", "Entry", "RunNumbers",
-           "compare_results", "diff_files"]
+__all__ = ["ABSENT", "CATEGORIES", "LATENCY_FLOOR_S", "PHASH_THRESHOLD", "VOLATILE_KEYS", "Change", "Diff", "Entry",
+           "RunNumbers", "compare_results", "diff_files"]
 
 LATENCY_FLOOR_S = 0.05
 
@@ -102,6 +108,7 @@ CATEGORIES = (
     ("missing", "missing", True, "missing"),
     ("added", "added", False, "added"),
     ("results_changed", "results changed", True, "result changed"),
+    ("visually_same", "visually the same", False, "visually the same"),
     ("expectation_regressions", "expectation regressions", True, "expectation regression"),
     ("latency_regressions", "latency regressions", True, "latency regression"),
 )
@@ -138,7 +145,8 @@ class _Side:
 
 
 def diff_files(
-    base: str | Path, new: str | Path, *, ignore: Sequence[tuple[Part, ...]] = (), latency_ratio: float = 1.5
+    base: str | Path, new: str | Path, *, ignore: Sequence[tuple[Part, ...]] = (), latency_ratio: float = 1.5,
+    phash_threshold: int = PHASH_THRESHOLD,
 ) -> Diff:
     """Compare two output files (the newest record of each id in each).
 
@@ -146,6 +154,8 @@ def diff_files(
         ignore: parsed `--ignore` patterns (result paths; `[*]`/`*` wildcards; a pattern ignores
             its whole subtree).
         latency_ratio: a latency regression is new > ratio x base (and > base + LATENCY_FLOOR_S).
+        phash_threshold: images whose perceptual hashes differ by at most this many bits (of 64)
+            are visually the same.
 
     Raises:
         RecordsError: either file cannot be read.
@@ -154,7 +164,7 @@ def diff_files(
         old_sides = _load(base_copy, str(base), ignore)
         new_sides = _load(new_copy, str(new), ignore)
         labels: dict[str, str] = {}
-        cats = _compare(base_copy, old_sides, new_copy, new_sides, ignore, latency_ratio, labels)
+        cats = _compare(base_copy, old_sides, new_copy, new_sides, ignore, latency_ratio, labels, phash_threshold)
         cats["added"] = [Entry(rid, n.job) for rid, n in new_sides.items() if rid not in old_sides]
         _label(cats, base_copy, old_sides, new_copy, new_sides, labels)
 
@@ -196,7 +206,7 @@ def _numbers(sides: dict[str, _Side]) -> RunNumbers:
 
 def _compare(
     base: Path, old_sides: dict[str, _Side], new: Path, new_sides: dict[str, _Side],
-    ignore: Sequence[tuple[Part, ...]], latency_ratio: float, labels: dict[str, str],
+    ignore: Sequence[tuple[Part, ...]], latency_ratio: float, labels: dict[str, str], phash_threshold: int,
 ) -> dict[str, list[Entry]]:
     """Every category but `added`, in base file order (sorted by the caller). `labels` receives
     the label of each id whose new record was read here, so that `_label` need not read it again."""
@@ -216,9 +226,10 @@ def _compare(
                 cats["newly_passing"].append(Entry(rid, n.job))
             elif b.ok and n.ok:
                 if b.digest is None or b.digest != n.digest:
-                    changes = compare_results(pair.base(), pair.new(), ignore=ignore)
+                    changes = compare_results(pair.base(), pair.new(), ignore=ignore, phash_threshold=phash_threshold)
                     if changes:
-                        cats["results_changed"].append(Entry(rid, n.job, changes=tuple(changes)))
+                        key = "visually_same" if all(c.looks_same for c in changes) else "results_changed"
+                        cats[key].append(Entry(rid, n.job, changes=tuple(changes)))
                 slower = _latency_regression(rid, b, n, latency_ratio)
                 if slower is not None:
                     cats["latency_regressions"].append(slower)

@@ -66,7 +66,7 @@ def _json(diff: Diff) -> dict[str, Any]:
         items = []
         for entry in diff.categories[key]:
             item: dict[str, Any] = {"id": entry.id, "job": entry.job, "request": entry.request}
-            if key == "results_changed":
+            if key in ("results_changed", "visually_same"):
                 item["changes"] = [c.to_json() for c in entry.changes]
             elif key in ("expectation_regressions", "newly_failing", "latency_regressions"):
                 item["detail"] = entry.detail
@@ -129,7 +129,7 @@ def _markdown(diff: Diff) -> str:
         if not entries:
             continue
         out += [f"### {label[0].upper()}{label[1:]} ({len(entries)})", ""]
-        if key == "results_changed":
+        if key in ("results_changed", "visually_same"):
             out += ["| id | job | request | change |", "| --- | --- | --- | --- |"]
             out += [f"| `{e.id}` | {_cell(e.job)} | {_cell(e.request)} | {_cell(line)} |" for e in entries
                     for line in _lines(e)]

@@ -64,10 +64,11 @@ def render_report_html(report: Report, html_path: str | Path, grid: tuple[str, s
             f"--grid {grid[0]},{grid[1]}: no job with images has both matrix keys (matrix keys: {known})"
         )
     title = f"batchrun report: {Path(report.file).name}"
-    passed = verdict(report).startswith("PASS")
+    line = verdict(report)
+    state = "good" if line.startswith("PASS") else "running" if line.startswith("RUNNING") else "bad"
     body = [
         f"<header><h1>{esc(title)}</h1><div class=\"muted\">{esc(report.file)}{_superseded(report)}</div>"
-        f'<p class="{"good" if passed else "bad"}" id="verdict">{esc(verdict(report))}</p></header>',
+        f'<p class="{state}" id="verdict">{esc(line)}</p></header>',
         *_plan(report),
     ]
     if missing.count:
@@ -327,6 +328,7 @@ def _axis_label(key: str, canon: str, value: Any) -> str:
 
 
 def _caption(shot: Shot, axes: Sequence[str]) -> str:
-    """The matrix values not already given by the row and column (or the plan index)."""
-    rest = [f"{key}={show(value)}" for key, value in shot.matrix.items() if key not in axes]
-    return ", ".join(rest) if rest else ("" if axes else f"#{shot.index}")
+    """The dataset row, the matrix values not already given by the row and column, the repeat (or
+    the plan index): shots stacked in one cell are told apart."""
+    text = shot.label(axes)
+    return text or ("" if axes else f"#{shot.index}")

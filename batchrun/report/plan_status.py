@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.output.manifest import manifest_path
+from batchrun.output.sink import output_in_use
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +78,18 @@ class RunOutcome:
     # how many requests that part has; None: the run took the whole plan.
     selection: str | None = None
     selected: int | None = None
+    running: bool = False  # not finished, and a run holds the output's lock: it is being written now
 
     @property
     def stop_reason(self) -> str | None:
-        """`gate max_errors`, `budget`, `interrupted`, `run not finished`; None when it ran to its end."""
+        """`gate max_errors`, `budget`, `interrupted`, `still running`, `run not finished`; None when it
+        ran to its end."""
         if self.stopped_by:
             return self.stopped_by.split(":", 1)[0]
         if self.interrupted:
             return "interrupted"
+        if self.running:
+            return "still running"
         if not self.finished:
             return "run not finished"
         return None
@@ -99,7 +104,7 @@ class RunOutcome:
         return {
             "manifest": self.manifest, "finished": self.finished, "exit_code": self.exit_code,
             "stopped_by": self.stopped_by, "gates": self.gates, "interrupted": self.interrupted, "shard": self.shard,
-            "selection": self.selection, "selected": self.selected,
+            "selection": self.selection, "selected": self.selected, "running": self.running,
         }
 
 
@@ -123,9 +128,11 @@ def run_outcome(output: Path, manifest: dict[str, Any]) -> RunOutcome:
     gates = manifest.get("gates")
     exit_code = manifest.get("exit_code")
     selection, selected = _selection(manifest)
+    finished = manifest.get("finished_at") is not None
     return RunOutcome(
         manifest=str(manifest_path(output)),
-        finished=manifest.get("finished_at") is not None,
+        finished=finished,
+        running=not finished and output_in_use(output),
         exit_code=exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else None,
         stopped_by=manifest.get("stopped_by") if isinstance(manifest.get("stopped_by"), str) else None,
         gates=[g for g in gates if isinstance(g, str)] if isinstance(gates, list) else [],

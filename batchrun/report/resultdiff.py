@@ -6,6 +6,11 @@ Volatile fields are ignored: any string that is an http(s) URL, keys named `url`
 compared by content hash instead, so a re-uploaded identical image is no change and a changed image
 behind the same URL is one.
 
+Images whose bytes differ are then compared by look when both artifacts carry a perceptual hash
+(`phash`, see `batchrun.toolkit.phash`): at most `threshold` differing bits of 64
+(`PHASH_THRESHOLD` by default, `diff --phash-threshold`) is "visually the same" (a re-encode, a
+resize), more is "visually changed". Either way it is a `Change`; `looks_same` tells them apart.
+
 `fingerprint` digests a result as `compare_results` sees it (volatile fields out, URLs as their
 content hash, `--ignore` subtrees blanked), so diff keeps 16 bytes per id instead of the result and
 compares field by field only the ids whose digests differ. It is sound one way only, which is all
@@ -32,21 +37,42 @@ from batchrun.spec.resultpath import (
 )
 
 VOLATILE_KEYS = frozenset({"url", "request_id", "timings", "timing"})
+# Measured with the local server's pictures: a JPEG re-encode down to quality 40, a half-size copy or
+# a brightness shift of a few levels is 0-4 bits away; another seed's picture 30-44 bits.
+PHASH_THRESHOLD = 6
 ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Change:
     """One changed field. `base`/`new` are the JSON values (`ABSENT` on the side that lacks the
-    field); for media compared by content they are the sha256 hashes and `media` is true."""
+    field); for media compared by content they are the sha256 hashes and `media` is true, and
+    `distance` is the bits their perceptual hashes differ by (None: a side has no hash)."""
 
     path: str
     base: Any
     new: Any
     media: bool = False
+    distance: int | None = None
+    looks_same: bool = False  # media whose bytes differ but whose look does not (distance <= threshold)
 
     def __str__(self) -> str:
-        return f"{self.path}: {self._shown(self.base)} -> {self._shown(self.new)}"
+        text = f"{self.path}: {self._shown(self.base)} -> {self._shown(self.new)}"
+        return f"{text} ({self.visual_note})" if self.distance is not None else text
+
+    @property
+    def visual(self) -> str | None:
+        """`same`, `changed`, or None when the look is unknown (no perceptual hash on a side)."""
+        if self.distance is None:
+            return None
+        return "same" if self.looks_same else "changed"
+
+    @property
+    def visual_note(self) -> str:
+        """`visually the same, pHash distance 2/64`; "" when unknown."""
+        if self.distance is None:
+            return ""
+        return f"visually {'the same' if self.looks_same else 'changed'}, pHash distance {self.distance}/64"
 
     def _shown(self, value: Any) -> str:
         if value is ABSENT:
@@ -57,18 +83,47 @@ class Change:
         out: dict[str, Any] = {"path": self.path}
         if self.media:
             out.update(base_sha256=self.base, new_sha256=self.new)
+            if self.distance is not None:
+                out.update(phash_distance=self.distance, visual=self.visual)
         else:
             out.update({side: value for side, value in (("base", self.base), ("new", self.new)) if value is not ABSENT})
         return out
 
 
 def compare_results(
-    base: dict[str, Any], new: dict[str, Any], *, ignore: Sequence[tuple[Part, ...]] = ()
+    base: dict[str, Any], new: dict[str, Any], *, ignore: Sequence[tuple[Part, ...]] = (),
+    phash_threshold: int = PHASH_THRESHOLD,
 ) -> list[Change]:
-    """Field-level changes between two records' results, volatile fields and `ignore` left out."""
-    walker = _Walker(artifact_hashes(base), artifact_hashes(new), ignore)
+    """Field-level changes between two records' results, volatile fields and `ignore` left out;
+    media within `phash_threshold` bits of each other are changes with `looks_same`."""
+    walker = _Walker(artifact_hashes(base), artifact_hashes(new), ignore,
+                     phashes=(artifact_phashes(base), artifact_phashes(new)), threshold=phash_threshold)
     walker.walk(base.get("result"), new.get("result"), ())
     return walker.changes
+
+
+def phash_distance(a: str, b: str) -> int:
+    """Bits in which two 16-hex-digit perceptual hashes differ (0-64)."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def artifact_phashes(record: dict[str, Any]) -> dict[str, str]:
+    """URL -> perceptual hash of the record's downloaded images that have one."""
+    out = {}
+    for artifact in record.get("artifacts") or []:
+        if isinstance(artifact, dict) and isinstance(artifact.get("url"), str) and _is_phash(artifact.get("phash")):
+            out[artifact["url"]] = artifact["phash"]
+    return out
+
+
+def _is_phash(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) != 16:
+        return False
+    try:
+        int(value, 16)
+    except ValueError:
+        return False
+    return True
 
 
 def artifact_hashes(record: dict[str, Any]) -> dict[str, str]:
@@ -94,11 +149,14 @@ def _is_url(value: Any) -> bool:
 
 
 class _Walker:
-    def __init__(self, base_hashes: dict[str, str], new_hashes: dict[str, str], ignore: Sequence[tuple[Part, ...]]):
+    def __init__(self, base_hashes: dict[str, str], new_hashes: dict[str, str], ignore: Sequence[tuple[Part, ...]],
+                 *, phashes: tuple[dict[str, str], dict[str, str]] = ({}, {}), threshold: int = PHASH_THRESHOLD):
         self.base_hashes = base_hashes
         self.new_hashes = new_hashes
         self.ignore = ignore
         self.changes: list[Change] = []
+        self.phashes = phashes
+        self.threshold = threshold
 
     def walk(self, a: Any, b: Any, parts: tuple[Part, ...]) -> None:
         if _ignored(self.ignore, parts):
@@ -125,7 +183,11 @@ class _Walker:
         old = self.base_hashes.get(a) if isinstance(a, str) else None
         new = self.new_hashes.get(b) if isinstance(b, str) else None
         if old is not None and new is not None and old != new:
-            self.changes.append(Change(format_path(parts), old, new, media=True))
+            base_look = self.phashes[0].get(a) if isinstance(a, str) else None
+            new_look = self.phashes[1].get(b) if isinstance(b, str) else None
+            distance = phash_distance(base_look, new_look) if base_look and new_look else None
+            self.changes.append(Change(format_path(parts), old, new, media=True, distance=distance,
+                                       looks_same=distance is not None and distance <= self.threshold))
 
 
 class _Unsure(Exception):

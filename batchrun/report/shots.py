@@ -1,8 +1,9 @@
 """What the HTML report and HTML diff show of each record, and the HTML pieces they share.
 
-A `Shot` is one request reduced to what a page needs: its matrix values, a one-line-per-argument
-tooltip, its images (downloaded artifact by relative path when the file exists, else the URL) or
-its error. Reading keeps only shots in memory (results can be big), newest record per id.
+A `Shot` is one request reduced to what a page needs: its matrix values, dataset row and repeat, a
+one-line-per-argument tooltip, its images (downloaded artifact by relative path when the file
+exists, else the URL) or its error, and its failed expectation checks (a tile with one is marked, so
+it does not pass for a good picture). Reading keeps only shots in memory (results can be big), newest record per id.
 
 Everything a record says is untrusted: every string is HTML-escaped, and only http(s) URLs,
 `data:image/` URIs and our own relative artifact paths become a `src`/`href` (never
@@ -24,6 +25,7 @@ from batchrun.errors import UsageError
 from batchrun.output.reading import (
     Newest,
     error_text,
+    failed_checks,
     finished_at,
     iter_located,
     one_line,
@@ -41,6 +43,7 @@ class Image:
     src: str  # as the page references it: a relative path (downloaded artifact) or the URL
     width: int | None
     height: int | None
+    file: str | None = None  # the downloaded artifact's absolute path, when the page uses it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,6 +58,17 @@ class Shot:
     error: str  # `type: detail` (one line) when not ok
     latency_s: float | None
     text: str = ""  # an ok result without images, as short JSON (shown in place of a picture)
+    row: int | None = None  # the dataset row, when the job has a dataset
+    repeat: int = 0
+    failed_checks: tuple[str, ...] = ()  # messages of the expectation checks that failed
+
+    def label(self, skip: Container[str] = ()) -> str:
+        """`row 3, style=anime, repeat 1`: what tells this request from its neighbours on a page
+        (matrix keys in `skip` are said by the sheet's row and column already)."""
+        parts = [f"row {self.row}"] if self.row is not None else []
+        parts += [f"{key}={show(value)}" for key, value in self.matrix.items() if key not in skip]
+        parts += [f"repeat {self.repeat}"] if self.repeat else []
+        return ", ".join(parts)
 
 
 def esc(value: Any) -> str:
@@ -106,11 +120,12 @@ def load_shots(output: str | Path, html_path: str | Path, ids: Container[str] | 
     for located in iter_located(output):
         record = located.record
         if ids is None or record["id"] in ids:
-            newest.offer(record["id"], finished_at(record), _shot(record, output, html_dir, missing))
+            newest.offer(record["id"], finished_at(record), shot_of(record, output, html_dir, missing))
     return sorted(newest.values.values(), key=lambda s: (s.index, s.id))
 
 
-def _shot(record: dict[str, Any], output: Path, html_dir: Path, missing: MissingFiles | None) -> Shot:
+def shot_of(record: dict[str, Any], output: Path, html_dir: Path, missing: MissingFiles | None = None) -> Shot:
+    """One record as a shot (artifact paths relative to `html_dir`)."""
     raw_arguments, raw_matrix = record.get("arguments"), record.get("matrix")
     arguments = raw_arguments if isinstance(raw_arguments, dict) else {}
     matrix = raw_matrix if isinstance(raw_matrix, dict) else {}
@@ -133,7 +148,14 @@ def _shot(record: dict[str, Any], output: Path, html_dir: Path, missing: Missing
         error="" if record["status"] == "ok" else error_text(record, 200),
         latency_s=seconds((record.get("timing") or {}).get("latency_s")),
         text=one_line(record.get("result"), RESULT_TEXT_CHARS) if record["status"] == "ok" and not images else "",
+        row=_count(record.get("row")),
+        repeat=_count(record.get("repeat")) or 0,
+        failed_checks=tuple(failed_checks(record)) if record["status"] == "ok" else (),
     )
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _image_refs(value: Any) -> Iterator[tuple[str, int | None, int | None]]:
@@ -164,9 +186,9 @@ def _dimension(value: Any) -> int | None:
 
 def _artifact_files(
     record: dict[str, Any], output: Path, html_dir: Path, missing: MissingFiles | None
-) -> dict[str, str]:
-    """URL -> path of its downloaded copy relative to the page, for copies that exist."""
-    found: dict[str, str] = {}
+) -> dict[str, tuple[str, str]]:
+    """URL -> (path of its downloaded copy relative to the page, absolute path), for copies that exist."""
+    found: dict[str, tuple[str, str]] = {}
     for artifact in record.get("artifacts") or []:
         if not isinstance(artifact, dict) or not isinstance(artifact.get("url"), str):
             continue
@@ -176,8 +198,9 @@ def _artifact_files(
         candidates = [Path(stored)] if Path(stored).is_absolute() else [output.parent / stored, Path(stored)]
         for candidate in candidates:
             if candidate.is_file():
-                relative = os.path.relpath(candidate.resolve(), html_dir)
-                found[artifact["url"]] = quote(Path(relative).as_posix())
+                absolute = candidate.resolve()
+                relative = os.path.relpath(absolute, html_dir)
+                found[artifact["url"]] = (quote(Path(relative).as_posix()), str(absolute))
                 break
         else:
             if missing is not None:
@@ -185,24 +208,33 @@ def _artifact_files(
     return found
 
 
-def _image(url: str, width: int | None, height: int | None, local: dict[str, str]) -> Image | None:
+def _image(url: str, width: int | None, height: int | None, local: dict[str, tuple[str, str]]) -> Image | None:
     if url in local:
-        return Image(local[url], width, height)
+        return Image(local[url][0], width, height, local[url][1])
     if url.lower().startswith(("http://", "https://", "data:image/")):
         return Image(url, width, height)
     return None  # another scheme (javascript:, file:, ...) never becomes a link
 
 
 def tile(shot: Shot, caption: str, *, lazy: bool) -> str:
-    """One shot as figures: a linked thumbnail per image (arguments on hover), or its error."""
-    tip = esc(shot.tooltip)
+    """One shot as figures: a linked thumbnail per image (arguments on hover), or its error. A shot
+    with failed expectation checks is outlined and says how many failed (their messages on hover)."""
+    tooltip = shot.tooltip
+    checks, marked = "", ""
+    if shot.failed_checks:
+        count = len(shot.failed_checks)
+        checks = f'<div class="checks">✗ {count} failed check{"s" if count != 1 else ""}</div>'
+        marked = " checks-failed"
+        tooltip += "\nfailed: " + "\nfailed: ".join(one_line(m, TOOLTIP_VALUE_CHARS) for m in shot.failed_checks)
+    tip = esc(tooltip)
     label = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
     hover = f'<span class="tip" aria-hidden="true">{tip}</span>'
     if not shot.ok or not shot.images:
         kind = "failed" if not shot.ok else "noimage"
         text = shot.error if not shot.ok else shot.text or "no image in the result"
-        title = esc(f"{shot.tooltip}\n{text}")
-        return f'<figure class="shot {kind}" title="{title}"><div class="err">{esc(text)}</div>{label}{hover}</figure>'
+        title = esc(f"{tooltip}\n{text}")
+        return (f'<figure class="shot {kind}{marked}" title="{title}"><div class="err">{esc(text)}</div>{checks}'
+                f"{label}{hover}</figure>")
     loading = ' loading="lazy"' if lazy else ""
     figures = []
     for image in shot.images:
@@ -210,9 +242,9 @@ def tile(shot: Shot, caption: str, *, lazy: bool) -> str:
         if image.width and image.height:
             size = f' width="{image.width}" height="{image.height}"'
         figures.append(
-            f'<figure class="shot"><a href="{esc(image.src)}" title="{tip}" target="_blank" rel="noopener">'
+            f'<figure class="shot{marked}"><a href="{esc(image.src)}" title="{tip}" target="_blank" rel="noopener">'
             f'<img src="{esc(image.src)}" alt="{esc(shot.id)}"{size}{loading}></a>'
-            f"{label}{hover}</figure>"
+            f"{checks}{label}{hover}</figure>"
         )
     return "".join(figures)
 
@@ -236,7 +268,7 @@ padding-bottom:4px}h3{font-size:1rem;margin:16px 0 8px}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;vertical-align:top;padding:3px 8px 3px 0;border-bottom:1px solid #eceef2}
 .scroll{overflow-x:auto;max-width:100%}
-.bad{color:#b42318;font-weight:600}.good{color:#067647;font-weight:600}
+.bad{color:#b42318;font-weight:600}.good{color:#067647;font-weight:600}.running{color:#b54708;font-weight:600}
 svg{display:block;width:100%;height:auto;max-width:760px}
 svg text{font:13px system-ui,sans-serif;fill:#3b4450}
 .metrics th{width:11em;font-weight:600}
@@ -259,18 +291,20 @@ background:#1d232a;color:#fff;font-size:.78em;padding:6px 8px;border-radius:4px;
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:8px}
 .pair>div{min-width:0}.pair .shot{width:100%}
 ul.changes{margin:6px 0 0;padding-left:18px;font-size:.9em}
+.shot.checks-failed{border:2px solid #b42318}
+.shot .checks{font-size:.78em;color:#b42318;font-weight:600;margin-top:2px}
 @media (max-width:640px){body{padding:10px}.shot{width:100px}.tip{width:200px}h1{font-size:1.15rem}
 .sheet{border-spacing:4px}.sheet tbody th{max-width:6em}svg text{font-size:17px}.shot figcaption{font-size:.72em}}
 """
 
 
-def page(title: str, body: str) -> str:
-    """A whole self-contained HTML document."""
+def page(title: str, body: str, css: str = "") -> str:
+    """A whole self-contained HTML document (`css`: the page's own rules, after the shared ones)."""
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
+        f"<title>{esc(title)}</title><style>{CSS}{css}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
 
 

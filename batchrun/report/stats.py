@@ -341,8 +341,17 @@ def plural(count: int, noun: str) -> str:
 
 def verdict(report: Report) -> str:
     """One line: `PASS: 120/120 ok`, or `FAIL: ` and what failed; then, in parentheses, what stopped
-    the run and a smoke run's `--only`/`--limit` (`RunOutcome.notes`)."""
+    the run and a smoke run's `--only`/`--limit` (`RunOutcome.notes`). While a run still writes the
+    output: `RUNNING: 40/120 finished so far, 39 ok, 1 error`."""
     stats, plan, run = report.overall, report.plan, report.run
+    if run is not None and run.running:  # nothing is final yet: say how far it got, not PASS or FAIL
+        so_far = [f"{stats.ok} ok"] + ([plural(stats.error, "error")] if stats.error else [])
+        if stats.expectation_failed_requests:
+            so_far.append(plural(stats.expectation_failed_requests, "expectation failure"))
+        total = plan.planned if plan is not None else None
+        done = f"{stats.requests}/{total}" if total is not None else str(stats.requests)
+        why = f" (run with {run.selection})" if run.selection else ""
+        return f"RUNNING: {done} finished so far, {', '.join(so_far)}{why}"
     problems = []
     if stats.error:
         problems.append(plural(stats.error, "error"))

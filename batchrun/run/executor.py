@@ -38,6 +38,8 @@ from batchrun.output.sink import JsonlSink
 from batchrun.output.summary import RunSummary
 from batchrun.plan.planner import PlannedRequest
 from batchrun.redact import Redactor
+from batchrun.run.caching import RunCache
+from batchrun.run.callbacks import Callbacks, Completed, InProgress, Queued
 from batchrun.run.inflight import (
     Active,
     Item,
@@ -51,7 +53,7 @@ from batchrun.run.inflight import (
 from batchrun.run.limits import Limits
 from batchrun.run.progress import Progress
 from batchrun.run.settled import SettledJob
-from batchrun.run.stopping import Stop
+from batchrun.run.stopping import Interrupts, Stop
 from batchrun.toolkit.hooks import Toolkit
 
 __all__ = ["Executor", "RunResult"]
@@ -82,6 +84,13 @@ class _Events:
     def __init__(self, executor: Executor, active: Active) -> None:
         self._x = executor
         self._active = active
+        self.logs: list[dict[str, Any]] | None = None  # for on_queue_update's InProgress(logs)
+        self.completed = False  # the queue said COMPLETED: on_queue_update gets Completed with the outcome
+
+    def _update(self, request: PlannedRequest, status: Queued | InProgress) -> None:
+        x = self._x
+        if x.callbacks.on_queue_update is not None:
+            x.callbacks.call("on_queue_update", request.id, x.progress.message, x.redactor.text, request, status)
 
     async def submitted(self, request: PlannedRequest, handle: QueueHandle) -> None:
         self._x.journal.submitted(
@@ -90,14 +99,28 @@ class _Events:
         )
         self._active.journaled = True
         self._x.progress.set_state(request.id, "queued")
+        if self._x.callbacks.on_enqueue is not None:
+            self._x.callbacks.call("on_enqueue", request.id, self._x.progress.message, self._x.redactor.text,
+                                   request, handle.request_id)
         if self._x.stop.stopping:
             # Interrupted while this submit was on the wire: it is journaled now, stop waiting.
             self._active.scope.cancel()
 
     def status(self, request: PlannedRequest, status: str, queue_position: int | None) -> None:
         self._x.progress.set_state(request.id, "queued" if status == "IN_QUEUE" else "running")
+        if status == "IN_QUEUE":
+            self._update(request, Queued(queue_position))
+        elif status == "IN_PROGRESS":
+            self._update(request, InProgress(None if self.logs is None else list(self.logs)))
+        else:
+            self.completed = True
 
     def log(self, request: PlannedRequest, entry: dict[str, Any]) -> None:
+        if self.logs is None:
+            self.logs = []
+        self.logs.append(entry)
+        if not self.completed:  # COMPLETED's own lines come with Completed(logs)
+            self._update(request, InProgress(list(self.logs)))
         if self._x.show_logs:
             message = str(entry.get("message", ""))
             level = entry.get("level")
@@ -140,6 +163,9 @@ class Executor:
         handle_signals: bool = True,
         toolkit: Toolkit | None = None,
         debug: bool = False,
+        callbacks: Callbacks | None = None,
+        interrupts: Interrupts | None = None,
+        cache: RunCache | None = None,
     ) -> None:
         self.client = client
         self.sink = sink
@@ -156,6 +182,9 @@ class Executor:
         self.handle_signals = handle_signals and threading.current_thread() is threading.main_thread()
         self.toolkit = toolkit  # expectations, artifacts, cost, budget and gates (batchrun.toolkit.hooks)
         self.debug = debug  # show the traceback of an internal error (redacted)
+        self.callbacks = callbacks if callbacks is not None else Callbacks()  # the Python API's (run.callbacks)
+        self.interrupts = interrupts  # stop requests from outside the loop's thread (run.stopping.Interrupts)
+        self.cache = cache if cache is not None and cache.enabled else None  # batchrun.run.caching
         self.internal_errors = 0
         self.stop = Stop(progress, journal)  # interrupts and halts (batchrun.run.stopping)
         self._attach_ids: set[str] = set()
@@ -259,11 +288,22 @@ class Executor:
 
     async def _attempt(self, item: Item, started_wall: float, t0: float) -> dict[str, Any] | None:
         request = item.request
+        if self.cache is not None and item.handle is None and item.unknown_since is None and not self.stop.halted:
+            # Before the slot: a hit sends nothing, so it takes no concurrency, rate or budget.
+            entry = await self.cache.lookup(request)
+            if entry is not None:
+                record = self.cache.hit_record(
+                    request, entry, started_at=started_wall, t0=t0, scrub=self.redactor.scrub,
+                    keep_logs=None if self.record_logs is None else request.job.name in self.record_logs)
+                if self.toolkit is not None:
+                    await self.toolkit.enrich(request, record)
+                return record
         scope = anyio.CancelScope()
         active = Active(request=request, scope=scope, journaled=item.handle is not None)
         key = id(active)
         self.stop.active[key] = active
         outcome: Outcome | None = None
+        events: _Events | None = None
         try:
             with scope:
                 async with self.limits.slot(request.job) as slot:
@@ -301,6 +341,9 @@ class Executor:
             return None  # interrupted: no record (a journaled queue request stays in flight)
         if item.unknown_since is not None:
             self.journal.unknown(request.id)
+        if self.callbacks.on_queue_update is not None and events is not None and events.completed:
+            self.callbacks.call("on_queue_update", request.id, self.progress.message, self.redactor.text, request,
+                                Completed(outcome.logs, dict(outcome.metrics or {})))
         record = build_record(
             request, outcome, started_at=started_wall, finished_at=time.time(),
             latency_s=time.monotonic() - t0, scrub=self.redactor.scrub,
@@ -329,6 +372,8 @@ class Executor:
             async for first in results:
                 for record in _ready(first, results):
                     self.sink.write(record)
+                    if self.cache is not None:
+                        self.cache.store(record)  # after the write: the output has it whatever the cache does
                     if record["mode"] == "subscribe":
                         self.journal.done(record["id"], record["request_id"])
                     self.progress.advance(record["status"] == "ok")
@@ -338,6 +383,9 @@ class Executor:
                         self.summary.replaced_errors += 1  # an earlier error record, sent again
                     if self.toolkit is not None and (breach := self.toolkit.observe(record)) is not None:
                         self.stop.halt(breach)
+                    if self.callbacks.on_record is not None:  # last: the record is written and counted
+                        self.callbacks.call("on_record", record["id"], self.progress.message, self.redactor.text,
+                                            record)
 
     async def _tick(self) -> None:
         while True:
@@ -369,6 +417,8 @@ class Executor:
         async with anyio.create_task_group() as outer:
             if self.handle_signals:
                 outer.start_soon(self.stop.watch_signals, outer)
+            if self.interrupts is not None:
+                self.interrupts.attach(self.stop, outer)
             outer.start_soon(self._tick)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, results_rx)
@@ -377,6 +427,8 @@ class Executor:
                         tg.start_soon(self._work, items_rx.clone(), results_tx.clone())
                 tg.start_soon(self._produce, plan, items_tx, settled)
             outer.cancel_scope.cancel()
+        if self.interrupts is not None:
+            self.interrupts.detach()
         if self.stop.cancel_remote:
             await self._cancel_in_flight()
         left = len(self.journal.in_flight)

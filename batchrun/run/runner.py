@@ -1,6 +1,6 @@
-"""One `batchrun run`, from its parsed arguments to its exit code (batchrun.commands.run defines
-the arguments and imports this module when the command runs: `batchrun --help` does not load the
-client's stack).
+"""One run of a loaded spec, from its options to its result: the one implementation behind
+`batchrun run` (batchrun.commands.run) and the Python API's `run`/`run_async` (batchrun.api), both
+of which import this module only when they run (`batchrun --help` does not load the client's stack).
 
 Before anything is sent: the spec (every unset ${{ env.X }} it uses stops the run, exit 2), the
 target (a fal target without a key stops here), the output's lock, the journal's leftovers, the
@@ -10,23 +10,25 @@ on the embedded server for `--target local`; afterwards the manifest and the sum
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import datetime as dt
 import gc
 import hashlib
 import os
+import signal
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
+import anyio.to_thread
 
 from batchrun import signals
 from batchrun.client.target import Endpoints, resolve_target
 from batchrun.errors import BatchrunError, Problem, UsageError
-from batchrun.load import load_spec
 from batchrun.output.checks import check_output
 from batchrun.output.journal import Journal, journal_path
 from batchrun.output.manifest import Manifest, manifest_path
@@ -34,47 +36,51 @@ from batchrun.output.planids import PlanIds, compare, parse_ids, plan_ids_path, 
 from batchrun.output.resume import ResumeState, scan_output
 from batchrun.output.sink import JsonlSink, OutputLock
 from batchrun.output.summary import RunSummary
-from batchrun.plan.planner import build_plan, parse_shard
-from batchrun.plan.selection import select
+from batchrun.plan.planner import build_plan, with_sample
+from batchrun.plan.selection import Selection, select
 from batchrun.redact import Redactor
+from batchrun.run.caching import RunCache, target_bases
+from batchrun.run.callbacks import Callbacks
 from batchrun.run.executor import Executor, RunResult
 from batchrun.run.limits import Limits
+from batchrun.run.options import RunOptions
 from batchrun.run.progress import Progress
 from batchrun.run.settled import PlanCount, count_plan
+from batchrun.run.stopping import Interrupts
 from batchrun.spec.checks import UnsetEnv
 from batchrun.spec.model import Spec, Target
 from batchrun.spec.template import env_names
 from batchrun.toolkit.budget import check_budget_prices
 from batchrun.toolkit.hooks import Toolkit
 
-__all__ = ["run"]
+__all__ = ["Finished", "run", "run_async"]
 
 
-def _debug(args: argparse.Namespace) -> bool:
+def _debug(args: RunOptions) -> bool:
     """--debug (before the command) or BATCHRUN_DEBUG=1: show the traceback of an internal error
     that became a request's record (they are redacted, but still meant for a bug report)."""
-    return bool(getattr(args, "debug", False)) or os.environ.get("BATCHRUN_DEBUG", "") not in ("", "0")
+    return args.debug or os.environ.get("BATCHRUN_DEBUG", "") not in ("", "0")
 
 
-def _target(spec: Spec, args: argparse.Namespace) -> Target:
+def _target(spec: Spec, args: RunOptions) -> Target:
     if (args.run_url is None) != (args.queue_url is None):
         raise UsageError("--run-url and --queue-url go together")
     if args.target == "local" and args.run_url is not None:
         raise UsageError("--run-url/--queue-url cannot be combined with --target local (it starts its own server)")
     target = spec.target
     if args.target is not None:
-        target = Target(args.target)
+        target = Target(args.target)  # type: ignore[arg-type]  # RunOptions.create checked it
     elif args.run_url is not None:
         target = Target("custom", args.run_url, args.queue_url)
     return target
 
 
-def _output(spec: Spec, args: argparse.Namespace, shard: tuple[int, int] | None) -> Path:
+def _output(spec: Spec, args: RunOptions) -> Path:
     if args.output:
         return Path(args.output)
     out = spec.output_path()
-    if shard is not None:
-        i, n = shard
+    if args.shard is not None:
+        i, n = args.shard
         out = out.with_name(f"{out.stem}.shard-{i}-of-{n}{out.suffix}")
     return out
 
@@ -130,11 +136,57 @@ def _move_aside(out: Path) -> None:
 
 
 
-def run(args: argparse.Namespace) -> int:
-    warnings: list[Problem] = []
-    counts: dict[str, int] = {}
-    spec = load_spec(args.spec, warnings, counts)
-    selection = select(spec, counts, args.only, args.limit)
+@dataclasses.dataclass(slots=True)
+class Finished:
+    """What a run leaves: the executor's result, the output it wrote, the callbacks' failures."""
+
+    result: RunResult
+    output: Path
+    callbacks: Callbacks
+
+    @property
+    def exit_code(self) -> int:
+        return self.result.exit_code
+
+
+@dataclasses.dataclass(slots=True)
+class _Run:
+    """Everything decided before the output is touched (`_decide`), then the output's state once
+    it is locked (`_opened`); `_main` runs the plan on it."""
+
+    spec: Spec
+    counts: dict[str, int]  # the plan's requests per job (validation's)
+    label: str  # what messages call the spec (its path, or <string>/<dict>)
+    options: RunOptions
+    selection: Selection | None
+    part: str | None  # a part of the spec's plan (--only/--limit, --sample): its label, else None
+    shard: tuple[int, int] | None
+    target: Target
+    endpoints: Endpoints | None
+    concurrency: int
+    record_logs: set[str]
+    out: Path
+    redactor: Redactor
+    callbacks: Callbacks
+    interrupts: Interrupts | None
+    journal: Journal | None = None
+    state: ResumeState | None = None
+    count: PlanCount | None = None
+    ids: PlanIds | None = None
+    lock: OutputLock | None = None
+    result: RunResult | None = None
+
+
+def _decide(spec: Spec, warnings: list[Problem], counts: dict[str, int], label: str, options: RunOptions,
+            callbacks: Callbacks | None, interrupts: Interrupts | None) -> _Run:
+    spec = with_sample(spec, counts, options.sample, options.seed)
+    selection = select(spec, counts, options.only, options.limit)
+    # A part of the spec's plan (--only/--limit, --sample): its ids are neither recorded nor compared
+    # as the output's plan, and the manifest says which part was run.
+    part = " ".join(label for label in (
+        None if options.sample is None else f"--sample {options.sample} --seed {options.seed or 0}",
+        None if selection is None else selection.label,
+    ) if label) or None
     unset = [p for p in warnings if isinstance(p, UnsetEnv) and counts.get(p.job)
              and (selection is None or p.job in selection.jobs)]
     for problem in warnings:
@@ -142,49 +194,57 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
     if unset:
         raise UsageError(_unset_env_message(unset))
-    if args.fresh and args.retry_errors:
+    if options.fresh and options.retry_errors:
         raise UsageError("--fresh starts over, so --retry-errors has nothing to retry; use one of them")
-    shard = parse_shard(args.shard) if args.shard else None
-    target = _target(spec, args)
+    target = _target(spec, options)
     environ = os.environ
     # Before any file is touched: a fal target without a key stops here.
     endpoints = None if target.kind == "local" else resolve_target(target, environ)
-    concurrency = args.concurrency or spec.concurrency
+    concurrency = options.concurrency or spec.concurrency
     record_logs = {j.name for j in spec.jobs if j.with_logs}
-    if args.show_logs:
+    if options.show_logs:
         # Ask the server for logs to show; records keep logs only where the spec asked (with_logs).
         spec = dataclasses.replace(spec, jobs=[dataclasses.replace(j, with_logs=True) for j in spec.jobs])
-    out = _output(spec, args, shard)
+    out = _output(spec, options)
     redactor = _secrets(spec, endpoints, environ)
     check_budget_prices(spec)
     check_output(out, spec)  # not a device, not one of the run's inputs, not some other file (exit 2)
+    return _Run(spec, counts, label, options, selection, part, options.shard, target, endpoints, concurrency,
+                record_logs, out, redactor, callbacks if callbacks is not None else Callbacks(), interrupts)
 
+
+@contextlib.contextmanager
+def _opened(r: _Run) -> Iterator[_Run]:
+    """The output locked, its journal open, the resume state read and the manifest started; on
+    the way out (whatever happened) the plan's ids and the manifest's end are written."""
+    spec, out, journal_file = r.spec, r.out, journal_path(r.out)
     with OutputLock(out) as lock:
-        if args.fresh:
+        r.lock = lock
+        if r.options.fresh:
             _move_aside(out)
-        journal = Journal(journal_path(out))
+        journal = r.journal = Journal(journal_file)
         journal.open()
         try:
-            if target.kind == "local" and (journal.in_flight or journal.intents):
+            if r.target.kind == "local" and (journal.in_flight or journal.intents):
                 # An embedded server dies with its run: what it had queued cannot be re-attached,
                 # and a submit it may have accepted cannot be running any more.
                 for entry in list(journal.in_flight.values()):
                     journal.cancelled(entry.id, entry.request_id)
                 for id in list(journal.intents):
                     journal.cancelled(id, None)
-            state = scan_output(out, watch_request_ids={e.request_id for e in journal.in_flight.values()})
+            state = r.state = scan_output(out, watch_request_ids={e.request_id for e in journal.in_flight.values()})
             for entry in list(journal.in_flight.values()):
                 if entry.request_id in state.finished_request_ids:
                     journal.done(entry.id, entry.request_id)
-            ids = PlanIds()
-            count = count_plan(spec, counts, shard, state, args.retry_errors, journal.in_flight, journal.intents, ids,
-                               selection)
+            ids = r.ids = PlanIds()
+            count = r.count = count_plan(spec, r.counts, r.shard, state, r.options.retry_errors,
+                                         journal.in_flight, journal.intents, ids, r.selection)
             total, settled, settled_errors = count.total, count.settled, count.errors
-            manifest = Manifest(out, spec, target=_target_urls(target, endpoints), shard=shard, planned=total,
-                                resumed=bool(state.lines), scrub=redactor.scrub,
-                                selection=None if selection is None else selection.label)
+            manifest = Manifest(out, spec, target=_target_urls(r.target, r.endpoints), shard=r.shard, planned=total,
+                                resumed=bool(state.lines), scrub=r.redactor.scrub,
+                                selection=r.part)
             # A part of the plan is not the plan: its ids are neither recorded nor compared.
-            _compare_plans(out, state, ids, manifest, record=selection is None)
+            _compare_plans(out, state, ids, manifest, record=r.part is None)
             if state.lines or journal.in_flight or journal.intents:
                 hint = "; --retry-errors re-runs errors" if settled_errors else ""
                 unknown = (
@@ -194,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
                 )
                 checks = (
                     f"; {count.expect_failed} of them failed an expectation (they are not sent again: if the spec's "
-                    f"expect was wrong, fix it and `batchrun check {args.spec} {out} --write` re-checks them)"
+                    f"expect was wrong, fix it and `batchrun check {r.label} {out} --write` re-checks them)"
                     if count.expect_failed else ""
                 )
                 print(
@@ -204,25 +264,12 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             manifest.start()
-            result: RunResult | None = None
-            # Everything so far (modules, the spec, the resume state) lives for the whole run: keep it
-            # out of the cyclic GC, whose full passes over it took tens of ms at a time mid-run.
-            # Unfrozen afterwards, for a caller that runs several commands in one process.
-            gc.freeze()
-            # Held until _main runs: a signal while asyncio builds its loop (before its runner
-            # handles SIGINT) left a half-built loop whose __del__ printed a traceback at exit.
-            signals.hold()
             try:
-                result = anyio.run(
-                    _main, spec, target, endpoints, shard, out, lock, journal, state, redactor, concurrency,
-                    count, record_logs, args, ids,
-                )
+                yield r
             finally:
-                signals.release()  # in case _main never ran
-                gc.unfreeze()
-                if selection is None and ids.complete and manifest.data["plan"]["ids_sha256"] is None:
+                if r.part is None and ids.complete and manifest.data["plan"]["ids_sha256"] is None:
                     _record_plan(out, ids, manifest)
-                _finish_manifest(manifest, result, count)
+                _finish_manifest(manifest, r.result, count)
         finally:
             # What the journal marks done is in the output only if the path still names the file
             # this run wrote (batchrun.output.sink.JsonlSink); otherwise the journal stays.
@@ -231,8 +278,89 @@ def run(args: argparse.Namespace) -> int:
             if not intact and journal.path.exists():
                 print(f"batchrun: {out} no longer names the file this run wrote, so its journal {journal.path} "
                       "is kept (it lists every queue request this output's runs submitted)", file=sys.stderr)
-    assert result is not None  # anyio.run returned
-    return _report(result, out)
+
+
+def run(spec: Spec, warnings: list[Problem], counts: dict[str, int], label: str, options: RunOptions, *,
+        callbacks: Callbacks | None = None, own_thread: bool = False) -> Finished:
+    """Run a loaded spec to its end, blocking, and print its summary (stderr). `counts`: the plan's
+    requests per job (validation's). `own_thread`: run the event loop in a worker thread, because
+    the caller's thread runs one already (a notebook): a Ctrl-C then reaches the caller's thread as
+    KeyboardInterrupt, and is passed to the run as the same graceful, resumable stop."""
+    interrupts = Interrupts() if own_thread else None
+    r = _decide(spec, warnings, counts, label, options, callbacks, interrupts)
+    with _opened(r):
+        # Everything so far (modules, the spec, the resume state) lives for the whole run: keep it
+        # out of the cyclic GC, whose full passes over it took tens of ms at a time mid-run.
+        # Unfrozen afterwards, for a caller that runs several commands in one process.
+        gc.freeze()
+        try:
+            r.result = _in_thread(r) if interrupts is not None else _in_this_thread(r)
+        finally:
+            gc.unfreeze()
+    assert r.result is not None
+    _report(r.result, r.out)
+    return Finished(r.result, r.out, r.callbacks)
+
+
+async def run_async(spec: Spec, warnings: list[Problem], counts: dict[str, int], label: str, options: RunOptions, *,
+                    callbacks: Callbacks | None = None) -> Finished:
+    """`run` in the caller's event loop (anyio). The file work before and after the requests (the
+    resume's walk over the output can take seconds) runs in a worker thread. No signal handler is
+    installed: the caller's program owns its signals; cancelling the caller's task stops the run
+    (nothing written is lost; queue requests stay journaled and the next run collects them)."""
+    r = _decide(spec, warnings, counts, label, options, callbacks, None)
+    opened = _opened(r)
+    await anyio.to_thread.run_sync(opened.__enter__)
+    try:
+        r.result = await _main(r, handle_signals=False)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            if not await anyio.to_thread.run_sync(opened.__exit__, type(exc), exc, exc.__traceback__):
+                raise
+    else:
+        await anyio.to_thread.run_sync(opened.__exit__, None, None, None)
+    assert r.result is not None
+    _report(r.result, r.out)
+    return Finished(r.result, r.out, r.callbacks)
+
+
+def _in_this_thread(r: _Run) -> RunResult:
+    # Held until _main runs: a signal while asyncio builds its loop (before its runner handles
+    # SIGINT) left a half-built loop whose __del__ printed a traceback at exit.
+    signals.hold()
+    try:
+        return anyio.run(_main, r)
+    finally:
+        signals.release()  # in case _main never ran
+
+
+def _in_thread(r: _Run) -> RunResult:
+    """The run in a worker thread's own event loop; this thread waits, and turns a Ctrl-C
+    (KeyboardInterrupt here) into the run's graceful stop (a second one: as a second Ctrl-C)."""
+    assert r.interrupts is not None
+    interrupts = r.interrupts
+    with _ctrl_c_raises(), anyio.from_thread.start_blocking_portal() as portal:
+        future = portal.start_task_soon(_main, r)
+        while True:
+            try:
+                return future.result()
+            except KeyboardInterrupt:
+                portal.call(interrupts.interrupt, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """While this thread waits for the run: Ctrl-C raises KeyboardInterrupt here (what a notebook
+    kernel does while a cell runs), whatever handler the caller's loop had installed: asyncio.run's
+    would only cancel its main task, which is blocked in this wait until the run ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _target_urls(target: Target, endpoints: Endpoints | None) -> dict[str, str | None]:
@@ -307,58 +435,66 @@ def _report(result: RunResult, out: Path) -> int:
     return result.exit_code
 
 
-async def _main(spec: Spec, target: Target, endpoints: Endpoints | None, shard: tuple[int, int] | None,
-                out: Path, lock: OutputLock, journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
-                count: PlanCount, record_logs: set[str], args: argparse.Namespace,
-                ids: PlanIds) -> RunResult:
-    signals.release()  # the loop and its runner's SIGINT handler are up (see run)
-    if target.kind == "local":
+async def _main(r: _Run, handle_signals: bool = True) -> RunResult:
+    signals.release()  # the loop and its runner's SIGINT handler are up (see _in_this_thread)
+    assert r.journal is not None
+    if r.target.kind == "local":
         from batchrun.server import serve_local
 
-        async with serve_local(runners=max(2, concurrency)) as server:
-            local = resolve_target(target, {}, run_url=server.run_url, queue_url=server.queue_url)
-            result = await _execute(spec, local, shard, out, lock, journal, state, redactor, concurrency,
-                                    count, record_logs, args, ids)
+        async with serve_local(runners=max(2, r.concurrency)) as server:
+            local = resolve_target(r.target, {}, run_url=server.run_url, queue_url=server.queue_url)
+            result = await _execute(r, local, handle_signals)
             # The server stops with this run: nothing it had queued can be re-attached later.
-            for entry in list(journal.in_flight.values()):
+            for entry in list(r.journal.in_flight.values()):
                 if entry.status_url.startswith(server.origin):
-                    journal.cancelled(entry.id, entry.request_id)
-            result.left_running = len(journal.in_flight)
+                    r.journal.cancelled(entry.id, entry.request_id)
+            result.left_running = len(r.journal.in_flight)
             result.summary.left_running = result.left_running
             return result
-    assert endpoints is not None
-    return await _execute(spec, endpoints, shard, out, lock, journal, state, redactor, concurrency,
-                          count, record_logs, args, ids)
+    assert r.endpoints is not None
+    return await _execute(r, r.endpoints, handle_signals)
 
 
-async def _execute(spec: Spec, endpoints: Endpoints, shard: tuple[int, int] | None, out: Path,
-                   lock: OutputLock, journal: Journal, state: ResumeState, redactor: Redactor, concurrency: int,
-                   count: PlanCount, record_logs: set[str], args: argparse.Namespace,
-                   ids: PlanIds) -> RunResult:
+async def _execute(r: _Run, endpoints: Endpoints, handle_signals: bool) -> RunResult:
     from batchrun.client.fal import FalClient
     from batchrun.toolkit.artifacts import Downloader
+    from batchrun.toolkit.phash import PerceptualHasher
 
-    progress = Progress(count.total, skipped=count.settled, concurrency=concurrency, enabled=not args.no_progress)
+    spec, out, count, ids = r.spec, r.out, r.count, r.ids
+    assert r.journal is not None and r.state is not None and count is not None and ids is not None
+    progress = Progress(count.total, skipped=count.settled, concurrency=r.concurrency, enabled=r.options.progress)
     summary = RunSummary(output=str(out))
     summary.plan_order([j.name for j in spec.jobs])
-    limits = Limits(concurrency, rate=spec.rate_limit)
-    ca_bundle = getattr(args, "ca_bundle", None) or spec.target.ca_bundle
-    downloader = (Downloader(out, scrub_text=redactor.text, ca_bundle=ca_bundle)
+    limits = Limits(r.concurrency, rate=spec.rate_limit)
+    ca_bundle = r.options.ca_bundle or spec.target.ca_bundle
+    downloader = (Downloader(out, scrub_text=r.redactor.text, ca_bundle=ca_bundle)
                   if any(j.download for j in spec.jobs) else None)
-    toolkit = Toolkit(spec, summary=summary, resume=state, downloader=downloader)
-    plan = build_plan(spec, shard=shard, only=count.todo)
+    hasher = PerceptualHasher() if downloader is not None else None
+    if hasher is not None and not hasher.available:
+        print(f"batchrun: warning: {hasher.message}", file=sys.stderr)
+    toolkit = Toolkit(spec, summary=summary, resume=r.state, downloader=downloader, hasher=hasher)
+    plan = build_plan(spec, shard=r.shard, only=count.todo)
+    bases = target_bases("local", None) if r.target.kind == "local" else target_bases(r.target.kind, endpoints)
+    cache = None if r.options.no_cache else RunCache(spec, bases, out, refresh=r.options.refresh_cache,
+                                                     environ=os.environ, warn=progress.message)
     try:
+        if cache is not None:
+            cache.open()
         async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
-                             redactor=redactor, max_connections=concurrency, ca_bundle=ca_bundle) as client:
-            with JsonlSink(out, lock) as sink:
+                             redactor=r.redactor, max_connections=r.concurrency, ca_bundle=ca_bundle) as client:
+            with JsonlSink(out, r.lock) as sink:
                 executor = Executor(
-                    client=client, sink=sink, journal=journal, resume=state, limits=limits,
-                    progress=progress, summary=summary, redactor=redactor, workers=concurrency,
-                    retry_errors=args.retry_errors, show_logs=args.show_logs, record_logs=record_logs,
-                    toolkit=toolkit, debug=_debug(args),
+                    client=client, sink=sink, journal=r.journal, resume=r.state, limits=limits,
+                    progress=progress, summary=summary, redactor=r.redactor, workers=r.concurrency,
+                    retry_errors=r.options.retry_errors, show_logs=r.options.show_logs, record_logs=r.record_logs,
+                    toolkit=toolkit, debug=_debug(r.options), callbacks=r.callbacks, interrupts=r.interrupts,
+                    handle_signals=handle_signals and r.interrupts is None,
+                    cache=cache,
                 )
                 return await executor.execute(plan if ids.complete else ids.wrap(plan), count.settled_jobs)
     finally:
         progress.close()
+        if cache is not None:
+            cache.close()
         if downloader is not None:
             await downloader.aclose()

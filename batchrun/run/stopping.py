@@ -28,7 +28,7 @@ from batchrun.output.journal import Journal
 from batchrun.run.inflight import Active
 from batchrun.run.progress import Progress
 
-__all__ = ["GRACE_S", "Stop"]
+__all__ = ["GRACE_S", "Interrupts", "Stop"]
 
 GRACE_S = 3.0  # after Ctrl-C or SIGTERM, how long requests on the wire may take to finish and be written
 
@@ -133,12 +133,7 @@ class Stop:
             with anyio.open_signal_receiver(*signals.STOP_SIGNALS) as received:
                 try:
                     async for signum in received:
-                        signals.note(signum)
-                        first = not self.stopping
-                        self.interrupt(signum)
-                        if first:
-                            self.progress.message(self.message(signum))
-                            tg.start_soon(self.grace)
+                        self.on_signal(signum, tg)
                 finally:
                     # Held from before asyncio removes its handlers (SIGTERM back to SIG_DFL) until
                     # ours are in place: a signal in between killed the process outright.
@@ -146,3 +141,43 @@ class Stop:
         finally:
             signals.restore(saved)
             signals.release()
+
+    def on_signal(self, signum: int, tg: anyio.abc.TaskGroup) -> None:
+        """A stop signal arrived (in the loop's thread): interrupt, say so, start the grace period."""
+        signals.note(signum)
+        first = not self.stopping
+        self.interrupt(signum)
+        if first:
+            self.progress.message(self.message(signum))
+            tg.start_soon(self.grace)
+
+
+class Interrupts:
+    """Stop signals that arrive outside the run's event loop: the Python API runs a spec in a worker
+    thread's loop when the caller's thread already runs one (a notebook), and the caller's thread
+    gets the KeyboardInterrupt. It calls `interrupt` in the loop's thread (a blocking portal's
+    `call`): the same graceful path as a signal the executor receives itself. An interrupt before
+    the executor started is kept and applied when it attaches (nothing is sent then)."""
+
+    def __init__(self) -> None:
+        self._stop: Stop | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._pending: list[int] = []
+        self._done = False
+
+    def attach(self, stop: Stop, tg: anyio.abc.TaskGroup) -> None:
+        self._stop, self._tg = stop, tg
+        for signum in self._pending:
+            stop.on_signal(signum, tg)
+        self._pending.clear()
+
+    def detach(self) -> None:
+        self._stop = self._tg = None
+        self._done = True
+
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        if self._stop is not None and self._tg is not None:
+            self._stop.on_signal(signum, self._tg)
+        elif not self._done:
+            signals.note(signum)
+            self._pending.append(signum)

@@ -4,6 +4,11 @@ The picture (wavy colour bands whose palette and geometry come from the prompt a
 function of (prompt, seed, index, width, height), all encoded in the file URL, so it is drawn
 lazily when the URL is fetched and any server answers the same bytes. Drawing works on whole rows
 (rotations plus a brightness translate table), which keeps a 1024x1024 image in the tens of ms.
+
+`reencode: N` (1-16) answers the same picture as a lossy re-encode would: every channel value
+lifted by N levels and a different zlib level, so the bytes (and pixels) differ while the look does
+not. It lets tests and demos produce "visually the same" images for `batchrun diff`'s perceptual
+comparison; a different seed is a visibly different picture.
 """
 
 from __future__ import annotations
@@ -31,14 +36,16 @@ PRESETS = {
 DEFAULT_SIZE = "landscape_4_3"
 MAX_SIDE = 4096
 MAX_IMAGES = 4
+MAX_REENCODE = 16
 
 
 def prompt_digest(prompt: str) -> str:
     return hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
-def image_path(digest: str, seed: int, index: int, width: int, height: int) -> str:
-    return f"/files/images/{digest}/{seed}/{index}/{width}x{height}.png"
+def image_path(digest: str, seed: int, index: int, width: int, height: int, reencode: int = 0) -> str:
+    variant = f"~{reencode}" if reencode else ""
+    return f"/files/images/{digest}/{seed}/{index}/{width}x{height}{variant}.png"
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -46,7 +53,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 @functools.lru_cache(maxsize=16)  # bounded: at most 16 decoded pictures (~50 MB worst case) kept
-def render_png(digest: str, seed: int, index: int, width: int, height: int) -> bytes:
+def render_png(digest: str, seed: int, index: int, width: int, height: int, reencode: int = 0) -> bytes:
     rnd = random.Random(f"{digest}:{seed}:{index}")
     palette = [(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(4)]
     freq = rnd.uniform(1.0, 4.0)
@@ -58,7 +65,8 @@ def render_png(digest: str, seed: int, index: int, width: int, height: int) -> b
         row[3 * x : 3 * x + 3] = bytes(int(a[c] * (1 - t) + b[c] * t) for c in range(3))
     base = bytes(row)
     bands = 24
-    tables = [bytes(min(255, int(v * (0.55 + 0.45 * k / (bands - 1)))) for v in range(256)) for k in range(bands)]
+    tables = [bytes(min(255, int(v * (0.55 + 0.45 * k / (bands - 1))) + reencode) for v in range(256))
+              for k in range(bands)]
     slope = rnd.uniform(0.2, 1.5)
     wave = rnd.uniform(0.05, 0.25) * width
     wave_freq = rnd.uniform(1.0, 3.0)
@@ -68,7 +76,7 @@ def render_png(digest: str, seed: int, index: int, width: int, height: int) -> b
         band = int((math.cos(math.tau * y / height * 2 + phase) + 1) / 2 * (bands - 1))
         lines.append(b"\x00" + (base[shift:] + base[:shift]).translate(tables[band]))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"".join(lines), 6)
+    idat = zlib.compress(b"".join(lines), 6 if not reencode else 1 + reencode % 5)
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
@@ -125,6 +133,11 @@ async def image(call: Call) -> Reply:
         return model_error(
             [model_error_item(["body", "seed"], "Input should be a valid integer", "int_type", input_=seed)]
         )
+    reencode = args.get("reencode", 0)
+    if isinstance(reencode, bool) or not isinstance(reencode, int) or not 0 <= reencode <= MAX_REENCODE:
+        message = f"Input should be an integer from 0 to {MAX_REENCODE}"
+        return model_error([model_error_item(["body", "reencode"], message, "less_than_equal",
+                                             ctx={"le": MAX_REENCODE, "ge": 0}, input_=reencode)])
     delay = args.get("delay")
     if isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay > 0:
         import asyncio
@@ -135,7 +148,7 @@ async def image(call: Call) -> Reply:
     call.log(f"generating {count} image(s) of {width}x{height} for seed {seed}")
     images = [
         {
-            "url": call.origin + image_path(digest, seed, i, width, height),
+            "url": call.origin + image_path(digest, seed, i, width, height, reencode),
             "width": width,
             "height": height,
             "content_type": "image/png",
@@ -152,17 +165,22 @@ async def image(call: Call) -> Reply:
     return Reply(200, dumps(result))
 
 
-def parse_image_path(rest: str) -> tuple[str, int, int, int, int] | None:
-    """Inverse of image_path (without the /files/images/ prefix); None if it is not one of ours."""
+def parse_image_path(rest: str) -> tuple[str, int, int, int, int, int] | None:
+    """Inverse of image_path (without the /files/images/ prefix): (digest, seed, index, width, height,
+    reencode); None if it is not one of ours."""
     parts = rest.split("/")
     if len(parts) != 4 or not parts[3].endswith(".png"):
         return None
-    digest, seed_s, index_s, size_s = parts[0], parts[1], parts[2], parts[3][:-4]
+    digest, seed_s, index_s, name = parts[0], parts[1], parts[2], parts[3][:-4]
+    size_s, tilde, reencode_s = name.partition("~")
     w_s, _, h_s = size_s.partition("x")
     try:
         seed, index, width, height = int(seed_s), int(index_s), int(w_s), int(h_s)
+        reencode = int(reencode_s) if tilde else 0
     except ValueError:
         return None
     if len(digest) != 16 or not 0 <= index < MAX_IMAGES or not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         return None
-    return digest, seed, index, width, height
+    if tilde and not 1 <= reencode <= MAX_REENCODE:
+        return None
+    return digest, seed, index, width, height, reencode

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from batchrun.errors import Problem
-from batchrun.spec import dataset, expect
+from batchrun.spec import constraints, dataset, expect
 from batchrun.spec.dataset_types import TYPES
 from batchrun.spec.template import Ref, compile_value, whole_refs
 from batchrun.spec.yamlsource import Located, PathKey, json_path
@@ -133,7 +133,26 @@ class Checker:
             self.check_job(job)
         self.check_pricing(data.get("pricing"))
         self.check_unused_defaults(jobs)
+        self.check_cache(data, jobs)
         return jobs
+
+    def check_cache(self, data: dict[str, Any], jobs: list[JobSource]) -> None:
+        """`gates` make a regression run, which exists to see the service change; a result cache
+        without a ttl would answer it with old results forever (docs/spec.md, Result cache). A
+        warning, once per place `cache` is written: the spec may mean it (a gate on cost)."""
+        if not data.get("gates"):
+            return
+        warned: set[PathKey] = set()
+        for job in jobs:
+            value = job.options.get("cache", data.get("cache", False))
+            if value is True or (isinstance(value, dict) and "ttl" not in value):
+                where = job.at("cache") if "cache" in job.options else ("cache",)
+                if where not in warned and not self.is_bad(where):
+                    warned.add(where)
+                    self.error(where, "this spec has gates (a regression run, meant to see the service change), but "
+                               f"the result cache serves job '{job.name}' earlier results of any age: give `cache` "
+                               "a ttl, or `cache: false` to the jobs the gates judge (docs/spec.md, Result cache)",
+                               at_key=True, severity="warning")
 
     def check_unused_defaults(self, jobs: list[JobSource]) -> None:
         """A mode-specific default that every job skipped (see MODE_ONLY) does nothing: say so."""
@@ -177,6 +196,7 @@ class Checker:
             [e for e in o.get("include") or [] if isinstance(e, dict)] if isinstance(o.get("include"), list) else []
         )
         self.check_exclude(job, matrix)
+        self.check_constraints(job, matrix)
         known_matrix = list(matrix) + [k for e in include for k in e if k not in matrix]
         row_fields: dict[str, str] = {}
         for key in TEMPLATED:
@@ -211,6 +231,14 @@ class Checker:
                         (*job.at("exclude"), i, key), _not_in_matrix(head, key, list(matrix), job.name), at_key=True
                     )
 
+    def check_constraints(self, job: JobSource, matrix: dict[str, Any]) -> None:
+        if "constraints" not in job.options:
+            return
+        base = job.at("constraints")
+        for rel, message, at_key in constraints.problems(job.options["constraints"], matrix, job.name):
+            if not self.is_bad((*base, *rel)):
+                self.error((*base, *rel), message, at_key=at_key)
+
     def check_templates(
         self, job: JobSource, key: str, known_matrix: list[str], row_fields: dict[str, str], suffix: str
     ) -> None:
@@ -223,7 +251,7 @@ class Checker:
             msg = self._ref_problem(ref, key, known_matrix, job)
             if msg:
                 self.error(where, msg + (suffix if base[0] == "defaults" else ""))
-            elif ref.namespace == "row":
+            elif ref.namespace == "row" and ref.name:  # `${{ row }}` (the whole row) needs no field
                 row_fields.setdefault(ref.name, json_path(where))
             elif ref.namespace == "env" and ref.name not in os.environ:
                 self._unset_env(where, ref, job, suffix if base[0] == "defaults" else "")
@@ -277,6 +305,9 @@ class Checker:
         if source is None or self.is_bad(where):
             return
         types: dict[str, str] = {}
+        if isinstance(source, dict) and "files" in source:  # {files: GLOB}; the schema checked its shape
+            self.datasets[job.index] = self._file_rows(source["files"], (*where, "files"), fields)
+            return
         if isinstance(source, dict):  # {path, types}; the schema checked its shape
             raw_types = source.get("types")
             types = {k: v for k, v in raw_types.items() if v in TYPES} if isinstance(raw_types, dict) else {}
@@ -320,6 +351,17 @@ class Checker:
             self.problems.append(
                 dataclasses.replace(first, message=f"... and {report.more} more problems in this dataset")
             )
+
+    def _file_rows(self, pattern: str, where: PathKey, fields: dict[str, str]) -> dataset.Report:
+        report = dataset.Report(rows=len(dataset.file_rows(self.spec_dir, pattern)))
+        report.columns = dict.fromkeys(dataset.FILE_FIELDS)
+        if not report.rows:
+            full = os.path.normpath(os.path.join(os.path.abspath(self.spec_dir), pattern))
+            self.error(where, f"no file matches {pattern!r} (looked for {full})")
+        for name, used_at in fields.items():
+            if name not in dataset.FILE_FIELDS:
+                self.error(where, f"a files dataset's rows have path, name and stem, not '{name}' (used by {used_at})")
+        return report
 
     def _unknown_columns(self, types: dict[str, str], report: dataset.Report, where: PathKey, source: str) -> None:
         """A `types` name that no row has converts nothing: most likely a typo of a real column."""

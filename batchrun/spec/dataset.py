@@ -1,6 +1,6 @@
 """Dataset rows for `${{ row.FIELD }}`: JSONL, CSV (header row; values are strings unless the spec
-gives column `types`, see batchrun.spec.dataset_types), a YAML or JSON list of objects, or an inline list in
-the spec.
+gives column `types`, see batchrun.spec.dataset_types), Parquet (typed columns, streamed by row group:
+batchrun.spec.parquet_rows), a YAML or JSON list of objects, or an inline list in the spec.
 
 `check` reads a dataset once and reports problems located in the dataset file itself (its own
 line:col). `iter_rows` streams rows for the planner; JSONL and CSV are re-read per matrix
@@ -11,19 +11,40 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import glob
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from batchrun.errors import BatchrunError, Problem
-from batchrun.spec import dataset_types, yamlsource
+from batchrun.spec import dataset_types, parquet_rows, yamlsource
 from batchrun.spec.dataset_types import CellError, RowTypes
 from batchrun.spec.yamlsource import json_path
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json",
+           ".parquet": "parquet"}
 MAX_PROBLEMS = 20  # per dataset; a broken 1M-row file should not print 1M lines
 MAX_COLUMNS = 1000  # field names kept for a did-you-mean on a `types` key no row has
+
+
+FILE_FIELDS = ("path", "name", "stem")  # the row of each file of a `dataset: {files: GLOB}`
+
+
+def file_rows(spec_dir: Path, pattern: str) -> list[dict[str, str]]:
+    """`dataset: {files: GLOB}`: one row per matching file, sorted by path: `path` as matched
+    (relative to the spec's folder, `/`-separated: what `{$file: "${{ row.path }}"}` takes),
+    `name` (`cat.png`) and `stem` (`cat`). A folder stands for the files in it; `**` recurses."""
+    root = Path(spec_dir)
+    if (root / pattern).is_dir():
+        pattern = pattern.rstrip("/") + "/*"
+    matches = sorted(glob.glob(pattern, root_dir=root, recursive=True))
+    rows = []
+    for match in matches:
+        if (root / match).is_file():
+            path = Path(match)
+            rows.append({"path": path.as_posix(), "name": path.name, "stem": path.stem})
+    return rows
 
 
 class DatasetFormatError(BatchrunError):
@@ -70,13 +91,16 @@ def check(path: Path, label: str, fields: dict[str, str], distinct_on: Sequence[
     if fmt is None:
         report.add(
             Problem(
-                label, 1, 1, "$", f"unsupported dataset format '{path.suffix}'; use .jsonl, .csv, .yaml, .yml or .json"
+                label, 1, 1, "$",
+                f"unsupported dataset format '{path.suffix}'; use .jsonl, .csv, .parquet, .yaml, .yml or .json",
             )
         )
         return report
     try:
         if fmt == "jsonl":
             _check_jsonl(path, label, fields, _Distinct(distinct_on, canonical=True), report, typed)
+        elif fmt == "parquet":
+            _check_parquet(path, label, fields, _Distinct(distinct_on, canonical=True), report, typed)
         elif fmt == "csv":
             # Typed cells are compared as JSON values (1 and True hash alike in Python).
             _check_csv(path, label, fields, _Distinct(distinct_on, canonical=typed is not None), report, typed)
@@ -174,7 +198,7 @@ def _check_jsonl(
                 report.add(Problem(label, lineno, 1, f"$[{index}]", "invalid JSON: nested too deeply"))
                 continue
             if not isinstance(row, dict):
-                report.add(Problem(label, lineno, 1, f"$[{index}]", f"a row must be a JSON object, not {_kind(row)}"))
+                report.add(Problem(label, lineno, 1, f"$[{index}]", f"a row must be a JSON object, not {kind(row)}"))
                 continue
             for message in _missing(row, fields, index):
                 report.add(Problem(label, lineno, 1, f"$[{index}]", message))
@@ -265,6 +289,44 @@ def _check_csv(
             report.add(Problem(label, reader.line_num or 1, 1, "$", f"invalid CSV: {exc}"))
 
 
+def _check_parquet(
+    path: Path, label: str, fields: dict[str, str], distinct: _Distinct, report: Report, typed: RowTypes | None
+) -> None:
+    """The footer gives the row count and the columns; rows are read (a row group at a time) only
+    to compare them (`distinct_on`) or convert typed columns. A Parquet file has no lines: a
+    problem is located by its row and column (`$[12].seed`)."""
+    try:
+        names = parquet_rows.columns(path)
+        binary = parquet_rows.binary_columns(path)
+        report.rows = parquet_rows.count(path)
+    except parquet_rows.ArrowMissing as exc:
+        report.add(Problem(label, 1, 1, "$", str(exc)))
+        return
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        report.add(Problem(label, 1, 1, "$", f"cannot read the Parquet file: {exc}"))
+        return
+    report.columns = dict.fromkeys(names)
+    for name, used_at in fields.items():
+        if name in binary:
+            report.add(Problem(label, 1, 1, "$", f"column '{name}' (used by {used_at}) is binary, which has no "
+                                                 "JSON form; store it as text (a path or a URL) instead"))
+        elif name not in report.columns:
+            shown = ", ".join(names[:10]) + (f" (and {len(names) - 10} more)" if len(names) > 10 else "")
+            report.add(Problem(label, 1, 1, "$", f"no column '{name}' (used by {used_at}); columns: {shown}"))
+    if distinct.seen is None and typed is None:
+        return
+    wanted = sorted({*distinct.fields, *(typed.names if typed is not None else ())} & set(names) - binary)
+    for index, row in enumerate(parquet_rows.rows(path, wanted)):
+        if typed is not None:
+            cells = typed.errors(row)
+            for cell in cells:
+                report.add(Problem(label, 1, 1, json_path((index, cell.column)), str(cell)))
+            if cells:
+                continue
+        distinct.add(row)
+    report.distinct = distinct.result()
+
+
 def _check_document(
     path: Path, label: str, fields: dict[str, str], fmt: str, report: Report, typed: RowTypes | None
 ) -> None:
@@ -304,12 +366,12 @@ def check_inline(
     for part in base:
         data = data[part]
     if not isinstance(data, list):
-        report.add(located.problem(base, f"a dataset must be a list of objects, not {_kind(data)}"))
+        report.add(located.problem(base, f"a dataset must be a list of objects, not {kind(data)}"))
         return
     for index, row in enumerate(data):
         report.rows += 1
         if not isinstance(row, dict):
-            report.add(located.problem((*base, index), f"a row must be an object, not {_kind(row)}"))
+            report.add(located.problem((*base, index), f"a row must be an object, not {kind(row)}"))
             continue
         for message in _missing(row, fields, index):
             report.add(located.problem((*base, index), message))
@@ -319,7 +381,7 @@ def check_inline(
                 report.add(located.problem((*base, index, cell.column), str(cell)))
 
 
-def _kind(value: Any) -> str:
+def kind(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -358,6 +420,8 @@ class RowSource:
         if self._cached is not None:
             return len(self._cached)
         assert isinstance(self.source, Path)
+        if format_of(self.source) == "parquet":
+            return parquet_rows.count(self.source)  # from the footer
         return sum(1 for _ in _stream(self.source))  # counting needs no conversion
 
 
@@ -385,6 +449,9 @@ def _load_document(path: Path) -> list[dict[str, Any]]:
 
 
 def _stream(path: Path) -> Iterator[dict[str, Any]]:
+    if format_of(path) == "parquet":
+        yield from parquet_rows.rows(path)
+        return
     if format_of(path) == "csv":
         with path.open(encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh)

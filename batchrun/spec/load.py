@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import Problem
-from batchrun.spec import dataset, yamlsource
+from batchrun.spec import constraints, dataset, yamlsource
 from batchrun.spec.checks import Checker, JobSource
-from batchrun.spec.model import MAX_ANSWER_BYTES, Job, RateLimit, RetryPolicy, Spec, Target
+from batchrun.spec.dataset import file_rows
+from batchrun.spec.model import MAX_ANSWER_BYTES, CachePolicy, Job, RateLimit, RetryPolicy, Sample, Spec, Target
 from batchrun.spec.pricing import price_problems
 from batchrun.spec.schema import schema_problems
 
-__all__ = ["DEFAULT_MAX_REQUESTS", "SpecRead", "dedupe", "read_spec", "sort_problems"]
+__all__ = [
+    "DEFAULT_MAX_REQUESTS", "SpecRead", "dedupe", "read_spec", "read_spec_data", "read_spec_text", "sort_problems",
+]
 
 DEFAULT_MAX_REQUESTS = 10_000
 
@@ -43,9 +46,51 @@ def read_spec(path: str | Path) -> SpecRead:
     text, problems = yamlsource.read_text(source, label)
     if text is None:
         return SpecRead(None, problems)
-    located, problems = yamlsource.parse(text, label)
+    return read_spec_text(text, label, source, problems)
+
+
+def read_spec_text(text: str, label: str, source: Path, problems: list[Problem] | None = None) -> SpecRead:
+    """A spec given as YAML text (a file's, or a string from Python). `label` names it in problems;
+    `source.parent` is the folder its relative paths (datasets, `!file`) start from."""
+    located, parsed = yamlsource.parse(text, label)
+    problems = [*(problems or []), *parsed]
     if located is None:
         return SpecRead(None, problems)
+    return _read_located(located, problems, label, source)
+
+
+def read_spec_data(data: Any, label: str, source: Path) -> SpecRead:
+    """A spec given as Python data (a dict built in code): the checks of a file, on a copy made
+    JSON-shaped first (tuples become lists, paths strings). Nothing has a line or column here, so
+    its problems are located by `$.path` alone (batchrun.load marks them so)."""
+    located = yamlsource.Located(label, None)
+    problems: list[Problem] = []
+    located.data = _plain_data(data, (), located, problems)
+    return _read_located(located, problems, label, source)
+
+
+def _plain_data(value: Any, path: yamlsource.PathKey, located: yamlsource.Located, problems: list[Problem]) -> Any:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                message = f"mapping keys must be strings, not {type(key).__name__} {key!r}"
+                problems.append(located.problem(path, message))
+                continue
+            out[key] = _plain_data(item, (*path, key), located, problems)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain_data(item, (*path, i), located, problems) for i, item in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    problems.append(located.problem(path, f"unsupported value of type {type(value).__name__}; a spec holds "
+                                          "JSON-shaped data (dicts, lists, strings, numbers, booleans, None)"))
+    return None
+
+
+def _read_located(located: yamlsource.Located, problems: list[Problem], label: str, source: Path) -> SpecRead:
     data = located.data
     if data is None:
         return SpecRead(
@@ -93,7 +138,7 @@ def _build(data: dict[str, Any], jobs: list[JobSource], source: Path) -> Spec:
     return Spec(
         version=data["version"],
         name=data["name"],
-        jobs=[_build_job(j.options, source.parent) for j in jobs],
+        jobs=[_build_job(j.options, source.parent, data.get("cache", False)) for j in jobs],
         source=source,
         description=data.get("description"),
         target=target,
@@ -107,9 +152,11 @@ def _build(data: dict[str, Any], jobs: list[JobSource], source: Path) -> Spec:
     )
 
 
-def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
+def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any = False) -> Job:
     dataset = o.get("dataset")
     types: dict[str, str] = {}
+    if isinstance(dataset, dict) and "files" in dataset:  # {files: GLOB}: the rows are the files, now
+        dataset = file_rows(spec_dir, dataset["files"])
     if isinstance(dataset, dict):  # {path, types}
         types = dict(dataset.get("types") or {})
         dataset = dataset["path"]
@@ -126,6 +173,9 @@ def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
         matrix=o.get("matrix", {}),
         include=o.get("include", []),
         exclude=o.get("exclude", []),
+        strategy=_strategy(o.get("strategy", "full")),
+        constraints=constraints.build(o.get("constraints", [])),
+        sample=Sample(o["sample"]["n"], o["sample"].get("seed", 0)) if "sample" in o else None,
         dataset=dataset,
         dataset_types=types,
         repeat=o.get("repeat", 1),
@@ -148,7 +198,32 @@ def _build_job(o: dict[str, Any], spec_dir: Path) -> Job:
         rate_limit=RateLimit(float(rate["per_second"])) if rate else None,
         expect=o.get("expect", []),
         download=o.get("download", False),
+        cache=_cache(o.get("cache", spec_cache)),
     )
+
+
+_TTL_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def _cache(value: Any) -> CachePolicy | None:
+    """`cache:` (validated by the schema): false -> None, true -> the defaults, {ttl, scope}."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return CachePolicy()
+    ttl = value.get("ttl")
+    if isinstance(ttl, str):
+        ttl = float(ttl[:-1]) * _TTL_UNITS[ttl[-1]]
+    return CachePolicy(ttl_s=None if ttl is None else float(ttl), scope=value.get("scope", "project"))
+
+
+def _strategy(value: Any) -> int | None:
+    """`full` -> None, `pairwise` -> 2, `{tway: T}` -> T."""
+    if value == "full":
+        return None
+    if value == "pairwise":
+        return 2
+    return int(value["tway"])
 
 
 def _float(value: Any) -> float | None:

@@ -10,6 +10,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
+from batchrun.spec.constraints import Constraint
+
 # Default bound on an answer's body, decompressed (a job's `max_answer_bytes` changes it). fal answers
 # are JSON naming media by URL; 64 MiB still fits a few sync_mode images as data URIs.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -48,6 +50,28 @@ class RateLimit:
     per_second: float
 
 
+CacheScope = Literal["project", "user"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """`cache: true` or `cache: {ttl, scope}` (batchrun.output.resultcache holds the cache itself).
+
+    ttl_s: the oldest cached result (seconds) a run may reuse; None: any age. scope: which cache
+    file, the project's (under the working directory) or the user's."""
+
+    ttl_s: float | None = None
+    scope: CacheScope = "project"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sample:
+    """`sample: {n, seed}`: the n requests of the job whose sha256(seed, id) ranks lowest."""
+
+    n: int
+    seed: int = 0
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Job:
     """One job with `defaults` already applied. Templates in arguments are still unresolved."""
@@ -56,10 +80,15 @@ class Job:
     endpoint: str
     path: str = ""
     mode: Mode = "subscribe"
-    arguments: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # A string is a whole-argument template, `${{ row }}` or `${{ row.COLUMN }}` (each row's object).
+    arguments: dict[str, Any] | str = dataclasses.field(default_factory=dict)
     matrix: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     include: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     exclude: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # `strategy:` T of a T-way covering design over the matrix (pairwise: 2); None: the full product.
+    strategy: int | None = None
+    constraints: list[Constraint] = dataclasses.field(default_factory=list)
+    sample: Sample | None = None
     dataset: Path | list[dict[str, Any]] | None = None
     # `dataset: {path, types}`: column name -> int | float | bool | json (batchrun.spec.dataset_types).
     dataset_types: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -78,6 +107,7 @@ class Job:
     # Regression toolkit (expectations, artifact download); filled by the loader when present.
     expect: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     download: bool = False
+    cache: CachePolicy | None = None  # None: the result cache is off for this job (the default)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -113,6 +113,13 @@ def _translate(error: ValidationError) -> Iterator[tuple[PathKey, str, bool]]:
 def _translate_branches(error: ValidationError, path: PathKey) -> Iterator[tuple[PathKey, str, bool]]:
     """anyOf: report the errors of the branch whose type fits the value, else a summary."""
     branches = error.validator_value if isinstance(error.validator_value, list) else []
+    if path and path[-1] == "strategy" and not isinstance(error.instance, dict):
+        hint = ""
+        if isinstance(error.instance, str):
+            close = difflib.get_close_matches(error.instance, ["full", "pairwise"], n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+        yield path, f"must be full, pairwise or {{tway: T}}, got {show(error.instance)}{hint}", False
+        return
     for i, branch in enumerate(branches):
         wanted = branch.get("type")
         if wanted is not None and _type_fits(error.instance, wanted):
@@ -185,4 +192,7 @@ def _message(kind: str, value: Any, inst: Any, name: str | int | None, path: Pat
         return f"{show(inst)} is not a valid name: {_NAME_RULE}"
     if kind == "pattern" and name in ("run_url", "queue_url"):
         return f"must be an http:// or https:// URL, got {show(inst)}"
+    if kind == "pattern" and name == "arguments":
+        return ("must be an object of arguments, or a whole dataset row as the body: \"${{ row }}\" or "
+                f"\"${{{{ row.COLUMN }}}}\"; got {show(inst)}")
     return None

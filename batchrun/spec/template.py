@@ -25,7 +25,8 @@ from batchrun.errors import BatchrunError
 
 NAMESPACES = ("matrix", "row", "env", "repeat")
 _TOKEN = re.compile(r"\$\$\{\{|\$\{\{(.*?)\}\}", re.S)
-_EXPR = re.compile(r"^(?:(matrix|row|env)\.([A-Za-z_][A-Za-z0-9_-]*)|(repeat))$")
+# `${{ row }}` alone is the whole row (whole-argument rows: `arguments: "${{ row }}"`).
+_EXPR = re.compile(r"^(?:(matrix|row|env)\.([A-Za-z_][A-Za-z0-9_-]*)|(repeat)|(row))$")
 
 
 class TemplateError(BatchrunError):
@@ -35,10 +36,12 @@ class TemplateError(BatchrunError):
 @dataclasses.dataclass(frozen=True, slots=True)
 class Ref:
     namespace: str  # matrix | row | env | repeat
-    name: str  # "" for repeat
+    name: str  # "" for repeat, and for the whole row (`${{ row }}`)
 
     def text(self) -> str:
-        return "${{ repeat }}" if self.namespace == "repeat" else f"${{{{ {self.namespace}.{self.name} }}}}"
+        if not self.name:
+            return f"${{{{ {self.namespace} }}}}"
+        return f"${{{{ {self.namespace}.{self.name} }}}}"
 
 
 Part = str | Ref
@@ -63,7 +66,10 @@ def parse(text: str) -> tuple[Part, ...]:
         if literal:
             parts.append("".join(literal))
             literal = []
-        parts.append(Ref("repeat", "") if em.group(3) else Ref(em.group(1), em.group(2)))
+        if em.group(3) or em.group(4):
+            parts.append(Ref("repeat" if em.group(3) else "row", ""))
+        else:
+            parts.append(Ref(em.group(1), em.group(2)))
     tail = text[pos:]
     if "${{" in tail.replace("$${{", ""):
         raise TemplateError("unterminated '${{' (no closing '}}'); write '$${{' for a literal '${{'")
@@ -121,6 +127,8 @@ def _getter(ref: Ref) -> Any:
     if ref.namespace == "matrix":
         return lambda ctx: ctx.matrix.get(name)
     if ref.namespace == "row":
+        if not name:
+            return lambda ctx: ctx.row
         return lambda ctx: None if ctx.row is None else ctx.row.get(name)
     return lambda ctx: ctx.repeat
 

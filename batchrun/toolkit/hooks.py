@@ -14,7 +14,10 @@ a spec without `expect`, `download` or `pricing` has exactly the executor's fiel
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import anyio
 
 from batchrun.output.resume import ResumeState
 from batchrun.output.summary import RunSummary
@@ -25,17 +28,21 @@ from batchrun.toolkit.artifacts import Downloader
 from batchrun.toolkit.budget import Budget
 from batchrun.toolkit.expectations import Expectations
 from batchrun.toolkit.gates import Gates
+from batchrun.toolkit.phash import PerceptualHasher, is_image
 
 __all__ = ["Toolkit"]
 
 
 class Toolkit:
     def __init__(self, spec: Spec, *, summary: RunSummary, resume: ResumeState,
-                 downloader: Downloader | None = None) -> None:
+                 downloader: Downloader | None = None, hasher: PerceptualHasher | None = None) -> None:
         self.spec = spec
         self.summary = summary
         self.resume = resume
         self.downloader = downloader
+        # Downloaded images get a perceptual hash when the images extra is installed (the runner
+        # warns once when it is not); None: no job downloads.
+        self.hasher = hasher
         self.gates = Gates(spec.gates) if spec.gates else None
         max_usd = spec.budget.get("max_usd")
         self.budget = Budget(max_usd, spent=resume.spent_usd) if max_usd is not None else None
@@ -72,16 +79,41 @@ class Toolkit:
 
     async def enrich(self, request: PlannedRequest, record: dict[str, Any]) -> None:
         ok = record["status"] == "ok"
+        # A result cache hit (batchrun.run.caching): checked afresh, against the latency it took
+        # when first obtained; its artifacts are already linked in unless it was cached without them.
+        cached = record.get("cached")
         if ok and request.job.expect:
-            record["expectations"] = self.expectations.evaluate(
-                request, record["result"], record["timing"]["latency_s"])
+            latency = cached["latency_s"] if cached is not None else record["timing"]["latency_s"]
+            record["expectations"] = self.expectations.evaluate(request, record["result"], latency)
         if ok and request.job.download and self.downloader is not None:
-            record["artifacts"] = await self.downloader.fetch(record["result"])
+            if "artifacts" not in record:
+                record["artifacts"] = await self.downloader.fetch(record["result"])
+            # A cache hit keeps the pHashes it was stored with; one first obtained without the
+            # images extra has none yet, so it gets them here, like a fresh download.
+            if self.hasher is not None and self.hasher.available and any("phash" not in a for a in record["artifacts"]):
+                # Decoding is CPU work: off the event loop, so other requests' downloads go on.
+                await anyio.to_thread.run_sync(self._add_phashes, record["artifacts"], self.downloader.output.parent)
         cost = request_cost(self.spec.pricing, request) if ok else None
+        if cached is not None:
+            self.summary.cache_saved_usd += cost or 0.0
+            cost = 0.0  # nothing was sent: it costs nothing, against the budget or in the output
         if ok and self.spec.pricing:
             record["cost_usd"] = cost
         if self.budget is not None:
             self.budget.settle(self._reserved.pop(request.id, None), cost)
+
+    def _add_phashes(self, artifacts: list[dict[str, Any]], root: Path) -> None:
+        """`phash` on every stored image artifact (null when its bytes are no decodable picture)."""
+        assert self.hasher is not None
+        for artifact in artifacts:
+            path = artifact.get("path")
+            if "phash" not in artifact and isinstance(path, str) and is_image(artifact.get("content_type"), path):
+                try:
+                    data = (root / path).read_bytes()
+                except OSError:
+                    artifact["phash"] = None  # stored a moment ago; gone means someone removed it
+                    continue
+                artifact["phash"] = self.hasher.phash(data)
 
     def observe(self, record: dict[str, Any]) -> str | None:
         if self.gates is None:
