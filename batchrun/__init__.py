@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.metadata
 
-__all__ = ["__version__"]
+__all__ = ["DISTRIBUTION", "__version__"]
+
+# What pip installs this project as (PyPI's "batchrun" is another tool); imported as `batchrun`.
+DISTRIBUTION = "batchrun-fal"
 
 
 def __getattr__(name: str) -> str:
     # Computed lazily so the version cannot drift from the installed metadata.
     if name == "__version__":
-        return importlib.metadata.version("batchrun")
+        return importlib.metadata.version(DISTRIBUTION)
     raise AttributeError(f"module 'batchrun' has no attribute {name!r}")

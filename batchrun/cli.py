@@ -29,6 +29,7 @@ COMMANDS = {
     "view": "serve a local page that follows an output while a run writes it",
     "merge": "merge shard outputs in plan order",
     "check": "re-evaluate a spec's expectations on an existing output, sending nothing",
+    "endpoints": "pin endpoints' OpenAPI schemas and prices (pull) and report drift (check)",
     "export": "write an output's records (newest per id) as Parquet, CSV or JSONL",
     "cache": "show, prune or clear the result cache",
 }
@@ -106,7 +107,8 @@ def error_handler(debug: bool) -> Iterator[list[int]]:
 # What a command imports lazily once it runs, loaded while Ctrl-C is held back (signals.held): a
 # KeyboardInterrupt inside an import can be swallowed ("Exception ignored in ... _get_module_lock")
 # so the run goes on, or leave the process to exit -2 after it reported exit 130.
-_PRELOAD = {name: ("anyio._backends._asyncio", "anyio._core._signals") for name in ("run", "cancel", "serve")}
+_PRELOAD = {name: ("anyio._backends._asyncio", "anyio._core._signals")
+            for name in ("run", "cancel", "serve", "endpoints")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

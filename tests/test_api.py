@@ -451,8 +451,8 @@ def test_missing_extra_says_what_to_install(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.splitlines() == [
-        "this needs pandas, which is not installed: pip install 'batchrun[pandas]'",
-        "this needs pyarrow, which is not installed: pip install 'batchrun[arrow]'",
+        "this needs pandas, which is not installed: pip install 'batchrun-fal[pandas]'",
+        "this needs pyarrow, which is not installed: pip install 'batchrun-fal[arrow]'",
     ], proc.stderr
 
 

@@ -7,13 +7,16 @@ real loopback sockets, through the whole `batchrun run` command.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
-from fixtures_execute import records, run_cli, stats, write_spec
+from fixtures_execute import records, run_cli, server_urls, stats, write_spec
 
 from batchrun.server import ServerThread
 
@@ -97,3 +100,55 @@ def test_each_protocol_breakage_is_a_structured_error_record_in_bounded_time(
     assert counters["cancelled"] == 1
     # One submit per subscribe job (10): a broken or lost submit answer is not sent again.
     assert counters["requests"]["submit"] == 10 and counters["duplicate_submits"] == 0
+
+
+SURROGATE_SPEC = """\
+    version: 1
+    name: surrogates
+    concurrency: 4
+    defaults:
+      retries: {max_attempts: 1}
+    jobs:
+      - {name: run-ok, endpoint: local/fail, mode: run, arguments: {surrogates: true}}
+      - {name: run-422, endpoint: local/fail, mode: run, arguments: {surrogates: true, status: 422}}
+      - {name: queue-result, endpoint: local/fail, arguments: {surrogates: true}}
+      - {name: queue-422, endpoint: local/fail, arguments: {surrogates: true, status: 422}}
+      - {name: after, endpoint: local/echo, repeat: 3, arguments: {n: 1}}
+"""
+
+
+def test_answers_with_lone_surrogates_are_records_and_resume_reads_them(
+    tmp_path: Path, make_server: MakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: a JSON answer holding a lone surrogate escape ("\\ud800", valid JSON text, not
+    Unicode) crashed the run in the record encoder (UTF-8 cannot encode it); every resume crashed
+    again at the same request and the requests planned after it never ran. Now each such answer is
+    a record, its lone surrogates written as U+FFFD (the output stays UTF-8 that every reader, orjson
+    included, reads), the valid pair beside them kept, and a resume skips them all."""
+    spec = write_spec(tmp_path, SURROGATE_SPEC)
+    out = tmp_path / "out.jsonl"
+    with make_server(runners=4) as srv:
+        code = run_cli(str(spec), "-o", str(out), *server_urls(srv))
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert "Traceback" not in err and "internal error" not in err
+        by_job: dict[str, list[dict[str, Any]]] = {}
+        for record in records(out):  # each line is UTF-8 JSON and schema-valid
+            by_job.setdefault(record["job"], []).append(record)
+        assert sorted(by_job) == ["after", "queue-422", "queue-result", "run-422", "run-ok"]
+        assert [r["status"] for r in by_job["after"]] == ["ok"] * 3
+        for job in ("run-ok", "queue-result"):
+            (record,) = by_job[job]
+            assert record["status"] == "ok"
+            assert record["result"] == {"text": "\ufffd lone", "\ufffdkey": 1, "items": ["x\ufffd", "\U0001f600 pair"]}
+        for job in ("run-422", "queue-422"):
+            (record,) = by_job[job]
+            assert record["error"]["status_code"] == 422
+            assert "\ufffd" in json.dumps(record["error"]["detail"], ensure_ascii=False)
+        # The resume reads every record (orjson, like the resume scan): nothing is sent again.
+        for line in out.read_bytes().splitlines():
+            orjson.loads(line)
+        before = stats(srv.origin)["requests"]
+        assert run_cli(str(spec), "-o", str(out), *server_urls(srv)) == 1
+        assert stats(srv.origin)["requests"] == before
+    assert "resuming" in capsys.readouterr().err and len(records(out)) == 7

@@ -4,6 +4,8 @@ jar. None of it may change anything on the wire: what goes out is what httpx.Asy
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from client_helpers import Recorded, planned
@@ -109,3 +111,24 @@ def test_direct_answers_decode_their_text_as_httpx_does(content_type: str, body:
     headers = httpx.Headers({"Content-Type": content_type} if content_type else {})
     expected = httpx.Response(503, headers=headers, content=body).text
     assert Answer(503, headers, body).text == expected
+
+
+def test_a_short_client_timeout_sends_no_start_timeout(tmp_path: Path, loopback_server: ServerThread) -> None:
+    """Regression: `client_timeout: 1` without `start_timeout` sent a 1-second start timeout, which
+    fal refuses (it wants more than 1 s). The start timeout is derived from client_timeout only
+    above that; the server's echo of the request's headers shows what went out."""
+    from fixtures_execute import records, run_cli, server_urls, write_spec
+
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: st
+        defaults: {retries: {max_attempts: 1}}
+        jobs:
+          - {name: short, endpoint: local/fail, client_timeout: 1, arguments: {echo_request: true}}
+          - {name: long, endpoint: local/fail, client_timeout: 5, arguments: {echo_request: true}}
+    """)
+    out = tmp_path / "out.jsonl"
+    assert run_cli(str(spec), "-o", str(out), *server_urls(loopback_server)) == 1
+    sent = {r["job"]: r["error"]["detail"] for r in records(out)}  # "rejected request with headers {...}"
+    assert "'x-fal-request-timeout'" not in sent["short"] and "rejected request with headers" in sent["short"]
+    assert "'x-fal-request-timeout': '5.0'" in sent["long"]

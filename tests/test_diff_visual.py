@@ -108,5 +108,5 @@ def test_html_difference_images_need_pillow(
     main(["diff", str(base), str(new), "--html", str(page), *LOOKS_ONLY])
     text = page.read_text()
     assert '<div class="side difference">' not in text and text.count('<div class="side new">') == 3
-    assert "install the images extra (pip install &#x27;batchrun[images]&#x27;)" in text
+    assert "install the images extra (pip install &#x27;batchrun-fal[images]&#x27;)" in text
     capsys.readouterr()

@@ -40,3 +40,21 @@ def test_package_inits_stay_light() -> None:
             continue  # the public API's façade: tests/test_api.py checks it loads no client stack
         code = [line for line in init.read_text(encoding="utf-8").splitlines() if line.startswith(("import ", "from "))]
         assert code == [], f"{init.relative_to(PACKAGE.parent)} imports {code}"
+
+
+def test_every_install_recipe_names_this_distribution() -> None:
+    """Regression: the README's Actions, nightly and Kubernetes recipes ran `pip install batchrun`,
+    which installs another PyPI project (with a `batchrun` script of its own). The distribution
+    is `batchrun-fal`; every pip install in the docs names it, or a path of this checkout."""
+    from batchrun import DISTRIBUTION
+
+    root = Path(__file__).resolve().parent.parent
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"] == DISTRIBUTION == "batchrun-fal"
+    docs = [root / "README.md", *sorted((root / "docs").glob("*"))]
+    installs = [(path.name, m.group(1)) for path in docs
+                for m in re.finditer(r"pip install ([^\n`]+)", path.read_text())]
+    assert len(installs) >= 6
+    for where, args in installs:
+        targets = [a for a in args.split() if not a.startswith("-") and a not in ("&&", "pytest")]
+        named = [re.fullmatch(rf"{re.escape(DISTRIBUTION)}(\[[\w,-]+\])?", t.strip("'\"")) for t in targets[:1]]
+        assert targets and all(n or t.startswith((".", "'.")) for n, t in zip(named, targets[:1], strict=True)), (where, args)

@@ -178,11 +178,13 @@ def test_output_may_be_an_input(tmp_path: Path) -> None:
 
 
 def test_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """An output in a missing directory is a clear error, not a traceback."""
+    """An output that cannot be written (its folder cannot be made: a file is in the way) is a
+    clear error, not a traceback. (A merely missing folder is made: see the test below.)"""
     shard = write(tmp_path / "s.jsonl", [rec("r0", 0)])
+    (tmp_path / "nope").write_text("a file, not a folder")
     out = tmp_path / "nope" / "all.jsonl"
     assert main(["merge", str(shard), "-o", str(out)]) == 1
-    assert capsys.readouterr().err == f"batchrun: error: {out}: cannot write: No such file or directory\n"
+    assert capsys.readouterr().err == f"batchrun: error: {out}: cannot write: {out.parent} is a file, not a folder\n"
 
 
 E2E_SPEC = """\
@@ -228,3 +230,11 @@ def test_sharded_run_merges_to_the_unsharded_run(tmp_path: Path, capsys: pytest.
     assert main(["report", str(merged), "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {name: (s["requests"], s["ok"]) for name, s in report["jobs"].items()} == {"sweep": (6, 6), "echo": (1, 1)}
+
+
+def test_merge_creates_the_output_folder(tmp_path: Path) -> None:
+    """Regression: `merge -o new/dir/x.jsonl` failed on the missing folder; `run -o` makes it."""
+    a = write(tmp_path / "a.jsonl", [rec("r1", 1), rec("r0", 0)])
+    out = tmp_path / "new" / "dir" / "all.jsonl"
+    assert main(["merge", str(a), "-o", str(out)]) == 0
+    assert [r["id"] for r in read(out)] == ["r0", "r1"]

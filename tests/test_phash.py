@@ -75,7 +75,7 @@ def test_without_the_extra_the_run_warns_and_records_no_phash(
     out = tmp_path / "out.jsonl"
     assert run_cli(str(write_spec(tmp_path, SPEC)), "-o", str(out), *server_urls(loopback_server)) == 0
     err = capsys.readouterr().err
-    assert err.count(MISSING_EXTRA) == 1 and "pip install 'batchrun[images]'" in err
+    assert err.count(MISSING_EXTRA) == 1 and "pip install 'batchrun-fal[images]'" in err
     artifacts = [r["artifacts"][0] for r in records(out) if r["job"] == "img"]
     assert len(artifacts) == 4 and all("phash" not in a and a["sha256"] for a in artifacts)
 

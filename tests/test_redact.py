@@ -67,3 +67,29 @@ def test_headers() -> None:
     assert is_sensitive_header("proxy-authorization")
     assert is_sensitive_header("X-Api-Key")
     assert not is_sensitive_header("X-Fal-Queue-Priority")
+
+
+def test_fragments_of_any_length_from_eight_characters() -> None:
+    """Regression: a server echoing the first 20 characters of a key (or the tail, or a cut middle)
+    got past the redactor, which knew only whole secrets and their halves. Any run of 8 or more
+    characters of a secret is redacted, grown over as much of the secret as the text matches."""
+    secret = "arg-5b0c9e1f7a2d4c6b8e0f1a3c5e7d9b1f"
+    redactor = Redactor([secret])
+    for piece in (secret[:20], secret[-13:], secret[7:15], secret[3:30], secret[:8]):
+        assert redactor.text(f"<{piece}>") == f"<{REDACTED}>", piece
+    # A piece followed by more text: only the secret's run is replaced, the rest stays.
+    assert redactor.text(f"key={secret[:20]}zzz") == f"key={REDACTED}zzz"
+    # Two separate pieces in one string, and the JSON-escaped form of a fragment.
+    assert redactor.text(f"{secret[:9]} and {secret[-9:]}") == f"{REDACTED} and {REDACTED}"
+    quoted = 'pa"ss\\word-0123456789'
+    echoed = Redactor([quoted]).text('{"v": "ss\\\\word-0123"}')  # the quote is the secret's too
+    assert REDACTED in echoed and "word-01" not in echoed and echoed.startswith('{"v": ')
+    # Fewer than 8 characters of a longer secret is no leak worth damaging a result for.
+    assert redactor.text(secret[:7]) == secret[:7]
+    assert redactor.scrub({"a": [secret[10:30]]}) == {"a": [REDACTED]}
+
+
+def test_short_key_halves_still_redacted() -> None:
+    """The halves of an id:secret key are redacted alone even when shorter than a fragment."""
+    redactor = Redactor(["abcde:fghij"])
+    assert redactor.text("id abcde, secret fghij") == f"id {REDACTED}, secret {REDACTED}"

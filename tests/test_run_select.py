@@ -72,3 +72,66 @@ def test_unknown_jobs_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFix
     assert f"batchrun: error: {message}\n" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [spec]
 
+
+
+HUGE = """\
+    version: 1
+    name: huge
+    limits: {max_requests: 1000000000000}
+    jobs:
+      - {name: many, endpoint: local/echo, mode: run, repeat: 100000000000, arguments: {v: 1}}
+      - {name: pair, endpoint: local/echo, mode: run, repeat: 3, matrix: {m: [1, 1]}, arguments: {m: "${{ matrix.m }}"}}
+      - {name: last, endpoint: local/echo, mode: run, arguments: {v: 2}}
+"""
+
+
+def test_a_huge_repeat_is_stepped_over_not_walked(tmp_path: Path, make_server: MakeServer,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a job with repeat 10^11 made `validate` (its duplicate check) and `run --limit 2`
+    (the plan walk to the selected indices) step through every repeat, for minutes. Now one repeat
+    is checked for duplicates (repeats differ by their index), the walk jumps over repeats it does
+    not want, and both take well under the test's timeout. Duplicates are still found, with their
+    real plan indices."""
+    import time
+
+    from batchrun.load import validate_spec
+
+    spec = write_spec(tmp_path, HUGE)
+    t0 = time.monotonic()
+    _, found = validate_spec(spec)
+    messages = [p.message for p in found]
+    assert len(messages) == 1 and messages[0].startswith("requests 100000000000 and 100000000003 of job 'pair'")
+    assert "(3 duplicates in all)" in messages[0]
+    fixed = write_spec(tmp_path, HUGE.replace("[1, 1]", "[1, 2]"), "fixed.yaml")
+    assert validate_spec(fixed)[1] == []
+    out = tmp_path / "out.jsonl"
+    with make_server(runners=2) as srv:
+        assert run_cli(str(fixed), "-o", str(out), "--limit", "2", *server_urls(srv)) == 0
+    got = sorted((r["job"], r["index"], r["repeat"]) for r in records(out))
+    assert got == [("last", 100000000006, 0), ("many", 0, 0), ("many", 1, 1),
+                   ("pair", 100000000000, 0), ("pair", 100000000001, 1)]
+    assert time.monotonic() - t0 < 20
+
+
+def test_workers_are_capped_at_the_requests_left(tmp_path: Path, make_server: MakeServer,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: `--concurrency 100000` on a 4-request plan started 100000 workers (and as many
+    local runners and connections): 8.2 s and 109 MB at 10000, 538 s and 583 MB at 100000. The run
+    starts no more than it has requests left (the progress line shows the limit in use), and more
+    than 10000 is a usage error."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: four
+        jobs:
+          - {name: a, endpoint: local/echo, mode: run, repeat: 4, arguments: {v: 1}}
+    """)
+    out = tmp_path / "out.jsonl"
+    with make_server(runners=2) as srv:
+        urls = ["--run-url", srv.run_url, "--queue-url", srv.queue_url]
+        assert run_cli(str(spec), "-o", str(out), "--concurrency", "10000", *urls) == 0
+        assert "concurrency=4/4" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exc:
+            run_cli(str(spec), "-o", str(out), "--concurrency", "10001", *urls)
+        assert exc.value.code == 2
+    assert "--concurrency: must be at most 10000, got 10001" in capsys.readouterr().err
+    assert len(records(out)) == 4

@@ -71,7 +71,7 @@ def test_the_wheel_contains_the_schemas(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=110, check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    [wheel] = tmp_path.glob("batchrun-*.whl")
+    [wheel] = tmp_path.glob("batchrun_fal-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "batchrun/schemas/spec.schema.json" in names
     assert "batchrun/schemas/record.schema.json" in names

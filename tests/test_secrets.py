@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_execute import records, write_spec
+from fixtures_execute import records, stats, write_spec
 
 from batchrun.output.journal import journal_path, read_in_flight
 from batchrun.server import ServerThread
@@ -49,6 +49,14 @@ def leaky(arguments: dict[str, Any], log: Callable[[str], None]) -> dict[str, An
 
 def crashy(arguments: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"refusing key {arguments.get('key')}")
+
+
+def truncating(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A server that quotes what it got cut to length: only a piece of each secret comes back."""
+    key = str(arguments.get("key"))
+    if arguments.get("fail"):
+        raise ValueError(f"bad key ...{key[-15:]}")
+    return {"preview": f"{key[:20]}...", "middle": key[4:14], "tail": key[-9:]}
 
 
 SPEC = """\
@@ -79,6 +87,9 @@ SPEC = """\
                                            input: "${{ env.BR_ARG }}"}]}
       - {name: crash, endpoint: me/crash, mode: run, arguments: {key: "${{ env.BR_ARG }}"}}
       - {name: crash-queue, endpoint: me/crash, arguments: {key: "${{ env.BR_ARG }}", n: 3}}
+      - {name: truncated, endpoint: me/truncating, mode: run, arguments: {key: "${{ env.BR_ARG }}"}}
+      - {name: truncated-error, endpoint: me/truncating, arguments: {key: "${{ env.BR_ARG }}", fail: true}}
+      - {name: key-in-id, endpoint: local/fail, arguments: {key_in_id: true, times: 0, key: id}}
 """
 
 SLOW_SPEC = """\
@@ -87,6 +98,7 @@ SLOW_SPEC = """\
     jobs:
       - {name: q, endpoint: local/sleep, headers: {X-Team-Token: "${{ env.BR_HDR }}"},
          arguments: {seconds: 30, key: "${{ env.BR_ARG }}"}}
+      - {name: qk, endpoint: local/fail, arguments: {hang: true, key_in_id: true}}
 """
 
 
@@ -111,9 +123,9 @@ class Streams:
         return proc.stderr
 
 
-# Any 12 characters of a secret's random part count as a leak: a detail cut to length can keep
-# half a secret, which a whole-value grep would miss.
-FRAGMENT = 12
+# Any 8 characters of a secret's random part count as a leak: a detail cut to length can keep
+# half a secret, which a whole-value grep would miss (batchrun.redact.MIN_FRAGMENT).
+FRAGMENT = 8
 FRAGMENTS = {s: {s[i : i + FRAGMENT] for i in range(3, len(s) - FRAGMENT + 1)} for s in (KEY_ID, KEY_SECRET, HDR_SECRET, ARG_SECRET)}
 
 
@@ -129,7 +141,8 @@ def _all_files(root: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def server(make_server: MakeServer) -> Iterator[ServerThread]:
-    with make_server(runners=4, require_key=True, apps={"me/leaky": leaky, "me/crash": crashy}) as srv:
+    with make_server(runners=4, require_key=True, apps={"me/leaky": leaky, "me/crash": crashy,
+                                                           "me/truncating": truncating}) as srv:
         yield srv
 
 
@@ -146,6 +159,12 @@ def test_planted_secrets_reach_no_file_and_no_stream(tmp_path: Path, server: Ser
     assert by_job["echo-run"]["status"] == "ok" and by_job["logs"]["logs"]  # the secrets did come back...
     assert by_job["echoed-error-run"]["error"]["status_code"] == 400
     assert "[REDACTED]" in str(by_job["echoed-error-run"]["error"]["detail"])  # ...and were redacted
+    # Pieces of a secret (a 20-character preview, a middle, a tail) are redacted like the whole.
+    assert by_job["truncated"]["result"] == {"preview": "[REDACTED]...", "middle": "[REDACTED]", "tail": "[REDACTED]"}
+    assert "...[REDACTED]" in str(by_job["truncated-error"]["error"]["detail"])
+    # A queue request id (and so its URLs) built from the key: the record keeps it redacted.
+    assert by_job["key-in-id"]["status"] == "ok"
+    assert by_job["key-in-id"]["request_id"].startswith("[REDACTED]-")
     # FAL_KEY_ID + FAL_KEY_SECRET instead of FAL_KEY, into a second output. Job echo uses
     # ${{ env.FAL_KEY }}, unset now: the run would stop before sending anything, so it is left out.
     out2 = tmp_path / "out2.jsonl"
@@ -161,7 +180,7 @@ def test_planted_secrets_reach_no_file_and_no_stream(tmp_path: Path, server: Ser
     with subprocess.Popen(cmd, cwd=tmp_path, env=_env(FAL_KEY=FAL_KEY), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as proc:
         deadline = time.monotonic() + 20
-        while not read_in_flight(journal_path(out3)):
+        while len(read_in_flight(journal_path(out3))) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
@@ -170,12 +189,22 @@ def test_planted_secrets_reach_no_file_and_no_stream(tmp_path: Path, server: Ser
     streams.texts += [("interrupted stdout", stdout), ("interrupted stderr", stderr)]
     journal_text = journal_path(out3).read_text()
     assert _leaks(journal_text) == []
+    assert '"request_id":"[REDACTED]-' in journal_text  # the key-in-id request, journaled redacted
     streams.cli(tmp_path, "cancel", str(out3))
+    # The redacted one cannot be followed (nor cancelled): a resume records it, submitting nothing.
+    submits = stats(server.origin)["requests"]["submit"]
+    streams.cli(tmp_path, "run", str(slow), "-o", str(out3), *urls, "--no-progress", "--only", "qk", expect=1)
+    (settled,) = records(out3)
+    assert settled["error"]["type"] == "outcome_unknown" and settled["request_id"].startswith("[REDACTED]-")
+    assert stats(server.origin)["requests"]["submit"] == submits
 
     # Everything that reads outputs and writes reports.
     streams.cli(tmp_path, "report", str(out), "--html", str(tmp_path / "report.html"), expect=None)
     streams.cli(tmp_path, "report", str(out), "--format", "json", expect=None)
     streams.cli(tmp_path, "report", str(out), "--format", "markdown", expect=None)
+    streams.cli(tmp_path, "report", str(out), "--format", "junit", expect=None)
+    streams.cli(tmp_path, "report", str(out), expect=None)
+    streams.cli(tmp_path, "diff", str(out), str(out2), expect=None)
     streams.cli(tmp_path, "diff", str(out), str(out2), "--html", str(tmp_path / "diff.html"), expect=None)
     streams.cli(tmp_path, "diff", str(out), str(out2), "--format", "json", expect=None)
     streams.cli(tmp_path, "merge", str(out), str(out2), "-o", str(tmp_path / "merged.jsonl"), expect=None)

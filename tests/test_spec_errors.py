@@ -340,11 +340,14 @@ _WORDS = ["version", "name", "jobs", "defaults", "target", "matrix", "include", 
           "$file", "per_request", "per_unit", "unit_argument", "latency_s", "matches", "schema", "x"]
 _SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-3, 5), st.floats(allow_nan=False, allow_infinity=False, width=16),
+    # What JSON cannot carry (each must be a located error): nan/inf, lone surrogates, huge integers.
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), "\ud800", "a\udfffb", 2**70]),
     st.sampled_from(_WORDS + ["${{ matrix.x }}", "${{ row.x }}", "${{ env.X }}", "${{ bad", "local/echo", "a/b", "("]),
 )
 _TREES = st.recursive(
     _SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_WORDS), inner, max_size=5),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from([*_WORDS, "\udc80k"]), inner, max_size=5),
     max_leaves=25,
 )
 
@@ -390,3 +393,83 @@ jobs:
         "spec.yaml:7:3: $.pricing.nope: 'nope' is not an endpoint id: expected owner/alias[/path] such as "
         "fal-ai/flux/schnell",
     ]
+
+
+def test_values_json_cannot_carry_are_located_errors(here: Path) -> None:
+    """Regression: `timeout: .inf` validated and then made every request an internal_error, `.nan`
+    validated, a lone surrogate escape ("\\ud800") in an argument, matrix value or header passed
+    validation and crashed `run` where the request id was hashed, and a 5,000-digit integer crashed
+    `validate` with a traceback. Each is now an error at the value itself."""
+    big = "9" * 5000
+    assert problems(HEAD + f"""
+jobs:
+  - name: a
+    endpoint: local/echo
+    mode: run
+    timeout: .inf
+    matrix: {{m: ["x\\udfff"]}}
+    headers: {{X-Tag: "v\\ud800"}}
+    arguments: {{v: .nan, n: -.inf, s: "\\ud800 lone", big: {big}, m: "${{{{ matrix.m }}}}"}}
+""") == [
+        "spec.yaml:8:14: $.jobs[0].timeout: inf is not a number JSON can carry; use a finite number (or a string)",
+        "spec.yaml:9:18: $.jobs[0].matrix.m[0]: the text holds a lone surrogate (\\udfff at character 2), which is "
+        "not Unicode and cannot be sent as UTF-8 JSON; write the character itself (or a complete pair)",
+        "spec.yaml:10:22: $.jobs[0].headers.X-Tag: the text holds a lone surrogate (\\ud800 at character 2), which "
+        "is not Unicode and cannot be sent as UTF-8 JSON; write the character itself (or a complete pair)",
+        "spec.yaml:11:20: $.jobs[0].arguments.v: nan is not a number JSON can carry; use a finite number (or a string)",
+        "spec.yaml:11:29: $.jobs[0].arguments.n: -inf is not a number JSON can carry; use a finite number (or a string)",
+        "spec.yaml:11:39: $.jobs[0].arguments.s: the text holds a lone surrogate (\\ud800 at character 1), which is "
+        "not Unicode and cannot be sent as UTF-8 JSON; write the character itself (or a complete pair)",
+        "spec.yaml:11:59: $.jobs[0].arguments.big: an integer of 5000 digits is more than batchrun reads "
+        "(4300 at most); write it as a string",
+    ]
+
+
+def test_dataset_values_json_cannot_carry_are_located_errors(here: Path) -> None:
+    """The same in dataset files: a JSONL row with a lone surrogate, NaN or a 5,000-digit integer, a
+    typed CSV column with a 5,000-digit int or JSON text holding NaN, crashed or passed before."""
+    big = "9" * 5000
+    Path("d.jsonl").write_text('{"p": "ok", "n": 1}\n{"p": "a\\ud800b", "n": 2}\n'
+                               f'{{"p": "x", "n": {big}}}\n{{"p": "y", "n": NaN}}\n')
+    Path("d.csv").write_text(f'p,n,j\nok,1,{{}}\nx,{big},{{}}\nz,3,"[NaN]"\n')
+    found = problems(HEAD + """
+jobs:
+  - {name: a, endpoint: local/echo, dataset: d.jsonl, arguments: {p: "${{ row.p }}", n: "${{ row.n }}"}}
+  - name: b
+    endpoint: local/echo
+    dataset: {path: d.csv, types: {n: int, j: json}}
+    arguments: {p: "${{ row.p }}", n: "${{ row.n }}", j: "${{ row.j }}"}
+""")
+    assert found == [
+        "d.csv:3:3: $[1].n: column 'n' (int): a whole number of 5000 digits is more than batchrun reads (4300 at most)",
+        "d.csv:4:5: $[2].j: column 'j' (json): \"[NaN]\": nan is not a number JSON can carry; use a finite number "
+        "(or a string)",
+        "d.jsonl:2:2: $[1].p: the text holds a lone surrogate (\\ud800 at character 2), which is not Unicode and "
+        "cannot be sent as UTF-8 JSON; write the character itself (or a complete pair)",
+        "d.jsonl:3:1: $[2]: an integer has more digits than batchrun reads (4300 at most); write it as a string",
+        "d.jsonl:4:12: $[3].n: nan is not a number JSON can carry; use a finite number (or a string)",
+    ]
+
+
+def test_counts_are_written_integers_within_bounds(here: Path) -> None:
+    """Regression: JSON Schema's integer took 2.0 and 1.0e+30, so `repeat: 2.0` crashed the plan
+    (range(2.0)) and `concurrency: 1.0e+30` validated and grew the run past 5 GB."""
+    assert problems(HEAD + """
+concurrency: 1.0e+30
+jobs:
+  - {name: a, endpoint: local/echo, repeat: 2.0, concurrency: 20000, arguments: {v: 1}}
+""") == [
+        "spec.yaml:4:14: $.concurrency: must be an integer, got 1e+30",
+        "spec.yaml:4:14: $.concurrency: must be at most 10000, got 1e+30",
+        "spec.yaml:6:45: $.jobs[0].repeat: must be an integer, got 2.0",
+        "spec.yaml:6:63: $.jobs[0].concurrency: must be at most 10000, got 20000",
+    ]
+
+
+def test_a_file_input_naming_a_folder_says_so(here: Path) -> None:
+    """Regression: `!file` on a directory said "file not found", which sends one looking for a typo."""
+    Path("images").mkdir()
+    assert problems(HEAD + """
+jobs:
+  - {name: a, endpoint: local/echo, arguments: {img: !file images}}
+""") == [f"spec.yaml:5:54: $.jobs[0].arguments.img['$file']: images is a folder, not a file (looked at {here}/images)"]

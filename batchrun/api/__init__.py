@@ -5,7 +5,7 @@
     spec = br.load("specs/quickstart.yaml")      # or YAML text, or a dict; raises br.SpecError
     spec.count(), [r.id for r in spec.plan(limit=2)], spec.estimate()
     result = br.run(spec, "outputs/q.jsonl", on_record=print)   # also inside a running event loop
-    frame = br.read(result.output).to_pandas()    # newest record per id; needs batchrun[pandas]
+    frame = br.read(result.output).to_pandas()    # newest record per id; needs batchrun-fal[pandas]
 
 `run_async` is `run` for async code. docs/api.md walks through a notebook session. Heavy modules
 (the HTTP client stack, pandas, pyarrow) load only when a call needs them.

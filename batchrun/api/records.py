@@ -8,7 +8,7 @@ the first pass keeps a small choice per id, the second re-reads the chosen lines
 
 `to_pandas()` / `to_arrow()` flatten what a user filters on into columns (`FLAT_COLUMNS`, then
 `matrix.<key>`, `row.<column>` when the spec is given, `arguments.<name>`); pandas and pyarrow
-are optional extras (`pip install 'batchrun[pandas]'`, `'batchrun[arrow]'`), imported only here.
+are optional extras (`pip install 'batchrun-fal[pandas]'`, `'batchrun-fal[arrow]'`), imported only here.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class MissingExtra(BatchrunError):
 
 
 def _missing(library: str, extra: str) -> MissingExtra:
-    return MissingExtra(f"this needs {library}, which is not installed: pip install 'batchrun[{extra}]'")
+    return MissingExtra(f"this needs {library}, which is not installed: pip install 'batchrun-fal[{extra}]'")
 
 
 def _pandas() -> Any:
@@ -199,7 +199,7 @@ class Records:
             yield flat
 
     def to_pandas(self) -> Any:
-        """A pandas DataFrame of the flattened records (needs `batchrun[pandas]`)."""
+        """A pandas DataFrame of the flattened records (needs `batchrun-fal[pandas]`)."""
         pd = _pandas()
         rows = list(self.flat())
         # Column by column as objects, then pandas' nullable types: an integer column with gaps
@@ -212,7 +212,7 @@ class Records:
         return frame
 
     def to_arrow(self) -> Any:
-        """A pyarrow Table of the flattened records (needs `batchrun[arrow]`). A column whose
+        """A pyarrow Table of the flattened records (needs `batchrun-fal[arrow]`). A column whose
         values have no common type (a matrix key that is a number here, a string there) is
         stored as text (JSON for objects and lists)."""
         pa = _pyarrow()

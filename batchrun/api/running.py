@@ -71,6 +71,7 @@ def run(
     ca_bundle: str | os.PathLike[str] | None = None,
     concurrency: int | None = None,
     shard: str | tuple[int, int] | None = None,
+    budget_per_shard: bool = False,
     retry_errors: bool = False,
     fresh: bool = False,
     progress: bool = True,
@@ -104,6 +105,8 @@ def run(
             `target.ca_bundle`, else certifi's or SSL_CERT_FILE).
         concurrency: requests in flight at once (`--concurrency`; default: the spec's).
         shard: "I/N" or (I, N), 1-based (`--shard`).
+        budget_per_shard: with a shard, it may spend the whole `budget.max_usd`
+            (`--budget-per-shard`; default: 1/N of it, so N shards together stay within it).
         retry_errors: also re-send ids whose newest record is an error (`--retry-errors`).
         fresh: move an existing output aside to `<output>.<time>.bak` and start over (`--fresh`).
         progress: the progress bar or lines on stderr (`--no-progress` is `progress=False`).
@@ -151,6 +154,7 @@ async def run_async(
     ca_bundle: str | os.PathLike[str] | None = None,
     concurrency: int | None = None,
     shard: str | tuple[int, int] | None = None,
+    budget_per_shard: bool = False,
     retry_errors: bool = False,
     fresh: bool = False,
     progress: bool = True,

@@ -49,11 +49,15 @@ from batchrun.client.retry import (
     judge_transport,
     shorten,
 )
+from batchrun.client.storage import Uploads
 from batchrun.client.transport import SEND_ERRORS, Answer, Call, Sender, origin, ssl_context
 from batchrun.plan.planner import PlannedRequest
 from batchrun.redact import Redactor
 from batchrun.spec.model import RetryPolicy
 from batchrun.spec.template import TemplateError, env_names, resolve_env
+
+# fal's smallest start timeout is *more than* this (the spec schema's start_timeout bound too).
+MIN_START_TIMEOUT_S = 1.0
 
 __all__ = ["Events", "FalClient", "Outcome", "QueueHandle"]
 
@@ -136,8 +140,12 @@ class FalClient:
         poll_interval: float = 0.1,
         rng: random.Random | None = None,
         ca_bundle: str | None = None,
+        uploads: Uploads | None = None,
     ) -> None:
+        """`uploads`: where large `$file` inputs go (batchrun.client.storage); None: data URIs only."""
         import os
+
+        self._uploads = uploads
 
         self._run_url = run_url.rstrip("/")
         self._queue_url = queue_url.rstrip("/")
@@ -213,15 +221,17 @@ class FalClient:
             if name in self._environ:
                 self._redactor.add(self._environ[name])
         arguments = resolve_env(request.arguments, self._environ)
-        arguments, inputs = await encode_files(arguments)
+        arguments, inputs = await encode_files(arguments, self._uploads)
         body = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         headers = {"Content-Type": "application/json"}
         # Job headers may replace our defaults (a custom Authorization for a proxy), but the typed
         # options below are the spec's explicit word and win over raw headers.
         headers.update(resolve_env(request.headers, self._environ))
         start_timeout = job.start_timeout
-        if request.mode == "subscribe" and start_timeout is None:
-            start_timeout = job.client_timeout  # fal-client: client_timeout implies start_timeout
+        if request.mode == "subscribe" and start_timeout is None and (job.client_timeout or 0) > MIN_START_TIMEOUT_S:
+            # fal-client: client_timeout implies start_timeout, but fal refuses one of 1 s or less
+            # ("Timeout must be greater than 1 seconds"): a shorter client_timeout sends none.
+            start_timeout = job.client_timeout
         if start_timeout is not None:
             headers["X-Fal-Request-Timeout"] = str(float(start_timeout))
         if request.hint is not None:

@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"batchrun: {out}: no journal, so no queue requests in flight; nothing to cancel", file=sys.stderr)
         return 0
     with OutputLock(out):
-        journal = Journal(journal_file)
+        key = fal_key(os.environ)
+        journal = Journal(journal_file, scrub=Redactor([key] if key else []).scrub)
         journal.open()
         try:
             if not journal.in_flight:

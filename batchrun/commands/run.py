@@ -24,6 +24,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# The spec schema's maximum too: more connections than one process can hold open (a typical
+# descriptor limit is 1024) only turn into connection errors, and each worker costs memory.
+MAX_CONCURRENCY = 10_000
+
+
+def _concurrency(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CONCURRENCY}, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="the spec file (YAML)")
     parser.add_argument(
@@ -35,9 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-bundle", metavar="PEM",
                         help="trust only these CAs for HTTPS (a private CA or a TLS-intercepting proxy); "
                              "default: the spec's target.ca_bundle, else certifi's or SSL_CERT_FILE")
-    parser.add_argument("--concurrency", type=_positive_int, help="requests in flight at once (default: the spec's)")
+    parser.add_argument("--concurrency", type=_concurrency,
+                        help=f"requests in flight at once, at most {MAX_CONCURRENCY} (default: the spec's)")
     parser.add_argument(
         "--shard", help="run only shard I of N (I/N, 1-based); default output gets a .shard-I-of-N suffix"
+    )
+    parser.add_argument(
+        "--budget-per-shard", action="store_true",
+        help="with --shard: each shard may spend the whole budget.max_usd (default: 1/N of it, so all N "
+             "shards together stay within it)"
     )
     parser.add_argument("--retry-errors", action="store_true", help="also re-run ids whose newest record is an error")
     parser.add_argument(
@@ -76,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_spec(
         args.spec, args.output, target=args.target, run_url=args.run_url, queue_url=args.queue_url,
-        ca_bundle=args.ca_bundle, concurrency=args.concurrency, shard=args.shard, retry_errors=args.retry_errors,
+        ca_bundle=args.ca_bundle, concurrency=args.concurrency, shard=args.shard,
+        budget_per_shard=args.budget_per_shard, retry_errors=args.retry_errors,
         fresh=args.fresh, progress=not args.no_progress, show_logs=args.show_logs, only=args.only, limit=args.limit,
         sample=args.sample, seed=args.seed, debug=bool(getattr(args, "debug", False)),
         no_cache=args.no_cache, refresh_cache=args.refresh_cache,

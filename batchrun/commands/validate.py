@@ -19,14 +19,26 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     for path in args.specs:
         counts: dict[str, int] = {}
-        spec, problems = validate_spec(path, counts)
+        schemas: dict[str, list[str]] = {}
+        spec, problems = validate_spec(path, counts, schemas)
         for problem in problems:
             print(problem, file=sys.stderr)
         if spec is None:
             code = 2
             continue
         print(f"{path}: ok ({_summary(counts)})")
+        if schemas.get("checked"):  # something is pinned: say what its schemas did not cover
+            unchecked = schemas.get("unchecked") or []
+            line = f"{path}: arguments checked against pinned schemas for {_names(schemas['checked'])}"
+            if unchecked:
+                line += f"; not checked (endpoint not pinned): {_names(unchecked)}"
+            print(line)
     return code
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(itertools.islice(names, _SHOWN))
+    return shown + (f", and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
 
 
 def _summary(counts: dict[str, int]) -> str:

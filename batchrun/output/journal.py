@@ -17,7 +17,10 @@ An intent is *open* when a "sending" entry has no later entry for its id: the pr
 the submit was on the wire, so fal may have accepted (and will bill) a request whose id we never
 learnt. Submitting it again could pay twice, so the next run records it as outcome_unknown instead
 (unless the job's retry policy opts in with `unknown_outcome`).
-The journal holds no secrets: ids and the URLs the submit answered with.
+The journal holds no secrets: ids and the URLs the submit answered with, passed through the run's
+redactor (`scrub`) like every record. A server whose request id or URLs carry the caller's key gets
+them journaled redacted: such a request cannot be re-attached by a later run (batchrun.run.inflight
+records it as an error instead of submitting it again).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -124,8 +127,9 @@ class Journal:
     `intents` are the open "sending" entries (planned id -> time), likewise.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, scrub: Callable[[Any], Any] | None = None) -> None:
         self.path = path
+        self._scrub = scrub  # the run's redactor: the file gets no secret, `in_flight` keeps the real handle
         self.in_flight: dict[str, InFlight] = {}
         self.intents: dict[str, str] = {}
         self._file: IO[bytes] | None = None
@@ -142,8 +146,9 @@ class Journal:
     def _append(self, entry: dict[str, Any]) -> None:
         if self._file is None:
             raise RuntimeError("Cannot write to a journal that is not open.")
+        line = encode_record(entry if self._scrub is None else self._scrub(entry))
         try:  # whole lines only: a cut line would swallow the entry appended after it
-            write_line(self._file, encode_record(entry))
+            write_line(self._file, line)
         except OSError as exc:
             raise SinkError(f"cannot write the journal {self.path}: {describe(exc)}", path=str(self.path)) from None
 

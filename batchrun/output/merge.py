@@ -145,7 +145,11 @@ def _umask() -> int:
 
 def _write(paths: list[Path], moves: list[tuple[Path, Path] | None], chosen: list[_Choice], output: Path) -> int:
     """Write the chosen lines in order; return how many had their artifact paths rebased."""
+    if output.parent.exists() and not output.parent.is_dir():  # mkdir would say only "File exists"
+        raise SinkError(f"{output}: cannot write: {output.parent} is a file, not a folder", path=str(output))
     try:
+        # `-o new/dir/all.jsonl` makes its folder, as `run -o` does for an output.
+        output.parent.mkdir(parents=True, exist_ok=True)
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, or removed on failure
             "wb", dir=output.parent, prefix=f".{output.name}.", suffix=".tmp", delete=False
         )

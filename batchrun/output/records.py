@@ -2,7 +2,9 @@
 
 The shape is published in batchrun/schemas/record.schema.json. `arguments` are the plan's
 arguments (templates such as `${{ env.X }}` stay unresolved, so resolved secrets never get here)
-and everything user- or server-provided passes through the redactor as a second line of defence.
+and everything user- or server-provided passes through the redactor as a second line of defence:
+the result, the error, the logs, and the strings a server names the request by (its request id,
+where its runner was), since a careless server may build those from the caller's key too.
 """
 
 from __future__ import annotations
@@ -101,17 +103,17 @@ def build_record(
         "status": "ok" if ok else "error",
         "result": scrub(_object_or_none(outcome.result)) if ok else None,
         "error": None if ok else scrub(_error(outcome.error)),
-        "request_id": outcome.request_id,
+        "request_id": scrub(outcome.request_id),
         "attempts": int(outcome.attempts),
         "logs": scrub(list(logs)) if logs is not None else None,
-        "metrics": _object_or_none(outcome.metrics),
+        "metrics": scrub(_object_or_none(outcome.metrics)),
         "timing": {
             "started_at": isoformat(started_at),
             "finished_at": isoformat(finished_at),
             "latency_s": round(max(0.0, latency_s), 6),
             "queue_s": None if outcome.queue_s is None else round(max(0.0, outcome.queue_s), 6),
         },
-        "served_from": outcome.served_from,
+        "served_from": scrub(outcome.served_from),
     }
     inputs = getattr(outcome, "inputs", None)
     if inputs:

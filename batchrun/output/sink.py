@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -58,13 +59,26 @@ def output_in_use(output: Path) -> bool:
 
 
 
+# Any surrogate code point in a str is a lone one (a valid pair decodes to one character).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def encode_record(record: dict[str, Any]) -> bytes:
-    """One JSON line, UTF-8, no spaces, ending in a newline; key order is the dict's order."""
+    """One JSON line, UTF-8, no spaces, ending in a newline; key order is the dict's order.
+
+    A server's JSON may hold lone surrogate escapes ("\\ud800": valid JSON text, not Unicode),
+    which UTF-8 cannot encode. Each becomes U+FFFD, as a UTF-8 encoder that does not fail writes
+    it: the line stays UTF-8 JSON that every reader (orjson, jq, a browser) accepts, so the record
+    is written, a resume reads it back, and nothing else of the answer is lost."""
     try:  # orjson is several times faster; its output is the same compact UTF-8 JSON
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:
-        pass  # a value orjson refuses (huge int, non-str key): the stdlib handles it
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        pass  # a value orjson refuses (huge int, non-str key, a lone surrogate): the stdlib handles it
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text).encode()
 
 
 def write_line(file: IO[bytes], line: bytes) -> None:

@@ -6,6 +6,7 @@ no file. They run after the spec stages
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from batchrun.plan.planner import JobPlanner, job_count
 from batchrun.spec import dataset, yamlsource
 from batchrun.spec.checks import JobSource
 from batchrun.spec.model import Job, Spec
-from batchrun.spec.template import whole_refs
+from batchrun.spec.template import Part, Ref, each_parsed, whole_refs
 
 __all__ = ["distinct_by_construction", "plan_problems"]
 
@@ -91,6 +92,13 @@ def _job_plan_problems(
     not_object: tuple[int, str] | None = None
     if not check_files and not whole and distinct_by_construction(job, rows):
         return problems  # no walk needed: see distinct_by_construction
+    # Requests of different repeats never share an id (the repeat index is hashed into it), and
+    # when nothing renders `${{ repeat }}` the requests of one repeat are those of any other: one
+    # repeat is walked, not `repeat` of them (a huge repeat walked for minutes). Plan index
+    # start + k of that walk is start + k * repeat of the real plan (repeat is the innermost loop).
+    stride = 1
+    if job.repeat > 1 and not _renders_repeat(job):
+        stride, job = job.repeat, dataclasses.replace(job, repeat=1)
     # A set of 64-bit ints (not ids, not a dict) keeps a 1M-request job near 70 MB; the rare
     # duplicate is then located by a second pass.
     seen: set[int] = set()
@@ -103,7 +111,7 @@ def _job_plan_problems(
         if key in seen:
             duplicates += 1
             if dup_key is None:
-                dup_key, dup_index = key, request.index
+                dup_key, dup_index = key, start + (request.index - start) * stride
         else:
             seen.add(key)
         if check_files:
@@ -118,11 +126,13 @@ def _job_plan_problems(
         problems.append(located.problem(source.at("arguments"), message))
     if dup_key is not None:
         first = next(r for r in JobPlanner.create(job, spec).requests(start, None) if int(r.id, 16) == dup_key)
+        first_index = start + (first.index - start) * stride
+        duplicates *= stride  # each repeat of the pair is a duplicate too
         more = f" ({duplicates} duplicates in all)" if duplicates > 1 else ""
         problems.append(
             located.problem(
                 (*source.path, "name"),
-                f"requests {first.index} and {dup_index} of job '{job.name}' are identical (id {first.id}){more}; "
+                f"requests {first_index} and {dup_index} of job '{job.name}' are identical (id {first.id}){more}; "
                 "each matrix combination and dataset row must change the arguments or path "
                 "(use repeat: for deliberate repeats)",
             )
@@ -161,6 +171,19 @@ def distinct_by_construction(job: Job, rows: dataset.Report | None = None) -> bo
         if len(canonical) != len(values):
             return False
     return whole_refs(job.arguments, "matrix") >= set(job.matrix)
+
+
+def _renders_repeat(job: Job) -> bool:
+    """Whether `${{ repeat }}` appears in what makes a request's id (its arguments or path)."""
+    found: list[bool] = []
+
+    def visit(parts: tuple[Part, ...]) -> None:
+        if any(isinstance(part, Ref) and part.namespace == "repeat" for part in parts):
+            found.append(True)
+
+    each_parsed(job.arguments, visit)
+    each_parsed(job.path, visit)
+    return bool(found)
 
 
 def _missing_files(value: Any, out: set[str]) -> None:

@@ -254,16 +254,17 @@ class JobPlanner:
         file_base = self.file_base
         per_combo = 0 if only is None else job.repeat * (1 if self.rows is None else self.rows.count())
         for combo in self.combos():
-            if only is not None and (only.next is None or only.next >= index + per_combo):
-                index += per_combo
-                continue
+            if only is not None:
+                wanted = only.next
+                if wanted is None:
+                    break  # nothing more wanted (build_plan stops too, so `end` is not needed)
+                if wanted >= index + per_combo:
+                    index += per_combo
+                    continue
             for row_index, row in no_rows if self.rows is None else enumerate(self.rows):
-                for repeat in repeats:
-                    if only is not None:
-                        if index != only.next:
-                            index += 1
-                            continue
-                        only.advance()
+                # With `only`, just the wanted repeats of this row: a huge `repeat` is stepped over
+                # at once, not one index at a time (minutes for --limit 2 of a 10^11 repeat).
+                for repeat in repeats if only is None else only.within(index, job.repeat):
                     ctx = Context(combo, row, repeat)
                     arguments = render(ctx)
                     path = job_path if path_t is None else _text(path_t.render(ctx))
@@ -271,14 +272,14 @@ class JobPlanner:
                                   arguments if file_base is None else file_identity(arguments, file_base), repeat)
                     if not check_shard or in_shard(rid, shard):
                         yield new(
-                            rid, index, job, arguments, combo, row_index, repeat,
+                            rid, index + repeat, job, arguments, combo, row_index, repeat,
                             None if path_t is None else path,
                             None if hint_t is None else _text(hint_t.render(ctx)),
                             None if headers_t is None
                             else {k: _header_text(v) for k, v in headers_t.render(ctx).items()},
                             row,
                         )
-                    index += 1
+                index += job.repeat
         self.end = index
 
 
@@ -294,6 +295,14 @@ class _Wanted:
 
     def advance(self) -> None:
         self.next = next(self._it, None)
+
+    def within(self, base: int, count: int) -> Iterator[int]:
+        """The wanted indices in [base, base + count), as offsets from `base`, consuming them."""
+        while self.next is not None and self.next < base + count:
+            offset = self.next - base
+            self.advance()
+            if offset >= 0:  # indices are ascending: one below `base` was stepped over already
+                yield offset
 
 
 def _text(value: Any) -> str:

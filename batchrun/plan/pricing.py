@@ -1,7 +1,8 @@
 """Per-request cost from a spec's `pricing:`, shared by `plan --count` (batchrun.plan.estimate) and
 the run's budget (batchrun.toolkit.budget).
 
-Price shapes: `{per_request: USD}` or `{per_unit: USD, unit_argument: NAME}`. Unknown stays unknown
+Price shapes: `{per_request: USD}` or `{per_unit: USD, unit_argument: NAME}` (a pinned price,
+batchrun.spec.endpoints.pinned_price, may add `unit_default`, the argument's schema default). Unknown stays unknown
 (None): an endpoint without a price, or a unit argument that is not a number.
 """
 
@@ -34,7 +35,8 @@ def request_cost(pricing: dict[str, Any], request: PlannedRequest) -> float | No
     per_unit, argument = price.get("per_unit"), price.get("unit_argument")
     if per_unit is None or argument is None:
         return None
-    units = request.arguments.get(argument)
+    # A pinned per-unit price knows the schema's default for a request that leaves the argument out.
+    units = request.arguments.get(argument, price.get("unit_default"))
     if isinstance(units, bool) or not isinstance(units, (int, float)):
         return None
     return float(per_unit) * units

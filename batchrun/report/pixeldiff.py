@@ -19,7 +19,7 @@ __all__ = ["GAIN", "MAX_SIDE", "NO_PILLOW", "available", "difference_uri"]
 
 GAIN = 4
 MAX_SIDE = 384
-NO_PILLOW = "no difference images: install the images extra (pip install 'batchrun[images]')"
+NO_PILLOW = "no difference images: install the images extra (pip install 'batchrun-fal[images]')"
 
 
 def available() -> bool:

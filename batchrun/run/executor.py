@@ -47,7 +47,9 @@ from batchrun.run.inflight import (
     internal_error_outcome,
     parse_iso,
     queue_handle,
+    redacted_handle,
     stopped_retry_outcome,
+    unfollowable_outcome,
     unknown_outcome,
 )
 from batchrun.run.limits import Limits
@@ -136,7 +138,7 @@ class _Events:
             self._active.backoff_until = until
         if rate_limited and self._active.slot is not None:
             # The request sleeps holding its slot (why: batchrun.run.limits); AIMD halves the limit.
-            self._active.slot.rate_limited()
+            self._active.slot.rate_limited(delay)
             self._x.progress.effective = self._x.limits.effective
         if self._x.stop.over:
             self._x.stop.stop_retry(self._active)  # its sleep is cancelled before it starts
@@ -312,6 +314,8 @@ class Executor:
                     events = _Events(self, active)
                     if item.unknown_since is not None:
                         outcome = unknown_outcome(item.unknown_since)
+                    elif item.handle is not None and redacted_handle(item.handle):
+                        outcome = unfollowable_outcome(item.handle)
                     elif item.handle is not None:
                         outcome = await self.client.reattach(request, queue_handle(item.handle), events)
                     elif self.stop.halted or (self.toolkit is not None and self._refused(request)):

@@ -25,6 +25,7 @@ from batchrun.client.queue import QueueHandle
 from batchrun.client.retry import error_record
 from batchrun.output.journal import InFlight
 from batchrun.plan.planner import PlannedRequest
+from batchrun.redact import REDACTED
 from batchrun.run.limits import Slot
 
 __all__ = [
@@ -34,7 +35,9 @@ __all__ = [
     "internal_error_outcome",
     "parse_iso",
     "queue_handle",
+    "redacted_handle",
     "stopped_retry_outcome",
+    "unfollowable_outcome",
     "unknown_outcome",
 ]
 
@@ -100,6 +103,21 @@ def unknown_outcome(since: str) -> Outcome:
               "received; it was not submitted again, since that could pay twice (re-run with --retry-errors "
               "to submit it anyway, or set retries.unknown_outcome to do so automatically)")
     return _failed(error_record("outcome_unknown", None, detail, True), None, 1)
+
+
+def redacted_handle(entry: InFlight) -> bool:
+    """Whether the journal could keep this queue request's id or URLs only redacted (the server put
+    the caller's key in them): a later run cannot follow such a request."""
+    return any(REDACTED in text for text in (entry.request_id, entry.status_url, entry.response_url))
+
+
+def unfollowable_outcome(entry: InFlight) -> Outcome:
+    """The record of a journaled queue request `redacted_handle` says cannot be followed. It was
+    accepted (and billed), so it is not submitted again either."""
+    detail = (f"the queue accepted this request at {entry.at} under an id or URLs that carry a secret, which the "
+              "journal keeps only redacted, so this run cannot collect its result; it was not submitted again, "
+              "since that could pay twice (re-run with --retry-errors to submit it anyway)")
+    return _failed(error_record("outcome_unknown", None, detail, True), entry.request_id, 1)
 
 
 def internal_error_outcome(what: str, request_id: str | None) -> Outcome:

@@ -1,9 +1,14 @@
 """Concurrency and rate limits for the executor's workers.
 
 - `AdaptiveLimit`: at most `effective` requests at once. With `adaptive=True` it follows AIMD:
-  a 429 (rate limited) halves `effective` (never below 1) and every `increase_after` consecutive
-  successes add 1 back, up to the configured limit. Only a 429 from a request that started after
-  the last decrease counts, so one burst of 429s from requests already in flight halves once.
+  a 429 (rate limited) halves `effective` (never below 1), once per burst: only a 429 from a
+  request that started after the last decrease counts, and none within the burst window after it
+  (`BURST_S`, or the 429's Retry-After when longer: until then the key is known to be full, so
+  more 429s say nothing new). After the window, every `increase_after` successes double
+  `effective` back up to what the last decrease halved, and beyond that grow it by a quarter (at
+  least 1), up to the configured limit. Before, each 429 of a new request halved
+  again and growth was +1 per 10 successes reset by any 429: at 5% random 429s a limit of 24 sat
+  at 1-2.
 - `RateLimiter`: an evenly spaced token schedule, `per_second` requests per second, no burst.
 - `Limits`: the global limit (adaptive) plus one static limit and one optional rate per job.
 
@@ -23,21 +28,29 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 
 from batchrun.spec.model import Job, RateLimit
 
-__all__ = ["AdaptiveLimit", "Limits", "RateLimiter", "Slot"]
+__all__ = ["BURST_S", "AdaptiveLimit", "Limits", "RateLimiter", "Slot"]
+
+# 429s within this long after a decrease belong to the same burst (requests sent just before it,
+# answered just after): about one round trip of a busy API.
+BURST_S = 1.0
 
 
 class AdaptiveLimit:
     """A FIFO concurrency limit whose size can shrink on 429 and grow back (AIMD)."""
 
-    def __init__(self, limit: int, *, adaptive: bool = True, increase_after: int = 10) -> None:
+    def __init__(self, limit: int, *, adaptive: bool = True, increase_after: int = 10,
+                 clock: Callable[[], float] = anyio.current_time) -> None:
         if limit < 1:
             raise ValueError("a concurrency limit must be at least 1")
+        self._clock = clock
+        self._quiet_until = float("-inf")  # the current burst's window: no decrease, no growth
+        self._before_cut = limit  # the effective limit the last decrease halved
         self.limit = limit
         self.effective = limit
         self.adaptive = adaptive
@@ -80,18 +93,27 @@ class AdaptiveLimit:
             self._streak = 0
             return
         self._streak += 1
-        if self._streak >= self.increase_after:
+        if self._streak >= self.increase_after and self._clock() >= self._quiet_until:
             self._streak = 0
-            self.effective += 1
+            if self.effective < self._before_cut:
+                # Back toward where the last burst found us at once (doubling), then carefully.
+                self.effective = min(self._before_cut, self.effective * 2)
+            else:
+                self.effective = min(self.limit, self.effective + max(1, self.effective // 4))
             self._wake()
 
-    def rate_limited(self, epoch: int) -> None:
-        """A request whose slot was granted in `epoch` got a 429."""
-        self._streak = 0
+    def rate_limited(self, epoch: int, retry_after: float | None = None) -> None:
+        """A request whose slot was granted in `epoch` got a 429 (asking to wait `retry_after` s)."""
         if not self.adaptive or epoch != self.epoch:
             return
+        now = self._clock()
+        if now < self._quiet_until:
+            return  # the same burst: it has halved the limit already
+        self._streak = 0
+        self._before_cut = self.effective
         self.effective = max(1, self.effective // 2)
         self.epoch += 1
+        self._quiet_until = now + max(BURST_S, retry_after or 0.0)
 
 
 class RateLimiter:
@@ -119,8 +141,8 @@ class Slot:
         self.job = job
         self.epoch = epoch
 
-    def rate_limited(self) -> None:
-        self._limits.global_limit.rate_limited(self.epoch)
+    def rate_limited(self, retry_after: float | None = None) -> None:
+        self._limits.global_limit.rate_limited(self.epoch, retry_after)
 
     def succeeded(self) -> None:
         self._limits.global_limit.succeeded()

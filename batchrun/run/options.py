@@ -28,6 +28,7 @@ class RunOptions:
     ca_bundle: str | None = None  # --ca-bundle: PEM of the CAs trusted for HTTPS (None: the spec's, else certifi's)
     concurrency: int | None = None  # --concurrency: None: the spec's
     shard: tuple[int, int] | None = None  # --shard I/N (1-based)
+    budget_per_shard: bool = False  # --budget-per-shard: each shard may spend all of budget.max_usd (else 1/N)
     retry_errors: bool = False  # --retry-errors
     fresh: bool = False  # --fresh
     progress: bool = True  # not --no-progress
@@ -51,6 +52,7 @@ class RunOptions:
         ca_bundle: str | os.PathLike[str] | None = None,
         concurrency: int | None = None,
         shard: str | tuple[int, int] | None = None,
+        budget_per_shard: bool = False,
         retry_errors: bool = False,
         fresh: bool = False,
         progress: bool = True,
@@ -83,6 +85,7 @@ class RunOptions:
         return cls(
             output=None if output is None else Path(output), target=target, run_url=run_url, queue_url=queue_url,
             ca_bundle=None if ca_bundle is None else os.fspath(ca_bundle), concurrency=concurrency, shard=shard,
+            budget_per_shard=bool(budget_per_shard),
             retry_errors=bool(retry_errors), fresh=bool(fresh), progress=bool(progress), show_logs=bool(show_logs),
             only=only, limit=limit, sample=sample, seed=seed, debug=bool(debug),
             no_cache=bool(no_cache), refresh_cache=bool(refresh_cache),

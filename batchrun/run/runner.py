@@ -222,7 +222,7 @@ def _opened(r: _Run) -> Iterator[_Run]:
         r.lock = lock
         if r.options.fresh:
             _move_aside(out)
-        journal = r.journal = Journal(journal_file)
+        journal = r.journal = Journal(journal_file, scrub=r.redactor.scrub)
         journal.open()
         try:
             if r.target.kind == "local" and (journal.in_flight or journal.intents):
@@ -240,6 +240,9 @@ def _opened(r: _Run) -> Iterator[_Run]:
             count = r.count = count_plan(spec, r.counts, r.shard, state, r.options.retry_errors,
                                          journal.in_flight, journal.intents, ids, r.selection)
             total, settled, settled_errors = count.total, count.settled, count.errors
+            # No more workers (nor local runners, nor connections) than requests left to send: a
+            # 4-request plan at --concurrency 10000 started 10000 of each (seconds, hundreds of MB).
+            r.concurrency = max(1, min(r.concurrency, total - settled))
             manifest = Manifest(out, spec, target=_target_urls(r.target, r.endpoints), shard=r.shard, planned=total,
                                 resumed=bool(state.lines), scrub=r.redactor.scrub,
                                 selection=r.part)
@@ -457,6 +460,7 @@ async def _main(r: _Run, handle_signals: bool = True) -> RunResult:
 
 async def _execute(r: _Run, endpoints: Endpoints, handle_signals: bool) -> RunResult:
     from batchrun.client.fal import FalClient
+    from batchrun.client.storage import Uploads, uploads_path
     from batchrun.toolkit.artifacts import Downloader
     from batchrun.toolkit.phash import PerceptualHasher
 
@@ -472,7 +476,10 @@ async def _execute(r: _Run, endpoints: Endpoints, handle_signals: bool) -> RunRe
     hasher = PerceptualHasher() if downloader is not None else None
     if hasher is not None and not hasher.available:
         print(f"batchrun: warning: {hasher.message}", file=sys.stderr)
-    toolkit = Toolkit(spec, summary=summary, resume=r.state, downloader=downloader, hasher=hasher)
+    # A budget is the whole plan's: shard I of N gets 1/N of it unless the user chose per-shard budgets.
+    share = 1.0 if r.shard is None or r.options.budget_per_shard else 1.0 / r.shard[1]
+    toolkit = Toolkit(spec, summary=summary, resume=r.state, downloader=downloader, hasher=hasher,
+                      budget_share=share)
     plan = build_plan(spec, shard=r.shard, only=count.todo)
     bases = target_bases("local", None) if r.target.kind == "local" else target_bases(r.target.kind, endpoints)
     cache = None if r.options.no_cache else RunCache(spec, bases, out, refresh=r.options.refresh_cache,
@@ -480,8 +487,11 @@ async def _execute(r: _Run, endpoints: Endpoints, handle_signals: bool) -> RunRe
     try:
         if cache is not None:
             cache.open()
-        async with FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
-                             redactor=r.redactor, max_connections=r.concurrency, ca_bundle=ca_bundle) as client:
+        async with Uploads(rest_url=_storage_url(endpoints.queue_url), auth=endpoints.auth,
+                           remember=uploads_path(out)) as uploads, \
+                FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
+                          redactor=r.redactor, max_connections=r.concurrency, ca_bundle=ca_bundle,
+                          uploads=uploads) as client:
             with JsonlSink(out, r.lock) as sink:
                 executor = Executor(
                     client=client, sink=sink, journal=r.journal, resume=r.state, limits=limits,
@@ -498,3 +508,14 @@ async def _execute(r: _Run, endpoints: Endpoints, handle_signals: bool) -> RunRe
             cache.close()
         if downloader is not None:
             await downloader.aclose()
+
+
+def _storage_url(queue_url: str) -> str:
+    """Where uploads go: fal's REST API for fal's queue (fal-client's REST_URL), else the queue's
+    own origin (the embedded server, or a proxy in front of fal, serves storage there too)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(queue_url)
+    if parts.hostname is not None and (parts.hostname == "fal.run" or parts.hostname.endswith(".fal.run")):
+        return "https://rest.fal.ai"
+    return f"{parts.scheme}://{parts.netloc}"

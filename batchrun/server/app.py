@@ -7,6 +7,9 @@
     GET  /queue/{id}/requests/{rid}[/response]       result (replays the model's answer)
     PUT  /queue/{id}/requests/{rid}/cancel           cancel
     GET  /files/images/...                           generated PNGs
+    GET  /v1/models, /v1/models/pricing              fal's Platform API for these apps (platform_api)
+    POST /storage/upload/initiate, /storage/auth/token, /cdn/...   fal storage uploads (storage)
+    GET  /api/openapi/queue/openapi.json             one endpoint's OpenAPI document (platform_api)
     GET  /_emulator/stats, POST /_emulator/reset     counters for tests and benchmarks
 
 Status/result/cancel accept owner/alias or the full id with its sub-path (protocol §1.3).
@@ -35,7 +38,16 @@ from batchrun.server.emulator import (
     origin_of,
     respond,
 )
+from batchrun.server.platform_api import models_route, openapi_route, pricing_route
 from batchrun.server.queue_api import queue_route
+from batchrun.server.storage import (
+    initiate_route,
+    multipart_create_route,
+    multipart_route,
+    signed_put_route,
+    stored_file,
+    token_route,
+)
 from batchrun.server.wire import Reply, json_reply, platform_error
 
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
@@ -98,11 +110,28 @@ async def files_route(request: Request) -> WireResponse:
     em: Emulator = request.app.state.emulator
     em.stats.requests["files"] += 1
     rest: str = request.path_params["rest"]
+    if rest.startswith("storage/"):
+        return _stored(em, rest[len("storage/"):])
     key = image.parse_image_path(rest[len("images/") :]) if rest.startswith("images/") else None
     if key is None:
         return WireResponse(json_reply({"detail": f"File not found: /files/{rest}"}, 404), [])
     png = await asyncio.to_thread(image.render_png, *key)
     return WireResponse(Reply(200, png, (("content-type", "image/png"), ("cache-control", "max-age=86400"))), [])
+
+
+def _stored(em: Emulator, key: str) -> Any:
+    from starlette.responses import FileResponse
+
+    path = stored_file(em, key)
+    if path is None:
+        return WireResponse(json_reply({"detail": f"File not found: {key}"}, 404), [])
+    return FileResponse(path)  # streamed from disk: stored inputs are large
+
+
+async def cdn_file_route(request: Request) -> Any:
+    em: Emulator = request.app.state.emulator
+    em.stats.requests["files"] += 1
+    return _stored(em, f"{request.path_params['file_id']}/{request.path_params['name']}")
 
 
 async def stats_route(request: Request) -> WireResponse:
@@ -129,7 +158,7 @@ def create_app(
     *, runners: int = 2, require_key: bool = False, apps: dict[str, Callable[..., Any]] | None = None,
     result_ttl: float = 3600, max_results: int = 100_000, max_body: int = DEFAULT_MAX_BODY,
     keepalive: float = 15.0, retry_backoff: float = 0.05, max_concurrency: int | None = None,
-    stream_linger: float = 0.0,
+    stream_linger: float = 0.0, storage_faults: dict[str, int] | None = None,
 ) -> Starlette:  # fmt: skip
     """The fal-compatible ASGI app. Works without lifespan events (e.g. under httpx.ASGITransport).
 
@@ -140,14 +169,24 @@ def create_app(
     account limit does: over it a direct run gets 429 and a queued request waits (None: no limit).
     `stream_linger` keeps a status stream open that many seconds after its COMPLETED event (then
     sending nothing more), as a proxy holding connections might; fal closes it at once.
+    `storage_faults` injects upload faults (batchrun.server.storage).
     """
     emulator = Emulator(runners=runners, require_key=require_key, apps=apps, result_ttl=result_ttl,
                         max_results=max_results, max_body=max_body, keepalive=keepalive, retry_backoff=retry_backoff,
-                        max_concurrency=max_concurrency, stream_linger=stream_linger)
+                        max_concurrency=max_concurrency, stream_linger=stream_linger, storage_faults=storage_faults)
     routes = [
         Route("/run/{rest:path}", run_route, methods=ALL_METHODS),
         Route("/queue/{rest:path}", queue_route, methods=["GET", "POST", "PUT"]),
         Route("/files/{rest:path}", files_route, methods=["GET"]),
+        Route("/storage/upload/initiate", initiate_route, methods=["POST"]),
+        Route("/storage/auth/token", token_route, methods=["POST"]),
+        Route("/_storage/signed/{signature}", signed_put_route, methods=["PUT"]),
+        Route("/cdn/files/upload/multipart", multipart_create_route, methods=["POST"]),
+        Route("/cdn/files/{file_id}/{name}/multipart/{upload_id}/{step}", multipart_route, methods=["PUT", "POST"]),
+        Route("/cdn/files/{file_id}/{name}", cdn_file_route, methods=["GET"]),
+        Route("/v1/models", models_route, methods=["GET"]),
+        Route("/v1/models/pricing", pricing_route, methods=["GET"]),
+        Route("/api/openapi/queue/openapi.json", openapi_route, methods=["GET"]),
         Route("/_emulator/stats", stats_route, methods=["GET"]),
         Route("/_emulator/reset", reset_route, methods=["POST"]),
     ]

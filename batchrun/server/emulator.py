@@ -125,11 +125,16 @@ class Emulator:
     def __init__(
         self, *, runners: int, require_key: bool, apps: dict[str, Callable[..., Any]] | None, result_ttl: float,
         max_results: int, max_body: int, keepalive: float, retry_backoff: float, max_concurrency: int | None = None,
-        stream_linger: float = 0.0,
+        stream_linger: float = 0.0, storage_faults: dict[str, int] | None = None,
     ) -> None:  # fmt: skip
+        from batchrun.server.storage import Storage  # it imports this module's routing helpers
+
+        self.storage = Storage(storage_faults)
         self.require_key, self.max_body, self.keepalive = require_key, max_body, keepalive
         self.stream_linger = stream_linger
         self.handlers: dict[str, Handler] = builtin_apps()
+        # the functions themselves too: the platform routes describe them (batchrun.server.catalog)
+        self.user_functions = {name.strip("/"): func for name, func in (apps or {}).items()}
         for name, func in (apps or {}).items():
             self.handlers[name.strip("/")] = wrap_user_function(func, name)
         self.stats = Stats()
@@ -167,6 +172,7 @@ class Emulator:
         for task in list(self.direct_runs):
             task.cancel()
         self.queue.close()
+        self.storage.close()
 
     def reset(self) -> None:
         self.stats.reset()

@@ -8,6 +8,8 @@ Arguments (combine freely; the first matching kind wins, in this order):
   echo_request: true   an error (status, default 400) whose body echoes the request's headers and
                        arguments, as careless servers do: secrets must not survive it
   bad_json: true       200 whose body is not JSON
+  surrogates: true     200 (or, with status: 422, a model error) whose JSON holds lone surrogate
+                       escapes ("\\ud800") in values and a key: valid JSON text, but not Unicode
   deep_json: n         200 whose body is a JSON object nested n levels deep (parsers may overflow)
   not_object: true     200 whose body is a JSON list
   trickle: s           200 echo's result, its body sent one byte every s seconds (chunked): a
@@ -29,6 +31,8 @@ Queue-only faults (with times/key, the runs after the failures are left succeed 
   submit: no_request_id | not_json | not_object
                        a 200 submit answer that breaks the protocol (nothing is enqueued)
   status_value: s      status polls and SSE events report the unknown status s
+  key_in_id: true      the request id (and so the status/response/cancel URLs) starts with the
+                       caller's key, as a careless server's might
   handle_origin: URL   the submit answer's status/response/cancel URLs name this origin instead of
                        the server's own (a hostile or confused queue pointing at another host)
 Platform errors listed as retryable in wire.RETRYABLE_ERROR_TYPES, and statuses 503/504, are retried
@@ -56,6 +60,10 @@ NGINX_BODY = (
     "<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
 REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+# JSON that parsers accept (RFC 8259's grammar allows any \\u escape) but whose strings are not
+# Unicode: a lone surrogate in a value, in a key, in a list; and a valid pair beside them.
+LONE_SURROGATES = rb'{"text": "\ud800 lone", "\udc01key": 1, "items": ["x\udfff", "\ud83d\ude00 pair"]}'
+LONE_SURROGATES_422 = rb'{"detail": [{"loc": ["body", "\ud800"], "msg": "bad \udc00 text", "type": "value_error"}]}'
 MAX_KEYS = 100_000  # fault counters kept; the oldest are forgotten beyond this
 
 
@@ -156,6 +164,11 @@ async def fail(call: Call) -> Reply:
         return Reply(200, body, (("content-type", "application/json"), ("content-encoding", "gzip")))
     if args.get("bad_json"):
         return Reply(200, b"<html>this is not JSON", (("content-type", "application/json"),))
+    if args.get("surrogates"):
+        json_type = (("content-type", "application/json"),)
+        if args.get("status") == 422:
+            return Reply(422, LONE_SURROGATES_422, json_type, error_type="validation_error", error="lone surrogates")
+        return Reply(200, LONE_SURROGATES, json_type)
     if args.get("not_object"):
         return Reply(200, b'["not","an","object"]')
     if args.get("reset"):

@@ -15,6 +15,8 @@ import orjson
 from batchrun.server.wire import trim_oldest
 
 OPERATIONS = ("run", "submit", "status", "stream", "result", "cancel", "files")
+# The Platform API and storage uploads (platform_api, storage), kept apart from the queue's counts.
+SIDE_OPERATIONS = ("platform", "storage_initiate", "storage_put", "storage_part", "storage_complete")
 MAX_HASHES = 500_000  # distinct submit contents remembered; the oldest half is forgotten beyond this
 MAX_TAGS = 10_000  # distinct tags counted; the oldest half is forgotten beyond this
 
@@ -50,6 +52,8 @@ class Stats:
         self.duplicate_submits = 0
         self.duplicates: dict[str, int] = {}  # endpoint id -> duplicate submits
         self.tags: dict[str, int] = {}  # "key=value" -> requests carrying it
+        self.side: dict[str, int] = dict.fromkeys(SIDE_OPERATIONS, 0)
+        self.stored_bytes = 0  # bytes of completed storage uploads
 
     def count_app(self, app_id: str, operation: str) -> None:
         per_app = self.apps.get(app_id)
@@ -91,5 +95,7 @@ class Stats:
             "completed": self.completed,
             "failed": self.failed,
             "cancelled": self.cancelled,
+            "side": dict(self.side),
+            "stored_bytes": self.stored_bytes,
         }
 

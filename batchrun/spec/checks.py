@@ -290,7 +290,9 @@ class Checker:
                     self.error((*path, "$file"), f"$file must be a path string, got {type(target).__name__}")
                 elif "${{" not in target:
                     full = os.path.normpath(os.path.join(os.path.abspath(self.spec_dir), target))
-                    if not os.path.isfile(full):
+                    if os.path.isdir(full):
+                        self.error((*path, "$file"), f"{target} is a folder, not a file (looked at {full})")
+                    elif not os.path.isfile(full):
                         self.error((*path, "$file"), f"file not found: {target} (looked for {full})")
                 return
             for k, v in value.items():

@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import glob
 import json
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from batchrun.errors import BatchrunError, Problem
 from batchrun.spec import dataset_types, parquet_rows, yamlsource
 from batchrun.spec.dataset_types import CellError, RowTypes
+from batchrun.spec.jsonvalues import bad_value
 from batchrun.spec.yamlsource import json_path
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json",
@@ -197,11 +199,21 @@ def _check_jsonl(
             except RecursionError:
                 report.add(Problem(label, lineno, 1, f"$[{index}]", "invalid JSON: nested too deeply"))
                 continue
+            except ValueError:  # int() of more digits than Python converts
+                report.add(Problem(label, lineno, 1, f"$[{index}]", "an integer has more digits than batchrun "
+                                   f"reads ({sys.get_int_max_str_digits()} at most); write it as a string"))
+                continue
             if not isinstance(row, dict):
                 report.add(Problem(label, lineno, 1, f"$[{index}]", f"a row must be a JSON object, not {kind(row)}"))
                 continue
             for message in _missing(row, fields, index):
                 report.add(Problem(label, lineno, 1, f"$[{index}]", message))
+            if (bad := bad_value(row)) is not None:  # see batchrun.spec.jsonvalues
+                where, why = bad
+                column = where[0] if where and isinstance(where[0], str) else None
+                col = 1 if column is None else _jsonl_col(line, column)
+                report.add(Problem(label, lineno, col, json_path((index, *where)), why))
+                continue
             if typed is not None:
                 _note_columns(row, report, typed)
                 cells = typed.errors(row)
@@ -344,6 +356,8 @@ def _check_document(
         except RecursionError:
             report.add(Problem(label, 1, 1, "$", "invalid JSON: nested too deeply"))
             return
+        except ValueError:
+            pass  # an integer too long to convert: the YAML pass below locates it
         # JSON is YAML: re-parse for positions (cheap next to the error it lets us point at).
     located, problems = yamlsource.parse(text, label)
     for p in problems:

@@ -18,8 +18,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from batchrun.spec.jsonvalues import bad_value
 
 TYPES = ("int", "float", "bool", "json")
 _INT = re.compile(r"[+-]?[0-9]+")
@@ -45,7 +48,11 @@ def _to_int(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if _INT.fullmatch(text):
-            return int(text)
+            try:
+                return int(text)
+            except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+                raise CellError(f"a whole number of {len(text)} digits is more than batchrun reads "
+                                f"({sys.get_int_max_str_digits()} at most)") from None
     elif isinstance(value, int) and not isinstance(value, bool):
         return value
     raise CellError(f"{_show(value)} is not a whole number")
@@ -79,11 +86,18 @@ def _to_json(value: Any) -> Any:
     if not isinstance(value, str):
         return value  # already structured (a JSONL or YAML row)
     try:
-        return json.loads(value)
+        parsed = json.loads(value)
     except json.JSONDecodeError as exc:
         raise CellError(f"{_show(value)} is not JSON: {exc.msg} at character {exc.pos + 1}") from None
     except RecursionError:
         raise CellError("the JSON is nested too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise CellError(f"{_show(value)} holds an integer of more digits than batchrun reads "
+                        f"({sys.get_int_max_str_digits()} at most)") from None
+    bad = bad_value(parsed)  # NaN, Infinity (Python's json extensions) or a lone surrogate escape
+    if bad is not None:
+        raise CellError(f"{_show(value)}: {bad[1]}")
+    return parsed
 
 
 _CONVERT: dict[str, Callable[[Any], Any]] = {"int": _to_int, "float": _to_float, "bool": _to_bool, "json": _to_json}

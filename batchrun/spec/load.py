@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import Problem
-from batchrun.spec import constraints, dataset, yamlsource
+from batchrun.spec import constraints, dataset, endpoints, yamlsource
 from batchrun.spec.checks import Checker, JobSource
 from batchrun.spec.dataset import file_rows
 from batchrun.spec.model import MAX_ANSWER_BYTES, CachePolicy, Job, RateLimit, RetryPolicy, Sample, Spec, Target
@@ -38,6 +38,8 @@ class SpecRead:
     located: yamlsource.Located | None = None
     jobs: list[JobSource] = dataclasses.field(default_factory=list)
     datasets: dict[int, dataset.Report] = dataclasses.field(default_factory=dict)
+    # The pinned endpoint files of the spec's endpoints (batchrun.spec.endpoints), by endpoint id.
+    pinned: dict[str, endpoints.Pinned] = dataclasses.field(default_factory=dict)
 
 
 def read_spec(path: str | Path) -> SpecRead:
@@ -106,11 +108,15 @@ def _read_located(located: yamlsource.Located, problems: list[Problem], label: s
     checker = Checker(located, bad, source.parent)
     jobs = checker.run()
     problems.extend(checker.problems)
-    problems.extend(price_problems(located, jobs, checker.is_bad))
+    ids = [e for j in jobs if isinstance(e := j.options.get("endpoint"), str)]
+    pinned, pin_problems = endpoints.read_pinned(source.parent / endpoints.DEFAULT_DIR, ids)
+    problems.extend(pin_problems)
+    pinned_prices = {e: price for e, p in pinned.items() if (price := endpoints.pinned_price(p)) is not None}
+    problems.extend(price_problems(located, jobs, checker.is_bad, pinned_prices))
     problems = dedupe(problems)
     if any(p.severity == "error" for p in problems):
         return SpecRead(None, sort_problems(problems, label))
-    return SpecRead(_build(data, jobs, source), problems, located, jobs, checker.datasets)
+    return SpecRead(_build(data, jobs, source, pinned_prices), problems, located, jobs, checker.datasets, pinned)
 
 
 def dedupe(problems: list[Problem]) -> list[Problem]:
@@ -125,7 +131,7 @@ def sort_problems(problems: list[Problem], label: str) -> list[Problem]:
 # ---- building the dataclasses ---------------------------------------------------------------
 
 
-def _build(data: dict[str, Any], jobs: list[JobSource], source: Path) -> Spec:
+def _build(data: dict[str, Any], jobs: list[JobSource], source: Path, pinned_prices: dict[str, Any]) -> Spec:
     target_raw = data.get("target", "fal")
     if isinstance(target_raw, dict):
         bundle = target_raw.get("ca_bundle")
@@ -148,7 +154,8 @@ def _build(data: dict[str, Any], jobs: list[JobSource], source: Path) -> Spec:
         rate_limit=RateLimit(float(rate["per_second"])) if rate else None,
         gates=data.get("gates", {}),
         budget=data.get("budget", {}),
-        pricing=data.get("pricing", {}),
+        # A pinned price fills in for an endpoint the spec does not price; the spec's own wins.
+        pricing={**pinned_prices, **data.get("pricing", {})} if pinned_prices else data.get("pricing", {}),
     )
 
 

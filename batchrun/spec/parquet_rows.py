@@ -1,6 +1,6 @@
 """Parquet datasets: rows streamed one row group at a time, column types kept (batchrun.spec.dataset).
 
-pyarrow is an optional extra (`pip install 'batchrun[arrow]'`), imported only when a spec uses a
+pyarrow is an optional extra (`pip install 'batchrun-fal[arrow]'`), imported only when a spec uses a
 `.parquet` dataset; without it, validation says so at the dataset's key. Values become the
 JSON-shaped data a request is made of: integers, floats, strings, booleans, lists and objects
 as they are; timestamps, dates and times as ISO 8601 text; decimals as floats. Binary columns
@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["ArrowMissing", "binary_columns", "columns", "count", "rows"]
 
-ARROW_MISSING = "a Parquet dataset needs pyarrow, which is not installed: pip install 'batchrun[arrow]'"
+ARROW_MISSING = "a Parquet dataset needs pyarrow, which is not installed: pip install 'batchrun-fal[arrow]'"
 
 
 class ArrowMissing(Exception):

@@ -18,9 +18,11 @@ from batchrun.spec.template import Ref, TemplateError, parse
 from batchrun.spec.yamlsource import Located, PathKey
 
 
-def price_problems(located: Located, jobs: list[JobSource], is_bad: Any) -> Iterator[Problem]:
+def price_problems(located: Located, jobs: list[JobSource], is_bad: Any,
+                   pinned: dict[str, Any] | None = None) -> Iterator[Problem]:
     """Problems of `pricing` and `budget` for these (defaults-merged) jobs. `is_bad(path)`: the
-    schema already rejected something there, so it is not checked again."""
+    schema already rejected something there, so it is not checked again. `pinned`: prices from
+    pinned endpoint files (batchrun.spec.endpoints), which price an endpoint the spec does not."""
     data = located.data
     pricing = data.get("pricing")
     pricing = pricing if isinstance(pricing, dict) and not is_bad(("pricing",)) else {}
@@ -35,7 +37,7 @@ def price_problems(located: Located, jobs: list[JobSource], is_bad: Any) -> Iter
             yield from _unit_problems(located, endpoint, price["unit_argument"], by_endpoint.get(endpoint, []))
     budget = data.get("budget")
     if isinstance(budget, dict) and budget and not is_bad(("budget",)):
-        yield from _budget_problems(located, pricing, by_endpoint, next(iter(budget)))
+        yield from _budget_problems(located, {**(pinned or {}), **pricing}, by_endpoint, next(iter(budget)))
 
 
 def _unit_problems(located: Located, endpoint: str, unit: str, jobs: list[JobSource]) -> Iterator[Problem]:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from batchrun.errors import Problem
 from batchrun.spec.yamlsource import Located, PathKey
@@ -28,10 +28,23 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
+def _is_integer(checker: Any, instance: Any) -> bool:
+    # JSON Schema counts 2.0 (and 1e30) as an integer; the spec's integers count things (repeat,
+    # concurrency, attempts), where a float then crashed the plan (range(2.0)) or grew the run.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+# Draft 2020-12's types, with "integer" meaning a written integer (`2`, not `2.0`).
+_Validator = validators.extend(
+    Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer)
+)
+
+
 @functools.cache
 def validator(name: str) -> Draft202012Validator:
     """One validator per schema, built once (building compiles $refs)."""
-    return Draft202012Validator(load_schema(name))
+    built: Draft202012Validator = _Validator(load_schema(name))
+    return built
 
 _TYPE_NAMES = {
     "integer": "an integer",

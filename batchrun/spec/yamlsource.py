@@ -8,11 +8,13 @@ we compose the node graph and build plain Python data from it ourselves, recordi
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import yaml
 
 from batchrun.errors import Problem
+from batchrun.spec.jsonvalues import bad_number, bad_text
 
 PathKey = tuple[str | int, ...]
 
@@ -111,6 +113,11 @@ class _Builder:
                     continue
                 key = str(key_node.value)
                 child = (*path, key)
+                if (why := bad_text(key)) is not None:
+                    p = _pos(key_node.start_mark)
+                    self.problems.append(Problem(self.located.file, p.line, p.col, json_path(path), f"a key: {why}"))
+                    key = _printable(key)  # kept printable for later messages
+                    child = (*path, key)
                 if key in out:
                     p = _pos(key_node.start_mark)
                     self.problems.append(
@@ -128,7 +135,31 @@ class _Builder:
             p = _pos(mark)
             self.problems.append(Problem(self.located.file, p.line, p.col, json_path(path), _yaml_message(exc)))
             return None
-        return _plain(value)
+        except ValueError:  # int() of more digits than Python converts (sys.get_int_max_str_digits)
+            self._problem(node, path, f"an integer of {len(str(node.value))} digits is more than batchrun reads "
+                                      f"({sys.get_int_max_str_digits()} at most); write it as a string")
+            return None
+        value = _plain(value)
+        # Only what UTF-8 JSON can carry (see batchrun.spec.jsonvalues): refused here, where it is
+        # written, instead of failing every request at send time or crashing an id computation.
+        text = value["$file"] if isinstance(value, dict) and isinstance(value.get("$file"), str) else value
+        why = bad_text(text) if isinstance(text, str) else bad_number(value) if isinstance(value, float) else None
+        if why is not None:
+            self._problem(node, path, why)
+            # Kept, made printable, so the later stages neither repeat the error nor trip on it.
+            return _printable(value) if isinstance(value, (str, dict)) else value
+        return value
+
+    def _problem(self, node: yaml.Node, path: PathKey, message: str) -> None:
+        p = _pos(node.start_mark)
+        self.problems.append(Problem(self.located.file, p.line, p.col, json_path(path), message))
+
+
+def _printable(value: Any) -> Any:
+    """`value` with lone surrogates written as `\\udxxx` text (valid Unicode)."""
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    return value.encode("utf-8", "backslashreplace").decode() if isinstance(value, str) else value
 
 
 class _TooBig(Exception):

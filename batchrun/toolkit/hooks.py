@@ -35,7 +35,10 @@ __all__ = ["Toolkit"]
 
 class Toolkit:
     def __init__(self, spec: Spec, *, summary: RunSummary, resume: ResumeState,
-                 downloader: Downloader | None = None, hasher: PerceptualHasher | None = None) -> None:
+                 downloader: Downloader | None = None, hasher: PerceptualHasher | None = None,
+                 budget_share: float = 1.0) -> None:
+        """`budget_share`: the part of `budget.max_usd` this run may spend (1/N for shard I of N,
+        so N shards run side by side keep the whole plan's budget, as documented)."""
         self.spec = spec
         self.summary = summary
         self.resume = resume
@@ -45,7 +48,7 @@ class Toolkit:
         self.hasher = hasher
         self.gates = Gates(spec.gates) if spec.gates else None
         max_usd = spec.budget.get("max_usd")
-        self.budget = Budget(max_usd, spent=resume.spent_usd) if max_usd is not None else None
+        self.budget = Budget(max_usd * budget_share, spent=resume.spent_usd) if max_usd is not None else None
         self._reserved: dict[str, float] = {}  # request id -> cost reserved against the budget
         self.expectations = Expectations()
         self.stopped_by: str | None = None

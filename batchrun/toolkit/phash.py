@@ -7,7 +7,7 @@ hex digits (`str(imagehash.phash(image))`, so any imagehash user gets the same s
 pictures' distance is the number of differing bits (0-64); a re-encode, a resize or a small
 brightness shift stays within a few bits, a different picture is typically 25-40 bits away.
 
-Pillow and imagehash are the optional `images` extra (`pip install 'batchrun[images]'`), imported
+Pillow and imagehash are the optional `images` extra (`pip install 'batchrun-fal[images]'`), imported
 only when a run downloads media. Measured on our 2-core machine (decode + hash, `python
 bench/bench_phash.py`): 2.7 ms for a 512x512 PNG, 6 ms for 1024x768, 10 ms for 1024x1024, 36 ms
 for 2048x2048, plus ~0.6 s once for the imports (numpy, scipy). Callers hash in a worker thread so
@@ -24,7 +24,7 @@ __all__ = ["MISSING_EXTRA", "PHASH_BITS", "PerceptualHasher", "is_image"]
 PHASH_BITS = 64
 MISSING_EXTRA = (
     "downloaded images get no perceptual hash (`phash`), so `batchrun diff` can only compare their bytes: "
-    "install the images extra (pip install 'batchrun[images]': Pillow and imagehash)"
+    "install the images extra (pip install 'batchrun-fal[images]': Pillow and imagehash)"
 )
 
 
