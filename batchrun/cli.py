@@ -75,6 +75,7 @@ def error_handler(debug: bool) -> Iterator[list[int]]:
         print(f"batchrun: error: {exc}", file=sys.stderr)
         code[0] = exc.exit_code
     except KeyboardInterrupt:
+        signals.settle()  # a second Ctrl-C must not cut this short (exit -2, not 130)
         print(f"batchrun: interrupted{signals.label()}", file=sys.stderr)
         code[0] = signals.exit_code()
     except BrokenPipeError:
@@ -98,6 +99,7 @@ def error_handler(debug: bool) -> Iterator[list[int]]:
         # Only a Ctrl-C (or a SIGTERM, which takes its path) cancels a command's main task.
         # asyncio's runner turns that into KeyboardInterrupt, except when it lands while the
         # runner is still starting (a race there).
+        signals.settle()
         print(f"batchrun: interrupted{signals.label()}", file=sys.stderr)
         code[0] = signals.exit_code()
 
@@ -110,7 +112,10 @@ _PRELOAD = {name: ("anyio._backends._asyncio", "anyio._core._signals")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    with signals.handled():  # SIGTERM stops a command the way Ctrl-C does
+    # SIGTERM stops a command the way Ctrl-C does. `argv` None: main is the program (the console
+    # script, `python -m batchrun`), which ends when it returns; once interrupted it keeps repeated
+    # signals harmless up to its exit. A caller running commands in its own process gets its handlers back.
+    with signals.handled(program=argv is None):
         try:  # Ctrl-C or SIGTERM during start-up: 130/143 and one line, not a traceback
             with signals.held():
                 parser = build_parser()
@@ -118,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for module in _PRELOAD.get(args.command, ()):
                     importlib.import_module(module)
         except KeyboardInterrupt:
+            signals.settle()
             print(f"batchrun: interrupted{signals.label()}", file=sys.stderr)
             return signals.exit_code()
         with error_handler(args.debug) as code:

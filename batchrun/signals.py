@@ -8,6 +8,12 @@ Indexed Job, `docker stop`), so it takes Ctrl-C's path everywhere rather than a 
 - inside a run, the executor listens for both (batchrun.run.executor) and stops the same graceful way.
 The first of them decides the exit code: 128 + its number (130 for SIGINT, 143 for SIGTERM), the
 shell's convention for "stopped by this signal", which CI and Kubernetes report as such.
+
+Once the command is stopping, a repeated signal is only noted (`settle`): after the run's own
+watcher is gone (it gives a second Ctrl-C its meaning while the run still waits) there is nothing
+left for it to do, and raising KeyboardInterrupt into the manifest's or the journal's last writes,
+or into the interpreter's exit, cut them short and ended the process by the signal (-2) instead of
+with 130 (issue 14).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 from typing import Any
 
-__all__ = ["STOP_SIGNALS", "exit_code", "handled", "held", "hold", "label", "note", "release", "restore"]
+__all__ = ["STOP_SIGNALS", "exit_code", "handled", "held", "hold", "interrupted", "label", "note", "release", "restore",
+           "settle"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -30,6 +37,23 @@ def note(signum: int) -> None:
     """Remember a stop signal; the first one decides the exit code."""
     if not _first:
         _first.append(signum)
+
+
+def interrupted() -> bool:
+    """Whether this command has received a stop signal."""
+    return bool(_first)
+
+
+def _repeat(signum: int, frame: FrameType | None) -> None:
+    note(signum)  # the command is already stopping: nothing more to do (see the module docstring)
+
+
+def settle() -> None:
+    """The command is stopping: from now on a stop signal is only noted. Called where a stop has
+    been decided (the run's watcher ends after one, a KeyboardInterrupt is being reported)."""
+    if _main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _repeat)
 
 
 def exit_code() -> int:
@@ -59,18 +83,29 @@ def _main_thread() -> bool:
 
 
 @contextlib.contextmanager
-def handled() -> Iterator[None]:
-    """For one command: SIGTERM stops it the way Ctrl-C does. The previous handler comes back
-    afterwards (for a program, such as the test suite, that runs several commands in one process)."""
+def handled(*, program: bool = False) -> Iterator[None]:
+    """For one command: SIGTERM stops it the way Ctrl-C does. The previous handlers come back
+    afterwards, for a program (such as the test suite) that runs several commands in one process.
+    A `program` (the process ends with this command) ignores both signals from here on instead:
+    its exit code is decided, and at the interpreter's exit a Python handler is reset to the
+    default one, so a repeated Ctrl-C there ended the process by the signal (-2) instead of with
+    130. (Blocking them would not do: another thread, one of anyio's workers, can take them.)"""
     _first.clear()
     if not _main_thread():  # signal handlers can only be set from the main thread
         yield
         return
+    previous_int = signal.getsignal(signal.SIGINT)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if program:
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGTERM, previous)
+            if _first and previous_int is not None:  # settle() replaced it
+                signal.signal(signal.SIGINT, previous_int)
 
 
 _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None  # what signal.getsignal returns
@@ -79,8 +114,12 @@ _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 def restore(handlers: Mapping[signal.Signals, _Handler]) -> None:
     """Put back handlers saved before asyncio took the signals over: removing its own handler,
     asyncio resets SIGTERM to SIG_DFL (so a SIGTERM while the run writes its manifest would kill
-    the process outright) and SIGINT to default_int_handler (not its runner's)."""
+    the process outright) and SIGINT to default_int_handler (not its runner's). After a stop
+    signal the command is stopping: `settle` instead."""
     if not _main_thread():
+        return
+    if _first:
+        settle()
         return
     for signum, handler in handlers.items():
         if handler is not None:

@@ -8,6 +8,9 @@ mid-response, answers slower than the client's timeout, malformed JSON. Most are
 (`times`/`key`: the first attempts fail, a retry succeeds); a small known set is permanent and must
 end as error records, and only those.
 
+The output is also deleted once mid-run (the run re-creates it and writes on), and a second run
+on the same output under another name (a symlink) is refused while the first one writes.
+
 The run is killed with SIGKILL at three seeded random points (each once the output has grown by
 some lines), resumed each time, and a final resume finishes the plan. Afterwards: one final
 record per planned id, at most one ok line per id, every line valid JSON and schema-valid, and
@@ -177,6 +180,7 @@ def test_soak_with_faults_and_three_sigkills_loses_nothing_and_submits_once(
 
     kills = 0
     torn_line_planted = False
+    second_name_tried = unlinked = False
     while kills < KILLS:
         before = _lines(out)
         target = before + rng.randint(150, 450)
@@ -185,6 +189,22 @@ def test_soak_with_faults_and_three_sigkills_loses_nothing_and_submits_once(
         while _lines(out) < target and proc.poll() is None:
             assert time.monotonic() < deadline, "the run stopped making progress"
             time.sleep(rng.uniform(0.001, 0.02))
+            if kills == 0 and not second_name_tried and _lines(out) > before + 50:
+                # The same output under another name (a symlink): refused, never a second writer.
+                link = tmp_path / "link.jsonl"
+                link.symlink_to(out)
+                other = subprocess.run([sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(link),
+                                        "--run-url", server.run_url, "--queue-url", server.queue_url,
+                                        "--no-progress"], capture_output=True, text=True, timeout=60)
+                assert other.returncode == 2 and "is in use by another batchrun process" in other.stderr, other
+                second_name_tried = True
+            if kills == 1 and not unlinked and _lines(out) > before + 50:
+                # Deleted mid-run: the run re-creates it with every record and writes on.
+                out.unlink()
+                unlinked = True
+                while "was deleted while the run wrote it" not in log.read_text() and proc.poll() is None:
+                    assert time.monotonic() < deadline, "the deleted output was not restored"
+                    time.sleep(0.005)
         if proc.poll() is not None:
             break  # finished before the kill point: nothing left to kill
         proc.send_signal(signal.SIGKILL)
@@ -238,6 +258,8 @@ def test_soak_with_faults_and_three_sigkills_loses_nothing_and_submits_once(
     err_text = log.read_text()
     assert "Traceback" not in err_text
     assert "removed a truncated last line" in err_text
+    assert second_name_tried and unlinked
+    assert "was deleted while the run wrote it; re-created it" in err_text
     total_faults = sum(faults.values())
     permanent = len(expected_errors)
     figures = {

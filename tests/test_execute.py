@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fixtures_disk import fill, tmpfs
 from fixtures_execute import records, run_cli, stats, write_spec
 
 from batchrun.load import load_spec
@@ -256,15 +257,16 @@ def test_unwritable_output_is_a_clear_error(
     assert "Traceback" not in err
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_full_disk_mid_run_stops_with_a_clear_error(
     tmp_path: Path, loopback_server: ServerThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A write failing with ENOSPC ends the run with exit 1 and a message, never a traceback."""
+    """A write failing with ENOSPC ends the run with exit 1 and a message, never a traceback.
+    (A full tmpfs: an output symlinked to /dev/full is refused now, as every device is.)"""
     spec = write_spec(tmp_path, ECHO_SPEC)
-    out = tmp_path / "out.jsonl"
-    out.symlink_to("/dev/full")
-    assert run_cli(str(spec), "-o", str(out), *_urls(loopback_server)) == 1
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        out = disk / "out.jsonl"
+        fill(disk)
+        assert run_cli(str(spec), "-o", str(out), *_urls(loopback_server)) == 1
     err = capsys.readouterr().err
     assert f"batchrun: error: cannot write to the output {out}: no space left on device" in err
     assert "Traceback" not in err

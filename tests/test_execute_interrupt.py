@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from fixtures_execute import records, run_cli, stats, wait_for, write_spec
 
 from batchrun.load import load_spec
 from batchrun.output.journal import journal_path, read_in_flight
+from batchrun.output.manifest import manifest_path
 from batchrun.plan.planner import build_plan
 from batchrun.server import ServerThread
 
@@ -224,3 +226,41 @@ def test_with_only_queue_requests_in_flight_the_run_ends_at_once_and_says_what_b
     assert (f"batchrun: 2 queue requests keep running remotely and stay journaled (in {journal}): the next run "
             f"collects them; `batchrun cancel {out}` cancels them") in lines
     assert counters["requests"]["cancel"] == 0 and len(read_in_flight(journal)) == 2
+
+
+@pytest.mark.parametrize("after", [0.0, 0.3, 1.0])
+def test_ctrl_c_held_down_during_shutdown_still_exits_130(
+    tmp_path: Path, make_server: MakeServer, after: float
+) -> None:
+    """Regression (issue 14, case 5): a second Ctrl-C during shutdown ended the process by the
+    signal (-2) instead of 130 in 5 of 40 tries: once the run's watcher was gone, a repeated
+    SIGINT raised KeyboardInterrupt into the manifest's and journal's last writes, into the
+    error handler, or into the interpreter's exit. Here SIGINT keeps coming every 2 ms from
+    `after` s past the first until the process is gone, so it lands in every stage of shutdown."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: held-down
+        concurrency: 4
+        jobs:
+          - {name: q, endpoint: local/sleep, matrix: {n: [1, 2]}, arguments: {seconds: 30, n: "${{ matrix.n }}"}}
+          - {name: d, endpoint: local/echo, mode: run, matrix: {n: [1, 2]}, arguments: {delay: 1, n: "${{ matrix.n }}"}}
+    """)
+    out = tmp_path / "out.jsonl"
+    journal = journal_path(out)
+    with make_server(runners=4) as srv:
+        cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), "--run-url", srv.run_url,
+               "--queue-url", srv.queue_url, "--no-progress"]
+        with subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
+            wait_for(lambda: len(read_in_flight(journal)) == 2 or proc.poll() is not None)
+            assert proc.poll() is None, "the run ended before it could be interrupted"
+            proc.send_signal(signal.SIGINT)
+            time.sleep(after)
+            while proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+                time.sleep(0.002)
+            err = proc.stderr.read() if proc.stderr else ""
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    manifest = json.loads(manifest_path(out).read_text())
+    assert manifest["finished_at"] is not None and manifest["exit_code"] == 130

@@ -28,9 +28,9 @@ FAST = """\
 GATE = "    gates: {max_p95_latency_s: 0.2}\n"
 
 
-def _run(spec: Path, out: Path, server: ServerThread) -> int:
+def _run(spec: Path, out: Path, server: ServerThread, *args: str) -> int:
     return run_cli(str(spec), "-o", str(out), "--run-url", server.run_url, "--queue-url", server.queue_url,
-                   "--no-progress")
+                   "--no-progress", *args)
 
 
 def test_a_resumed_run_fails_the_p95_gate_that_the_whole_output_fails(
@@ -79,3 +79,42 @@ def test_output_latencies_keeps_the_newest_record_per_id_and_skips_damaged_lines
     out.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines) + "\n")
     assert sorted(output_latencies(out) or []) == [0.25, 0.5]
     assert output_latencies(tmp_path / "missing.jsonl") is None
+
+
+@pytest.mark.parametrize("gates", ["{max_errors: 1}", "{fail_fast: true}", "{max_error_rate: 0.5}"])
+def test_a_gate_the_output_already_breaches_stops_a_resume_before_it_sends(
+    tmp_path: Path, loopback_server: ServerThread, capsys: pytest.CaptureFixture[str], gates: str
+) -> None:
+    """Regression (issue 14, case 9): every request fails, so the gate stops the first run; each
+    resume then sent another `concurrency` requests before the gate noticed again (2, 4, 6 ...
+    records). The resume checks the gates on the output first: it sends nothing, exits 1 and
+    says why. --retry-errors still sends (the errors it sends again are not counted as failed)."""
+    n = 30
+    spec = write_spec(tmp_path, f"""\
+        version: 1
+        name: breached
+        concurrency: 2
+        gates: {gates}
+        jobs:
+          - {{name: bad, endpoint: local/fail, mode: run, matrix: {{i: [{", ".join(map(str, range(n)))}]}},
+             arguments: {{status: 500, i: "${{{{ matrix.i }}}}"}}, retries: {{max_attempts: 1}}}}
+    """)
+    out = tmp_path / "out.jsonl"
+    stats = loopback_server.app.state.stats
+    assert _run(spec, out, loopback_server) == 1
+    first = len(records(out))
+    assert 0 < first < n
+    capsys.readouterr()
+    for _ in range(2):
+        sent = stats()["requests"]["run"]
+        assert _run(spec, out, loopback_server) == 1
+        err = capsys.readouterr().err
+        assert stats()["requests"]["run"] == sent  # nothing sent
+        assert len(records(out)) == first
+        assert ", already in the output: nothing new is sent" in err, err
+        manifest = json.loads(manifest_path(out).read_text())
+        assert manifest["stopped_by"].endswith(", already in the output: nothing new is sent")
+        assert manifest["counts"]["error"] == first
+    sent = stats()["requests"]["run"]
+    assert _run(spec, out, loopback_server, "--retry-errors") == 1
+    assert stats()["requests"]["run"] > sent

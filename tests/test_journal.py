@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures_disk import fill, tmpfs
 
-from batchrun.output.journal import InFlight, Journal, journal_path, read_in_flight
+from batchrun.errors import SinkError
+from batchrun.output.journal import InFlight, Journal, journal_path, read_in_flight, read_journal
 
 
 def _urls(rid: str) -> dict[str, str]:
@@ -78,3 +80,31 @@ def test_torn_journal_tail_is_repaired(tmp_path: Path, capsys: pytest.CaptureFix
         journal.submitted(id="c", job="j", request_id="q3", **_urls("q3"))
     assert set(read_in_flight(path)) == {"a", "c"}
     assert "removed a truncated last line" in capsys.readouterr().err
+
+
+def test_a_journal_line_cut_by_a_full_disk_is_rolled_back_and_later_entries_survive(tmp_path: Path) -> None:
+    """Regression (issue 14, case 8): on a full disk the kernel writes what fits of a line (a short
+    write) and the journal took it as written: the run went on, and the next entry, appended after
+    the partial one, merged with it into one damaged line, so a resume lost that request's handle.
+    Now a line is written whole or not at all: the short write is finished or rolled back, the
+    failure is an error, and what is appended once there is room reads back."""
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        path = disk / "out.jsonl.journal.jsonl"
+        journal = Journal(path)
+        journal.open()
+        a = journal.submitted(id="a", job="j", request_id="q1", **_urls("q1"))
+        journal.sending("b", "j")
+        # Blank padding (readers skip it) so that only 40 bytes of the journal's last page are free.
+        with open(path, "ab") as f:
+            f.write(b" " * (4096 - 40 - path.stat().st_size - 1) + b"\n")
+        filler = fill(disk)
+        with pytest.raises(SinkError) as exc:
+            journal.submitted(id="b", job="j", request_id="q2", **_urls("q2"))
+        assert "no space left on device" in str(exc.value)
+        assert path.read_bytes().endswith(b"\n")  # the partial line was rolled back
+        filler.unlink()
+        c = journal.submitted(id="c", job="j", request_id="q3", **_urls("q3"))
+        journal.close()
+        in_flight, intents = read_journal(path)
+    assert in_flight == {"a": a, "c": c}
+    assert set(intents) == {"b"}  # its submit answer was never journaled: outcome unknown, not resubmitted

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 import pytest
+from fixtures_disk import tmpfs
 from fixtures_execute import records, run_cli, write_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchrun.errors import UsageError
+from batchrun.load import load_spec
+from batchrun.output.checks import check_output
 from batchrun.server import ServerThread
 
 SPEC = """\
@@ -46,19 +52,6 @@ def _spec(tmp_path: Path, n: int = N, pad: int = 400) -> Path:
 
 def _urls(srv: ServerThread) -> list[str]:
     return ["--run-url", srv.run_url, "--queue-url", srv.queue_url, "--no-progress"]
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, size: str, *options: str) -> Iterator[Path]:
-    where.mkdir()
-    opts = ",".join((f"size={size}", *options))
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill up (needs root / CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _complete_lines(path: Path) -> list[dict[str, object]]:
@@ -220,3 +213,180 @@ def test_damaged_outputs_never_crash_the_readers(lines: list[bytes]) -> None:
         for argv, code, err in _readers(out, good):
             assert code in (0, 1, 2), (argv, err)
             assert "Traceback" not in err
+        # The run's check of its output: an output (a record in it) or a refusal, never a crash.
+        spec = write_spec(Path(tmp), "version: 1\nname: d\njobs:\n  - {name: j, endpoint: local/echo}\n")
+        try:
+            check_output(out, load_spec(spec))
+        except UsageError as exc:
+            assert "holds no batchrun record" in str(exc)
+            assert json.dumps(GOOD_RECORD).encode() not in lines  # an output with a record is never refused
+
+
+# ---- the output is one of the run's inputs, or not a file at all (issue 14, case 10) ----------------
+
+INPUTS_SPEC = """\
+    version: 1
+    name: inputs
+    jobs:
+      - {name: rows, endpoint: local/echo, mode: run, dataset: rows.csv, arguments: {p: "${{ row.p }}"}}
+      - {name: file, endpoint: local/echo, mode: run, arguments: {image: {$file: pic.png}}}
+"""
+
+
+def _inputs_dir(tmp_path: Path) -> Path:
+    (tmp_path / "rows.csv").write_text("p\na\nb\n")
+    (tmp_path / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    (tmp_path / "README.md").write_text("# notes\n\nnot records\n")
+    (tmp_path / "spec-link.yaml").symlink_to(tmp_path / "spec.yaml")
+    os.mkfifo(tmp_path / "fifo")
+    # A node of /dev/null's device of our own: a regression must not move or litter the real /dev.
+    with contextlib.suppress(PermissionError):
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    return write_spec(tmp_path, INPUTS_SPEC)
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("spec.yaml", "is the spec"),
+    ("spec-link.yaml", "is the spec"),
+    ("rows.csv", "is the dataset of job 'rows'"),
+    ("pic.png", "is a $file input of job 'file'"),
+    ("README.md", "exists and holds no batchrun record"),
+    ("fifo", "is a FIFO (pipe), not a file"),
+    ("null", "is a character device, not a file"),
+])
+@pytest.mark.parametrize("fresh", [False, True], ids=["resume", "fresh"])
+def test_an_output_that_is_an_input_or_no_file_is_refused_touching_nothing(
+    tmp_path: Path, loopback_server: ServerThread, capsys: pytest.CaptureFixture[str], name: str, says: str,
+    fresh: bool
+) -> None:
+    """Regression: `-o` naming the spec, a dataset or a `$file` (by any name), or a file holding no
+    records, appended JSON lines into it with a warning per line (and `--fresh` moved the spec
+    aside); `-o /dev/null` kept nothing to resume from and put the sidecars in /dev (here a node of
+    the same device in tmp_path, which a regression cannot hurt). Each is now
+    refused before anything is touched: exit 2, one line saying why, every file as it was, no
+    sidecar anywhere, no request sent."""
+    spec = _inputs_dir(tmp_path)
+    out = tmp_path / name
+    if not out.exists():
+        pytest.skip("cannot create a device node (needs root)")
+    before = {p: (p.read_bytes() if p.is_file() else None) for p in tmp_path.iterdir()}
+    sent = loopback_server.app.state.stats()["requests"]["run"]
+    code = run_cli(str(spec), "-o", str(out), *_urls(loopback_server), *(["--fresh"] if fresh else []))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    [line] = err.splitlines()
+    assert line.startswith(f"batchrun: error: the output {out} {says}"), line
+    assert {p: (p.read_bytes() if p.is_file() else None) for p in tmp_path.iterdir()} == before
+    assert loopback_server.app.state.stats()["requests"]["run"] == sent
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n", b'{"id": "a1", "sta'], ids=["empty", "blank", "torn-first-record"])
+def test_an_empty_or_torn_output_is_still_an_output(tmp_path: Path, loopback_server: ServerThread,
+                                                    content: bytes) -> None:
+    """What a run leaves when killed before (or during) its first record is not refused."""
+    spec = _spec(tmp_path, n=3)
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(content)
+    assert run_cli(str(spec), "-o", str(out), *_urls(loopback_server)) == 0
+    assert len([json.loads(line) for line in out.read_text().splitlines() if line.strip()]) == 3 + 10
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["existing-output", "dangling-symlink"])
+def test_two_runs_on_one_file_under_two_names_one_is_refused(tmp_path: Path, make_server, exists: bool) -> None:
+    """Regression (issue 14, case 7): the lock was per name, so a run on a symlink to the output
+    wrote it at once with a run on the output itself (two ok records per id, every queue request
+    submitted twice). The file is locked too: exactly one runs, the other exits 2."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: names
+        concurrency: 4
+        jobs:
+          - {name: slow, endpoint: local/echo, matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8]},
+             arguments: {n: "${{ matrix.n }}", delay: 1.0}}
+    """)
+    out = tmp_path / "out.jsonl"
+    if exists:
+        out.write_bytes(b"")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(out)
+    with make_server(runners=8) as srv:
+        procs = [subprocess.Popen([sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(o), *_urls(srv)],
+                                  cwd=tmp_path, stderr=subprocess.PIPE, text=True) for o in (out, link)]
+        results = sorted((p.wait(timeout=60), p.communicate()[1]) for p in procs)
+        counters = srv.app.state.stats()
+    (ok_code, _), (refused_code, refused_err) = results
+    assert (ok_code, refused_code) == (0, 2), results
+    assert "is in use by another batchrun process" in refused_err
+    final = records(out)
+    assert sorted(r["arguments"]["n"] for r in final) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert counters["apps"]["local/echo"]["submit"] == 8
+
+
+def test_an_output_deleted_mid_run_is_restored_and_the_rerun_sends_nothing(tmp_path: Path, make_server) -> None:
+    """Regression (issue 14, case 6): the run wrote on into the unlinked file, exited 0 without a
+    word, deleted its journal, and the rerun submitted every queue request again (billed twice).
+    The sink notices that the path no longer names its file, re-creates the output with every
+    record already written, says so, and writes on: the rerun finds everything done."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: unlinked
+        concurrency: 4
+        jobs:
+          - {name: q, endpoint: local/echo, matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]},
+             arguments: {n: "${{ matrix.n }}", delay: 0.2}}
+          - {name: d, endpoint: local/echo, mode: run, matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]},
+             arguments: {n: "${{ matrix.n }}", delay: 0.2}}
+    """)
+    out = tmp_path / "out.jsonl"
+    with make_server(runners=8) as srv:
+        cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), *_urls(srv)]
+        with subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
+            deadline = time.monotonic() + 30
+            while not (out.exists() and out.read_bytes().count(b"\n") >= 4):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+            out.unlink()
+            err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 0, err
+        assert f"batchrun: warning: {out} was deleted while the run wrote it; re-created it" in err
+        final = records(out)
+        assert len(final) == len({r["id"] for r in final}) == 24
+        before = srv.app.state.stats()
+        rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        after = srv.app.state.stats()
+    assert rerun.returncode == 0, rerun.stderr
+    assert "24 of 24 planned requests are already done" in rerun.stderr
+    assert after["requests"] == before["requests"]
+    assert after["duplicate_submits"] == 0
+
+
+def test_an_output_replaced_mid_run_is_left_alone_and_the_journal_is_kept(tmp_path: Path, make_server) -> None:
+    """The path names another file now: that file is not touched, this run's records are saved
+    beside it, the run stops (exit 1), and the journal stays (its queue requests are not lost)."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: replaced
+        concurrency: 2
+        jobs:
+          - {name: q, endpoint: local/echo, matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]},
+             arguments: {n: "${{ matrix.n }}", delay: 0.3}}
+    """)
+    out = tmp_path / "out.jsonl"
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(b"someone else's file\n")
+    with make_server(runners=4) as srv:
+        cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), *_urls(srv)]
+        with subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
+            deadline = time.monotonic() + 30
+            while not (out.exists() and out.read_bytes().count(b"\n") >= 2):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+            os.replace(other, out)
+            err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 1, err
+    assert out.read_bytes() == b"someone else's file\n"
+    [saved] = tmp_path.glob("out.jsonl.*.recovered")
+    assert f"was replaced by another file while the run wrote it; it was left as it is, and the records " \
+           f"written to the replaced file are in {saved}" in err
+    assert len(records(saved)) >= 2
+    assert (tmp_path / "out.jsonl.journal.jsonl").exists()

@@ -297,3 +297,62 @@ def test_path_hint_and_headers_are_strings_and_path_escapes_are_undone(tmp_path:
     first, second = build_plan(spec)
     assert (first.path, first.hint, first.headers) == ("1", "1", {"X-N": "1", "X-L": "$${{ lit }}"})
     assert second.path == "/a${{b"  # the escape is undone: path is the final string sent
+
+
+# ---- `$file` inputs: ids from the spec-relative path and the content (issue 14, case 11) -----------
+
+FILE_SPEC = """\
+    version: 1
+    name: files
+    jobs:
+      - name: static
+        endpoint: local/echo
+        arguments: {image: {$file: images/cat.png}, more: [!file images/dog.png]}
+      - name: templated
+        endpoint: local/echo
+        matrix: {pet: [cat, dog]}
+        arguments: {image: {$file: "images/${{ matrix.pet }}.png"}}
+"""
+
+
+def _checkout(root: Path) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "cat.png").write_bytes(b"cat pixels")
+    (root / "images" / "dog.png").write_bytes(b"dog pixels")
+    spec = root / "spec.yaml"
+    spec.write_text(textwrap.dedent(FILE_SPEC))
+    return spec
+
+
+def _ids(spec: Path) -> list[str]:
+    return [r.id for r in build_plan(load_spec(spec))]
+
+
+def test_file_input_ids_are_the_same_in_every_checkout_and_follow_the_content(tmp_path: Path) -> None:
+    """Regression: `$file` ids came from the absolute path, so another checkout (a laptop, CI, a
+    pod) planned other ids and resume, diff and merge across them failed; and new content under the
+    same name kept the id, so a resume skipped the changed input. Now: spec-relative path + content."""
+    here, there = _checkout(tmp_path / "laptop"), _checkout(tmp_path / "ci" / "deep" / "checkout")
+    assert _ids(here) == _ids(there)
+    assert len(set(_ids(here))) == 3
+    # The plan still sends the file from where it is on this machine.
+    assert next(build_plan(load_spec(here))).arguments["image"] == {"$file": str(tmp_path / "laptop/images/cat.png")}
+    before = _ids(here)
+    (tmp_path / "laptop" / "images" / "dog.png").write_bytes(b"a new dog")
+    after = _ids(here)
+    assert after[0] != before[0]  # static: dog.png is in its `more` list
+    assert after[1] == before[1] and after[2] != before[2]  # templated: only the dog's request changes
+    assert _ids(there) == before  # the other checkout is unchanged
+
+
+def test_a_resume_in_another_checkout_sends_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from batchrun.cli import main
+
+    here, there = _checkout(tmp_path / "a"), _checkout(tmp_path / "b")
+    out = tmp_path / "out.jsonl"
+    assert main(["run", str(here), "-o", str(out), "--target", "local", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(there), "-o", str(out), "--target", "local", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "3 of 3 planned requests are already done" in err
+    assert len(out.read_text().splitlines()) == 3

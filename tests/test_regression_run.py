@@ -476,5 +476,14 @@ def test_a_gate_stop_in_subscribe_mode_leaves_nothing_journaled(
     assert 1 <= len(first) <= 3  # the error, and what was already in flight with it
     assert not journal_path(out).exists()
     assert "stopped early: gate max_errors: 1 failed requests > max_errors 0" in capsys.readouterr().err
-    assert run(spec, out, loopback_server) == 1  # the error is still the newest record of its id
+    # The error is still the newest record of its id, so the gate is breached before anything is
+    # sent: the resume sends nothing (issue 14: it used to send `concurrency` more each time).
+    assert run(spec, out, loopback_server) == 1
+    assert records(out) == first
+    err = capsys.readouterr().err
+    assert "gate max_errors: 1 failed requests > max_errors 0 (" in err
+    assert "finished), already in the output: nothing new is sent" in err
+    # With the gate relaxed the resume runs only what is left.
+    relaxed = write_spec(tmp_path, spec.read_text().replace("max_errors: 0", "max_errors: 1"), "relaxed.yaml")
+    assert run(relaxed, out, loopback_server) == 1  # the error is still the newest record of its id
     assert len(records(out)) == 7 and {r["job"] for r in records(out)[len(first):]} == {"ok"}

@@ -37,7 +37,7 @@ from typing import IO, Any
 from batchrun.errors import SinkError
 from batchrun.output.records import isoformat
 from batchrun.output.resume import repair_tail
-from batchrun.output.sink import encode_record
+from batchrun.output.sink import describe, encode_record, write_line
 
 __all__ = ["InFlight", "Journal", "journal_path", "read_in_flight", "read_journal"]
 
@@ -147,12 +147,10 @@ class Journal:
         if self._file is None:
             raise RuntimeError("Cannot write to a journal that is not open.")
         line = encode_record(entry if self._scrub is None else self._scrub(entry))
-        try:
-            self._file.write(line)
+        try:  # whole lines only: a cut line would swallow the entry appended after it
+            write_line(self._file, line)
         except OSError as exc:
-            raise SinkError(
-                f"cannot write the journal {self.path}: {exc.strerror or exc}", path=str(self.path)
-            ) from None
+            raise SinkError(f"cannot write the journal {self.path}: {describe(exc)}", path=str(self.path)) from None
 
     def sending(self, id: str, job: str) -> None:
         """Write-ahead: a queue submit for `id` is about to go out."""
@@ -195,13 +193,14 @@ class Journal:
         self.in_flight.pop(id, None)
         self.intents.pop(id, None)
 
-    def close(self) -> None:
-        """Close; a journal with nothing in flight and no open intent has no more use and is removed."""
+    def close(self, *, keep: bool = False) -> None:
+        """Close; a journal with nothing in flight and no open intent has no more use and is removed,
+        unless `keep`: the output it settled requests into is gone (see batchrun.output.sink.JsonlSink)."""
         if self._file is None:
             return
         f, self._file = self._file, None
         f.close()
-        if not self.in_flight and not self.intents:
+        if not keep and not self.in_flight and not self.intents:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
 

@@ -20,6 +20,7 @@ import orjson  # writes the same canonical bytes as json for plain values, about
 
 from batchrun.errors import UsageError
 from batchrun.plan import design, sampling
+from batchrun.plan.fileids import file_identity, has_file_objects
 from batchrun.spec.dataset import RowSource
 from batchrun.spec.model import Job, Mode, Sample, Spec
 from batchrun.spec.template import (
@@ -33,7 +34,7 @@ from batchrun.spec.template import (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PlannedRequest:
-    id: str  # stable content hash of {job, endpoint, path, arguments, repeat}
+    id: str  # stable content hash of {job, endpoint, path, arguments, repeat}; `$file`s by path and content
     index: int  # position in the whole plan (0-based)
     job: Job
     arguments: dict[str, Any]  # matrix/row/repeat resolved; ${{ env.X }} left for send time
@@ -190,6 +191,7 @@ class JobPlanner:
     rows: RowSource | None
     end: int = 0  # the index after this job's last request, set once `requests` is exhausted
     plain_ids: bool = False  # every rendered argument is plain (no dataset, no floats): orjson ids
+    file_base: str | None = None  # the spec's folder when the arguments have `$file` objects (see fileids)
 
     @classmethod
     def create(cls, job: Job, spec: Spec) -> JobPlanner:
@@ -210,6 +212,7 @@ class JobPlanner:
             and type(job.matrix) is dict and _plain(job.matrix)
             and type(job.include) is list and _plain(job.include) and type(job.name) is str
             and type(job.endpoint) is str and _plain(job.path),
+            file_base=base if has_file_objects(job.arguments) else None,
         )
 
     def combos(self) -> Iterator[dict[str, Any]]:
@@ -248,6 +251,7 @@ class JobPlanner:
         repeats = range(job.repeat)
         check_shard = shard is not None and shard[1] != 1
         new = _new_request
+        file_base = self.file_base
         per_combo = 0 if only is None else job.repeat * (1 if self.rows is None else self.rows.count())
         for combo in self.combos():
             if only is not None:
@@ -264,7 +268,8 @@ class JobPlanner:
                     ctx = Context(combo, row, repeat)
                     arguments = render(ctx)
                     path = job_path if path_t is None else _text(path_t.render(ctx))
-                    rid = make_id(name, endpoint, path, arguments, repeat)
+                    rid = make_id(name, endpoint, path,
+                                  arguments if file_base is None else file_identity(arguments, file_base), repeat)
                     if not check_shard or in_shard(rid, shard):
                         yield new(
                             rid, index + repeat, job, arguments, combo, row_index, repeat,

@@ -408,6 +408,14 @@ class Executor:
             raise _unwrap(group) from None
 
     async def _execute(self, plan: Iterable[PlannedRequest], settled: Sequence[SettledJob] = ()) -> RunResult:
+        if self.toolkit is not None and settled:
+            # Gates over what earlier runs wrote, before anything is sent (batchrun.toolkit.gates).
+            breach = self.toolkit.before_sending(
+                failed=sum(j.skipped_errors for j in settled),
+                expectation_failures=sum(j.expect_failed for j in settled),
+                finished=sum(j.skipped for j in settled))
+            if breach is not None:
+                self.stop.halt_before_start(breach)
         items_tx, items_rx = anyio.create_memory_object_stream[Item](self.workers)
         results_tx, results_rx = anyio.create_memory_object_stream[dict[str, Any]](self.workers)
         async with anyio.create_task_group() as outer:

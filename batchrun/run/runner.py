@@ -29,6 +29,7 @@ import anyio.to_thread
 from batchrun import signals
 from batchrun.client.target import Endpoints, resolve_target
 from batchrun.errors import BatchrunError, Problem, UsageError
+from batchrun.output.checks import check_output
 from batchrun.output.journal import Journal, journal_path
 from batchrun.output.manifest import Manifest, manifest_path
 from batchrun.output.planids import PlanIds, compare, parse_ids, plan_ids_path, read_ids
@@ -172,6 +173,7 @@ class _Run:
     state: ResumeState | None = None
     count: PlanCount | None = None
     ids: PlanIds | None = None
+    lock: OutputLock | None = None
     result: RunResult | None = None
 
 
@@ -206,6 +208,7 @@ def _decide(spec: Spec, warnings: list[Problem], counts: dict[str, int], label: 
     out = _output(spec, options)
     redactor = _secrets(spec, endpoints, environ)
     check_budget_prices(spec)
+    check_output(out, spec)  # not a device, not one of the run's inputs, not some other file (exit 2)
     return _Run(spec, counts, label, options, selection, part, options.shard, target, endpoints, concurrency,
                 record_logs, out, redactor, callbacks if callbacks is not None else Callbacks(), interrupts)
 
@@ -215,7 +218,8 @@ def _opened(r: _Run) -> Iterator[_Run]:
     """The output locked, its journal open, the resume state read and the manifest started; on
     the way out (whatever happened) the plan's ids and the manifest's end are written."""
     spec, out, journal_file = r.spec, r.out, journal_path(r.out)
-    with OutputLock(out):
+    with OutputLock(out) as lock:
+        r.lock = lock
         if r.options.fresh:
             _move_aside(out)
         journal = r.journal = Journal(journal_file, scrub=r.redactor.scrub)
@@ -270,7 +274,13 @@ def _opened(r: _Run) -> Iterator[_Run]:
                     _record_plan(out, ids, manifest)
                 _finish_manifest(manifest, r.result, count)
         finally:
-            journal.close()
+            # What the journal marks done is in the output only if the path still names the file
+            # this run wrote (batchrun.output.sink.JsonlSink); otherwise the journal stays.
+            intact = lock.intact()
+            journal.close(keep=not intact)
+            if not intact and journal.path.exists():
+                print(f"batchrun: {out} no longer names the file this run wrote, so its journal {journal.path} "
+                      "is kept (it lists every queue request this output's runs submitted)", file=sys.stderr)
 
 
 def run(spec: Spec, warnings: list[Problem], counts: dict[str, int], label: str, options: RunOptions, *,
@@ -482,7 +492,7 @@ async def _execute(r: _Run, endpoints: Endpoints, handle_signals: bool) -> RunRe
                 FalClient(run_url=endpoints.run_url, queue_url=endpoints.queue_url, auth=endpoints.auth,
                           redactor=r.redactor, max_connections=r.concurrency, ca_bundle=ca_bundle,
                           uploads=uploads) as client:
-            with JsonlSink(out) as sink:
+            with JsonlSink(out, r.lock) as sink:
                 executor = Executor(
                     client=client, sink=sink, journal=r.journal, resume=r.state, limits=limits,
                     progress=progress, summary=summary, redactor=r.redactor, workers=r.concurrency,

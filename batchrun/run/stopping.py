@@ -69,6 +69,14 @@ class Stop:
             elif active.retry is not None and now < active.retry.until:
                 self.stop_retry(active)
 
+    def halt_before_start(self, reason: str) -> None:
+        """A gate the output already breaches: nothing is sent. Unlike `halt`, the plan is still
+        walked, so the summary counts what the output settles and open intents of settled ids are
+        closed; every request to do is drained unsent (the next run sends it)."""
+        self.halted = True
+        self.halt_reason = reason
+        self.progress.message(f"batchrun: {reason}")
+
     def stop_retry(self, active: Active) -> None:
         """The run is stopping: `active`'s next attempt does not start. After a gate or the budget
         stopped the run, the request ends with the error it had (the run is over; its record says
@@ -123,10 +131,16 @@ class Stop:
         saved = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
         try:
             with anyio.open_signal_receiver(*signals.STOP_SIGNALS) as received:
-                async for signum in received:
-                    self.on_signal(signum, tg)
+                try:
+                    async for signum in received:
+                        self.on_signal(signum, tg)
+                finally:
+                    # Held from before asyncio removes its handlers (SIGTERM back to SIG_DFL) until
+                    # ours are in place: a signal in between killed the process outright.
+                    signals.hold()
         finally:
             signals.restore(saved)
+            signals.release()
 
     def on_signal(self, signum: int, tg: anyio.abc.TaskGroup) -> None:
         """A stop signal arrived (in the loop's thread): interrupt, say so, start the grace period."""

@@ -12,6 +12,9 @@ Failed requests and finished requests count the whole output for this plan: reco
 runs that a resume skips count too, so a resumed run keeps the gates of the run it continues.
 The p95 gate reads its latencies back from the output at the end (`output_latencies`), for the
 same reason: a nightly run resumed after a kill must not pass a gate it would fail whole.
+A resume checks the stopping gates on the output before it sends anything (`on_output`): a gate
+the earlier runs' records already breach stops it there, rather than after another `concurrency`
+requests each time it is run again.
 A stopping gate stops the run gracefully (no new requests; those in flight finish and are written;
 the run is resumable) and every breached gate makes the run exit 1. Figures come from the run's
 summary (batchrun.output.summary.RunSummary), and for a resumed run's p95 from its output file too.
@@ -63,6 +66,19 @@ class Gates:
         message = self._errors(summary, minimum=MIN_RATE_SAMPLE)
         return message
 
+    def on_output(self, failed: int, expectation_failures: int, finished: int) -> str | None:
+        """Before a resume sends anything: the message of a stopping gate that the output's records
+        for the plan already breach (`failed` errors and `expectation_failures` among `finished`
+        settled requests; errors that --retry-errors sends again are not among them), else None."""
+        if self.breaches:
+            return None
+        already = ", already in the output: nothing new is sent"
+        if self.fail_fast and failed + expectation_failures:
+            return self._breach("fail_fast", f"gate fail_fast: {failed + expectation_failures} of the {finished} "
+                                f"requests the output settles failed ({failed} errors, {expectation_failures} "
+                                f"failed expectations){already}")
+        return self._count_errors(failed, finished, minimum=MIN_RATE_SAMPLE, suffix=already)
+
     def at_end(self, summary: RunSummary) -> list[str]:
         """Every breached gate, the stopping ones first; for the summary, the manifest and the exit code."""
         if "max_errors" not in self.breaches and "max_error_rate" not in self.breaches:
@@ -76,14 +92,16 @@ class Gates:
         return list(self.breaches.values())
 
     def _errors(self, summary: RunSummary, *, minimum: int) -> str | None:
-        failed, finished = summary.failed, _finished(summary)
+        return self._count_errors(summary.failed, _finished(summary), minimum=minimum)
+
+    def _count_errors(self, failed: int, finished: int, *, minimum: int, suffix: str = "") -> str | None:
         if self.max_errors is not None and failed > self.max_errors:
             return self._breach("max_errors", f"gate max_errors: {failed} failed requests > max_errors "
-                                f"{self.max_errors} ({finished} finished)")
+                                f"{self.max_errors} ({finished} finished){suffix}")
         if self.max_error_rate is not None and finished >= minimum and failed / finished > self.max_error_rate:
             return self._breach("max_error_rate", f"gate max_error_rate: {failed} of {finished} finished "
                                 f"requests failed ({failed / finished:.1%}) > max_error_rate "
-                                f"{self.max_error_rate:.1%}")
+                                f"{self.max_error_rate:.1%}{suffix}")
         return None
 
     def _breach(self, gate: str, message: str) -> str:

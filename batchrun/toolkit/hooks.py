@@ -2,6 +2,7 @@
 
 The executor calls, for each planned request:
 
+    before_sending(...)         once, before anything is sent: a gate the output already breaches stops the run
     skipped(request)            a resume skips it (an earlier record settles it)
     admit(request)              just before sending it; a message means: do not send, stop the run
     await enrich(request, rec)  its record is built (in the worker): add expectations, artifacts, cost
@@ -51,6 +52,13 @@ class Toolkit:
         self._reserved: dict[str, float] = {}  # request id -> cost reserved against the budget
         self.expectations = Expectations()
         self.stopped_by: str | None = None
+
+    def before_sending(self, failed: int, expectation_failures: int, finished: int) -> str | None:
+        """What the output settles before this run (see Gates.on_output); a message means: send nothing new."""
+        if self.gates is None:
+            return None
+        breach = self.gates.on_output(failed, expectation_failures, finished)
+        return self._stop(breach) if breach is not None else None
 
     def skipped(self, request: PlannedRequest) -> None:
         if request.id in self.resume.expect_failed:
