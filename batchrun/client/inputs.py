@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from batchrun.spec.yamlsource import FILE_KEY
+
 if TYPE_CHECKING:
     from batchrun.client.storage import Uploads
 
 __all__ = ["FILE_KEY", "InputFileError", "encode_files", "has_files"]
-
-FILE_KEY = "$file"
 
 
 class InputFileError(Exception):

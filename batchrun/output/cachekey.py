@@ -28,11 +28,11 @@ import orjson
 
 from batchrun.plan.planner import PlannedRequest
 from batchrun.spec.template import env_names
+from batchrun.spec.yamlsource import FILE_KEY
 
 __all__ = ["KEY_VERSION", "FileDigests", "cache_key", "uses_env"]
 
 KEY_VERSION = 1  # bumped when the key's shape changes: old entries then simply miss
-FILE_KEY = "$file"  # batchrun.client.inputs.FILE_KEY (the client stage is not importable from here)
 
 
 class FileDigests:

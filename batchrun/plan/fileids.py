@@ -18,9 +18,9 @@ import hashlib
 import os
 from typing import Any
 
-__all__ = ["FILE_KEY", "file_identity", "has_file_objects"]
+from batchrun.spec.yamlsource import FILE_KEY
 
-FILE_KEY = "$file"
+__all__ = ["FILE_KEY", "file_identity", "has_file_objects"]
 
 
 def has_file_objects(value: Any) -> bool:

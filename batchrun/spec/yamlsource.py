@@ -26,12 +26,15 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader plus `!file`; the pure-Python loader keeps marks on every node."""
 
 
+FILE_KEY = "$file"  # the key of a `{$file: path}` input object (`!file path` in YAML); one name for every stage
+
+
 def _construct_file(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
     if not isinstance(node, yaml.ScalarNode):
         raise yaml.constructor.ConstructorError(
             None, None, "!file takes a path string, e.g. `!file images/cat.png`", node.start_mark
         )
-    return {"$file": loader.construct_scalar(node)}
+    return {FILE_KEY: loader.construct_scalar(node)}
 
 
 _Loader.add_constructor("!file", _construct_file)
