@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-
 __all__ = ["DISTRIBUTION", "__version__"]
 
 # What pip installs this project as (PyPI's "batchrun" is another tool); imported as `batchrun`.
@@ -13,5 +11,7 @@ DISTRIBUTION = "batchrun-fal"
 def __getattr__(name: str) -> str:
     # Computed lazily so the version cannot drift from the installed metadata.
     if name == "__version__":
+        import importlib.metadata  # ~50 ms: only when asked, not at every start-up
+
         return importlib.metadata.version(DISTRIBUTION)
     raise AttributeError(f"module 'batchrun' has no attribute {name!r}")

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import os
 import re
 import ssl
 import urllib.parse
@@ -155,7 +157,15 @@ def origin(url: httpx.URL | str) -> str:
 def ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     """The TLS context of every HTTPS connection: certifi's CAs (or SSL_CERT_FILE/SSL_CERT_DIR, as
     httpx reads them), or only the CAs of `ca_bundle` (a PEM file) when one is given. Loading a CA
-    bundle takes 10-30 ms, so it is done once per Sender, before the first wave of requests."""
+    bundle takes 40-80 ms, so it is done once per process and CA source (a run has up to three
+    Senders: the API, downloads, storage), before the first wave of requests; a context is safe to
+    share between connections."""
+    return _ssl_context(ca_bundle, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _ssl_context(ca_bundle: str | None, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    # cert_file/cert_dir are part of the key only: httpx reads them from the environment itself.
     if ca_bundle is None:
         return httpx.create_ssl_context()
     return ssl.create_default_context(cafile=ca_bundle)
