@@ -118,8 +118,9 @@ def test_validate_returns_problems_without_raising(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("flags", [[], ["--shard", "2/3"], ["--limit", "2"], ["--only", "echo"],
-                                   ["--shard", "1/2", "--limit", "2", "--only", "images"]],
-                         ids=["all", "shard", "limit", "only", "shard-limit-only"])
+                                   ["--shard", "1/2", "--limit", "2", "--only", "images"],
+                                   ["--sample", "2"], ["--sample", "2", "--seed", "9", "--shard", "1/2"]],
+                         ids=["all", "shard", "limit", "only", "shard-limit-only", "sample", "sample-seed-shard"])
 def test_plan_is_batchrun_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str]) -> None:
     """plan() yields the requests `batchrun plan` prints (ids, indices, arguments), count() their number."""
     path = _spec(tmp_path)
@@ -127,7 +128,7 @@ def test_plan_is_batchrun_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     kwargs: dict[str, Any] = {}
     for flag, value in zip(flags[::2], flags[1::2], strict=True):
-        kwargs[flag.lstrip("-")] = int(value) if flag == "--limit" else value
+        kwargs[flag.lstrip("-")] = int(value) if flag in ("--limit", "--sample", "--seed") else value
     spec = br.load(path)
     planned = [r.to_json() for r in spec.plan(**kwargs)]
     assert planned == [{k: v for k, v in line.items() if k != "options"} for line in lines]
@@ -153,6 +154,24 @@ def test_estimate_prices_the_plan() -> None:
     assert (estimate.requests, estimate.cost_usd) == (5, None)  # an unpriced endpoint: unknown total
     assert br.load({"version": 1, "name": "p", "pricing": {"local/echo": {"per_request": 0.5}},
                     "jobs": [{"name": "e", "endpoint": "local/echo", "repeat": 4}]}).estimate().cost_usd == 2.0
+
+
+def test_sample_and_seed_count_and_price_like_plan_count(tmp_path: Path) -> None:
+    """count()/estimate() with sample= are `plan --count --sample N`: the sampled sizes, and the
+    sample's requests are the full plan's own (same ids), different for another seed."""
+    spec = br.load({"version": 1, "name": "priced", "pricing": {"local/echo": {"per_request": 0.5}},
+                    "jobs": [{"name": "e", "endpoint": "local/echo", "arguments": {"i": "${{ repeat }}"},
+                              "repeat": 10}]})
+    assert spec.count(sample=3) == 3 and spec.count(sample=30) == 10
+    assert spec.estimate(sample=3).jobs == {"e": (3, 1.5)}
+    full = [r.id for r in spec.plan()]
+    seeds = {seed: [r.id for r in spec.plan(sample=3, seed=seed)] for seed in range(4)}
+    assert all(set(ids) <= set(full) and len(ids) == 3 for ids in seeds.values())
+    assert seeds[0] == [r.id for r in spec.plan(sample=3)]  # the default seed is 0, as on the CLI
+    assert len({tuple(ids) for ids in seeds.values()}) > 1
+    for bad in ({"sample": 0}, {"sample": True}, {"seed": 2}, {"sample": 2, "seed": -1}):
+        with pytest.raises(br.UsageError, match="sample|seed"):
+            spec.count(**bad)
 
 
 def test_bad_selection_is_a_usage_error(tmp_path: Path) -> None:

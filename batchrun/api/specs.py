@@ -17,7 +17,8 @@ from typing import Any
 from batchrun.errors import Problem, SpecError
 from batchrun.load import check_read, load_read
 from batchrun.plan.estimate import estimate as _estimate
-from batchrun.plan.planner import PlannedRequest, build_plan, parse_shard
+from batchrun.plan.planner import PlannedRequest, build_plan, parse_shard, with_sample
+from batchrun.plan.sampling import check_sample
 from batchrun.plan.selection import select
 from batchrun.spec.load import SpecRead, read_spec, read_spec_data, read_spec_text
 from batchrun.spec.model import Spec
@@ -59,36 +60,51 @@ class LoadedSpec:
         return [job.name for job in self.spec.jobs]
 
     def plan(self, *, shard: str | tuple[int, int] | None = None, only: str | Iterable[str] | None = None,
-             limit: int | None = None) -> Iterator[PlannedRequest]:
+             limit: int | None = None, sample: int | None = None, seed: int | None = None
+             ) -> Iterator[PlannedRequest]:
         """The planned requests, lazily and in plan order: exactly `batchrun plan SPEC [--shard I/N]
-        [--only JOB,...] [--limit N]` (the same ids, indices and arguments; `${{ env.X }}` stays
-        unresolved). Nothing is rendered before it is asked for.
+        [--only JOB,...] [--limit N] [--sample N [--seed S]]` (the same ids, indices and arguments;
+        `${{ env.X }}` stays unresolved). Nothing is rendered before it is asked for, except that a
+        sample walks each job once to rank its ids.
 
         Raises:
-            UsageError: a malformed shard or an unknown job name in `only`.
+            UsageError: a malformed shard, an unknown job name in `only`, a sample or seed that is
+                not a whole number (sample >= 1, seed >= 0), or a seed without a sample.
         """
         shard_t = _shard(shard)
-        selection = select(self.spec, self.job_counts, _only(only), limit)
-        return build_plan(self.spec, shard=shard_t, only=None if selection is None else selection.indices())
+        spec, counts = self._sampled(sample, seed)
+        selection = select(spec, counts, _only(only), limit)
+        return build_plan(spec, shard=shard_t, only=None if selection is None else selection.indices())
 
     def count(self, *, shard: str | tuple[int, int] | None = None, only: str | Iterable[str] | None = None,
-              limit: int | None = None) -> int:
+              limit: int | None = None, sample: int | None = None, seed: int | None = None) -> int:
         """How many requests `plan(...)` yields with the same arguments (without a shard, from
         validation's counts: no dataset is read again)."""
         shard_t = _shard(shard)
-        selection = select(self.spec, self.job_counts, _only(only), limit)
+        spec, counts = self._sampled(sample, seed)
+        selection = select(spec, counts, _only(only), limit)
         if shard_t is None:
-            return sum(self.job_counts.values()) if selection is None else selection.total
-        return sum(1 for _ in self.plan(shard=shard_t, only=only, limit=limit))
+            return sum(counts.values()) if selection is None else selection.total
+        return sum(1 for _ in self.plan(shard=shard_t, only=only, limit=limit, sample=sample, seed=seed))
 
-    def estimate(self, *, shard: str | tuple[int, int] | None = None) -> Estimate:
-        """Requests and estimated cost per job, as `batchrun plan --count` prints them."""
-        per_job = _estimate(self.spec, self.job_counts, _shard(shard))
+    def estimate(self, *, shard: str | tuple[int, int] | None = None, sample: int | None = None,
+                 seed: int | None = None) -> Estimate:
+        """Requests and estimated cost per job, as `batchrun plan --count [--sample N]` prints them."""
+        spec, counts = self._sampled(sample, seed)
+        per_job = _estimate(spec, counts, _shard(shard))
         jobs = {name: (e.requests, e.cost) for name, e in per_job.items()}
         total: float | None = 0.0
         for _, cost in jobs.values():
             total = None if cost is None or total is None else total + cost
-        return Estimate(sum(n for n, _ in jobs.values()), total if self.spec.pricing else None, jobs)
+        return Estimate(sum(n for n, _ in jobs.values()), total if spec.pricing else None, jobs)
+
+    def _sampled(self, sample: int | None, seed: int | None) -> tuple[Spec, dict[str, int]]:
+        """The spec and per-job counts as `--sample N --seed S` makes them (unchanged without)."""
+        counts = dict(self.job_counts)
+        if sample is None and seed is None:
+            return self.spec, counts
+        check_sample(sample, seed)
+        return with_sample(self.spec, counts, sample, seed), counts
 
     def __len__(self) -> int:
         return sum(self.job_counts.values())

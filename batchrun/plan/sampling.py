@@ -19,7 +19,9 @@ import heapq
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
-__all__ = ["choose", "rank"]
+from batchrun.errors import UsageError
+
+__all__ = ["check_sample", "choose", "rank"]
 
 
 class _HasId(Protocol):
@@ -28,6 +30,15 @@ class _HasId(Protocol):
 
 
 R = TypeVar("R", bound=_HasId)
+
+
+def check_sample(n: object, seed: object) -> None:
+    """The checks `--sample N --seed S` get from argparse, for values given from Python."""
+    for name, value, least in (("sample", n, 1), ("seed", seed, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise UsageError(f"{name}: expected a whole number of at least {least}, got {value!r}")
+    if n is None and seed is not None:
+        raise UsageError("seed goes with sample (it is the sample's seed)")
 
 
 def rank(seed: int, request_id: str) -> int:

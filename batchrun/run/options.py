@@ -13,6 +13,7 @@ from pathlib import Path
 
 from batchrun.errors import UsageError
 from batchrun.plan.planner import parse_shard
+from batchrun.plan.sampling import check_sample
 
 __all__ = ["RunOptions"]
 
@@ -70,11 +71,10 @@ class RunOptions:
             raise UsageError("no_cache and refresh_cache exclude each other (--no-cache, --refresh-cache)")
         if target is not None and target not in TARGETS:
             raise UsageError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
-        for name, value in (("concurrency", concurrency), ("limit", limit), ("sample", sample)):
+        for name, value in (("concurrency", concurrency), ("limit", limit)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UsageError(f"{name}: expected a whole number of at least 1, got {value!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise UsageError(f"seed: expected a whole number of at least 0, got {seed!r}")
+        check_sample(sample, seed)
         if isinstance(shard, str):
             shard = parse_shard(shard)
         elif shard is not None:
