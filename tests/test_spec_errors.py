@@ -260,6 +260,29 @@ jobs:
     ]
 
 
+def test_header_and_hint_text_http_cannot_carry(here: Path) -> None:
+    """Regression: a literal non-ASCII or control-character header value or runner hint passed
+    validate, then every request of the job was an input error. The value is never quoted."""
+    found = problems(HEAD + """
+jobs:
+  - name: a
+    endpoint: local/echo
+    hint: "caf\u00e9"
+    headers: {X-Note: "na\u00efve s3cr3t", X-Tab: "a\tb", X-Bell: "a\\x07b", X-Tmpl: "n\u00e9 ${{ repeat }}"}
+""")
+    assert found == [
+        "spec.yaml:7:11: $.jobs[0].hint: non-ASCII text, which an HTTP header cannot carry (httpx and fal's "
+        "ingress reject it); percent-encode it or send it as an argument",
+        "spec.yaml:8:23: $.jobs[0].headers.X-Note: non-ASCII text, which an HTTP header cannot carry (httpx and "
+        "fal's ingress reject it); percent-encode it or send it as an argument",
+        "spec.yaml:8:61: $.jobs[0].headers.X-Bell: a line break or another control character, which an HTTP "
+        "header cannot carry",
+        "spec.yaml:8:79: $.jobs[0].headers.X-Tmpl: non-ASCII text, which an HTTP header cannot carry (httpx and "
+        "fal's ingress reject it); percent-encode it or send it as an argument",
+    ]
+    assert not any("s3cr3t" in line or "caf" in line for line in found)
+
+
 def test_templated_file_paths_are_checked_when_planned(here: Path) -> None:
     assert problems(HEAD + """
 jobs:

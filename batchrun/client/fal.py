@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +52,7 @@ from batchrun.client.storage import Uploads
 from batchrun.client.transport import SEND_ERRORS, Answer, Call, Sender, origin, ssl_context
 from batchrun.plan.planner import PlannedRequest
 from batchrun.redact import Redactor
+from batchrun.spec.checks import HEADER_CONTROL
 from batchrun.spec.model import RetryPolicy
 from batchrun.spec.template import TemplateError, env_names, resolve_env
 
@@ -68,7 +68,6 @@ MAX_POLL_INTERVAL = 2.0
 FOLLOW_CEILING_S = 24 * 3600.0
 STREAM_DRAIN_S = 0.5  # after COMPLETED, how long to wait for the server to end the stream (it should at once)
 
-_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab; CR/LF would inject headers
 
 
 @dataclasses.dataclass(slots=True)
@@ -243,7 +242,7 @@ class FalClient:
         for name, value in headers.items():
             # aiohttp would raise at send time (header injection guard) and take the run down. The
             # value is not quoted: it may be a secret.
-            if _HEADER_CONTROL.search(value):
+            if HEADER_CONTROL.search(value):
                 raise ValueError(
                     f"header {name}: its value contains a line break or another control "
                     "character, which HTTP does not allow"

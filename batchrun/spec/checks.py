@@ -24,6 +24,7 @@ _SEG = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _ENDPOINT = re.compile(rf"^(?:{_SEG}/{_SEG}(?:/{_SEG})*|[0-9]+-[A-Za-z0-9-]+)$")
 _NAMESPACES = ("workflows", "comfy")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab; CR/LF would inject headers
 TEMPLATED = ("arguments", "path", "hint", "headers", "expect")
 # Options of one calling style only. A default of the other style is skipped for a job (so
 # `defaults: {client_timeout: 300}` serves the subscribe jobs of a spec that also has run jobs);
@@ -204,9 +205,13 @@ class Checker:
                 self.check_templates(job, key, known_matrix, row_fields, suffix)
         headers = o.get("headers")
         if isinstance(headers, dict):
-            for name in headers:
+            for name, value in headers.items():
                 if not _HEADER_NAME.match(name):
                     self.error((*job.at("headers"), name), f"'{name}' is not a valid HTTP header name", at_key=True)
+                elif isinstance(value, str):
+                    self.check_header_text((*job.at("headers"), name), value)
+        if isinstance(o.get("hint"), str):
+            self.check_header_text(job.at("hint"), o["hint"])
         if isinstance(o.get("arguments"), dict) and not self.is_bad(job.at("arguments")):
             self.check_files(o["arguments"], job.at("arguments"))
         self.check_dataset(job, row_fields, suffix)
@@ -216,6 +221,16 @@ class Checker:
                 if not self.is_bad(where):
                     for msg in expect.check_problems(check, templates=True):
                         self.error(_check_value_path(where, check, msg), msg)
+
+    def check_header_text(self, where: tuple[Any, ...], value: str) -> None:
+        """A header's (or the runner hint's) literal text: HTTP carries ASCII without control
+        characters, so anything else would make every request of the job an input error. The
+        value is not quoted: it may hold a secret."""
+        if HEADER_CONTROL.search(value):
+            self.error(where, "a line break or another control character, which an HTTP header cannot carry")
+        elif not value.isascii():
+            self.error(where, "non-ASCII text, which an HTTP header cannot carry (httpx and fal's ingress "
+                              "reject it); percent-encode it or send it as an argument")
 
     def check_exclude(self, job: JobSource, matrix: dict[str, Any]) -> None:
         exclude = job.options.get("exclude")
