@@ -235,3 +235,26 @@ def test_a_huge_body_is_refused_with_413_without_reading_it_all(server: ServePro
     else:
         assert streamed.status_code == 413 and "too large" in streamed.json()["detail"]
     assert httpx.post(server.origin + "/run/local/echo", json={"still": "up"}, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)], ids=["ctrl-c", "sigterm"])
+def test_serve_exit_code_says_how_it_stopped(sig: signal.Signals, code: int) -> None:
+    """Regression: Ctrl-C exited 0, like a clean stop. It is the shell's 130 now; SIGTERM (a service
+    manager's stop) stays a clean 0. Either way no traceback."""
+    srv = ServeProcess()
+    srv.proc.send_signal(sig)
+    _, err = srv.proc.communicate(timeout=15)
+    assert srv.proc.returncode == code, err
+    assert "Traceback" not in err, err
+
+
+def test_serve_names_a_missing_certificate_file(tmp_path: Any) -> None:
+    """Regression: a missing --tls-cert said only "FileNotFoundError(2, 'No such file or directory')"."""
+    key = tmp_path / "key.pem"
+    key.write_text("not really a key")
+    for cert, said in ((tmp_path / "nope.pem", "no such file"), (tmp_path, "is a folder, not a file")):
+        done = subprocess.run([sys.executable, "-m", "batchrun", "serve", "--port", "0", "--tls-cert", str(cert),
+                               "--tls-key", str(key)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert f"--tls-cert {cert}: {said}" in done.stderr
+        assert "Traceback" not in done.stderr and "FileNotFoundError" not in done.stderr

@@ -12,6 +12,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from batchrun.errors import UsageError
@@ -46,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--port must be between 0 and 65535")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path and not Path(path).is_file():
+            raise UsageError(f"{flag} {path}: {'is a folder, not a file' if Path(path).is_dir() else 'no such file'}")
     apps: dict[str, Callable[..., Any]] = {}
     for option in args.app:
         try:
@@ -66,9 +70,10 @@ async def _serve(args: argparse.Namespace, apps: dict[str, Callable[..., Any]]) 
     from batchrun.server import ServerStartError, serve_local
 
     stop = asyncio.Event()
+    stopped_by: list[int] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _stopper(stop, stopped_by, sig))
     try:
         async with serve_local(host=args.host, port=args.port, runners=args.runners, require_key=args.require_key,
                                apps=apps, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
@@ -79,4 +84,14 @@ async def _serve(args: argparse.Namespace, apps: dict[str, Callable[..., Any]]) 
     except ServerStartError as exc:
         print(f"batchrun: error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    return 0
+    # Ctrl-C is the shell's 130 (a script can tell an interrupted server from a clean stop);
+    # SIGTERM is the service manager's request to stop, so a clean stop exits 0.
+    return 130 if stopped_by[:1] == [signal.SIGINT] else 0
+
+
+def _stopper(stop: asyncio.Event, stopped_by: list[int], sig: int) -> Callable[[], None]:
+    def handler() -> None:
+        stopped_by.append(sig)
+        stop.set()
+
+    return handler
