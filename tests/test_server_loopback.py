@@ -192,7 +192,7 @@ def test_serve_command_prints_urls_answers_and_stops_on_sigint() -> None:
         assert run_url.endswith("/run") and queue_url == run_url[: -len("/run")] + "/queue"
         assert httpx.post(run_url + "/local/echo", json={"a": 1}, timeout=5).json() == {"echo": {"a": 1}, "path": ""}
         assert httpx.post(queue_url + "/local/echo", json={}, timeout=5).json()["status"] == "IN_QUEUE"
-        assert _stop(proc) == (0, "", "")
+        assert _stop(proc) == (130, "", "")  # Ctrl-C is the shell's 130 (test_serve_exit_code_says_how_it_stopped)
 
 
 def test_serve_command_with_a_user_app_and_require_key(tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ def test_serve_command_with_a_concurrency_limit() -> None:
             stats = client.get(run_url[: -len("/run")] + "/_emulator/stats").json()
         assert codes == [200, 200, 200, 429]
         assert (stats["runners"], stats["concurrency"]) == (3, {"limit": 3, "in_progress": 0, "peak": 3, "refused": 1})
-        assert _stop(proc)[0] == 0
+        assert _stop(proc, signal.SIGTERM)[0] == 0
 
 
 @pytest.mark.parametrize(
@@ -248,7 +248,7 @@ def test_serve_command_with_tls(tmp_path: Path) -> None:
         assert httpx.post(run_url + "/local/echo", json={}, verify=context, timeout=5).json() == {"echo": {}, "path": ""}
         submitted = httpx.post(queue_url + "/local/echo", json={}, verify=context, timeout=5).json()
         assert submitted["status_url"].startswith(queue_url + "/local/echo/requests/")
-        assert _stop(proc)[0] == 0
+        assert _stop(proc, signal.SIGTERM)[0] == 0
 
 
 def test_webhook_receives_the_outcome(make_server: ServerFactory) -> None:
