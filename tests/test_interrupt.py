@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fixtures_execute import records, stats, wait_for, write_spec
+from fixtures_execute import records, run_cli, server_urls, stats, wait_for, write_spec
 
 from batchrun.load import load_spec
 from batchrun.output.journal import journal_path, read_journal
@@ -121,6 +122,47 @@ def test_ctrl_c_with_the_embedded_server_settles_its_requests_and_the_resume_fin
     planned = sorted(p.id for p in build_plan(load_spec(spec)))
     assert sorted(r["id"] for r in records(out)) == planned
     assert not journal_path(out).exists()
+
+
+def test_a_run_starts_processes_only_while_stop_signals_are_held(
+    tmp_path: Path, loopback_server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C that lands in a subprocess.Popen's finalizer is swallowed there ("Exception ignored
+    in Popen.__del__") and the run goes on as if never interrupted: the start-up case below lost
+    one that way. So a run starts only the processes it needs (git, for the manifest; not the
+    `uname -p` of platform.platform()) and each one is created and finalized with SIGINT and
+    SIGTERM blocked. Observed by wrapping the standard library's Popen, in process."""
+    started: list[tuple[str, bool]] = []
+    finalized: list[bool] = []
+
+    def blocked() -> bool:
+        return {signal.SIGINT, signal.SIGTERM} <= signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+    init, final = subprocess.Popen.__init__, subprocess.Popen.__del__
+
+    def recording_init(self: subprocess.Popen[str], args: Any, *rest: Any, **kwargs: Any) -> None:
+        started.append((str(list(args)[0]) if not isinstance(args, str) else args, blocked()))
+        init(self, args, *rest, **kwargs)
+
+    def recording_del(self: subprocess.Popen[str]) -> None:
+        finalized.append(blocked())
+        final(self)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", recording_init)
+    monkeypatch.setattr(subprocess.Popen, "__del__", recording_del)
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: processes
+        jobs:
+          - {name: d, endpoint: local/echo, mode: run, arguments: {n: 1}}
+    """)
+    out = tmp_path / "out.jsonl"
+    assert run_cli(str(spec), "-o", str(out), *server_urls(loopback_server)) == 0
+    assert [r["status"] for r in records(out)] == ["ok"]
+    assert json.loads(manifest_path(out).read_text())["platform"].startswith(os.uname().sysname)
+    assert started and all(program == "git" for program, _ in started), started
+    assert all(held for _, held in started), started
+    assert len(finalized) == len(started) and all(finalized), finalized
 
 
 @pytest.mark.slow  # 6 subprocess runs interrupted at start-up

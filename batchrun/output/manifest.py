@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from batchrun import signals
 from batchrun.output.records import isoformat
 from batchrun.spec.model import Spec
 
@@ -72,9 +73,14 @@ def _file_digest(path: Path) -> str | None:
 
 
 def _git(folder: Path, *args: str) -> str | None:
+    # Stop signals wait until git is done and its Popen is gone (subprocess.run frees it before
+    # returning): a Ctrl-C delivered while a Popen's finalizer runs is swallowed there ("Exception
+    # ignored in Popen.__del__") and the run went on as if never interrupted. GIT_TIMEOUT_S bounds
+    # the wait.
     try:
-        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
-                              timeout=GIT_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL)
+        with signals.held():
+            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                                  timeout=GIT_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None  # no git, or it hung: the manifest just has no commit
     return done.stdout.strip() if done.returncode == 0 else None
@@ -87,6 +93,15 @@ def git_state(folder: Path) -> dict[str, Any] | None:
         return None
     status = _git(folder, "status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def _platform() -> str:
+    """platform.platform() without its processor field: that one runs `uname -p` in a subprocess
+    (another Popen a Ctrl-C can land in) and repeats the machine on Linux anyway."""
+    uname = os.uname()
+    libc = "".join(platform.libc_ver())
+    return "-".join(part for part in (uname.sysname, uname.release, uname.machine) if part) + (
+        f"-with-{libc}" if libc else "")
 
 
 def _public_url(url: str | None) -> str | None:
@@ -124,7 +139,7 @@ class Manifest:
             "git": git_state(spec.source.resolve().parent),
             "batchrun_version": _version(),
             "python_version": platform.python_version(),
-            "platform": platform.platform(),
+            "platform": _platform(),
             "target": {k: _public_url(v) if k != "kind" else v for k, v in target.items()},
             "output": str(output),
             "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
