@@ -79,6 +79,7 @@ EXPECTED_MARKDOWN = """\
 | visually the same | 0 |
 | expectation regressions | 1 |
 | latency regressions | 1 |
+| served by another endpoint | 0 |
 
 ### Newly failing (1)
 
@@ -175,6 +176,7 @@ def test_json_diff(in_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "visually_same": 0,
         "expectation_regressions": 1,
         "latency_regressions": 1,
+        "served_by_changed": 0,
     }
     assert data["newly_failing"] == [
         {

@@ -137,7 +137,8 @@ def test_the_newest_record_is_the_one_read_again(tmp_path: Path) -> None:
         "numbers": {"base": {"requests": 3, "ok": 3, "ok_rate": 1.0, "latency_s": {"p50": 1.0, "p95": 1.0}},
                     "new": {"requests": 3, "ok": 2, "ok_rate": 0.666667, "latency_s": {"p50": 1.0, "p95": 1.0}}},
         "counts": {"newly_failing": 1, "newly_passing": 0, "missing": 0, "added": 0, "results_changed": 2,
-                   "visually_same": 0, "expectation_regressions": 2, "latency_regressions": 0},
+                   "visually_same": 0, "expectation_regressions": 2, "latency_regressions": 0,
+                   "served_by_changed": 0},
         "newly_failing": [{"id": "c", "job": "j", "request": "seed=6", "detail": "boom: seed 6",
                            "error": {"type": "boom", "status_code": 500, "detail": "seed 6", "retryable": False}}],
         "newly_passing": [],
@@ -153,6 +154,7 @@ def test_the_newest_record_is_the_one_read_again(tmp_path: Path) -> None:
             {"id": "b", "job": "j", "request": "seed=4", "detail": "seed: got 8", "check": {"path": "seed"}},
         ],
         "latency_regressions": [],
+        "served_by_changed": [],
     }
 
 

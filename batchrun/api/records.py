@@ -49,7 +49,8 @@ EXPORT_FORMATS = ("parquet", "csv", "jsonl")
 FLAT_COLUMNS = (
     "id", "index", "job", "endpoint", "path", "mode", "status", "repeat", "row", "error_type",
     "error_status_code", "error_detail", "request_id", "attempts", "latency_s", "queue_s", "started_at",
-    "finished_at", "served_from", "cost_usd", "expectations_failed", "artifact_paths", "result", "output_file",
+    "finished_at", "served_from", "rerouted_to", "cost_usd", "expectations_failed", "artifact_paths", "result",
+    "output_file",
 )
 
 
@@ -111,6 +112,7 @@ class Record:
     metrics: dict[str, Any] | None
     timing: dict[str, Any]
     served_from: str | None
+    rerouted_to: str | None = None  # the endpoint that served it when fal rerouted it (a fallback)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -139,7 +141,7 @@ class Record:
             mode=get("mode"), arguments=dict(get("arguments") or {}), matrix=dict(get("matrix") or {}),
             row=get("row"), repeat=get("repeat"), status=get("status"), result=get("result"), error=get("error"),
             request_id=get("request_id"), attempts=get("attempts"), logs=get("logs"), metrics=get("metrics"),
-            timing=dict(get("timing") or {}), served_from=get("served_from"),
+            timing=dict(get("timing") or {}), served_from=get("served_from"), rerouted_to=get("rerouted_to"),
             extra={k: v for k, v in record.items() if k not in names},
         )
 
@@ -220,7 +222,8 @@ class Records:
         known = {"index": pa.int64(), "repeat": pa.int64(), "row": pa.int64(), "error_type": pa.string(),
                  "error_status_code": pa.int64(), "error_detail": pa.string(), "request_id": pa.string(),
                  "attempts": pa.int64(), "latency_s": pa.float64(), "queue_s": pa.float64(),
-                 "served_from": pa.string(), "cost_usd": pa.float64(), "expectations_failed": pa.int64(),
+                 "served_from": pa.string(), "rerouted_to": pa.string(), "cost_usd": pa.float64(),
+                 "expectations_failed": pa.int64(),
                  "artifact_paths": pa.list_(pa.string()), "result": pa.string(), "path": pa.string()}
         arrays = {}
         for name in _columns(rows):
@@ -289,8 +292,8 @@ def flatten(record: Mapping[str, Any], row_values: Mapping[str, Any] | None = No
         "request_id": record.get("request_id"), "attempts": record.get("attempts"),
         "latency_s": timing.get("latency_s"), "queue_s": timing.get("queue_s"),
         "started_at": parse_time(timing.get("started_at")), "finished_at": parse_time(timing.get("finished_at")),
-        "served_from": record.get("served_from"), "cost_usd": record.get("cost_usd"),
-        "expectations_failed": failed,
+        "served_from": record.get("served_from"), "rerouted_to": record.get("rerouted_to"),
+        "cost_usd": record.get("cost_usd"), "expectations_failed": failed,
         "artifact_paths": None if not isinstance(artifacts, list) else [
             a.get("path") for a in artifacts if isinstance(a, dict) and a.get("path") is not None],
         "result": None if result is None else json.dumps(result, ensure_ascii=False, sort_keys=True),

@@ -83,6 +83,7 @@ class Outcome:
     served_from: str | None  # X-Fal-Served-From when present
     inputs: dict[str, dict[str, Any]] | None = None  # `$file` arguments sent: path -> {path, sha256, bytes}
     asked: dict[str, Any] | None = None  # the options that shaped the call (record field `asked`)
+    rerouted_to: str | None = None  # the endpoint that served it, when fal said it rerouted (§9.4)
 
 
 @dataclasses.dataclass(slots=True)
@@ -92,6 +93,14 @@ class _Prepared:
     inputs: dict[str, dict[str, Any]] | None
     asked: dict[str, Any]
 
+
+# Fallbacks and media lifetime (docs/fal-protocol.md §9.4, §9.5).
+DISABLE_FALLBACKS = "x-fal-disable-fallbacks"  # fal's reliability docs
+DISABLE_FALLBACKS_LEGACY = "x-app-fal-disable-fallback"  # fal's header reference
+LIFECYCLE_PREFERENCE = "X-Fal-Object-Lifecycle-Preference"
+# fal publishes no header naming the endpoint a rerouted request ran on (§9.4: UNCONFIRMED); this is
+# the embedded server's, and the one place to change when fal documents its own.
+FALLBACK_ENDPOINT = "x-fal-fallback-endpoint"
 
 _URL_CACHE_SIZE = 1024  # distinct endpoint URLs a run posts to (more: parsed each time)
 
@@ -239,6 +248,12 @@ class FalClient:
             headers["X-Fal-Runner-Hint"] = request.hint
         if request.mode == "subscribe" and job.priority is not None:
             headers["X-Fal-Queue-Priority"] = job.priority
+        if job.fallbacks is False:
+            # Two names are documented for the same switch (docs/fal-protocol.md §9.4); which one
+            # the platform honours is unconfirmed, and it ignores headers it does not know.
+            headers[DISABLE_FALLBACKS] = headers[DISABLE_FALLBACKS_LEGACY] = "true"
+        if job.media_lifetime is not None:
+            headers[LIFECYCLE_PREFERENCE] = job.media_lifetime.header()
         for name, value in headers.items():
             # aiohttp would raise at send time (header injection guard) and take the run down. The
             # value is not quoted: it may be a secret.
@@ -286,6 +301,10 @@ class FalClient:
             asked["hint"] = request.hint
         if request.mode == "subscribe" and job.priority is not None:
             asked["priority"] = job.priority
+        if job.fallbacks is not None:
+            asked["fallbacks"] = job.fallbacks
+        if job.media_lifetime is not None:
+            asked["media_lifetime_s"] = job.media_lifetime.seconds  # None: never expires
         if request.mode == "run" and job.timeout is not None:
             asked["timeout"] = float(job.timeout)  # the run call's HTTP timeout
         if job.client_timeout is not None:
@@ -338,12 +357,14 @@ class FalClient:
     ) -> Outcome:
         """The Outcome of a final answer (a run answer or a queue result)."""
         request_id = state.handle.request_id if state.handle else None
-        served_from = None
+        served_from = rerouted_to = None
         if response is not None:  # header values too: a server may echo anything back
             header_id = response.headers.get("x-fal-request-id")
             request_id = request_id or (self._redactor.text(header_id) if header_id else None)
             served = response.headers.get("x-fal-served-from")
             served_from = self._redactor.text(served) if served else None
+            rerouted = response.headers.get(FALLBACK_ENDPOINT)
+            rerouted_to = self._redactor.text(rerouted) if rerouted else None
         result = None
         if verdict is None and response is not None:
             body = _json(response.content)
@@ -370,6 +391,7 @@ class FalClient:
             metrics=self._redactor.scrub(state.metrics),
             queue_s=state.queue_s,
             served_from=served_from,
+            rerouted_to=rerouted_to,
             inputs=state.inputs,
             asked=state.asked_seen(),
         )

@@ -87,12 +87,21 @@ def plan_line(request: PlannedRequest) -> dict[str, Any]:
             ("priority", request.job.priority),
             ("headers", request.headers or None),
             ("with_logs", request.job.with_logs or None),
+            ("fallbacks", request.job.fallbacks),
+            ("media_lifetime_s", _lifetime(request)),
         )
         if v is not None
     }
     if options:
         line["options"] = options
     return line
+
+
+def _lifetime(request: PlannedRequest) -> int | str | None:
+    lifetime = request.job.media_lifetime
+    if lifetime is None:
+        return None
+    return "never" if lifetime.seconds is None else lifetime.seconds
 
 
 def _cache_hits(spec: Spec, shard: tuple[int, int] | None, selection: Selection | None) -> dict[str, Any]:

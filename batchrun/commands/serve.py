@@ -1,7 +1,7 @@
 """batchrun serve: start the embedded fal-compatible server in the foreground.
 
 Prints `run_url: <URL>` and `queue_url: <URL>` (one line each) once it listens, then serves until
-Ctrl-C or SIGTERM, and exits 0.
+Ctrl-C (exit 130) or SIGTERM (exit 0).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer 401 to requests without an 'Authorization: Key ...' header")
     parser.add_argument("--app", action="append", default=[], metavar="OWNER/ALIAS=MODULE:FUNCTION",
                         help="serve a Python function (arguments dict in, JSON-able dict out) as an app; repeatable")
+    parser.add_argument("--fallback", action="append", default=[], metavar="ENDPOINT=ALTERNATIVE",
+                        help="emulate fal's model fallbacks: a queued request to ENDPOINT that fails six times is "
+                             "rerouted to ALTERNATIVE (unless it sends x-fal-disable-fallbacks); repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,16 +60,34 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         apps[name] = func
+    fallbacks = _fallbacks(args.fallback, apps)
     loop_factory = None
     with contextlib.suppress(ImportError):
         import uvloop  # uvicorn's fast loop when available
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as loop_runner:
-        return loop_runner.run(_serve(args, apps))
+        return loop_runner.run(_serve(args, apps, fallbacks))
 
 
-async def _serve(args: argparse.Namespace, apps: dict[str, Callable[..., Any]]) -> int:
+def _fallbacks(options: list[str], apps: dict[str, Callable[..., Any]]) -> dict[str, str]:
+    from batchrun.server.apps import builtin_apps
+
+    served = set(builtin_apps()) | {name.strip("/") for name in apps}
+    fallbacks: dict[str, str] = {}
+    for option in options:
+        primary, equals, alternative = option.partition("=")
+        primary, alternative = primary.strip().strip("/"), alternative.strip().strip("/")
+        if not (equals and primary and alternative):
+            raise UsageError(f"--fallback {option}: expected ENDPOINT=ALTERNATIVE")
+        for name in (primary, alternative):
+            if name not in served:
+                raise UsageError(f"--fallback {option}: no app {name} here (served: {', '.join(sorted(served))})")
+        fallbacks[primary] = alternative
+    return fallbacks
+
+
+async def _serve(args: argparse.Namespace, apps: dict[str, Callable[..., Any]], fallbacks: dict[str, str]) -> int:
     from batchrun.server import ServerStartError, serve_local
 
     stop = asyncio.Event()
@@ -77,7 +98,7 @@ async def _serve(args: argparse.Namespace, apps: dict[str, Callable[..., Any]]) 
     try:
         async with serve_local(host=args.host, port=args.port, runners=args.runners, require_key=args.require_key,
                                apps=apps, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
-                               max_concurrency=args.max_concurrency) as server:
+                               max_concurrency=args.max_concurrency, fallbacks=fallbacks) as server:
             print(f"run_url: {server.run_url}", flush=True)
             print(f"queue_url: {server.queue_url}", flush=True)
             await stop.wait()

@@ -115,6 +115,9 @@ def build_record(
         },
         "served_from": scrub(outcome.served_from),
     }
+    rerouted_to = getattr(outcome, "rerouted_to", None)
+    if rerouted_to:
+        record["rerouted_to"] = scrub(rerouted_to)
     inputs = getattr(outcome, "inputs", None)
     if inputs:
         record["inputs"] = scrub(inputs)

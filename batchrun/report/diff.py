@@ -13,7 +13,10 @@ Categories, each naming its ids in plan order:
 - expectation regressions: a check that passed in base and fails in new (matched by the check
   itself, else by position);
 - latency regressions: new latency > ratio x base latency *and* more than `LATENCY_FLOOR_S` slower
-  (so 0.02 s -> 0.06 s is noise, not a 3x regression).
+  (so 0.02 s -> 0.06 s is noise, not a 3x regression);
+- served by another endpoint: fal rerouted the request to an alternative endpoint (a model
+  fallback, record field `rerouted_to`) on one side and not the other, or to another one: its result
+  is another model's, whatever the other categories say.
 
 Volatile fields are ignored by default (see `batchrun.report.resultdiff`): URLs, `request_id`, timings;
 media behind a URL compare by content hash when both sides downloaded it. Everything except newly
@@ -111,6 +114,7 @@ CATEGORIES = (
     ("visually_same", "visually the same", False, "visually the same"),
     ("expectation_regressions", "expectation regressions", True, "expectation regression"),
     ("latency_regressions", "latency regressions", True, "latency regression"),
+    ("served_by_changed", "served by another endpoint", True, "served by another endpoint"),
 )
 
 
@@ -142,6 +146,7 @@ class _Side:
     checks_passed: bool  # some expectation check passed
     checks_failed: bool  # some expectation check did not pass
     offset: int  # where the record's line starts, to re-read it
+    rerouted_to: str | None = None  # the endpoint a model fallback moved it to
 
 
 def diff_files(
@@ -233,6 +238,11 @@ def _compare(
                 slower = _latency_regression(rid, b, n, latency_ratio)
                 if slower is not None:
                     cats["latency_regressions"].append(slower)
+            if b.rerouted_to != n.rerouted_to:
+                endpoint = pair.new().get("endpoint")
+                cats["served_by_changed"].append(Entry(
+                    rid, n.job, f"{b.rerouted_to or endpoint} -> {n.rerouted_to or endpoint}",
+                    data={"base_rerouted_to": b.rerouted_to, "new_rerouted_to": n.rerouted_to}))
             if b.checks_passed and n.checks_failed:
                 cats["expectation_regressions"] += _expectation_regressions(rid, pair.base(), pair.new())
             if pair.new_record is not None:
@@ -278,6 +288,7 @@ def _load(path: Path, name: str, ignore: Sequence[tuple[Part, ...]]) -> dict[str
             checks_passed=any(checks),
             checks_failed=not all(checks),
             offset=located.offset,
+            rerouted_to=record.get("rerouted_to"),
         )
         newest.offer(record["id"], finished_at(record), side)
     return newest.values

@@ -68,7 +68,7 @@ def _json(diff: Diff) -> dict[str, Any]:
             item: dict[str, Any] = {"id": entry.id, "job": entry.job, "request": entry.request}
             if key in ("results_changed", "visually_same"):
                 item["changes"] = [c.to_json() for c in entry.changes]
-            elif key in ("expectation_regressions", "newly_failing", "latency_regressions"):
+            elif key in ("expectation_regressions", "newly_failing", "latency_regressions", "served_by_changed"):
                 item["detail"] = entry.detail
             items.append({**item, **entry.data})
         out[key] = items

@@ -152,8 +152,8 @@ class RunCache:
     def store(self, record: dict[str, Any]) -> None:
         """In the writer, once `record` is written: cache it when it is an ok result of a cached job."""
         key = self._keys.pop(record["id"], None)
-        if key is None or record["status"] != "ok" or "cached" in record:
-            return
+        if key is None or record["status"] != "ok" or "cached" in record or "rerouted_to" in record:
+            return  # (a rerouted result is another endpoint's answer, not this request's)
         job_scope = self._scopes.get(record["job"])
         if job_scope is None or job_scope in self._broken:
             return

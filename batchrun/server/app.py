@@ -159,6 +159,7 @@ def create_app(
     result_ttl: float = 3600, max_results: int = 100_000, max_body: int = DEFAULT_MAX_BODY,
     keepalive: float = 15.0, retry_backoff: float = 0.05, max_concurrency: int | None = None,
     stream_linger: float = 0.0, storage_faults: dict[str, int] | None = None,
+    fallbacks: dict[str, str] | None = None,
 ) -> Starlette:  # fmt: skip
     """The fal-compatible ASGI app. Works without lifespan events (e.g. under httpx.ASGITransport).
 
@@ -169,11 +170,14 @@ def create_app(
     account limit does: over it a direct run gets 429 and a queued request waits (None: no limit).
     `stream_linger` keeps a status stream open that many seconds after its COMPLETED event (then
     sending nothing more), as a proxy holding connections might; fal closes it at once.
-    `storage_faults` injects upload faults (batchrun.server.storage).
+    `storage_faults` injects upload faults (batchrun.server.storage). `fallbacks` maps an endpoint id
+    to its "equivalent alternative" (both served here): a queued request that keeps failing on the
+    first is rerouted to the second, as fal's model fallbacks do (batchrun.server.queue).
     """
     emulator = Emulator(runners=runners, require_key=require_key, apps=apps, result_ttl=result_ttl,
                         max_results=max_results, max_body=max_body, keepalive=keepalive, retry_backoff=retry_backoff,
-                        max_concurrency=max_concurrency, stream_linger=stream_linger, storage_faults=storage_faults)
+                        max_concurrency=max_concurrency, stream_linger=stream_linger, storage_faults=storage_faults,
+                        fallbacks=fallbacks)
     routes = [
         Route("/run/{rest:path}", run_route, methods=ALL_METHODS),
         Route("/queue/{rest:path}", queue_route, methods=["GET", "POST", "PUT"]),

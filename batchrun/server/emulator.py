@@ -31,6 +31,9 @@ from batchrun.server.wire import (
 NAMESPACES = ("workflows", "comfy")
 DEFAULT_MAX_BODY = 50 * 1024 * 1024
 TRUE_VALUES = ("1", "true", "yes")
+FALLBACK_ENDPOINT_HEADER = b"x-fal-fallback-endpoint"
+# Both names documented for turning fallbacks off (docs/fal-protocol.md §9.4) are honoured.
+DISABLE_FALLBACK_HEADERS = ("x-fal-disable-fallbacks", "x-app-fal-disable-fallback")
 
 
 class FaultReset(Exception):
@@ -126,6 +129,7 @@ class Emulator:
         self, *, runners: int, require_key: bool, apps: dict[str, Callable[..., Any]] | None, result_ttl: float,
         max_results: int, max_body: int, keepalive: float, retry_backoff: float, max_concurrency: int | None = None,
         stream_linger: float = 0.0, storage_faults: dict[str, int] | None = None,
+        fallbacks: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         from batchrun.server.storage import Storage  # it imports this module's routing helpers
 
@@ -137,6 +141,12 @@ class Emulator:
         self.user_functions = {name.strip("/"): func for name, func in (apps or {}).items()}
         for name, func in (apps or {}).items():
             self.handlers[name.strip("/")] = wrap_user_function(func, name)
+        self.fallbacks: dict[str, str] = {}  # app id -> its alternative's app id
+        for primary, alternative in (fallbacks or {}).items():
+            for name in (primary, alternative):
+                if name.strip("/") not in self.handlers:
+                    raise ValueError(f"fallback {primary}={alternative}: no app {name} on this server")
+            self.fallbacks[primary.strip("/")] = alternative.strip("/")
         self.stats = Stats()
         self.limits = KeyLimits(max_concurrency)
         self.fault_counts: dict[str, int] = {}
@@ -277,10 +287,14 @@ def _remember(store: dict[str, Any], key: str, value: Any) -> None:
     trim_oldest(store, faults.MAX_KEYS)
 
 
-def respond(reply: Reply, request_id: str | None, runner: str | None = None) -> WireResponse:
+def respond(reply: Reply, request_id: str | None, runner: str | None = None,
+            rerouted_to: str | None = None) -> WireResponse:  # fmt: skip
     extra: list[tuple[bytes, bytes]] = []
     if request_id is not None and not reply.ingress:
         extra.append((b"x-fal-request-id", request_id.encode()))
         if runner is not None:
             extra.append((b"x-fal-served-from", runner.encode()))
+        if rerouted_to is not None:
+            # fal names no such header (docs/fal-protocol.md §9.4); this one is the emulator's.
+            extra.append((FALLBACK_ENDPOINT_HEADER, rerouted_to.encode()))
     return WireResponse(reply, extra)

@@ -29,6 +29,9 @@ from batchrun.server.wire import Reply, failure_of, platform_error
 
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 MAX_ATTEMPTS = 10  # fal's ceiling on server-side attempts (protocol §6.3)
+# "only after fal retries the request up to five times" (protocol §9.4): the first attempt and five
+# retries fail on the requested endpoint, then the request is rerouted.
+FALLBACK_AFTER_ATTEMPTS = 6
 MAX_HINTS = 10_000
 RETRY_CONDITIONS = ("server_error", "timeout", "connection_error")  # X-Fal-Retry-Config's keys
 CONNECTION_ERRORS = frozenset({"runner_connection_timeout", "runner_connection_refused", "runner_connection_error"})
@@ -41,14 +44,14 @@ class Job:
         "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "key", "low", "hint", "retries",
         "start_timeout", "deadline", "state", "logs", "attempts", "gateway_id", "reply", "error", "error_type",
         "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at", "event", "position",
-        "webhook", "order",
+        "webhook", "order", "fallback", "rerouted_to",
     )  # fmt: skip
 
     def __init__(
         self, *, request_id: str, endpoint_id: str, app_id: str, path: str, handler: Handler,
         arguments: dict[str, Any], origin: str, low: bool = False, hint: str | None = None,
         retries: dict[str, int] | None = None, start_timeout: float | None = None, webhook: str | None = None,
-        key: str = "",
+        key: str = "", fallback: tuple[str, Handler] | None = None,
     ) -> None:  # fmt: skip
         self.id = request_id  # the id Emulator.accept gave the submit
         self.webhook = webhook
@@ -80,6 +83,8 @@ class Job:
         self.event: asyncio.Event | None = None  # set at its next change; only while watched
         self.position = 0  # cached queue position, valid while Queue._positions_version is current
         self.order = 0  # its place in the WaitingLine (smaller goes first)
+        self.fallback = fallback  # (app id, handler) it may be rerouted to, until it is
+        self.rerouted_to: str | None = None  # the alternative's endpoint id, once rerouted
 
 
 class Queue:
@@ -205,6 +210,8 @@ class Queue:
         if reply.reset:  # a dropped connection between gateway and runner
             reply = platform_error("runner_disconnected", "the runner dropped the connection mid-response")
         if reply.retry and not job.cancelled and job.attempts < MAX_ATTEMPTS and _take_retry(job, reply):
+            if job.fallback is not None and job.attempts >= FALLBACK_AFTER_ATTEMPTS:
+                self._reroute(job)
             if job.deadline is not None and time.monotonic() >= job.deadline:
                 self._finish(job, start_timeout_reply(job.start_timeout))
             else:
@@ -215,6 +222,14 @@ class Queue:
         else:
             self._finish(job, reply)
         self.dispatch()
+
+    def _reroute(self, job: Job) -> None:
+        """fal's model fallback (protocol §9.4): the next attempts run on the alternative app."""
+        assert job.fallback is not None
+        app_id, job.handler = job.fallback
+        job.fallback = None
+        job.rerouted_to = app_id + job.path
+        self.stats.rerouted += 1
 
     def _release(self, job: Job, runner: str) -> None:
         self.limits.give(job.key)

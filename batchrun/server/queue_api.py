@@ -12,8 +12,10 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from batchrun.server import faults
+from batchrun.server.apps import Handler
 from batchrun.server.concurrency import key_of
 from batchrun.server.emulator import (
+    DISABLE_FALLBACK_HEADERS,
     TRUE_VALUES,
     Emulator,
     WireResponse,
@@ -74,7 +76,7 @@ async def queue_route(request: Request) -> Any:
     if job.state != COMPLETED or job.reply is None:
         where = "in queue" if job.state == IN_QUEUE else "in progress"
         return respond(json_reply({"detail": f"Request is still {where}"}, 400), rid)
-    return respond(job.reply, rid, job.runner)
+    return respond(job.reply, rid, job.runner, job.rerouted_to)
 
 
 async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
@@ -107,6 +109,7 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
         hint=headers.get("x-fal-runner-hint"),
         retries=retries_of(headers),
         start_timeout=accepted.start_timeout, webhook=webhook_of(request), request_id=rid, key=key_of(headers),
+        fallback=fallback_of(em, app_id, headers),
     )  # fmt: skip
     if app_id == "local/fail":
         em.note_fault_request(job.id, arguments, headers)
@@ -128,6 +131,17 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
         "gateway_request_id": job.gateway_id,
     }
     return respond(json_reply(body), job.id)
+
+
+def fallback_of(em: Emulator, app_id: str, headers: Headers) -> tuple[str, Handler] | None:
+    """The alternative a request may be rerouted to: none when the endpoint has none here or the
+    caller turned fallbacks off (either documented header, any true value)."""
+    alternative = em.fallbacks.get(app_id)
+    if alternative is None:
+        return None
+    if any(headers.get(name, "").strip().lower() in TRUE_VALUES for name in DISABLE_FALLBACK_HEADERS):
+        return None
+    return em.shared(alternative), em.handlers[alternative]
 
 
 def retries_of(headers: Headers) -> dict[str, int] | None:

@@ -45,6 +45,7 @@ class Stats:
         self.bad_requests = 0
         self.attempts = 0
         self.retries = 0
+        self.rerouted = 0  # requests a model fallback moved to another endpoint
         self.cancelled = 0
         self.completed = 0
         self.failed = 0
@@ -92,6 +93,7 @@ class Stats:
             "bad_requests": self.bad_requests,
             "attempts": self.attempts,
             "retries": self.retries,
+            "rerouted": self.rerouted,
             "completed": self.completed,
             "failed": self.failed,
             "cancelled": self.cancelled,

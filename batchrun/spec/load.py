@@ -9,6 +9,7 @@ two together.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,17 @@ from batchrun.errors import Problem
 from batchrun.spec import constraints, dataset, endpoints, yamlsource
 from batchrun.spec.checks import Checker, JobSource
 from batchrun.spec.dataset import file_rows
-from batchrun.spec.model import MAX_ANSWER_BYTES, CachePolicy, Job, RateLimit, RetryPolicy, Sample, Spec, Target
+from batchrun.spec.model import (
+    MAX_ANSWER_BYTES,
+    CachePolicy,
+    Job,
+    MediaLifetime,
+    RateLimit,
+    RetryPolicy,
+    Sample,
+    Spec,
+    Target,
+)
 from batchrun.spec.pricing import price_problems
 from batchrun.spec.schema import schema_problems
 
@@ -195,6 +206,8 @@ def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any = False) -> Jo
         priority=o.get("priority"),
         headers=o.get("headers", {}),
         with_logs=o.get("with_logs", False),
+        fallbacks=o.get("fallbacks"),
+        media_lifetime=_media_lifetime(o.get("media_lifetime")),
         retries=RetryPolicy(
             max_attempts=retries.get("max_attempts", 10),
             initial_delay=float(retries.get("initial_delay", 0.1)),
@@ -222,6 +235,19 @@ def _cache(value: Any) -> CachePolicy | None:
     if isinstance(ttl, str):
         ttl = float(ttl[:-1]) * _TTL_UNITS[ttl[-1]]
     return CachePolicy(ttl_s=None if ttl is None else float(ttl), scope=value.get("scope", "project"))
+
+
+def _media_lifetime(value: Any) -> MediaLifetime | None:
+    """`media_lifetime:` (validated by the schema): seconds, `<n>s/m/h/d/w` or `never`."""
+    if value is None:
+        return None
+    if value == "never":
+        return MediaLifetime(None)
+    if isinstance(value, str):
+        value = float(value[:-1]) * _TTL_UNITS[value[-1]]
+    # fal wants whole seconds, and reads 0 as "never expires" (fal-client sends 60 for "immediate"),
+    # so a fraction rounds up and nothing rounds down to 0.
+    return MediaLifetime(max(1, math.ceil(value)))
 
 
 def _strategy(value: Any) -> int | None:

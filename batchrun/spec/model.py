@@ -7,6 +7,7 @@ types. Loading and validation (`load_spec`) live in `batchrun.load`.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +66,17 @@ class CachePolicy:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class MediaLifetime:
+    """`media_lifetime:`: how long fal keeps the media a request generates (its
+    X-Fal-Object-Lifecycle-Preference, docs/fal-protocol.md §9.5). seconds None: `never` expires."""
+
+    seconds: int | None
+
+    def header(self) -> str:
+        return json.dumps({"expiration_duration_seconds": self.seconds}, separators=(",", ":"))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Sample:
     """`sample: {n, seed}`: the n requests of the job whose sha256(seed, id) ranks lowest."""
 
@@ -102,6 +114,8 @@ class Job:
     priority: Priority | None = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     with_logs: bool = False
+    fallbacks: bool | None = None  # False: no reroute to an alternative endpoint; None: fal's default (on)
+    media_lifetime: MediaLifetime | None = None  # None: fal's default retention
     retries: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     rate_limit: RateLimit | None = None
     # Regression toolkit (expectations, artifact download); filled by the loader when present.
