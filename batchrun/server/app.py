@@ -18,6 +18,7 @@ Status/result/cancel accept owner/alias or the full id with its sub-path (protoc
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -81,7 +82,7 @@ async def _run(em: Emulator, request: Request, accepted: Accepted) -> WireRespon
     em.stats.count_app(app_id, "run")
     if app_id == "local/fail":
         em.note_fault_request(rid, arguments, request.headers)
-    call = Call(arguments, accepted.path, origin_of(request.scope), rid, em)
+    call = Call(arguments, accepted.path, origin_of(request.scope), rid, em, media_lifetime=accepted.media_lifetime)
     # If the caller hangs up, the app is cancelled (protocol §8.2), so hung apps do not pile up.
     work = asyncio.ensure_future(accepted.handler(call))
     await asyncio.sleep(0)  # most apps answer in their first step: then no watcher task is needed
@@ -115,6 +116,11 @@ async def files_route(request: Request) -> WireResponse:
     key = image.parse_image_path(rest[len("images/") :]) if rest.startswith("images/") else None
     if key is None:
         return WireResponse(json_reply({"detail": f"File not found: /files/{rest}"}, 404), [])
+    expires = request.query_params.get("expires", "")
+    if expires.isdigit() and int(expires) <= time.time() * 1000:
+        # fal deletes expired media for good (protocol §9.5); the status its CDN then answers is UNCONFIRMED
+        em.stats.expired_fetches += 1
+        return WireResponse(json_reply({"detail": f"File not found: /files/{rest} (expired)"}, 404), [])
     png = await asyncio.to_thread(image.render_png, *key)
     return WireResponse(Reply(200, png, (("content-type", "image/png"), ("cache-control", "max-age=86400"))), [])
 

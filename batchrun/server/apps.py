@@ -41,6 +41,8 @@ class Call:
     queued: bool = False  # True on the queue, False for a direct run
     logs: list[dict[str, Any]] | None = None  # None: nobody records logs (direct run)
     on_log: Callable[[], None] | None = None
+    # X-Fal-Object-Lifecycle-Preference's expiration (seconds) for the media this call makes; None: kept
+    media_lifetime: int | None = None
 
     def log(self, message: str, level: str = "INFO") -> None:
         if self.logs is None or len(self.logs) >= MAX_LOG_LINES:

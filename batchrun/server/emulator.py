@@ -114,12 +114,12 @@ def start_timeout_of(request: Request) -> float | None | Reply:
 class Accepted:
     """A run or submit that passed the checks both share: what its route goes on with."""
 
-    __slots__ = ("request_id", "app_id", "path", "handler", "start_timeout", "arguments")
+    __slots__ = ("request_id", "app_id", "path", "handler", "start_timeout", "arguments", "media_lifetime")
 
     def __init__(self, request_id: str, app_id: str, path: str, handler: Handler, start_timeout: float | None,
-                 arguments: dict[str, Any]) -> None:  # fmt: skip
+                 arguments: dict[str, Any], media_lifetime: int | None = None) -> None:  # fmt: skip
         self.request_id, self.app_id, self.path, self.handler = request_id, app_id, path, handler
-        self.start_timeout, self.arguments = start_timeout, arguments
+        self.start_timeout, self.arguments, self.media_lifetime = start_timeout, arguments, media_lifetime
 
 
 class Emulator:
@@ -228,7 +228,7 @@ class Emulator:
         tags = request.headers.get("x-fal-tags")
         if tags is not None:
             self.stats.note_tags(tags)
-        return Accepted(request_id, *found, timeout, arguments)
+        return Accepted(request_id, *found, timeout, arguments, media_lifetime_of(request))
 
     def auth_failure(self, request: Request) -> Reply | None:
         if not self.require_key:
@@ -280,6 +280,22 @@ class Emulator:
         if handler is None:
             return json_reply({"detail": f"Application {parsed[0]!r} not found"}, 404)
         return parsed[0], parsed[1], handler
+
+
+def media_lifetime_of(request: Request) -> int | None:
+    """X-Fal-Object-Lifecycle-Preference's `expiration_duration_seconds` (protocol §9.5): seconds > 0;
+    None when absent, null ("no expiration") or not understood (fal's answer to a malformed one
+    is UNCONFIRMED; the media are then kept)."""
+    text = request.headers.get("x-fal-object-lifecycle-preference")
+    if not text:
+        return None
+    try:
+        seconds = loads(text.encode()).get("expiration_duration_seconds")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+        return None
+    return int(seconds)
 
 
 def _remember(store: dict[str, Any], key: str, value: Any) -> None:

@@ -146,9 +146,12 @@ async def image(call: Call) -> Reply:
     width, height = size
     digest = prompt_digest(prompt)
     call.log(f"generating {count} image(s) of {width}x{height} for seed {seed}")
+    # A URL stays a pure function of the picture; a lifetime adds its deadline (unix ms), after
+    # which the file is gone (batchrun.server.app.files_route).
+    expiry = "" if call.media_lifetime is None else f"?expires={int((time.time() + call.media_lifetime) * 1000)}"
     images = [
         {
-            "url": call.origin + image_path(digest, seed, i, width, height, reencode),
+            "url": call.origin + image_path(digest, seed, i, width, height, reencode) + expiry,
             "width": width,
             "height": height,
             "content_type": "image/png",

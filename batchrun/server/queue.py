@@ -44,14 +44,14 @@ class Job:
         "id", "endpoint_id", "app_id", "path", "handler", "arguments", "origin", "key", "low", "hint", "retries",
         "start_timeout", "deadline", "state", "logs", "attempts", "gateway_id", "reply", "error", "error_type",
         "inference_time", "runner", "task", "cancelled", "waiting", "running", "completed_at", "event", "position",
-        "webhook", "order", "fallback", "rerouted_to",
+        "webhook", "order", "fallback", "rerouted_to", "media_lifetime",
     )  # fmt: skip
 
     def __init__(
         self, *, request_id: str, endpoint_id: str, app_id: str, path: str, handler: Handler,
         arguments: dict[str, Any], origin: str, low: bool = False, hint: str | None = None,
         retries: dict[str, int] | None = None, start_timeout: float | None = None, webhook: str | None = None,
-        key: str = "", fallback: tuple[str, Handler] | None = None,
+        key: str = "", fallback: tuple[str, Handler] | None = None, media_lifetime: int | None = None,
     ) -> None:  # fmt: skip
         self.id = request_id  # the id Emulator.accept gave the submit
         self.webhook = webhook
@@ -85,6 +85,7 @@ class Job:
         self.order = 0  # its place in the WaitingLine (smaller goes first)
         self.fallback = fallback  # (app id, handler) it may be rerouted to, until it is
         self.rerouted_to: str | None = None  # the alternative's endpoint id, once rerouted
+        self.media_lifetime = media_lifetime  # seconds its media are kept (X-Fal-Object-Lifecycle-Preference)
 
 
 class Queue:
@@ -194,6 +195,7 @@ class Queue:
             queued=True,
             logs=job.logs,
             on_log=lambda: self._notify(job),
+            media_lifetime=job.media_lifetime,
         )
         try:
             reply = await job.handler(call)

@@ -109,7 +109,7 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
         hint=headers.get("x-fal-runner-hint"),
         retries=retries_of(headers),
         start_timeout=accepted.start_timeout, webhook=webhook_of(request), request_id=rid, key=key_of(headers),
-        fallback=fallback_of(em, app_id, headers),
+        fallback=fallback_of(em, app_id, headers), media_lifetime=accepted.media_lifetime,
     )  # fmt: skip
     if app_id == "local/fail":
         em.note_fault_request(job.id, arguments, headers)

@@ -46,6 +46,7 @@ class Stats:
         self.attempts = 0
         self.retries = 0
         self.rerouted = 0  # requests a model fallback moved to another endpoint
+        self.expired_fetches = 0  # media fetched after their lifetime (404)
         self.cancelled = 0
         self.completed = 0
         self.failed = 0
@@ -94,6 +95,7 @@ class Stats:
             "attempts": self.attempts,
             "retries": self.retries,
             "rerouted": self.rerouted,
+            "expired_fetches": self.expired_fetches,
             "completed": self.completed,
             "failed": self.failed,
             "cancelled": self.cancelled,

@@ -17,6 +17,7 @@ from typing import Any, TypeGuard
 from batchrun.errors import Problem
 from batchrun.spec import constraints, dataset, expect
 from batchrun.spec.dataset_types import TYPES
+from batchrun.spec.model import MediaLifetime
 from batchrun.spec.template import Ref, compile_value, whole_refs
 from batchrun.spec.yamlsource import Located, PathKey, json_path
 
@@ -26,6 +27,9 @@ _NAMESPACES = ("workflows", "comfy")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab; CR/LF would inject headers
 TEMPLATED = ("arguments", "path", "hint", "headers", "expect")
+# A downloaded result's files are fetched after its answer arrives, behind the other downloads and
+# their retries: a lifetime under this may run out first.
+DOWNLOAD_MARGIN_S = 300
 # Options of one calling style only. A default of the other style is skipped for a job (so
 # `defaults: {client_timeout: 300}` serves the subscribe jobs of a spec that also has run jobs);
 # a job's own such key is an error, since it would be ignored.
@@ -135,7 +139,28 @@ class Checker:
         self.check_pricing(data.get("pricing"))
         self.check_unused_defaults(jobs)
         self.check_cache(data, jobs)
+        self.check_media_lifetime(data, jobs)
         return jobs
+
+    def check_media_lifetime(self, data: dict[str, Any], jobs: list[JobSource]) -> None:
+        """Expired media are deleted for good (docs/fal-protocol.md §9.5): warn when a job's would
+        go before batchrun fetches them, or while its output is still worth comparing against."""
+        for job in jobs:
+            lifetime = MediaLifetime.of(job.options.get("media_lifetime"))
+            where = job.at("media_lifetime")
+            if lifetime is None or lifetime.seconds is None or self.is_bad(where):
+                continue
+            if job.options.get("download") is True:
+                if lifetime.seconds < DOWNLOAD_MARGIN_S:
+                    self.error(where, f"job '{job.name}' downloads its media, but fal deletes them {lifetime} "
+                               "after they are made: a download waiting behind others or retrying may find them "
+                               f"gone; give media_lifetime at least {DOWNLOAD_MARGIN_S // 60}m", severity="warning")
+                continue
+            later = ("a later `batchrun diff` against this regression run cannot compare them, "
+                     if data.get("gates") else "a later `batchrun diff` cannot compare them, ")
+            self.error(where, f"job '{job.name}' keeps its media only {lifetime} and does not download them: "
+                       f"after that its result URLs are dead ({later}and report pages show no pictures); "
+                       "add `download: true` to keep copies", severity="warning")
 
     def check_cache(self, data: dict[str, Any], jobs: list[JobSource]) -> None:
         """`gates` make a regression run, which exists to see the service change; a result cache

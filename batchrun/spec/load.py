@@ -9,7 +9,6 @@ two together.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from batchrun.spec import constraints, dataset, endpoints, yamlsource
 from batchrun.spec.checks import Checker, JobSource
 from batchrun.spec.dataset import file_rows
 from batchrun.spec.model import (
+    DURATION_UNITS,
     MAX_ANSWER_BYTES,
     CachePolicy,
     Job,
@@ -207,7 +207,7 @@ def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any = False) -> Jo
         headers=o.get("headers", {}),
         with_logs=o.get("with_logs", False),
         fallbacks=o.get("fallbacks"),
-        media_lifetime=_media_lifetime(o.get("media_lifetime")),
+        media_lifetime=MediaLifetime.of(o.get("media_lifetime")),
         retries=RetryPolicy(
             max_attempts=retries.get("max_attempts", 10),
             initial_delay=float(retries.get("initial_delay", 0.1)),
@@ -222,7 +222,6 @@ def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any = False) -> Jo
     )
 
 
-_TTL_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 def _cache(value: Any) -> CachePolicy | None:
@@ -233,21 +232,8 @@ def _cache(value: Any) -> CachePolicy | None:
         return CachePolicy()
     ttl = value.get("ttl")
     if isinstance(ttl, str):
-        ttl = float(ttl[:-1]) * _TTL_UNITS[ttl[-1]]
+        ttl = float(ttl[:-1]) * DURATION_UNITS[ttl[-1]]
     return CachePolicy(ttl_s=None if ttl is None else float(ttl), scope=value.get("scope", "project"))
-
-
-def _media_lifetime(value: Any) -> MediaLifetime | None:
-    """`media_lifetime:` (validated by the schema): seconds, `<n>s/m/h/d/w` or `never`."""
-    if value is None:
-        return None
-    if value == "never":
-        return MediaLifetime(None)
-    if isinstance(value, str):
-        value = float(value[:-1]) * _TTL_UNITS[value[-1]]
-    # fal wants whole seconds, and reads 0 as "never expires" (fal-client sends 60 for "immediate"),
-    # so a fraction rounds up and nothing rounds down to 0.
-    return MediaLifetime(max(1, math.ceil(value)))
 
 
 def _strategy(value: Any) -> int | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,12 +66,40 @@ class CachePolicy:
     scope: CacheScope = "project"
 
 
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}  # `12h`, `7d`
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class MediaLifetime:
     """`media_lifetime:`: how long fal keeps the media a request generates (its
     X-Fal-Object-Lifecycle-Preference, docs/fal-protocol.md §9.5). seconds None: `never` expires."""
 
     seconds: int | None
+
+    @classmethod
+    def of(cls, value: Any) -> MediaLifetime | None:
+        """`media_lifetime:` as the schema allows it: seconds, `<n>s/m/h/d/w` or `never`; None when
+        unset or not one of those (the schema reports it)."""
+        if value == "never":
+            return cls(None)
+        if isinstance(value, str) and value[-1:] in DURATION_UNITS:
+            try:
+                value = float(value[:-1]) * DURATION_UNITS[value[-1]]
+            except ValueError:
+                return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            return None
+        # fal wants whole seconds, and reads 0 as "never expires" (fal-client sends 60 for
+        # "immediate"), so a fraction rounds up and nothing rounds down to 0.
+        return cls(max(1, math.ceil(value)))
+
+    def __str__(self) -> str:
+        if self.seconds is None:
+            return "never"
+        for unit, size in sorted(DURATION_UNITS.items(), key=lambda item: -item[1]):
+            if self.seconds % size == 0:
+                return f"{self.seconds // int(size)}{unit}"
+        return f"{self.seconds}s"  # unreachable: every whole number of seconds is a number of s
 
     def header(self) -> str:
         return json.dumps({"expiration_duration_seconds": self.seconds}, separators=(",", ":"))

@@ -205,6 +205,9 @@ def _message(kind: str, value: Any, inst: Any, name: str | int | None, path: Pat
         return f"{show(inst)} is not a valid name: {_NAME_RULE}"
     if kind == "pattern" and name in ("run_url", "queue_url"):
         return f"must be an http:// or https:// URL, got {show(inst)}"
+    if kind == "pattern" and name in ("media_lifetime", "ttl"):
+        never = "; or never" if name == "media_lifetime" else ""
+        return f"must be seconds or a number with s, m, h, d or w (90, 30m, 12h, 7d){never}, got {show(inst)}"
     if kind == "pattern" and name == "arguments":
         return ("must be an object of arguments, or a whole dataset row as the body: \"${{ row }}\" or "
                 f"\"${{{{ row.COLUMN }}}}\"; got {show(inst)}")
