@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ import anyio
 import httpx
 import httpx_sse
 
+from batchrun.client.failover import BACKUP_HOSTS
 from batchrun.client.inputs import InputFileError, encode_files
 from batchrun.client.queue import (
     STATUSES,
@@ -151,8 +153,10 @@ class FalClient:
         rng: random.Random | None = None,
         ca_bundle: str | None = None,
         uploads: Uploads | None = None,
+        backup_hosts: Mapping[str, str] = BACKUP_HOSTS,
     ) -> None:
-        """`uploads`: where large `$file` inputs go (batchrun.client.storage); None: data URIs only."""
+        """`uploads`: where large `$file` inputs go (batchrun.client.storage); None: data URIs only.
+        `backup_hosts`: fal's backup domains (batchrun.client.failover); tests map loopback ports."""
         import os
 
         self._uploads = uploads
@@ -176,8 +180,18 @@ class FalClient:
             transport=transport,
             origins=_origins(self._run_url, self._queue_url),
             verify=ssl_context(ca_bundle) if transport is None else None,
+            backup_hosts=backup_hosts,
+            on_failover=self._failed_over,
         )
+        self._failed_over_from: set[str] = set()
         self._urls: dict[str, httpx.URL] = {}  # parsed POST URLs (see _prepare)
+
+    def _failed_over(self, primary: str, backup: str, reason: str) -> None:
+        """Said once per host a run: fal-client logs every time, which floods a batch."""
+        if primary not in self._failed_over_from:
+            self._failed_over_from.add(primary)
+            print(f"batchrun: warning: cannot connect to {primary} ({self._redactor.text(reason)}); a request "
+                  f"that cannot connect there goes to fal's backup domain {backup}", file=sys.stderr)
 
     async def __aenter__(self) -> FalClient:
         await self._sender.__aenter__()

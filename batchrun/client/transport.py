@@ -32,7 +32,7 @@ import os
 import re
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 import aiohttp
 import anyio
@@ -40,6 +40,7 @@ import httpx
 import httpx_sse
 from httpx_aiohttp import AiohttpTransport
 
+from batchrun.client.failover import BACKUP_HOSTS, BackupHostTransport, backups_for
 from batchrun.client.retry import TransportFailure
 from batchrun.spec.model import MAX_ANSWER_BYTES
 
@@ -235,7 +236,9 @@ class Sender:
     `headers` go on every request (User-Agent, Authorization). `transport` None means our own
     aiohttp session through httpx-aiohttp; tests pass `httpx.ASGITransport` or an aiohttp transport
     of their own. `origins` (scheme://host[:port] strings), when given, are the only places any
-    request may go. `verify` is the TLS context of the default transport."""
+    request may go. `verify` is the TLS context of the default transport. Origins on a host of
+    `backup_hosts` fail over to its backup when they cannot be reached (batchrun.client.failover);
+    `on_failover(origin, backup, reason)` hears of each time."""
 
     def __init__(
         self,
@@ -245,6 +248,8 @@ class Sender:
         transport: httpx.AsyncBaseTransport | None = None,
         origins: Iterable[str] | None = None,
         verify: ssl.SSLContext | None = None,
+        backup_hosts: Mapping[str, str] = BACKUP_HOSTS,
+        on_failover: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._session: aiohttp.ClientSession | None = None  # made on first use: aiohttp wants a loop
@@ -258,6 +263,13 @@ class Sender:
         self._merge(self._defaults, _DEFAULT_HEADERS)
         self._merge(self._defaults, headers)
         self._origins = None if origins is None else frozenset(origin(o) for o in origins)
+        # fal's backup domains (batchrun.client.failover), for a target on fal's own hosts only; they
+        # join the allowed origins, since a queue answer from one names its own URLs.
+        backups = backups_for(self._origins or (), backup_hosts)
+        if backups:
+            self._transport = BackupHostTransport(transport, backups, classify=transport_failure,
+                                                  on_failover=on_failover)
+            self._origins = frozenset(self._origins or ()) | frozenset(origin(b) for b in backups.values())
         self.cookies = httpx.Cookies()  # fal sets none; a load balancer's affinity cookie is kept
         self._timeouts: dict[tuple[bool, float | None], dict[str, float | None]] = {}
         self._allowed: dict[tuple[str, str | None, int | None], bool] = {}  # URL origin -> allowed
