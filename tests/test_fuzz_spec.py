@@ -279,7 +279,7 @@ def test_a_key_with_control_characters_stays_one_located_line(tmp_path: Path) ->
     assert err.getvalue().splitlines() == [
         f"{spec}:4:37: $.jobs[0]['bad\\rkey\\n']: unknown key 'bad\\rkey\\n'; expected one of: name, endpoint, path, "
         "mode, arguments, matrix, include, exclude, strategy, constraints, sample, dataset, repeat, concurrency, "
-        "timeout, start_timeout, client_timeout, max_answer_bytes, hint, priority, headers, fallbacks, "
+        "timeout, start_timeout, client_timeout, max_answer_bytes, hint, priority, headers, upload, fallbacks, "
             "media_lifetime, with_logs, retries, "
         "rate_limit, expect, download, cache"
     ]

@@ -135,3 +135,37 @@ def test_a_200_mb_input_runs_with_bounded_memory_and_is_uploaded_once_for_4_requ
     assert len(records) == 4 and len(urls) == 1 and next(iter(urls)).endswith("/big.bin")
     assert {r["inputs"]["$.file"]["bytes"] for r in records} == {200 * 1024 * 1024}
     assert len((tmp_path / "outputs/up.jsonl.uploads.jsonl").read_text().splitlines()) == 1
+
+
+def test_upload_true_sends_even_a_small_file_by_url_and_false_keeps_a_large_one_inline(
+    tmp_path: Path, make_server: Any
+) -> None:
+    """`upload:` overrides the 8 MiB rule both ways; unset, each file goes by its size."""
+    import json
+
+    from batchrun.cli import main
+    from batchrun.client.storage import UPLOAD_THRESHOLD
+
+    _file(tmp_path, "small.bin", 2048)
+    _file(tmp_path, "large.bin", UPLOAD_THRESHOLD + 1)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent("""
+        version: 1
+        name: up
+        defaults: {endpoint: local/echo, mode: run}
+        jobs:
+          - {name: always, upload: true, arguments: {f: {$file: small.bin}}}
+          - {name: never, upload: false, arguments: {f: {$file: large.bin}}}
+          - {name: by-size, arguments: {small: {$file: small.bin}, large: {$file: large.bin}}}
+        """), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    with make_server() as server:
+        code = main(["run", str(spec), "--output", str(out), "--run-url", server.run_url,
+                     "--queue-url", server.queue_url, "--no-progress"])
+    assert code == 0
+    records = {r["job"]: r for r in map(json.loads, out.read_text().splitlines())}
+    always, never, by_size = records["always"], records["never"], records["by-size"]
+    assert always["result"]["echo"]["f"].startswith(server.origin) and "url" in always["inputs"]["$.f"]
+    assert never["result"]["echo"]["f"].startswith("data:") and "url" not in never["inputs"]["$.f"]
+    assert by_size["result"]["echo"]["small"].startswith("data:")
+    assert by_size["result"]["echo"]["large"].startswith(server.origin)

@@ -91,5 +91,5 @@ def _to_backup(request: httpx.Request, backup: httpx.URL) -> httpx.Request:
     url = request.url.copy_with(scheme=backup.scheme, host=backup.host, port=backup.port)
     headers = [(b"Host", url.netloc) if name.lower() == b"host" else (name, value)
                for name, value in request.headers.raw]  # fmt: skip
-    return httpx.Request(request.method, url, headers=headers, content=request.content,
-                         extensions=request.extensions)
+    # the stream, not .content: a large body is left unread (batchrun.client.transport)
+    return httpx.Request(request.method, url, headers=headers, stream=request.stream, extensions=request.extensions)

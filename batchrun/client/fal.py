@@ -245,7 +245,12 @@ class FalClient:
             if name in self._environ:
                 self._redactor.add(self._environ[name])
         arguments = resolve_env(request.arguments, self._environ)
-        arguments, inputs = await encode_files(arguments, self._uploads)
+        if job.upload is None:
+            arguments, inputs = await encode_files(arguments, self._uploads)
+        elif job.upload:
+            arguments, inputs = await encode_files(arguments, self._uploads, threshold=0)
+        else:
+            arguments, inputs = await encode_files(arguments, None)
         body = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         headers = {"Content-Type": "application/json"}
         # Job headers may replace our defaults (a custom Authorization for a proxy), but the typed

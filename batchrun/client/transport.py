@@ -86,7 +86,8 @@ class _TooLarge(Exception):
 SEND_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, aiohttp.ClientError, OSError, RefusedURL)
 
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # httpx sends Content-Length: 0 on these without a body
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_BYTES_BODY_LIMIT = 1 << 20  # aiohttp's TOO_LARGE_BYTES_BODY  # httpx sends Content-Length: 0 on these without a body
 
 
 @dataclasses.dataclass(slots=True)
@@ -350,7 +351,11 @@ class Sender:
                                     extensions={"timeout": extension})
             if call.body is not None:
                 request.headers["Content-Length"] = str(len(body))
-            request.read()  # as content= does: the transport sends bytes with a length, not chunks
+            if len(body) <= _BYTES_BODY_LIMIT:
+                request.read()  # as content= does: the transport sends bytes with a length, not chunks
+            # else left unread: httpx-aiohttp hands aiohttp the stream, written as it is iterated
+            # (with the Content-Length above, not chunked); raw bytes over 1 MiB make aiohttp warn
+            # (ResourceWarning, an error under `-W error` or pytest's defaults) about blocking the loop.
         if self.cookies:
             self.cookies.set_cookie_header(request)
         return request

@@ -206,6 +206,7 @@ def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any = False) -> Jo
         priority=o.get("priority"),
         headers=o.get("headers", {}),
         with_logs=o.get("with_logs", False),
+        upload=o.get("upload"),
         fallbacks=o.get("fallbacks"),
         media_lifetime=MediaLifetime.of(o.get("media_lifetime")),
         retries=RetryPolicy(

@@ -143,6 +143,7 @@ class Job:
     priority: Priority | None = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     with_logs: bool = False
+    upload: bool | None = None  # $file inputs: True all to storage, False all as data URIs, None by size
     fallbacks: bool | None = None  # False: no reroute to an alternative endpoint; None: fal's default (on)
     media_lifetime: MediaLifetime | None = None  # None: fal's default retention
     retries: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
