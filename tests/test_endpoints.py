@@ -404,3 +404,94 @@ def test_the_python_api_sees_the_pinned_schema_checks_too(tmp_path: Path) -> Non
     data = {"version": 1, "name": "t", "target": "local",
             "jobs": [{"name": "img", "endpoint": "local/image", "arguments": {"prompt": "a cat", "num_image": 2}}]}
     assert any("unknown argument 'num_image'" in str(p) for p in br.validate(data, base_dir=tmp_path))
+
+
+# ---- expect: [{schema: pinned}] ------------------------------------------------------------------
+
+
+def _labeller(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Answers its declared shape, except when asked for a score it reports as text."""
+    if arguments.get("as_text"):
+        return {"label": "cat", "score": "high"}
+    return {"label": "cat", "score": 0.9, "note": None}
+
+
+_labeller.output_schema = {  # type: ignore[attr-defined]
+    "type": "object", "required": ["label", "score"],
+    "properties": {"label": {"type": "string"}, "score": {"type": "number", "minimum": 0, "maximum": 1},
+                   "note": {"type": "string", "nullable": True}},
+}
+
+
+def test_expect_schema_pinned_checks_results_against_the_pinned_output_schema(
+        tmp_path: Path, make_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        name: pinned-out
+        jobs:
+          - name: label
+            endpoint: me/labeller
+            mode: run
+            arguments: {as_text: "${{ matrix.as_text }}"}
+            matrix: {as_text: [false, true]}
+            expect:
+              - {schema: pinned}
+        """)
+    with make_server(apps={"me/labeller": _labeller}) as srv:
+        urls = ["--run-url", srv.run_url, "--queue-url", srv.queue_url]
+        assert main(["endpoints", "pull", "me/labeller", *urls, "--dir", str(tmp_path / "endpoints")]) == 0
+        out = tmp_path / "out.jsonl"
+        assert main(["run", str(spec), "--output", str(out), *urls, "--no-progress"]) == 1  # a check failed
+    records = {r["matrix"]["as_text"]: r for r in map(json.loads, out.read_text().splitlines())}
+    # the pinned document is OpenAPI 3.0: `nullable` admits the null note
+    assert records[False]["expectations"] == [{"passed": True, "message": "schema (pinned): valid",
+                                               "check": {"schema": "pinned"}}]
+    assert records[True]["expectations"] == [{"passed": False, "check": {"schema": "pinned"},
+                                              "message": "schema (pinned): $.score: 'high' is not of type 'number'"}]
+    capsys.readouterr()
+    assert main(["check", str(spec), str(out)]) == 1  # re-checking reads the pinned schema again
+    assert "schema (pinned): $.score: 'high' is not of type 'number'" in capsys.readouterr().out
+
+
+def test_expect_schema_pinned_without_a_pinned_file_is_a_located_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write(tmp_path, """
+        version: 1
+        name: unpinned
+        target: local
+        jobs:
+          - name: a
+            endpoint: local/echo
+            expect:
+              - {schema: pinned}
+              - {schema: pinnned}
+        """)
+    assert main(["validate", str(spec)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{spec}:8:18: $.jobs[0].expect[0].schema: no pinned endpoint file for local/echo (job 'a'): pin it with "
+        "`batchrun endpoints pull local/echo`",
+        f"{spec}:9:18: $.jobs[0].expect[1].schema: schema must be a JSON Schema object or `pinned` (the endpoint's "
+        "pinned output schema), got \"pinnned\"",
+    ]
+
+
+def test_openapi_schemas_become_json_schema() -> None:
+    from batchrun.spec.endpoints import as_json_schema
+
+    doc = {"components": {"schemas": {
+        "Node": {"type": "object", "properties": {"child": {"$ref": "#/components/schemas/Node"},
+                                                  "n": {"type": "integer", "minimum": 0, "exclusiveMinimum": True}}},
+        "Maybe": {"nullable": True, "enum": ["a", "b", None]},
+    }}}  # fmt: skip
+    schema = as_json_schema(doc, {"type": "object", "properties": {
+        "root": {"$ref": "#/components/schemas/Node"}, "maybe": {"$ref": "#/components/schemas/Maybe"},
+        "tags": {"type": "array", "nullable": True, "items": {"type": "string"}}}})  # fmt: skip
+    assert schema["$defs"]["components.schemas.Node"] == {"type": "object", "properties": {
+        "child": {"$ref": "#/$defs/components.schemas.Node"}, "n": {"type": "integer", "exclusiveMinimum": 0}}}
+    assert schema["$defs"]["components.schemas.Maybe"] == {"anyOf": [{"enum": ["a", "b", None]}, {"type": "null"}]}
+    assert schema["properties"]["tags"] == {"type": ["array", "null"], "items": {"type": "string"}}
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    assert validator.is_valid({"root": {"child": {"n": 1}}, "maybe": None, "tags": None})
+    assert not validator.is_valid({"root": {"child": {"n": 0}}})  # exclusive: 0 is out

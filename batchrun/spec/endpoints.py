@@ -54,6 +54,15 @@ class Pinned:
     def output(self) -> dict[str, Any] | None:
         return output_schema(self.openapi, self.endpoint_id)
 
+    def output_json_schema(self) -> dict[str, Any] | None:
+        """The result's schema as JSON Schema 2020-12 (`expect: [{schema: pinned}]`)."""
+        op = _operation(self.openapi, f"/{self.endpoint_id}/requests/{{request_id}}", "get")
+        try:
+            schema = op["responses"]["200"]["content"]["application/json"]["schema"]  # type: ignore[index]
+        except (KeyError, TypeError):
+            return None
+        return as_json_schema(self.openapi, schema) if isinstance(schema, dict) else None
+
 
 def properties(schema: dict[str, Any]) -> dict[str, Any]:
     """An object schema's `properties` ({} when it has none, or they are not a mapping)."""
@@ -149,6 +158,44 @@ def output_schema(doc: dict[str, Any], endpoint_id: str) -> dict[str, Any] | Non
         return None
     resolved = resolve(doc, schema)
     return resolved if isinstance(resolved, dict) else None
+
+
+def as_json_schema(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` from an OpenAPI document as a self-contained JSON Schema 2020-12, for jsonschema:
+    local `$ref`s become `$defs` (the referenced schemas come along), OpenAPI 3.0's `nullable: true`
+    admits null, and its boolean `exclusiveMinimum`/`exclusiveMaximum` become 2020-12's numbers."""
+    defs: dict[str, Any] = {}
+
+    def convert(node: Any, depth: int = 0) -> Any:
+        if isinstance(node, list):
+            return [convert(item, depth) for item in node]
+        if not isinstance(node, dict) or depth > 64:
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/") and len(node) == 1:
+            name = ref[2:].replace("/", ".")
+            if name not in defs:
+                defs[name] = {}  # a placeholder first: a recursive schema refers to itself
+                defs[name] = convert(resolve(doc, node), depth + 1)
+            return {"$ref": f"#/$defs/{name}"}
+        out = {key: convert(value, depth + 1) for key, value in node.items() if key != "nullable"}
+        for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if out.get(bound) is True and limit in out:
+                out[bound] = out.pop(limit)
+            elif isinstance(out.get(bound), bool):
+                del out[bound]
+        if node.get("nullable") is True:
+            kind = out.get("type")
+            if isinstance(kind, str):
+                out["type"] = [kind, "null"]
+            elif isinstance(kind, list) and "null" not in kind:
+                out["type"] = [*kind, "null"]
+            elif kind is None:
+                out = {"anyOf": [out, {"type": "null"}]}
+        return out
+
+    converted = convert(schema)
+    return {**converted, "$defs": defs} if defs else converted
 
 
 def pinned_price(pinned: Pinned) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ Check kinds (one per check):
     {path: images[0].width, min: 256, max: 1024}   inclusive bounds; either may be left out
     {latency_s: {max: 30, min: 0.1}}         the request's latency in seconds
     {schema: {...}}                          JSON Schema 2020-12 applied to the whole result
+    {schema: pinned}                         the endpoint's pinned output schema (batchrun.spec.endpoints)
 
 Paths use the language of `batchrun.spec.resultpath`. A malformed check does not raise: it becomes a
 failed expectation whose message says what is wrong, so one bad check cannot stop a run.
@@ -42,10 +43,26 @@ from batchrun.spec.template import (
 )
 
 _PATH_KINDS = ("exists", "equals", "matches")
+PINNED = "pinned"  # `{schema: pinned}`
+_VALIDATORS: dict[int, tuple[Any, jsonschema.Draft202012Validator]] = {}
+
+
+def _validator(schema: dict[str, Any] | bool) -> jsonschema.Draft202012Validator:
+    """One validator per schema object: a pinned output schema is checked on every result, and
+    building a validator costs more than most checks (keyed by identity, the schema kept alive)."""
+    found = _VALIDATORS.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    validator = jsonschema.Draft202012Validator(schema)
+    if len(_VALIDATORS) > 256:
+        _VALIDATORS.clear()
+    _VALIDATORS[id(schema)] = (schema, validator)
+    return validator
 
 
 def check_expectations(
-    checks: list[dict[str, Any]], result: dict[str, Any] | None, latency_s: float | None
+    checks: list[dict[str, Any]], result: dict[str, Any] | None, latency_s: float | None,
+    pinned: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Apply each check to one request's result.
 
@@ -53,13 +70,14 @@ def check_expectations(
         checks: the job's `expect:` list.
         result: the request's result (None for a failed request: every path is then missing).
         latency_s: the request's latency in seconds, None when unknown.
+        pinned: the endpoint's pinned output schema, for `{schema: pinned}` checks.
 
     Returns:
         One `{"passed": bool, "message": str, "check": check}` per check, in order.
     """
     out = []
     for check in checks:
-        passed, message = _check_one(check, result, latency_s)
+        passed, message = _check_one(check, result, latency_s, pinned)
         out.append({"passed": passed, "message": message, "check": check})
     return out
 
@@ -140,11 +158,18 @@ def _without_templates(check: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def is_pinned_schema(check: Any) -> bool:
+    return isinstance(check, dict) and check.get("schema") == PINNED
+
+
 def _schema_problems(check: dict[str, Any]) -> list[str]:
     if set(check) != {"schema"}:
         return [f"a schema check takes only 'schema', got {', '.join(sorted(check))}"]
-    if check["schema"] is _TEMPLATED:
+    if check["schema"] is _TEMPLATED or check["schema"] == PINNED:
         return []
+    if isinstance(check["schema"], str):
+        return [f"schema must be a JSON Schema object or `pinned` (the endpoint's pinned output schema), "
+                f"got {show_value(check['schema'])}"]
     if not isinstance(check["schema"], dict | bool):
         return [f"schema must be a JSON Schema object, got {show_value(check['schema'])}"]
     try:
@@ -186,10 +211,16 @@ def _regex_problems(pattern: Any) -> list[str]:
     return []
 
 
-def _check_one(check: Any, result: dict[str, Any] | None, latency_s: float | None) -> tuple[bool, str]:
+def _check_one(check: Any, result: dict[str, Any] | None, latency_s: float | None,
+               pinned: dict[str, Any] | None) -> tuple[bool, str]:  # fmt: skip
     problems = check_problems(check)
     if problems:
         return False, f"invalid check: {'; '.join(problems)}"
+    if check.get("schema") == PINNED:
+        if pinned is None:  # validation requires one; a re-check of an old output may lack it
+            return False, "schema (pinned): the endpoint has no pinned output schema"
+        passed, message = _check_schema(pinned, result)
+        return passed, message.replace("schema:", "schema (pinned):", 1)
     if "schema" in check:
         return _check_schema(check["schema"], result)
     if "latency_s" in check:
@@ -236,7 +267,7 @@ def _check_bounds(label: str, value: Any, bounds: dict[str, Any]) -> tuple[bool,
 
 
 def _check_schema(schema: dict[str, Any] | bool, result: dict[str, Any] | None) -> tuple[bool, str]:
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _validator(schema)
     errors = sorted(validator.iter_errors(result), key=lambda e: (list(e.absolute_path), e.message))
     if not errors:
         return True, "schema: valid"

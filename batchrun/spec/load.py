@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import Problem
-from batchrun.spec import constraints, dataset, endpoints, yamlsource
+from batchrun.spec import constraints, dataset, endpoints, expect, yamlsource
 from batchrun.spec.checks import Checker, JobSource
 from batchrun.spec.dataset import file_rows
 from batchrun.spec.model import (
@@ -124,10 +124,12 @@ def _read_located(located: yamlsource.Located, problems: list[Problem], label: s
     problems.extend(pin_problems)
     pinned_prices = {e: price for e, p in pinned.items() if (price := endpoints.pinned_price(p)) is not None}
     problems.extend(price_problems(located, jobs, checker.is_bad, pinned_prices))
+    problems.extend(_pinned_schema_problems(located, jobs, pinned, checker.is_bad))
     problems = dedupe(problems)
     if any(p.severity == "error" for p in problems):
         return SpecRead(None, sort_problems(problems, label))
-    return SpecRead(_build(data, jobs, source, pinned_prices), problems, located, jobs, checker.datasets, pinned)
+    spec = _build(data, jobs, source, pinned_prices, pinned)
+    return SpecRead(spec, problems, located, jobs, checker.datasets, pinned)
 
 
 def dedupe(problems: list[Problem]) -> list[Problem]:
@@ -142,7 +144,8 @@ def sort_problems(problems: list[Problem], label: str) -> list[Problem]:
 # ---- building the dataclasses ---------------------------------------------------------------
 
 
-def _build(data: dict[str, Any], jobs: list[JobSource], source: Path, pinned_prices: dict[str, Any]) -> Spec:
+def _build(data: dict[str, Any], jobs: list[JobSource], source: Path, pinned_prices: dict[str, Any],
+           pinned: dict[str, endpoints.Pinned] | None = None) -> Spec:  # fmt: skip
     target_raw = data.get("target", "fal")
     if isinstance(target_raw, dict):
         bundle = target_raw.get("ca_bundle")
@@ -155,7 +158,7 @@ def _build(data: dict[str, Any], jobs: list[JobSource], source: Path, pinned_pri
     return Spec(
         version=data["version"],
         name=data["name"],
-        jobs=[_build_job(j.options, source.parent, data.get("cache", False)) for j in jobs],
+        jobs=[_build_job(j.options, source.parent, data.get("cache", False), pinned) for j in jobs],
         source=source,
         description=data.get("description"),
         target=target,
@@ -170,7 +173,8 @@ def _build(data: dict[str, Any], jobs: list[JobSource], source: Path, pinned_pri
     )
 
 
-def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any = False) -> Job:
+def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any = False,
+               pinned: dict[str, endpoints.Pinned] | None = None) -> Job:  # fmt: skip
     dataset = o.get("dataset")
     types: dict[str, str] = {}
     if isinstance(dataset, dict) and "files" in dataset:  # {files: GLOB}: the rows are the files, now
@@ -218,6 +222,7 @@ def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any = False) -> Jo
         ),
         rate_limit=RateLimit(float(rate["per_second"])) if rate else None,
         expect=o.get("expect", []),
+        pinned_output=_pinned_output(o, pinned or {}),
         download=o.get("download", False),
         cache=_cache(o.get("cache", spec_cache)),
     )
@@ -235,6 +240,38 @@ def _cache(value: Any) -> CachePolicy | None:
     if isinstance(ttl, str):
         ttl = float(ttl[:-1]) * DURATION_UNITS[ttl[-1]]
     return CachePolicy(ttl_s=None if ttl is None else float(ttl), scope=value.get("scope", "project"))
+
+
+def _pinned_output(o: dict[str, Any], pinned: dict[str, endpoints.Pinned]) -> dict[str, Any] | None:
+    found = pinned.get(o["endpoint"])
+    if found is None or not any(expect.is_pinned_schema(check) for check in o.get("expect", [])):
+        return None
+    return found.output_json_schema()
+
+
+def _pinned_schema_problems(located: yamlsource.Located, jobs: list[JobSource], pinned: dict[str, endpoints.Pinned],
+                            is_bad: Any) -> list[Problem]:  # fmt: skip
+    """`{schema: pinned}` needs the job's endpoint pinned, with an output schema in its document."""
+    problems = []
+    for job in jobs:
+        checks = job.options.get("expect")
+        endpoint = job.options.get("endpoint")
+        if not isinstance(checks, list) or not isinstance(endpoint, str):
+            continue
+        for i, check in enumerate(checks):
+            where = (*job.at("expect"), i, "schema")
+            if not expect.is_pinned_schema(check) or is_bad(where):
+                continue
+            found = pinned.get(endpoint)
+            if found is None:
+                message = (f"no pinned endpoint file for {endpoint} (job '{job.name}'): pin it with "
+                           f"`batchrun endpoints pull {endpoint}`")
+            elif found.output_json_schema() is None:
+                message = f"the pinned document of {endpoint} ({found.file}) has no output schema to check against"
+            else:
+                continue
+            problems.append(located.problem(where, message))
+    return problems
 
 
 def _strategy(value: Any) -> int | None:

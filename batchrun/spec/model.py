@@ -150,6 +150,8 @@ class Job:
     rate_limit: RateLimit | None = None
     # Regression toolkit (expectations, artifact download); filled by the loader when present.
     expect: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # The endpoint's pinned output schema (JSON Schema), when a check is `{schema: pinned}`.
+    pinned_output: dict[str, Any] | None = None
     download: bool = False
     cache: CachePolicy | None = None  # None: the result cache is off for this job (the default)
 

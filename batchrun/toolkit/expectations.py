@@ -40,4 +40,4 @@ class Expectations:
     def evaluate(self, request: PlannedRequest, result: dict[str, Any] | None,
                  latency_s: float | None) -> list[dict[str, Any]]:
         """`check_expectations` with the request's rendered checks."""
-        return check_expectations(self.checks(request), result, latency_s)
+        return check_expectations(self.checks(request), result, latency_s, request.job.pinned_output)
