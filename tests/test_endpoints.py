@@ -495,3 +495,21 @@ def test_openapi_schemas_become_json_schema() -> None:
     validator = jsonschema.Draft202012Validator(schema)
     assert validator.is_valid({"root": {"child": {"n": 1}}, "maybe": None, "tags": None})
     assert not validator.is_valid({"root": {"child": {"n": 0}}})  # exclusive: 0 is out
+
+
+def test_specs_in_several_folders_share_one_pinned_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "nightly").mkdir()
+    spec = write(tmp_path / "nightly", """
+        version: 1
+        name: shared
+        target: local
+        pinned_dir: ../pins
+        jobs:
+          - {name: img, endpoint: local/image, arguments: {prompt: a cat, num_image: 2}}
+        """)
+    assert main(["endpoints", "pull", str(spec)]) == 0  # into the spec's pinned_dir
+    assert (tmp_path / "pins/local/image.json").is_file() and not (tmp_path / "nightly/endpoints").exists()
+    capsys.readouterr()
+    assert main(["validate", str(spec)]) == 2  # ...and validate reads it there
+    assert "unknown argument 'num_image'; did you mean 'num_images'?" in capsys.readouterr().err
+    assert main(["endpoints", "check", str(spec)]) == 0

@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         cmd.add_argument("--api-url", default=None,
                          help="the Platform API base URL (default https://api.fal.ai/v1; for a server "
                               "given by --queue-url, its origin + /v1)")
-        cmd.add_argument("--dir", default=None, help="folder of the pinned files (default: endpoints/ "
-                                                     "beside the spec, else ./endpoints)")
+        cmd.add_argument("--dir", default=None, help="folder of the pinned files (default: the spec's "
+                                                     "pinned_dir, endpoints/ beside it, else ./endpoints)")
         cmd.add_argument("--app", action="append", default=[], metavar="OWNER/ALIAS=MODULE:FUNCTION",
                          help="with --target local: also describe this Python function (as `batchrun serve --app`)")
 
@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--run-url and --queue-url go together")
     if args.target == "local" and args.run_url is not None:
         raise UsageError("--run-url/--queue-url cannot be combined with --target local (it starts its own server)")
-    ids, spec_dir, spec_target = _names(args.names)
-    directory = Path(args.dir) if args.dir else (spec_dir or Path.cwd()) / pins.DEFAULT_DIR
+    ids, pins_dir, spec_target = _names(args.names)
+    directory = Path(args.dir) if args.dir else pins_dir or Path.cwd() / pins.DEFAULT_DIR
     if args.action == "check" and not ids:
         ids = _pinned_ids(directory)
         if not ids:
@@ -68,23 +68,23 @@ def run(args: argparse.Namespace) -> int:
 
 def _names(names: list[str]) -> tuple[list[str], Path | None, str | None]:
     ids: list[str] = []
-    spec_dir: Path | None = None
+    pins_dir: Path | None = None
     target: str | None = None
     for name in names:
         if name.endswith((".yaml", ".yml")):
-            spec_ids, spec_target = _spec_endpoints(Path(name))
+            spec_ids, spec_target, spec_pins = _spec_endpoints(Path(name))
             ids.extend(spec_ids)
-            spec_dir = spec_dir or Path(name).parent
+            pins_dir = pins_dir or spec_pins
             target = target or spec_target
         else:
             endpoint = name.strip("/")
             if endpoint.count("/") < 1 or not all(endpoint.split("/")):
                 raise UsageError(f"{name!r} is neither an endpoint id (owner/alias[/path]) nor a spec file")
             ids.append(endpoint)
-    return list(dict.fromkeys(ids)), spec_dir, target
+    return list(dict.fromkeys(ids)), pins_dir, target
 
 
-def _spec_endpoints(path: Path) -> tuple[list[str], str | None]:
+def _spec_endpoints(path: Path) -> tuple[list[str], str | None, Path]:
     """A spec's endpoints and target kind, from its YAML alone: a spec that does not validate yet
     (an argument wrong against a stale pin, a budget waiting for the pinned prices) can still be
     pulled for."""
@@ -99,9 +99,11 @@ def _spec_endpoints(path: Path) -> tuple[list[str], str | None]:
     if located is None or not isinstance(located.data, dict):
         problems = problems or [Problem(str(path), 1, 1, "$", "a spec must be a mapping with version, name and jobs")]
         raise SpecError(problems)
+    from batchrun.spec.endpoints import pinned_dir
+
     ids = [e.strip("/") for j in merge_jobs(located.data) if isinstance(e := j.options.get("endpoint"), str)]
     target = located.data.get("target", "fal")
-    return ids, target if target in ("fal", "local") else "custom"
+    return ids, target if target in ("fal", "local") else "custom", pinned_dir(path, located.data.get("pinned_dir"))
 
 
 def _pinned_ids(directory: Path) -> list[str]:

@@ -70,6 +70,12 @@ def properties(schema: dict[str, Any]) -> dict[str, Any]:
     return props if isinstance(props, dict) else {}
 
 
+def pinned_dir(spec: Path, value: Any) -> Path:
+    """Where a spec's pinned files are: its `pinned_dir` (relative to the spec's folder), else
+    `endpoints/` beside it."""
+    return spec.parent / (value if isinstance(value, str) and value else DEFAULT_DIR)
+
+
 def pin_path(directory: Path, endpoint_id: str) -> Path:
     return directory.joinpath(*endpoint_id.split("/")).with_suffix(".json")
 

@@ -120,7 +120,7 @@ def _read_located(located: yamlsource.Located, problems: list[Problem], label: s
     jobs = checker.run()
     problems.extend(checker.problems)
     ids = [e for j in jobs if isinstance(e := j.options.get("endpoint"), str)]
-    pinned, pin_problems = endpoints.read_pinned(source.parent / endpoints.DEFAULT_DIR, ids)
+    pinned, pin_problems = endpoints.read_pinned(endpoints.pinned_dir(source, data.get("pinned_dir")), ids)
     problems.extend(pin_problems)
     pinned_prices = {e: price for e, p in pinned.items() if (price := endpoints.pinned_price(p)) is not None}
     problems.extend(price_problems(located, jobs, checker.is_bad, pinned_prices))
