@@ -51,6 +51,35 @@ CREATE INDEX IF NOT EXISTS results_created ON results (created);
 """
 
 
+def _set_up(db: sqlite3.Connection, path: Path) -> None:
+    """WAL mode, the schema and its version: idempotent, so it is simply tried again while another
+    process sets up the same new file. Two runs opening a fresh cache at once got "database is
+    locked" at once about one time in ten: SQLite does not wait out busy_timeout for these (a
+    journal-mode change, a schema write racing another's), so the wait is here."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            # 8 MB of page cache holds every interior B-tree page of a million entries, so a
+            # lookup reads only its two leaf pages (bench/bench_cache.py); the default is 2 MB.
+            db.execute("PRAGMA cache_size = -8192")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise BatchrunError(
+                    f"the result cache {path} was written by a newer batchrun (format {version}); "
+                    "use another cache folder (BATCHRUN_CACHE_DIR) or `batchrun cache clear`")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def cache_dir(scope: str, environ: Mapping[str, str], cwd: Path | None = None) -> Path:
     """Where a scope's cache lives. BATCHRUN_CACHE_DIR overrides both scopes (CI, tests);
     project: .batchrun/cache under the working directory (beside the default outputs/);
@@ -113,18 +142,7 @@ class ResultCache:
             db = sqlite3.connect(self.path, isolation_level=None)
             try:
                 db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                db.execute("PRAGMA journal_mode = WAL")
-                db.execute("PRAGMA synchronous = NORMAL")
-                # 8 MB of page cache holds every interior B-tree page of a million entries, so a
-                # lookup reads only its two leaf pages (bench/bench_cache.py); the default is 2 MB.
-                db.execute("PRAGMA cache_size = -8192")
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version not in (0, SCHEMA_VERSION):
-                    raise BatchrunError(
-                        f"the result cache {self.path} was written by a newer batchrun (format {version}); "
-                        "use another cache folder (BATCHRUN_CACHE_DIR) or `batchrun cache clear`")
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                _set_up(db, self.path)
             except BaseException:
                 db.close()
                 raise
