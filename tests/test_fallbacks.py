@@ -105,8 +105,11 @@ def test_records_and_diff_show_a_fallback_served_request(tmp_path: Path, make_se
     with make_server(runners=2, retry_backoff=0.001, fallbacks={"local/fail": "local/echo"}) as srv:
         code, pinned = _run(tmp_path, srv, "pinned", "fallbacks: false")
         assert code == 0
+        assert "rerouted" not in capsys.readouterr().err
         code, rerouted = _run(tmp_path, srv, "rerouted", "")
         assert code == 0
+        assert ("  rerouted: 2 requests served by a fallback endpoint (flaky=2; records' rerouted_to; "
+                "`fallbacks: false` turns fallbacks off)") in capsys.readouterr().err.splitlines()
     by_job = {(r["job"], r["matrix"].get("key")): r for r in records(pinned)}
     flaky = by_job[("flaky", "a")]
     assert flaky["status"] == "ok" and "rerouted_to" not in flaky

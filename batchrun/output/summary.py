@@ -35,6 +35,7 @@ class JobSummary:
     skipped_errors: int = 0  # of which the newest record is an error (not retried)
     retries: int = 0
     cached: int = 0  # ok records of this run served from the result cache
+    rerouted: int = 0  # records of this run that fal rerouted to another endpoint (a model fallback)
     expectation_failures: int = 0  # requests of this run with a failed expectation
     skipped_expectation_failures: int = 0  # settled by an earlier run's record with a failed expectation
     errors_by_type: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -86,6 +87,8 @@ class RunSummary:
             js.errors_by_type[(record.get("error") or {}).get("type", "unknown")] += 1
             js.error_latencies.append(latency)
         js.retries += max(0, int(record.get("attempts") or 0) - 1)
+        if record.get("rerouted_to"):
+            js.rerouted += 1
         if failed_expectation(record):
             js.expectation_failures += 1
         if "cost_usd" in record:
@@ -146,6 +149,12 @@ class RunSummary:
         if self.skipped:
             total += f" skipped={self.skipped}"
         out.append(f"  total: {total}")
+        rerouted = sum(j.rerouted for j in self.jobs.values())
+        if rerouted:
+            # a fallback answers for another model: a regression run should not pass unremarked
+            jobs = ", ".join(f"{name}={js.rerouted}" for name, js in self.jobs.items() if js.rerouted)
+            out.append(f"  rerouted: {rerouted} requests served by a fallback endpoint ({jobs}; records' "
+                       "rerouted_to; `fallbacks: false` turns fallbacks off)")
         cached = sum(j.cached for j in self.jobs.values())
         if cached:
             saved = f", saving ${self.cache_saved_usd:.4f}" if self.cache_saved_usd else ""
