@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from batchrun.client.target import NO_KEY_MESSAGE, resolve_target
@@ -98,3 +100,30 @@ def test_bad_urls(target, kwargs, message) -> None:
     with pytest.raises(UsageError) as info:
         resolve_target(target, {}, **kwargs)
     assert str(info.value) == message
+
+
+def test_a_local_target_refuses_endpoints_the_embedded_server_does_not_serve(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: `target: local` with fal-ai/flux/schnell validated, then every request was a
+    404 record. It is a located spec error now; local apps (sub-paths too) stay valid."""
+    from batchrun.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\nname: t\ntarget: local\njobs:\n"
+                    "  - {name: a, endpoint: fal-ai/flux/schnell, arguments: {prompt: hi}}\n"
+                    "  - {name: b, endpoint: local/image/extra, arguments: {prompt: hi}}\n")
+    assert main(["validate", str(spec)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{spec}:5:25: $.jobs[0].endpoint: target: local is the embedded server, which serves local/echo, "
+        "local/fail, local/image, local/sleep; job 'a' calls fal-ai/flux/schnell: use one of those, or target: fal "
+        "(with FAL_KEY) for fal's endpoints"]
+    assert main(["run", str(spec), "-o", str(tmp_path / "out.jsonl")]) == 2
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_local_apps_the_spec_knows_are_the_servers() -> None:
+    from batchrun.server.apps import builtin_apps
+    from batchrun.spec.model import LOCAL_APPS
+
+    assert LOCAL_APPS == tuple(sorted(builtin_apps()))

@@ -17,7 +17,7 @@ from typing import Any, TypeGuard
 from batchrun.errors import Problem
 from batchrun.spec import constraints, dataset, expect
 from batchrun.spec.dataset_types import TYPES
-from batchrun.spec.model import MediaLifetime
+from batchrun.spec.model import LOCAL_APPS, MediaLifetime
 from batchrun.spec.template import Ref, compile_value, whole_refs
 from batchrun.spec.yamlsource import Located, PathKey, json_path
 
@@ -196,7 +196,7 @@ class Checker:
         if "endpoint" not in o:
             self.error(job.path, "missing required key 'endpoint' (set it on the job or under defaults)")
         elif isinstance(endpoint, str) and not self.is_bad(job.at("endpoint")):
-            msg = endpoint_problem(endpoint)
+            msg = endpoint_problem(endpoint) or self.local_problem(endpoint, job)
             if msg:
                 self.error(job.at("endpoint"), msg)
         mode = o.get("mode", "subscribe")
@@ -246,6 +246,17 @@ class Checker:
                 if not self.is_bad(where):
                     for msg in expect.check_problems(check, templates=True):
                         self.error(_check_value_path(where, check, msg), msg)
+
+    def local_problem(self, endpoint: str, job: JobSource) -> str | None:
+        """`target: local` is the embedded server: an endpoint it does not serve would make every
+        request of the job a 404 record."""
+        if not isinstance(self.located.data, dict) or self.located.data.get("target") != "local":
+            return None
+        app = "/".join(endpoint.strip("/").split("/")[:2])
+        if app in LOCAL_APPS:
+            return None
+        return (f"target: local is the embedded server, which serves {', '.join(LOCAL_APPS)}; job '{job.name}' "
+                f"calls {endpoint}: use one of those, or target: fal (with FAL_KEY) for fal's endpoints")
 
     def check_header_text(self, where: tuple[Any, ...], value: str) -> None:
         """A header's (or the runner hint's) literal text: HTTP carries ASCII without control

@@ -66,6 +66,8 @@ class CachePolicy:
     scope: CacheScope = "project"
 
 
+# The apps `target: local` serves (batchrun.server.apps.builtin_apps; a test keeps the two equal).
+LOCAL_APPS = ("local/echo", "local/fail", "local/image", "local/sleep")
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}  # `12h`, `7d`
 
 
