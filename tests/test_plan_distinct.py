@@ -139,6 +139,30 @@ def test_repeated_matrix_value_is_still_a_located_duplicate(tmp_path: Path) -> N
     assert _only_problem(path).startswith("requests 0 and 2 of job 'j' are identical (id ")
 
 
+def test_a_matrix_key_reaching_only_the_hint_or_headers_is_named(tmp_path: Path) -> None:
+    """Hint and headers shape how a request is sent, not which request it is: a sweep over them
+    alone collides, and the message says which key and what to do instead."""
+    path = _spec(tmp_path, """\
+        - name: j
+          endpoint: local/echo
+          arguments: {prompt: hi, seed: "${{ matrix.seed }}"}
+          hint: "runner-${{ matrix.h }}"
+          headers: {X-Variant: "${{ matrix.v }}"}
+          matrix: {seed: [1, 2], h: [a, b], v: [x]}
+    """)
+    message = _only_problem(path)
+    assert message.startswith("requests 0 and 1 of job 'j' are identical (id ")
+    assert message.endswith("; matrix key 'h' differs between them but only in the hint or headers, which are not "
+                            "part of a request's id: give each variant its own job (the job name is part of the id)")
+    repeated = _spec(tmp_path, """\
+        - name: j
+          endpoint: local/echo
+          arguments: {seed: "${{ matrix.seed }}"}
+          matrix: {seed: [1, 2, 1]}
+    """)
+    assert "hint or headers" not in _only_problem(repeated)  # a repeated value is the plain duplicate
+
+
 def test_normalised_file_paths_are_still_a_located_duplicate(tmp_path: Path) -> None:
     """A $file path made from the matrix is normalised (d/../a is a): not proof, so the walk runs."""
     (tmp_path / "a").write_text("x")

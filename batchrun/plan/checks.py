@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from typing import Any
 
 from batchrun.errors import Problem
@@ -105,6 +106,7 @@ def _job_plan_problems(
     duplicates = 0
     dup_key: int | None = None
     dup_index = 0
+    dup_matrix: dict[str, Any] = {}
     missing_files: set[str] = set()
     for request in JobPlanner.create(job, spec).requests(start, None):
         key = int(request.id, 16)
@@ -112,6 +114,7 @@ def _job_plan_problems(
             duplicates += 1
             if dup_key is None:
                 dup_key, dup_index = key, start + (request.index - start) * stride
+                dup_matrix = request.matrix
         else:
             seen.add(key)
         if check_files:
@@ -134,7 +137,7 @@ def _job_plan_problems(
                 (*source.path, "name"),
                 f"requests {first_index} and {dup_index} of job '{job.name}' are identical (id {first.id}){more}; "
                 "each matrix combination and dataset row must change the arguments or path "
-                "(use repeat: for deliberate repeats)",
+                f"(use repeat: for deliberate repeats){_options_only(job, first.matrix, dup_matrix)}",
             )
         )
     for missing in sorted(missing_files)[:5]:
@@ -198,3 +201,17 @@ def _missing_files(value: Any, out: set[str]) -> None:
     elif isinstance(value, list):
         for v in value:
             _missing_files(v, out)
+
+
+def _options_only(job: Job, first: dict[str, Any], second: dict[str, Any]) -> str:
+    """Why two combinations collided when their matrix values differ: those keys reach only the
+    hint or headers, which shape how a request is sent, not which request it is (its id)."""
+    differ = sorted(key for key in first.keys() | second.keys() if first.get(key) != second.get(key))
+    options = " ".join([job.hint or "", *job.headers.values()])
+    used = [key for key in differ if re.search(rf"matrix\.{re.escape(key)}\b", options)]
+    if not used:
+        return ""
+    keys = ", ".join(f"'{key}'" for key in used)
+    return (f"; matrix {'keys' if len(used) > 1 else 'key'} {keys} {'differ' if len(used) > 1 else 'differs'} "
+            "between them but only in the hint or headers, which are not part of a request's id: give each "
+            "variant its own job (the job name is part of the id)")
