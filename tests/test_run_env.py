@@ -86,3 +86,25 @@ def test_validate_warns_about_unset_env_and_passes(
         f"BR_ENV_TWO {tail}",
     ]
     assert SECRET not in captured.out + captured.err
+
+
+def test_an_env_value_that_is_not_utf8_is_an_input_error_that_quotes_nothing(
+    tmp_path: Path, loopback_server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates; the request cannot be encoded.
+    Regression: the record said "'utf-8' codec can't encode character '\\udcff' in position 13"."""
+    import os
+
+    monkeypatch.setenv("BR_ENV_BYTES", os.fsdecode(b"s3cret-\xff-tail"))
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: bytes
+        jobs:
+          - {name: a, endpoint: local/echo, mode: run, arguments: {p: "${{ env.BR_ENV_BYTES }}"}}
+    """)
+    out = tmp_path / "out.jsonl"
+    assert run_cli(str(spec), "--output", str(out), *server_urls(loopback_server)) == 1
+    [record] = records(out)
+    assert record["error"]["type"] == "input_error" and record["attempts"] == 0
+    assert record["error"]["detail"].startswith("the arguments hold text that is not valid Unicode")
+    assert "s3cret" not in out.read_text() and "udcff" not in out.read_text()

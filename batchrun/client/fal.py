@@ -251,7 +251,14 @@ class FalClient:
             arguments, inputs = await encode_files(arguments, self._uploads, threshold=0)
         else:
             arguments, inputs = await encode_files(arguments, None)
-        body = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        try:
+            body = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        except UnicodeEncodeError:
+            # A lone surrogate: Python's stand-in for bytes that are not UTF-8 (in an environment
+            # variable or a file name) or a JSON "\ud800" escape. Said without quoting the text.
+            raise ValueError("the arguments hold text that is not valid Unicode (a lone surrogate: bytes that "
+                             "are not UTF-8 in an environment variable or a file name, or a \\ud800-style "
+                             "escape in a dataset); nothing was sent") from None
         headers = {"Content-Type": "application/json"}
         # Job headers may replace our defaults (a custom Authorization for a proxy), but the typed
         # options below are the spec's explicit word and win over raw headers.
