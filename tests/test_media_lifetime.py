@@ -160,3 +160,34 @@ def test_a_bad_lifetime_is_a_located_error(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err
     assert f"{spec}:3:28: $.defaults.media_lifetime: must be seconds or a number with s, m, h, d or w" in err
     assert "Traceback" not in err
+
+
+def test_the_result_cache_does_not_serve_a_result_whose_media_are_gone(
+    tmp_path: Path, make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached image result is its URLs: once fal has deleted the media (and nothing downloaded
+    them), a hit would hand out dead links, so it is a miss and the request is sent again."""
+    monkeypatch.setenv("BATCHRUN_CACHE_DIR", str(tmp_path / "cache"))
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: cached
+        cache: true
+        jobs:
+          - {name: brief, endpoint: local/image, mode: run, arguments: {prompt: a}, media_lifetime: 1}
+          - {name: kept, endpoint: local/image, mode: run, arguments: {prompt: b}, media_lifetime: 1h}
+    """)
+
+    def run(name: str) -> dict[str, dict[str, Any]]:
+        out = tmp_path / f"{name}.jsonl"
+        assert run_cli(str(spec), "--output", str(out), *server_urls(srv)) == 0
+        return {r["job"]: r for r in records(out)}
+
+    with make_server() as srv:
+        first = run("first")
+        again = run("again")  # within the second: both hit
+        assert "cached" in again["brief"] and "cached" in again["kept"]
+        time.sleep(max(0.0, int(first["brief"]["result"]["images"][0]["url"].rpartition("=")[2]) / 1000
+                       - time.time()) + 0.05)
+        later = run("later")
+        assert httpx.get(later["brief"]["result"]["images"][0]["url"]).status_code == 200  # a fresh, live one
+    assert "cached" not in later["brief"] and "cached" in later["kept"]

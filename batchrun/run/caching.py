@@ -127,6 +127,9 @@ class RunCache:
             return None
         if entry is None or entry.target != target:
             return None
+        expires = entry.data.get("media_expires_at")
+        if isinstance(expires, (int, float)) and time.time() >= expires:
+            return None  # fal has deleted its media (media_lifetime), and no copy was downloaded
         if request.job.download and not await anyio.to_thread.run_sync(self._place_artifacts, policy.scope, entry):
             return None  # its files were pruned: send it again, as if never cached
         return entry
@@ -178,9 +181,13 @@ class RunCache:
             "served_from": record.get("served_from"), "inputs": record.get("inputs"),
             "artifacts": kept, "cost_usd": record.get("cost_usd"), "output": os.path.abspath(self.output),
         }
+        lifetime = (record.get("asked") or {}).get("media_lifetime_s")
+        now = time.time()
+        if isinstance(lifetime, int) and kept is None:
+            data["media_expires_at"] = now + lifetime  # its result's URLs die then (media_lifetime)
         target = self.bases[record["mode"]]
         try:
-            cache.put(key, Entry(time.time(), target, record["endpoint"], data))
+            cache.put(key, Entry(now, target, record["endpoint"], data))
         except sqlite3.Error as exc:
             self._failed(job_scope, f"cannot store in the result cache: {exc}")
             return
