@@ -96,6 +96,60 @@ def test_ctrl_c_while_submits_back_off_exits_fast_and_the_resume_submits_them_on
     assert not journal_path(out).exists()
 
 
+def test_the_summary_counts_direct_calls_an_interrupt_cut_short(tmp_path: Path, make_server: MakeServer) -> None:
+    """Regression: after Ctrl-C twice the summary said `total: ok=0 error=0` and nothing of the four
+    direct calls it had cut off on the wire (which the server may have run, and the resume sends
+    again)."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: cut
+        concurrency: 4
+        jobs:
+          - {name: slow, endpoint: local/sleep, mode: run, repeat: 6, arguments: {seconds: 30, i: "${{ repeat }}"}}
+    """)
+    out = tmp_path / "out.jsonl"
+    with make_server(runners=4) as srv:
+        cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), *server_urls(srv)]
+        with subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
+            wait_for(lambda: stats(srv.origin)["requests"]["run"] == 4)
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130, err
+    assert ("  4 direct calls cut short on the wire: no record; the server may have run them, and resuming "
+            "sends them again") in err.splitlines()
+    assert not out.exists() or records(out) == []
+
+
+def test_the_summary_counts_queue_submits_an_interrupt_cut_short(tmp_path: Path, make_server: MakeServer) -> None:
+    """A submit still waiting for its answer may have been accepted: the summary says so, and the
+    next run records it as outcome_unknown rather than submitting it a second time."""
+    spec = write_spec(tmp_path, """\
+        version: 1
+        name: cut-submits
+        jobs:
+          - {name: q, endpoint: local/fail, arguments: {submit: slow, submit_delay: 30}}
+    """)
+    out = tmp_path / "out.jsonl"
+    with make_server() as srv:
+        cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), *server_urls(srv)]
+        with subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
+            wait_for(lambda: stats(srv.origin)["requests"]["submit"] == 1)
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 130, err
+        assert ("  1 queue submits cut short before their answer: fal may have accepted them, so the next run "
+                "records them as outcome_unknown instead of submitting twice") in err.splitlines()
+        code, err = _resume(cmd, tmp_path)
+        submits = stats(srv.origin)["requests"]["submit"]
+    assert code == 1, err
+    [record] = records(out)
+    assert record["error"]["type"] == "outcome_unknown" and submits == 1
+
+
 def test_ctrl_c_with_the_embedded_server_settles_its_requests_and_the_resume_finishes(tmp_path: Path) -> None:
     """`target: local`: the embedded server stops with the interrupted run, so its queued
     requests cannot be re-attached; they are settled in the journal (not left dangling) and the

@@ -53,6 +53,8 @@ class RunSummary:
     jobs: dict[str, JobSummary] = dataclasses.field(default_factory=dict)
     interrupted: bool = False
     left_running: int = 0
+    cut_direct: int = 0  # direct calls on the wire the interrupt cut short (no record)
+    cut_submits: int = 0  # queue submits on the wire the interrupt cut short, before their answer
     cancelled_remote: int = 0
     # Regression toolkit (batchrun.toolkit.hooks): what stopped the run early, breached gates, cost of this run.
     stopped_by: str | None = None
@@ -165,6 +167,12 @@ class RunSummary:
         if self.stopped_by:
             out.append(f"  stopped early: {self.stopped_by}")
         out.extend(f"  failed {g}" for g in self.gate_failures if g != self.stopped_by)
+        if self.cut_direct:
+            out.append(f"  {self.cut_direct} direct calls cut short on the wire: no record; the server may have run "
+                       "them, and resuming sends them again")
+        if self.cut_submits:
+            out.append(f"  {self.cut_submits} queue submits cut short before their answer: fal may have accepted "
+                       "them, so the next run records them as outcome_unknown instead of submitting twice")
         if self.left_running:
             out.append(f"  {self.left_running} queue requests left running remotely (journaled)")
         if self.cancelled_remote:

@@ -325,6 +325,7 @@ class Executor:
                             # Write-ahead: should we die before the submit answers, the next run
                             # knows this request may be running remotely (see batchrun.output.journal).
                             self.journal.sending(request.id, request.job.name)
+                        active.sent = True
                         outcome = await self.client.call(request, events)
                     if outcome is not None and outcome.ok:
                         slot.succeeded()
@@ -342,6 +343,10 @@ class Executor:
                 # Stopped while sleeping between submit attempts: nothing of it is on the wire, so
                 # the next run may submit it (an open intent would make it outcome_unknown).
                 self.journal.unsent(request.id)
+            elif active.sent and request.mode == "run":
+                self.summary.cut_direct += 1
+            elif active.sent and request.id not in self.journal.in_flight:
+                self.summary.cut_submits += 1
             return None  # interrupted: no record (a journaled queue request stays in flight)
         if item.unknown_since is not None:
             self.journal.unknown(request.id)

@@ -69,6 +69,7 @@ class Active:
     backoff_until: float | None = None  # a submit sleeping before its next attempt, until then (monotonic)
     retry: Retry | None = None  # the newest retry the client announced
     retry_stopped: bool = False  # the run stopped that retry: the request ends with the error it had
+    sent: bool = False  # handed to the client (a direct call or a submit went out)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

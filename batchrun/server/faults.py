@@ -28,6 +28,8 @@ Queue-only faults (with times/key, the runs after the failures are left succeed 
   submit: 429          the submit is refused with concurrent_requests_limit (X-Fal-Needs-Retry: 1)
   submit: reset        the submit is *accepted* (enqueued) but the connection drops before its
                        answer: the client cannot know the request id (an unknown outcome)
+  submit: slow         the submit is enqueued and answered only after submit_delay seconds (default
+                       5), whether or not the caller is still there (a slow ingress)
   submit: no_request_id | not_json | not_object
                        a 200 submit answer that breaks the protocol (nothing is enqueued)
   status_value: s      status polls and SSE events report the unknown status s
@@ -91,6 +93,13 @@ def ingress_reply(args: dict[str, Any]) -> Reply:
 
 
 SUBMIT_FAULTS = ("429", "reset", "no_request_id", "not_json", "not_object")
+
+
+def seconds(value: Any, default: float) -> float:
+    """A delay argument: a non-negative number of seconds, else `default`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return default
+    return float(value)
 
 
 def submit_fault(args: dict[str, Any], counts: dict[str, int]) -> Reply | None:

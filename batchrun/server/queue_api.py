@@ -85,6 +85,10 @@ async def submit(em: Emulator, request: Request, rest: str) -> WireResponse:
         return accepted
     rid, app_id, path, arguments = accepted.request_id, accepted.app_id, accepted.path, accepted.arguments
     dropped: Reply | None = None
+    if app_id == "local/fail" and arguments.get("submit") == "slow":
+        # A slow ingress: the request is enqueued (and answered) only after the delay, even if the
+        # caller has hung up meanwhile; it cannot know whether it was accepted.
+        await asyncio.sleep(faults.seconds(arguments.get("submit_delay"), 5.0))
     if app_id == "local/fail":
         fault = faults.submit_fault(arguments, em.fault_counts)
         if fault is not None and not fault.reset:
