@@ -56,6 +56,8 @@ RUN_KINDS: dict[str, tuple[dict[str, Any], int, int]] = {
     "run-dropped": ({"reset": True}, 70, 0),
     "run-slow": ({"slow": 1.0}, 24, 0),
     "run-bad-json": ({"bad_json": True}, 0, 4),
+    # 200 answers holding lone surrogates ("\ud800" escapes): valid JSON, not Unicode; recorded ok.
+    "run-surrogates": ({"surrogates": True}, 20, 0),
 }
 QUEUE_KINDS: dict[str, tuple[dict[str, Any], int, int]] = {
     "submit-ingress-503": ({"ingress": True, "status": 503}, 60, 3),
@@ -65,6 +67,7 @@ QUEUE_KINDS: dict[str, tuple[dict[str, Any], int, int]] = {
     "queue-model-error-422": ({"status": 422}, 0, 3),
     "queue-internal-error": ({"error_type": "internal_error"}, 0, 3),
     "queue-bad-json": ({"bad_json": True}, 0, 3),
+    "queue-surrogates-422": ({"surrogates": True, "status": 422}, 0, 3),
     # Accepted, but the answer is lost: never submitted again (outcome_unknown, the server saw one).
     "submit-answer-lost": ({"submit": "reset"}, 0, 3),
 }
@@ -235,6 +238,10 @@ def test_soak_with_faults_and_three_sigkills_loses_nothing_and_submits_once(
         newest[record["id"]] = record
         ok_lines[record["id"]] += record["status"] == "ok"
     assert set(newest) == set(planned), "a planned id has no record, or a record is not planned"
+    raw.decode("utf-8")  # strictly: no answer's lone surrogate reached the file
+    for record in records:
+        if record["job"].endswith(("surrogates", "surrogates-422")):
+            json.dumps(record, ensure_ascii=False).encode("utf-8")  # nor a record, even escaped
     assert max(ok_lines.values()) == 1, "an id was completed twice"
     errors = {rid for rid, r in newest.items() if r["status"] == "error"}
     # A kill that lands while a queue submit is on the wire leaves its outcome unknown: the server
