@@ -120,7 +120,8 @@ def test_warnings_do_not_fail_and_reach_the_warnings_list(here: Path) -> None:
 
 
 def test_endpoint_ids(here: Path) -> None:
-    assert problems(HEAD + """
+    # fal's id forms (target: local serves only local/*, test_target.py)
+    assert problems(HEAD.replace("target: local", "target: fal") + """
 jobs:
   - {name: a, endpoint: fal-ai}
   - {name: b, endpoint: workflows/me}
