@@ -141,6 +141,10 @@ def test_records_and_diff_show_a_fallback_served_request(tmp_path: Path, make_se
     assert main(["diff", str(base), str(rerouted)]) == 1
     text = capsys.readouterr().out
     assert "served by another endpoint (2)" in text and "local/fail -> local/echo" in text
+    main(["report", str(rerouted), "--format", "json"])
+    assert json.loads(capsys.readouterr().out)["overall"]["rerouted"] == 2
+    main(["report", str(rerouted)])
+    assert "rerouted                 2 requests served by a fallback endpoint" in capsys.readouterr().out
 
 
 def test_serve_command_fallback_option_is_checked(capsys: pytest.CaptureFixture[str]) -> None:

@@ -179,6 +179,7 @@ def test_json_report(in_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "latency_s": {"p50": 1.2, "p95": 3.4, "max": 3.4},
         "queue_s": {"p50": 0.2, "p95": 0.5},
         "attempts": {"total": 9, "retried_requests": 2},
+        "rerouted": 0,
         "duration_s": 5.0,
         "throughput_rps": 1.2,
         "cost_usd": 0.035,

@@ -70,6 +70,7 @@ class Stats:
     queue_p95: float | None
     attempts: int
     retried_requests: int
+    rerouted: int  # requests fal served from a fallback endpoint (records' rerouted_to)
     duration_s: float | None
     throughput_rps: float | None
     cost_usd: float | None
@@ -92,6 +93,7 @@ class Stats:
             "latency_s": {"p50": self.latency_p50, "p95": self.latency_p95, "max": self.latency_max},
             "queue_s": {"p50": self.queue_p50, "p95": self.queue_p95},
             "attempts": {"total": self.attempts, "retried_requests": self.retried_requests},
+            "rerouted": self.rerouted,
             "duration_s": self.duration_s,
             "throughput_rps": self.throughput_rps,
             "cost_usd": self.cost_usd,
@@ -181,6 +183,7 @@ class RequestEntry:
     latency_s: float | None
     queue_s: float | None
     attempts: int
+    rerouted: bool
     started: datetime | None
     finished: datetime | None
     cost_usd: float | None
@@ -284,6 +287,7 @@ def _entry(record: dict[str, Any], shared: dict[str, str], *, label_all: bool = 
         latency_s=seconds(timing.get("latency_s")),
         queue_s=seconds(timing.get("queue_s")),
         attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 0,
+        rerouted=bool(record.get("rerouted_to")),
         started=parse_time(timing.get("started_at")),
         finished=finished_at(record),
         cost_usd=seconds(record.get("cost_usd")),
@@ -313,6 +317,7 @@ def _stats(entries: list[RequestEntry]) -> Stats:
         queue_p95=_percentile(queues, 95),
         attempts=sum(e.attempts for e in entries),
         retried_requests=sum(e.attempts > 1 for e in entries),
+        rerouted=sum(e.rerouted for e in entries),
         duration_s=round(duration, 6) if duration is not None else None,
         throughput_rps=round(len(entries) / duration, 6) if duration else None,
         cost_usd=round(sum(costs), 6) if costs else None,

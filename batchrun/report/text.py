@@ -27,6 +27,8 @@ def metric_rows(stats: Stats) -> list[tuple[str, str]]:
         ("attempts", f"{stats.attempts} ({plural(stats.retried_requests, 'request')} retried)"),
         ("throughput", _throughput_text(stats)),
     ]
+    if stats.rerouted:
+        rows.append(("rerouted", f"{plural(stats.rerouted, 'request')} served by a fallback endpoint"))
     if stats.cost_usd is not None:
         rows.append(("cost", f"${stats.cost_usd:.4f}"))
     return rows
