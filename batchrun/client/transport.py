@@ -38,8 +38,8 @@ import aiohttp
 import anyio
 import httpx
 import httpx_sse
-from httpx_aiohttp import AiohttpTransport
 
+from batchrun.client.aiohttp_transport import LeanAiohttpTransport
 from batchrun.client.retry import TransportFailure
 from batchrun.spec.model import MAX_ANSWER_BYTES
 
@@ -215,18 +215,26 @@ def transport_failure(exc: BaseException) -> TransportFailure:
 async def read_bounded(response: httpx.Response, limit: int) -> bytes:
     """The decoded body, or _TooLarge as soon as it passes `limit` bytes (a declared
     Content-Length over it fails before reading anything)."""
-    declared = response.headers.get("content-length")  # of the encoded body: only identity tells
-    if declared is not None and declared.isdigit() and int(declared) > limit and (
-            "content-encoding" not in response.headers):
+    headers = response.headers
+    identity = "content-encoding" not in headers
+    declared = headers.get("content-length")  # of the encoded body: only identity tells
+    if identity and declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     chunks = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    # An identity body is its raw bytes: httpx's decoder chain would only copy them through.
+    async for chunk in response.aiter_raw() if identity else response.aiter_bytes():
         size += len(chunk)
         if size > limit:
             raise _TooLarge
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _close(response: httpx.Response) -> None:
+    if not response.is_closed:  # a body read to its end was closed by httpx already
+        with anyio.move_on_after(CLOSE_GRACE, shield=True):
+            await response.aclose()
 
 
 class Sender:
@@ -250,7 +258,7 @@ class Sender:
         self._session: aiohttp.ClientSession | None = None  # made on first use: aiohttp wants a loop
         if transport is None:
             self._ssl_context = verify or ssl_context()
-            transport = AiohttpTransport(verify=self._ssl_context, limits=self._limits, client=self._aiohttp)
+            transport = LeanAiohttpTransport(verify=self._ssl_context, limits=self._limits, client=self._aiohttp)
         self._transport = transport
         # lower-case name -> (name as given, value): merged as httpx.Headers.update does (a name
         # given again moves to the end with its new value), without a Headers object per request.
@@ -367,8 +375,14 @@ class Sender:
         deadline = self._deadline(call)
         with anyio.move_on_after(deadline) as scope:
             try:
-                async with self.stream(call) as response:
+                # self.stream(call), inlined: an async context manager per exchange is a generator
+                # and two more awaits on the hot path.
+                response = await self._transport.handle_async_request(self.request(call))
+                try:
+                    self._keep_cookies(response)
                     content = await read_bounded(response, call.max_bytes)
+                finally:
+                    await _close(response)
             except _TooLarge:
                 return TransportFailure(
                     sent=True, timeout=False, fatal=True, kind="answer_too_large",
@@ -386,12 +400,14 @@ class Sender:
         """The response of `call` with its body not yet read; closed on leaving. Raises SEND_ERRORS."""
         response = await self._transport.handle_async_request(self.request(call))
         try:
-            if "set-cookie" in response.headers:  # rare (a load balancer's affinity): keep it
-                self.cookies.extract_cookies(response)
+            self._keep_cookies(response)
             yield response
         finally:
-            with anyio.move_on_after(CLOSE_GRACE, shield=True):
-                await response.aclose()
+            await _close(response)
+
+    def _keep_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:  # rare (a load balancer's affinity): keep it
+            self.cookies.extract_cookies(response)
 
     @contextlib.asynccontextmanager
     async def event_source(self, url: str, params: dict[str, str] | None) -> AsyncIterator[httpx_sse.EventSource]:
