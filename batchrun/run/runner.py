@@ -56,6 +56,19 @@ from batchrun.toolkit.hooks import Toolkit
 __all__ = ["Finished", "run", "run_async"]
 
 
+def _uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401 - only asking whether it is there
+    except ImportError:  # a platform uvloop does not support (the dependency is marked so)
+        return False
+    return True
+
+
+# The run's event loop is uvloop's where it is installed, as `batchrun serve`'s is: its C loop and
+# TLS transport take 15-18 us of CPU off each HTTPS exchange (10% of the client's work in run mode).
+_LOOP_OPTIONS = {"use_uvloop": _uvloop()}
+
+
 def _debug(args: RunOptions) -> bool:
     """--debug (before the command) or BATCHRUN_DEBUG=1: show the traceback of an internal error
     that became a request's record (they are redacted, but still meant for a bug report)."""
@@ -332,7 +345,7 @@ def _in_this_thread(r: _Run) -> RunResult:
     # SIGINT) left a half-built loop whose __del__ printed a traceback at exit.
     signals.hold()
     try:
-        return anyio.run(_main, r)
+        return anyio.run(_main, r, backend_options=_LOOP_OPTIONS)
     finally:
         signals.release()  # in case _main never ran
 
@@ -342,7 +355,7 @@ def _in_thread(r: _Run) -> RunResult:
     (KeyboardInterrupt here) into the run's graceful stop (a second one: as a second Ctrl-C)."""
     assert r.interrupts is not None
     interrupts = r.interrupts
-    with _ctrl_c_raises(), anyio.from_thread.start_blocking_portal() as portal:
+    with _ctrl_c_raises(), anyio.from_thread.start_blocking_portal(backend_options=_LOOP_OPTIONS) as portal:
         future = portal.start_task_soon(_main, r)
         while True:
             try:
