@@ -373,26 +373,31 @@ class Sender:
     async def exchange(self, call: Call) -> Answer | TransportFailure:
         """One HTTP exchange with the body read, within the call's deadline and size bound."""
         deadline = self._deadline(call)
+        if deadline is None:  # a run call without a timeout: no cancel scope to enter and leave
+            return await self._exchange(call)
         with anyio.move_on_after(deadline) as scope:
-            try:
-                # self.stream(call), inlined: an async context manager per exchange is a generator
-                # and two more awaits on the hot path.
-                response = await self._transport.handle_async_request(self.request(call))
-                try:
-                    self._keep_cookies(response)
-                    content = await read_bounded(response, call.max_bytes)
-                finally:
-                    await _close(response)
-            except _TooLarge:
-                return TransportFailure(
-                    sent=True, timeout=False, fatal=True, kind="answer_too_large",
-                    message=f"the answer's body is over the {call.max_bytes}-byte limit (max_answer_bytes); not kept",
-                )
-            except SEND_ERRORS as exc:
-                return transport_failure(exc)
+            answer = await self._exchange(call)
         if scope.cancelled_caught:
-            assert deadline is not None
             return TransportFailure(sent=True, timeout=True, message=f"no complete answer within {deadline:g} s")
+        return answer
+
+    async def _exchange(self, call: Call) -> Answer | TransportFailure:
+        try:
+            # self.stream(call), inlined: an async context manager per exchange is a generator
+            # and two more awaits on the hot path.
+            response = await self._transport.handle_async_request(self.request(call))
+            try:
+                self._keep_cookies(response)
+                content = await read_bounded(response, call.max_bytes)
+            finally:
+                await _close(response)
+        except _TooLarge:
+            return TransportFailure(
+                sent=True, timeout=False, fatal=True, kind="answer_too_large",
+                message=f"the answer's body is over the {call.max_bytes}-byte limit (max_answer_bytes); not kept",
+            )
+        except SEND_ERRORS as exc:
+            return transport_failure(exc)
         return Answer(response.status_code, response.headers, content)
 
     @contextlib.asynccontextmanager
