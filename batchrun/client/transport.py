@@ -85,6 +85,7 @@ class _TooLarge(Exception):
 SEND_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, aiohttp.ClientError, OSError, RefusedURL)
 
 
+_VETTED_KEPT = 1024  # parsed URLs whose checks are remembered (a run posts to a handful)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # httpx sends Content-Length: 0 on these without a body
 
 
@@ -269,6 +270,7 @@ class Sender:
         self.cookies = httpx.Cookies()  # fal sets none; a load balancer's affinity cookie is kept
         self._timeouts: dict[tuple[bool, float | None], dict[str, float | None]] = {}
         self._allowed: dict[tuple[str, str | None, int | None], bool] = {}  # URL origin -> allowed
+        self._vetted: dict[str, httpx.URL] = {}  # URL -> its parsed form that passed the checks above
         self._templates: dict[tuple[bytes, bool, tuple[tuple[str, str], ...]], httpx.Headers] = {}
 
     async def __aenter__(self) -> Sender:
@@ -320,12 +322,16 @@ class Sender:
         """The httpx.Request of `call`: the sender's headers, then the call's (by name,
         case-insensitively), the parsed URL, the timeout extension. Raises RefusedURL or
         httpx.InvalidURL for a URL it will not send to."""
-        if _has_credentials(call.url):
-            raise RefusedURL(_CREDENTIALS)
-        url = call.parsed if call.parsed is not None else httpx.URL(call.url)
-        if call.params:
-            url = url.copy_merge_params(call.params)
-        self._check(url)
+        url = call.parsed
+        if url is None or call.params or self._vetted.get(call.url) is not url:
+            if _has_credentials(call.url):
+                raise RefusedURL(_CREDENTIALS)
+            url = call.parsed if call.parsed is not None else httpx.URL(call.url)
+            if call.params:
+                url = url.copy_merge_params(call.params)
+            self._check(url)
+            if call.parsed is not None and not call.params and len(self._vetted) < _VETTED_KEPT:
+                self._vetted[call.url] = call.parsed  # the client's POST URLs: checked once each
         key = (call.queue, call.timeout)
         extension = self._timeouts.get(key)
         if extension is None:
