@@ -159,7 +159,7 @@ class Redactor:
     def scrub(self, value: Any) -> Any:
         """A copy of a JSON-able value with every secret replaced. Unchanged sub-objects are
         returned as they are (no copy), so scrubbing a large clean result costs one walk."""
-        if not self._exact:
+        if not value or not self._exact:  # None, "", {}, [], 0: nothing to hide (no secret is empty)
             return value
         if self._text_search and isinstance(value, (dict, list)) and self._clean_text(value):
             return value
