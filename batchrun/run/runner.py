@@ -64,6 +64,8 @@ def _uvloop() -> bool:
     return True
 
 
+RUN_GC_THRESHOLD = 5000  # allocations between young-generation GC passes during a run (see run)
+
 # The run's event loop is uvloop's where it is installed, as `batchrun serve`'s is: its C loop and
 # TLS transport take 15-18 us of CPU off each HTTPS exchange (10% of the client's work in run mode).
 _LOOP_OPTIONS = {"use_uvloop": _uvloop()}
@@ -309,9 +311,17 @@ def run(spec: Spec, warnings: list[Problem], counts: dict[str, int], label: str,
         # out of the cyclic GC, whose full passes over it took tens of ms at a time mid-run.
         # Unfrozen afterwards, for a caller that runs several commands in one process.
         gc.freeze()
+        # Each request leaves dozens of container objects behind for a while (coroutine frames,
+        # the httpx and aiohttp request and response objects, the record), so with Python's
+        # default of a young-generation pass every 700 allocations the GC ran every ~14 requests,
+        # 13 us of CPU per request in all. Every 5000, the same run spends ~2.5 us per request on it
+        # (bench/RESULTS.md, run 5); the garbage a pass finds is at most a few MB older.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], RUN_GC_THRESHOLD), *thresholds[1:])
         try:
             r.result = _in_thread(r) if interrupts is not None else _in_this_thread(r)
         finally:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
     assert r.result is not None
     _report(r.result, r.out)
