@@ -3,12 +3,14 @@
 `AiohttpTransport.handle_async_request` rebuilds on every call what is the same call after call: a
 `ClientTimeout` object, the request headers turned into aiohttp's multi-dict through httpx's
 Mapping interface (two charset look-ups per header), and an answer stream that enters a
-generator-based context manager for every chunk it reads: about 60 us of CPU per request over the
-same aiohttp call made bare, a third of an exchange on the bench machine. `LeanAiohttpTransport` makes the
-same aiohttp session call with the same arguments, returns the same `httpx.Response` (the answer's
-raw byte headers, status, reason, a stream over the aiohttp response) and maps the same exceptions
-(httpx-aiohttp's own `map_aiohttp_exceptions`, entered only when something was raised). Proxies
-(batchrun configures none) keep httpx-aiohttp's own code.
+generator-based context manager for every chunk it reads. On the bench machine httpx's layer over
+aiohttp (request, transport, response, body) cost ~60 us per call against the same aiohttp call
+made bare (157 vs 97 us of CPU); these conversions were ~17 of them (`Sender.exchange` 180 -> 163
+us). `LeanAiohttpTransport` makes the same aiohttp session call with the same arguments, returns
+the same `httpx.Response` (the answer's raw byte headers, status, reason, a stream over the
+aiohttp response) and maps the same exceptions (httpx-aiohttp's own `map_aiohttp_exceptions`,
+entered only when something was raised). Proxies (batchrun configures none) keep httpx-aiohttp's
+own code.
 
 It stays an `httpx.AsyncBaseTransport`: the Sender drives it exactly as it drives the tests'
 `httpx.ASGITransport`, and tests/test_client_requests.py checks that what reaches the server is
