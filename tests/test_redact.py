@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from batchrun.redact import REDACTED, Redactor, is_sensitive_header
 
 KEY = "kid-4f1c9a:ksecret-77aa01"
@@ -93,3 +96,24 @@ def test_short_key_halves_still_redacted() -> None:
     """The halves of an id:secret key are redacted alone even when shorter than a fragment."""
     redactor = Redactor(["abcde:fghij"])
     assert redactor.text("id abcde, secret fghij") == f"id {REDACTED}, secret {REDACTED}"
+
+
+_SECRET_ALPHABET = "ab1:-\"\\\u00e9\n"  # includes what JSON escapes and non-ASCII: those secrets walk
+_json_values = st.recursive(
+    st.none() | st.integers() | st.text("ab1:-x\"\\\u00e9\n", max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text("ab1:x\"", max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(secrets=st.lists(st.text(_SECRET_ALPHABET, min_size=1, max_size=12), max_size=3),
+       value=st.dictionaries(st.text("ab1:x", max_size=6), _json_values, max_size=4) | st.lists(_json_values))
+def test_scrub_judged_from_the_json_text_equals_the_walk(secrets: list[str], value: object) -> None:
+    """scrub decides a clean value from its JSON text in one search; whatever the secrets and the
+    value, the result is the walk's, and a clean value is still returned as the same object."""
+    redactor = Redactor(secrets)
+    walked = redactor._scrub(value) if secrets and any(secrets) else value
+    scrubbed = redactor.scrub(value)
+    assert scrubbed == walked
+    assert (scrubbed is value) == (walked is value)

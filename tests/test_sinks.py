@@ -110,3 +110,32 @@ def test_full_disk_is_a_sink_error_that_keeps_the_count(tmp_path: Path) -> None:
     assert str(exc.value) == (
         f"cannot write to the output {out}: no space left on device; 0 records written in this run are kept"
     )
+
+
+def test_records_written_together_are_joined_only_up_to_a_bound_and_a_full_disk_keeps_the_first(
+    tmp_path: Path,
+) -> None:
+    """The writer hands the sink every record waiting at once; joining them all was a second copy
+    of up to `concurrency` large results. Lines are joined up to BATCH_BYTES, so on a disk that
+    fills up the records before the failed write stay whole, and are counted."""
+    from fixtures_disk import tmpfs
+
+    from batchrun.output.sink import BATCH_BYTES
+
+    big = "x" * (BATCH_BYTES * 6 // 10)  # two do not fit in one write
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        sink = JsonlSink(disk / "out.jsonl")
+        sink.open()
+        try:
+            with pytest.raises(SinkError, match="no space left on device; 1 records written"):
+                sink.write_many([{"id": "a", "blob": big}, {"id": "b", "blob": big}, {"id": "c"}])
+            assert sink.written == 1
+        finally:
+            sink.close()
+        lines = (disk / "out.jsonl").read_bytes().splitlines(keepends=True)
+    assert [json.loads(line)["id"] for line in lines] == ["a"] and lines[0].endswith(b"\n")
+    small = tmp_path / "small.jsonl"
+    with JsonlSink(small) as sink:
+        sink.write_many([{"id": str(n)} for n in range(50)])
+        assert sink.written == 50
+    assert [json.loads(line)["id"] for line in small.read_text().splitlines()] == [str(n) for n in range(50)]

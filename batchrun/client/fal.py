@@ -55,7 +55,7 @@ from batchrun.client.transport import SEND_ERRORS, Answer, Call, Sender, origin,
 from batchrun.plan.planner import PlannedRequest
 from batchrun.redact import Redactor
 from batchrun.spec.checks import HEADER_CONTROL
-from batchrun.spec.model import RetryPolicy
+from batchrun.spec.model import Job, RetryPolicy
 from batchrun.spec.template import TemplateError, env_names, resolve_env
 
 # fal's smallest start timeout is *more than* this (the spec schema's start_timeout bound too).
@@ -104,7 +104,19 @@ LIFECYCLE_PREFERENCE = "X-Fal-Object-Lifecycle-Preference"
 # the embedded server's, and the one place to change when fal documents its own.
 FALLBACK_ENDPOINT = "x-fal-fallback-endpoint"
 
-_URL_CACHE_SIZE = 1024  # distinct endpoint URLs a run posts to (more: parsed each time)
+_URL_CACHE_SIZE = 1024  # distinct (job, path, hint, headers) a run posts with (more: built each time)
+
+
+@dataclasses.dataclass(slots=True)
+class _Fixed:
+    """The part of a POST that does not depend on the request's arguments."""
+
+    job: Job  # the key holds id(job): this proves the entry is that job's, not a reused id's
+    url: str
+    parsed: httpx.URL
+    headers: dict[str, str]  # shared by the Calls of the job: nothing writes to a Call's headers
+    start_timeout: float | None
+    asked: dict[str, Any]  # copied per request (CallState.asked_seen)
 
 
 def _json(content: bytes) -> Any:
@@ -184,7 +196,7 @@ class FalClient:
             on_failover=self._failed_over,
         )
         self._failed_over_from: set[str] = set()
-        self._urls: dict[str, httpx.URL] = {}  # parsed POST URLs (see _prepare)
+        self._fixed: dict[tuple[int, str, str | None, tuple[tuple[str, str], ...]], _Fixed] = {}  # see _prepare
 
     def _failed_over(self, primary: str, backup: str, reason: str) -> None:
         """Said once per host a run: fal-client logs every time, which floods a batch."""
@@ -241,10 +253,22 @@ class FalClient:
 
     async def _prepare(self, request: PlannedRequest) -> _Prepared:
         job = request.job
-        for name in env_names(request.arguments) | env_names(request.headers):
+        # Everything but the body is the same for every request of a job with the same path, hint
+        # and headers: built and checked once (see _Fixed), unless the headers name env values.
+        key = (id(job), request.path, request.hint, tuple(request.headers.items()))
+        fixed = self._fixed.get(key)
+        if fixed is not None and fixed.job is not job:
+            fixed = None
+        names = env_names(request.arguments) if fixed is not None else (
+            env_names(request.arguments) | env_names(request.headers))
+        for name in names:
             if name in self._environ:
                 self._redactor.add(self._environ[name])
         arguments = resolve_env(request.arguments, self._environ)
+        if fixed is None:
+            fixed = self._fix(request)  # first: a header that cannot be sent fails before any upload
+            if not env_names(request.headers) and len(self._fixed) < _URL_CACHE_SIZE:
+                self._fixed[key] = fixed
         if job.upload is None:
             arguments, inputs = await encode_files(arguments, self._uploads)
         elif job.upload:
@@ -259,6 +283,15 @@ class FalClient:
             raise ValueError("the arguments hold text that is not valid Unicode (a lone surrogate: bytes that "
                              "are not UTF-8 in an environment variable or a file name, or a \\ud800-style "
                              "escape in a dataset); nothing was sent") from None
+        queue = request.mode != "run"
+        post = Call("POST", fixed.url, fixed.parsed, body, fixed.headers, queue, None if queue else job.timeout,
+                    max_bytes=job.max_answer_bytes)
+        return _Prepared(post, fixed.start_timeout is not None, inputs or None, fixed.asked)
+
+    def _fix(self, request: PlannedRequest) -> _Fixed:
+        """The headers, URL and `asked` of `request`'s POST. Raises TemplateError or ValueError
+        for a request that cannot be sent."""
+        job = request.job
         headers = {"Content-Type": "application/json"}
         # Job headers may replace our defaults (a custom Authorization for a proxy), but the typed
         # options below are the spec's explicit word and win over raw headers.
@@ -302,19 +335,11 @@ class FalClient:
         url = f"{base}/{request.endpoint.strip('/')}"
         if request.path.strip("/"):
             url += "/" + request.path.strip("/")
-        parsed = self._urls.get(url)
-        if parsed is None:
-            try:
-                parsed = httpx.URL(url)
-            except httpx.InvalidURL as exc:
-                raise ValueError(f"cannot build the request to {url}: {exc}") from exc
-            if len(self._urls) < _URL_CACHE_SIZE:
-                self._urls[url] = parsed
-        queue = request.mode != "run"
-        post = Call("POST", url, parsed, body, headers, queue, None if queue else job.timeout,
-                    max_bytes=job.max_answer_bytes)
-        asked = self._asked(request, headers, start_timeout)
-        return _Prepared(post, start_timeout is not None, inputs or None, asked)
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"cannot build the request to {url}: {exc}") from exc
+        return _Fixed(job, url, parsed, headers, start_timeout, self._asked(request, headers, start_timeout))
 
     def _asked(
         self, request: PlannedRequest, headers: Mapping[str, str], start_timeout: float | None

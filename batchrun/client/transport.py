@@ -38,8 +38,8 @@ import aiohttp
 import anyio
 import httpx
 import httpx_sse
-from httpx_aiohttp import AiohttpTransport
 
+from batchrun.client.aiohttp_transport import LeanAiohttpTransport
 from batchrun.client.failover import BACKUP_HOSTS, BackupHostTransport, backups_for
 from batchrun.client.retry import TransportFailure
 from batchrun.spec.model import MAX_ANSWER_BYTES
@@ -86,8 +86,9 @@ class _TooLarge(Exception):
 SEND_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, aiohttp.ClientError, OSError, RefusedURL)
 
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_BYTES_BODY_LIMIT = 1 << 20  # aiohttp's TOO_LARGE_BYTES_BODY  # httpx sends Content-Length: 0 on these without a body
+_VETTED_KEPT = 1024  # parsed URLs whose checks are remembered (a run posts to a handful)
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # httpx sends Content-Length: 0 on these without a body
+_BYTES_BODY_LIMIT = 1 << 20  # aiohttp's TOO_LARGE_BYTES_BODY
 
 
 @dataclasses.dataclass(slots=True)
@@ -217,18 +218,26 @@ def transport_failure(exc: BaseException) -> TransportFailure:
 async def read_bounded(response: httpx.Response, limit: int) -> bytes:
     """The decoded body, or _TooLarge as soon as it passes `limit` bytes (a declared
     Content-Length over it fails before reading anything)."""
-    declared = response.headers.get("content-length")  # of the encoded body: only identity tells
-    if declared is not None and declared.isdigit() and int(declared) > limit and (
-            "content-encoding" not in response.headers):
+    headers = response.headers
+    identity = "content-encoding" not in headers
+    declared = headers.get("content-length")  # of the encoded body: only identity tells
+    if identity and declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     chunks = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    # An identity body is its raw bytes: httpx's decoder chain would only copy them through.
+    async for chunk in response.aiter_raw() if identity else response.aiter_bytes():
         size += len(chunk)
         if size > limit:
             raise _TooLarge
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _close(response: httpx.Response) -> None:
+    if not response.is_closed:  # a body read to its end was closed by httpx already
+        with anyio.move_on_after(CLOSE_GRACE, shield=True):
+            await response.aclose()
 
 
 class Sender:
@@ -256,7 +265,7 @@ class Sender:
         self._session: aiohttp.ClientSession | None = None  # made on first use: aiohttp wants a loop
         if transport is None:
             self._ssl_context = verify or ssl_context()
-            transport = AiohttpTransport(verify=self._ssl_context, limits=self._limits, client=self._aiohttp)
+            transport = LeanAiohttpTransport(verify=self._ssl_context, limits=self._limits, client=self._aiohttp)
         self._transport = transport
         # lower-case name -> (name as given, value): merged as httpx.Headers.update does (a name
         # given again moves to the end with its new value), without a Headers object per request.
@@ -274,6 +283,7 @@ class Sender:
         self.cookies = httpx.Cookies()  # fal sets none; a load balancer's affinity cookie is kept
         self._timeouts: dict[tuple[bool, float | None], dict[str, float | None]] = {}
         self._allowed: dict[tuple[str, str | None, int | None], bool] = {}  # URL origin -> allowed
+        self._vetted: dict[str, httpx.URL] = {}  # URL -> its parsed form that passed the checks above
         self._templates: dict[tuple[bytes, bool, tuple[tuple[str, str], ...]], httpx.Headers] = {}
 
     async def __aenter__(self) -> Sender:
@@ -325,16 +335,23 @@ class Sender:
         """The httpx.Request of `call`: the sender's headers, then the call's (by name,
         case-insensitively), the parsed URL, the timeout extension. Raises RefusedURL or
         httpx.InvalidURL for a URL it will not send to."""
-        if _has_credentials(call.url):
-            raise RefusedURL(_CREDENTIALS)
-        url = call.parsed if call.parsed is not None else httpx.URL(call.url)
-        if call.params:
-            url = url.copy_merge_params(call.params)
-        self._check(url)
+        url = call.parsed
+        if url is None or call.params or self._vetted.get(call.url) is not url:
+            if _has_credentials(call.url):
+                raise RefusedURL(_CREDENTIALS)
+            url = call.parsed if call.parsed is not None else httpx.URL(call.url)
+            if call.params:
+                url = url.copy_merge_params(call.params)
+            self._check(url)
+            if call.parsed is not None and not call.params and len(self._vetted) < _VETTED_KEPT:
+                self._vetted[call.url] = call.parsed  # the client's POST URLs: checked once each
         key = (call.queue, call.timeout)
         extension = self._timeouts.get(key)
         if extension is None:
-            timeout = QUEUE_TIMEOUT if call.queue else httpx.Timeout(call.timeout, connect=CONNECT_TIMEOUT)
+            # A run call's `timeout` is the exchange's deadline (`exchange`, body included); per-phase
+            # timers of the same length only raced it, and a lost race named the failure after an
+            # aiohttp socket timer ("SocketTimeoutError") instead of the deadline the spec set.
+            timeout = QUEUE_TIMEOUT if call.queue else httpx.Timeout(None, connect=CONNECT_TIMEOUT)
             extension = self._timeouts[key] = timeout.as_dict()
         template = self._headers_for(call, url)
         if template is None:  # the call sets Host or a length itself: let httpx work it out
@@ -382,20 +399,31 @@ class Sender:
     async def exchange(self, call: Call) -> Answer | TransportFailure:
         """One HTTP exchange with the body read, within the call's deadline and size bound."""
         deadline = self._deadline(call)
+        if deadline is None:  # a run call without a timeout: no cancel scope to enter and leave
+            return await self._exchange(call)
         with anyio.move_on_after(deadline) as scope:
-            try:
-                async with self.stream(call) as response:
-                    content = await read_bounded(response, call.max_bytes)
-            except _TooLarge:
-                return TransportFailure(
-                    sent=True, timeout=False, fatal=True, kind="answer_too_large",
-                    message=f"the answer's body is over the {call.max_bytes}-byte limit (max_answer_bytes); not kept",
-                )
-            except SEND_ERRORS as exc:
-                return transport_failure(exc)
+            answer = await self._exchange(call)
         if scope.cancelled_caught:
-            assert deadline is not None
             return TransportFailure(sent=True, timeout=True, message=f"no complete answer within {deadline:g} s")
+        return answer
+
+    async def _exchange(self, call: Call) -> Answer | TransportFailure:
+        try:
+            # self.stream(call), inlined: an async context manager per exchange is a generator
+            # and two more awaits on the hot path.
+            response = await self._transport.handle_async_request(self.request(call))
+            try:
+                self._keep_cookies(response)
+                content = await read_bounded(response, call.max_bytes)
+            finally:
+                await _close(response)
+        except _TooLarge:
+            return TransportFailure(
+                sent=True, timeout=False, fatal=True, kind="answer_too_large",
+                message=f"the answer's body is over the {call.max_bytes}-byte limit (max_answer_bytes); not kept",
+            )
+        except SEND_ERRORS as exc:
+            return transport_failure(exc)
         return Answer(response.status_code, response.headers, content)
 
     @contextlib.asynccontextmanager
@@ -403,12 +431,14 @@ class Sender:
         """The response of `call` with its body not yet read; closed on leaving. Raises SEND_ERRORS."""
         response = await self._transport.handle_async_request(self.request(call))
         try:
-            if "set-cookie" in response.headers:  # rare (a load balancer's affinity): keep it
-                self.cookies.extract_cookies(response)
+            self._keep_cookies(response)
             yield response
         finally:
-            with anyio.move_on_after(CLOSE_GRACE, shield=True):
-                await response.aclose()
+            await _close(response)
+
+    def _keep_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:  # rare (a load balancer's affinity): keep it
+            self.cookies.extract_cookies(response)
 
     @contextlib.asynccontextmanager
     async def event_source(self, url: str, params: dict[str, str] | None) -> AsyncIterator[httpx_sse.EventSource]:

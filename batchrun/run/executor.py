@@ -379,8 +379,9 @@ class Executor:
         newest_ok = self.resume.newest_ok
         async with results:
             async for first in results:
-                for record in _ready(first, results):
-                    self.sink.write(record)
+                batch = list(_ready(first, results))
+                self.sink.write_many(batch)  # each record below is in the output before its journal "done"
+                for record in batch:
                     if self.cache is not None:
                         self.cache.store(record)  # after the write: the output has it whatever the cache does
                     if record["mode"] == "subscribe":
@@ -465,7 +466,8 @@ class Executor:
 
 
 def _ready(first: dict[str, Any], results: MemoryObjectReceiveStream[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """`first`, then every record already waiting: one turn of the event loop per batch, not per record."""
+    """`first`, then every record already waiting: one turn of the event loop (and one write of the
+    output) per batch, not per record."""
     yield first
     while True:
         try:

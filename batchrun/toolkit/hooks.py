@@ -96,7 +96,9 @@ class Toolkit:
             if self.hasher is not None and self.hasher.available and any("phash" not in a for a in record["artifacts"]):
                 # Decoding is CPU work: off the event loop, so other requests' downloads go on.
                 await anyio.to_thread.run_sync(self._add_phashes, record["artifacts"], self.downloader.output.parent)
-        cost = request_cost(self.spec.pricing, request) if ok else None
+        # Priced only where the price is used: a cache hit's saving, the output's cost_usd, the budget.
+        priced = ok and (cached is not None or bool(self.spec.pricing) or self.budget is not None)
+        cost = request_cost(self.spec.pricing, request) if priced else None
         if cached is not None:
             self.summary.cache_saved_usd += cost or 0.0
             cost = 0.0  # nothing was sent: it costs nothing, against the budget or in the output
