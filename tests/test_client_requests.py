@@ -133,3 +133,21 @@ def test_a_short_client_timeout_sends_no_start_timeout(tmp_path: Path, loopback_
     sent = {r["job"]: r["error"]["detail"] for r in records(out)}  # "rejected request with headers {...}"
     assert "'x-fal-request-timeout'" not in sent["short"] and "rejected request with headers" in sent["short"]
     assert "'x-fal-request-timeout': '5.0'" in sent["long"]
+
+
+@pytest.mark.parametrize("raw", [
+    [(b"Content-Type", b"application/json"), (b"X-Fal-Request-Id", b"abc")],
+    [(b"set-cookie", b"a=1"), (b"Set-Cookie", b"b=2"), (b"x-fal-served-from", b"runner-0")],
+    [(b"X-Odd", "caf\u00e9".encode("latin-1")), (b"content-length", b"12")],
+    [],
+])
+def test_an_answers_headers_read_once_answer_as_httpx_headers_do(raw: list[tuple[bytes, bytes]]) -> None:
+    """Answers keep their headers as a dict built in one pass (each httpx.Headers look-up scans
+    them all); every look-up the client makes gives what httpx.Headers would."""
+    from batchrun.client.transport import header_fields
+
+    headers = httpx.Headers(raw)
+    fields = header_fields(headers)
+    assert fields == {key: headers[key] for key in headers}
+    for name in ("content-type", "x-fal-request-id", "set-cookie", "content-length", "x-odd", "absent"):
+        assert fields.get(name) == headers.get(name) and (name in fields) == (name in headers)

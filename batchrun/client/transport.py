@@ -108,11 +108,12 @@ class Call:
 
 class Answer:
     """A fully read answer: what the client reads of an httpx.Response (status, headers, body,
-    text), with the body read under the call's size bound."""
+    text), with the body read under the call's size bound. `headers` has lower-case names
+    (header_fields)."""
 
     __slots__ = ("content", "headers", "status_code")
 
-    def __init__(self, status_code: int, headers: httpx.Headers, content: bytes) -> None:
+    def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes) -> None:
         self.status_code = status_code
         self.headers = headers
         self.content = content
@@ -215,10 +216,26 @@ def transport_failure(exc: BaseException) -> TransportFailure:
     )
 
 
-async def read_bounded(response: httpx.Response, limit: int) -> bytes:
+def header_fields(headers: httpx.Headers) -> dict[str, str]:
+    """An answer's headers as a dict, in one pass: lower-case names, a repeated name's values
+    joined with ", " (httpx's own Mapping view of them). Each look-up in httpx.Headers decodes and
+    compares every header, and an answer is looked up six or seven times (cookies, encoding,
+    length, request id, runner, fallback)."""
+    fields: dict[str, str] = {}
+    encoding = headers.encoding
+    for name, value in headers.raw:
+        key = name.decode(encoding).lower()
+        text = value.decode(encoding)
+        fields[key] = f"{fields[key]}, {text}" if key in fields else text
+    return fields
+
+
+async def read_bounded(response: httpx.Response, limit: int, headers: Mapping[str, str] | None = None) -> bytes:
     """The decoded body, or _TooLarge as soon as it passes `limit` bytes (a declared
-    Content-Length over it fails before reading anything)."""
-    headers = response.headers
+    Content-Length over it fails before reading anything). `headers`: the response's, as a mapping
+    with lower-case names (header_fields), when the caller has it."""
+    if headers is None:
+        headers = response.headers
     identity = "content-encoding" not in headers
     declared = headers.get("content-length")  # of the encoded body: only identity tells
     if identity and declared is not None and declared.isdigit() and int(declared) > limit:
@@ -413,8 +430,10 @@ class Sender:
             # and two more awaits on the hot path.
             response = await self._transport.handle_async_request(self.request(call))
             try:
-                self._keep_cookies(response)
-                content = await read_bounded(response, call.max_bytes)
+                fields = header_fields(response.headers)
+                if "set-cookie" in fields:  # rare (a load balancer's affinity): keep it
+                    self.cookies.extract_cookies(response)
+                content = await read_bounded(response, call.max_bytes, fields)
             finally:
                 await _close(response)
         except _TooLarge:
@@ -424,7 +443,7 @@ class Sender:
             )
         except SEND_ERRORS as exc:
             return transport_failure(exc)
-        return Answer(response.status_code, response.headers, content)
+        return Answer(response.status_code, fields, content)
 
     @contextlib.asynccontextmanager
     async def stream(self, call: Call) -> AsyncIterator[httpx.Response]:
