@@ -259,22 +259,18 @@ class FalClient:
         fixed = self._fixed.get(key)
         if fixed is not None and fixed.job is not job:
             fixed = None
-        names = env_names(request.arguments) if fixed is not None else (
-            env_names(request.arguments) | env_names(request.headers))
-        for name in names:
+        header_env = env_names(request.headers) if fixed is None else set()
+        for name in env_names(request.arguments) | header_env:
             if name in self._environ:
                 self._redactor.add(self._environ[name])
         arguments = resolve_env(request.arguments, self._environ)
         if fixed is None:
             fixed = self._fix(request)  # first: a header that cannot be sent fails before any upload
-            if not env_names(request.headers) and len(self._fixed) < _URL_CACHE_SIZE:
+            if not header_env and len(self._fixed) < _URL_CACHE_SIZE:
                 self._fixed[key] = fixed
-        if job.upload is None:
-            arguments, inputs = await encode_files(arguments, self._uploads)
-        elif job.upload:
-            arguments, inputs = await encode_files(arguments, self._uploads, threshold=0)
-        else:
-            arguments, inputs = await encode_files(arguments, None)
+        # upload: true sends every file to storage (threshold 0), false none (no uploader), unset by size
+        arguments, inputs = await encode_files(arguments, None if job.upload is False else self._uploads,
+                                               threshold=0 if job.upload else None)
         try:
             body = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         except UnicodeEncodeError:
@@ -403,6 +399,11 @@ class FalClient:
         state = CallState(inputs=prepared.inputs, asked=prepared.asked)
         return self._answer_outcome(response, verdict, attempts, state)
 
+    def _header_text(self, response: Answer, name: str) -> str | None:
+        """A header of the answer, redacted; None when absent or empty."""
+        value = response.headers.get(name)
+        return self._redactor.text(value) if value else None
+
     def _answer_outcome(
         self, response: Answer | None, verdict: Verdict | None, attempts: int, state: CallState
     ) -> Outcome:
@@ -410,12 +411,9 @@ class FalClient:
         request_id = state.handle.request_id if state.handle else None
         served_from = rerouted_to = None
         if response is not None:  # header values too: a server may echo anything back
-            header_id = response.headers.get("x-fal-request-id")
-            request_id = request_id or (self._redactor.text(header_id) if header_id else None)
-            served = response.headers.get("x-fal-served-from")
-            served_from = self._redactor.text(served) if served else None
-            rerouted = response.headers.get(FALLBACK_ENDPOINT)
-            rerouted_to = self._redactor.text(rerouted) if rerouted else None
+            request_id = request_id or self._header_text(response, "x-fal-request-id")
+            served_from = self._header_text(response, "x-fal-served-from")
+            rerouted_to = self._header_text(response, FALLBACK_ENDPOINT)
         result = None
         if verdict is None and response is not None:
             body = _json(response.content)

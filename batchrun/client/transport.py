@@ -230,12 +230,10 @@ def header_fields(headers: httpx.Headers) -> dict[str, str]:
     return fields
 
 
-async def read_bounded(response: httpx.Response, limit: int, headers: Mapping[str, str] | None = None) -> bytes:
+async def read_bounded(response: httpx.Response, limit: int, headers: Mapping[str, str]) -> bytes:
     """The decoded body, or _TooLarge as soon as it passes `limit` bytes (a declared
-    Content-Length over it fails before reading anything). `headers`: the response's, as a mapping
-    with lower-case names (header_fields), when the caller has it."""
-    if headers is None:
-        headers = response.headers
+    Content-Length over it fails before reading anything). `headers`: the response's, with
+    lower-case names (header_fields)."""
     identity = "content-encoding" not in headers
     declared = headers.get("content-length")  # of the encoded body: only identity tells
     if identity and declared is not None and declared.isdigit() and int(declared) > limit:
@@ -431,8 +429,7 @@ class Sender:
             response = await self._transport.handle_async_request(self.request(call))
             try:
                 fields = header_fields(response.headers)
-                if "set-cookie" in fields:  # rare (a load balancer's affinity): keep it
-                    self.cookies.extract_cookies(response)
+                self._keep_cookies(response, fields)
                 content = await read_bounded(response, call.max_bytes, fields)
             finally:
                 await _close(response)
@@ -450,13 +447,13 @@ class Sender:
         """The response of `call` with its body not yet read; closed on leaving. Raises SEND_ERRORS."""
         response = await self._transport.handle_async_request(self.request(call))
         try:
-            self._keep_cookies(response)
+            self._keep_cookies(response, response.headers)
             yield response
         finally:
             await _close(response)
 
-    def _keep_cookies(self, response: httpx.Response) -> None:
-        if "set-cookie" in response.headers:  # rare (a load balancer's affinity): keep it
+    def _keep_cookies(self, response: httpx.Response, headers: Mapping[str, str]) -> None:
+        if "set-cookie" in headers:  # rare (a load balancer's affinity): keep it
             self.cookies.extract_cookies(response)
 
     @contextlib.asynccontextmanager
