@@ -56,11 +56,7 @@ class Pinned:
 
     def output_json_schema(self) -> dict[str, Any] | None:
         """The result's schema as JSON Schema 2020-12 (`expect: [{schema: pinned}]`)."""
-        op = _operation(self.openapi, f"/{self.endpoint_id}/requests/{{request_id}}", "get")
-        try:
-            schema = op["responses"]["200"]["content"]["application/json"]["schema"]  # type: ignore[index]
-        except (KeyError, TypeError):
-            return None
+        schema = _output_body(self.openapi, self.endpoint_id)
         return as_json_schema(self.openapi, schema) if isinstance(schema, dict) else None
 
 
@@ -155,14 +151,18 @@ def input_schema(doc: dict[str, Any], endpoint_id: str) -> dict[str, Any] | None
     return resolved if isinstance(resolved, dict) else None
 
 
-def output_schema(doc: dict[str, Any], endpoint_id: str) -> dict[str, Any] | None:
-    """The result's schema (GET /{endpoint_id}/requests/{request_id}, 200)."""
+def _output_body(doc: dict[str, Any], endpoint_id: str) -> Any:
+    """The result's schema as written (GET /{endpoint_id}/requests/{request_id}, 200), or None."""
     op = _operation(doc, f"/{endpoint_id}/requests/{{request_id}}", "get")
     try:
-        schema = op["responses"]["200"]["content"]["application/json"]["schema"]  # type: ignore[index]
+        return op["responses"]["200"]["content"]["application/json"]["schema"]  # type: ignore[index]
     except (KeyError, TypeError):
         return None
-    resolved = resolve(doc, schema)
+
+
+def output_schema(doc: dict[str, Any], endpoint_id: str) -> dict[str, Any] | None:
+    """The result's schema (GET /{endpoint_id}/requests/{request_id}, 200), `$ref`s resolved."""
+    resolved = resolve(doc, _output_body(doc, endpoint_id))
     return resolved if isinstance(resolved, dict) else None
 
 

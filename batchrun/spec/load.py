@@ -18,7 +18,6 @@ from batchrun.spec import constraints, dataset, endpoints, expect, yamlsource
 from batchrun.spec.checks import Checker, JobSource
 from batchrun.spec.dataset import file_rows
 from batchrun.spec.model import (
-    DURATION_UNITS,
     MAX_ANSWER_BYTES,
     CachePolicy,
     Job,
@@ -28,6 +27,7 @@ from batchrun.spec.model import (
     Sample,
     Spec,
     Target,
+    duration_seconds,
 )
 from batchrun.spec.pricing import price_problems
 from batchrun.spec.schema import schema_problems
@@ -124,11 +124,12 @@ def _read_located(located: yamlsource.Located, problems: list[Problem], label: s
     problems.extend(pin_problems)
     pinned_prices = {e: price for e, p in pinned.items() if (price := endpoints.pinned_price(p)) is not None}
     problems.extend(price_problems(located, jobs, checker.is_bad, pinned_prices))
-    problems.extend(_pinned_schema_problems(located, jobs, pinned, checker.is_bad))
+    outputs = _pinned_outputs(jobs, pinned)
+    problems.extend(_pinned_schema_problems(located, jobs, pinned, outputs, checker.is_bad))
     problems = dedupe(problems)
     if any(p.severity == "error" for p in problems):
         return SpecRead(None, sort_problems(problems, label))
-    spec = _build(data, jobs, source, pinned_prices, pinned)
+    spec = _build(data, jobs, source, pinned_prices, outputs)
     return SpecRead(spec, problems, located, jobs, checker.datasets, pinned)
 
 
@@ -145,7 +146,7 @@ def sort_problems(problems: list[Problem], label: str) -> list[Problem]:
 
 
 def _build(data: dict[str, Any], jobs: list[JobSource], source: Path, pinned_prices: dict[str, Any],
-           pinned: dict[str, endpoints.Pinned] | None = None) -> Spec:  # fmt: skip
+           outputs: dict[str, dict[str, Any] | None]) -> Spec:  # fmt: skip
     target_raw = data.get("target", "fal")
     if isinstance(target_raw, dict):
         bundle = target_raw.get("ca_bundle")
@@ -158,7 +159,7 @@ def _build(data: dict[str, Any], jobs: list[JobSource], source: Path, pinned_pri
     return Spec(
         version=data["version"],
         name=data["name"],
-        jobs=[_build_job(j.options, source.parent, data.get("cache", False), pinned) for j in jobs],
+        jobs=[_build_job(j.options, source.parent, data.get("cache", False), outputs) for j in jobs],
         source=source,
         description=data.get("description"),
         target=target,
@@ -173,8 +174,8 @@ def _build(data: dict[str, Any], jobs: list[JobSource], source: Path, pinned_pri
     )
 
 
-def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any = False,
-               pinned: dict[str, endpoints.Pinned] | None = None) -> Job:  # fmt: skip
+def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any,
+               outputs: dict[str, dict[str, Any] | None]) -> Job:  # fmt: skip
     dataset = o.get("dataset")
     types: dict[str, str] = {}
     if isinstance(dataset, dict) and "files" in dataset:  # {files: GLOB}: the rows are the files, now
@@ -222,7 +223,7 @@ def _build_job(o: dict[str, Any], spec_dir: Path, spec_cache: Any = False,
         ),
         rate_limit=RateLimit(float(rate["per_second"])) if rate else None,
         expect=o.get("expect", []),
-        pinned_output=_pinned_output(o, pinned or {}),
+        pinned_output=outputs.get(o["endpoint"]) if _expects_pinned(o) else None,
         download=o.get("download", False),
         cache=_cache(o.get("cache", spec_cache)),
     )
@@ -236,21 +237,24 @@ def _cache(value: Any) -> CachePolicy | None:
         return None
     if value is True:
         return CachePolicy()
-    ttl = value.get("ttl")
-    if isinstance(ttl, str):
-        ttl = float(ttl[:-1]) * DURATION_UNITS[ttl[-1]]
+    ttl = duration_seconds(value.get("ttl"))
     return CachePolicy(ttl_s=None if ttl is None else float(ttl), scope=value.get("scope", "project"))
 
 
-def _pinned_output(o: dict[str, Any], pinned: dict[str, endpoints.Pinned]) -> dict[str, Any] | None:
-    found = pinned.get(o["endpoint"])
-    if found is None or not any(expect.is_pinned_schema(check) for check in o.get("expect", [])):
-        return None
-    return found.output_json_schema()
+def _expects_pinned(options: dict[str, Any]) -> bool:
+    checks = options.get("expect")
+    return isinstance(checks, list) and any(expect.is_pinned_schema(check) for check in checks)
+
+
+def _pinned_outputs(jobs: list[JobSource], pinned: dict[str, endpoints.Pinned]) -> dict[str, dict[str, Any] | None]:
+    """The pinned output schema, as JSON Schema, of each pinned endpoint a `{schema: pinned}` check
+    uses (None: its document has none): converted once per endpoint, however many jobs use it."""
+    used = {e for j in jobs if _expects_pinned(j.options) and isinstance(e := j.options.get("endpoint"), str)}
+    return {e: pinned[e].output_json_schema() for e in used if e in pinned}
 
 
 def _pinned_schema_problems(located: yamlsource.Located, jobs: list[JobSource], pinned: dict[str, endpoints.Pinned],
-                            is_bad: Any) -> list[Problem]:  # fmt: skip
+                            outputs: dict[str, dict[str, Any] | None], is_bad: Any) -> list[Problem]:  # fmt: skip
     """`{schema: pinned}` needs the job's endpoint pinned, with an output schema in its document."""
     problems = []
     for job in jobs:
@@ -266,7 +270,7 @@ def _pinned_schema_problems(located: yamlsource.Located, jobs: list[JobSource], 
             if found is None:
                 message = (f"no pinned endpoint file for {endpoint} (job '{job.name}'): pin it with "
                            f"`batchrun endpoints pull {endpoint}`")
-            elif found.output_json_schema() is None:
+            elif outputs.get(endpoint) is None:
                 message = f"the pinned document of {endpoint} ({found.file}) has no output schema to check against"
             else:
                 continue

@@ -71,6 +71,16 @@ LOCAL_APPS = ("local/echo", "local/fail", "local/image", "local/sleep")
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}  # `12h`, `7d`
 
 
+def duration_seconds(value: Any) -> Any:
+    """`<n>s/m/h/d/w` as seconds (a float); any other value as it is (the schema checked it)."""
+    if isinstance(value, str) and value[-1:] in DURATION_UNITS:
+        try:
+            return float(value[:-1]) * DURATION_UNITS[value[-1]]
+        except ValueError:
+            return value
+    return value
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class MediaLifetime:
     """`media_lifetime:`: how long fal keeps the media a request generates (its
@@ -84,11 +94,7 @@ class MediaLifetime:
         unset or not one of those (the schema reports it)."""
         if value == "never":
             return cls(None)
-        if isinstance(value, str) and value[-1:] in DURATION_UNITS:
-            try:
-                value = float(value[:-1]) * DURATION_UNITS[value[-1]]
-            except ValueError:
-                return None
+        value = duration_seconds(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             return None
         # fal wants whole seconds, and reads 0 as "never expires" (fal-client sends 60 for
@@ -98,10 +104,9 @@ class MediaLifetime:
     def __str__(self) -> str:
         if self.seconds is None:
             return "never"
-        for unit, size in sorted(DURATION_UNITS.items(), key=lambda item: -item[1]):
-            if self.seconds % size == 0:
-                return f"{self.seconds // int(size)}{unit}"
-        return f"{self.seconds}s"  # unreachable: every whole number of seconds is a number of s
+        # the largest unit that divides it; seconds always do
+        size, unit = max((size, unit) for unit, size in DURATION_UNITS.items() if self.seconds % size == 0)
+        return f"{self.seconds // int(size)}{unit}"
 
     def header(self) -> str:
         return json.dumps({"expiration_duration_seconds": self.seconds}, separators=(",", ":"))
