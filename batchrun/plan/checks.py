@@ -10,7 +10,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 from typing import Any
 
 from batchrun.errors import Problem
@@ -206,9 +205,14 @@ def _missing_files(value: Any, out: set[str]) -> None:
 def _options_only(job: Job, first: dict[str, Any], second: dict[str, Any]) -> str:
     """Why two combinations collided when their matrix values differ: those keys reach only the
     hint or headers, which shape how a request is sent, not which request it is (its id)."""
+    in_options: set[str] = set()
+
+    def visit(parts: tuple[Part, ...]) -> None:
+        in_options.update(p.name for p in parts if isinstance(p, Ref) and p.namespace == "matrix")
+
+    each_parsed([job.hint, job.headers], visit)
     differ = sorted(key for key in first.keys() | second.keys() if first.get(key) != second.get(key))
-    options = " ".join([job.hint or "", *job.headers.values()])
-    used = [key for key in differ if re.search(rf"matrix\.{re.escape(key)}\b", options)]
+    used = [key for key in differ if key in in_options]
     if not used:
         return ""
     keys = ", ".join(f"'{key}'" for key in used)
