@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fallbacks(options: list[str], apps: dict[str, Callable[..., Any]]) -> dict[str, str]:
-    from batchrun.server.apps import builtin_apps
+    """--fallback options, checked before the server starts (the server checks them the same way)."""
+    from batchrun.server.apps import builtin_apps, fallback_map
 
     served = set(builtin_apps()) | {name.strip("/") for name in apps}
     fallbacks: dict[str, str] = {}
@@ -80,10 +81,10 @@ def _fallbacks(options: list[str], apps: dict[str, Callable[..., Any]]) -> dict[
         primary, alternative = primary.strip().strip("/"), alternative.strip().strip("/")
         if not (equals and primary and alternative):
             raise UsageError(f"--fallback {option}: expected ENDPOINT=ALTERNATIVE")
-        for name in (primary, alternative):
-            if name not in served:
-                raise UsageError(f"--fallback {option}: no app {name} here (served: {', '.join(sorted(served))})")
-        fallbacks[primary] = alternative
+        try:
+            fallbacks.update(fallback_map({primary: alternative}, served))
+        except ValueError as exc:
+            raise UsageError(f"--fallback {option}: {exc}") from None
     return fallbacks
 
 

@@ -14,7 +14,7 @@ import datetime
 import importlib
 import inspect
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from batchrun.server.wire import (
@@ -110,6 +110,20 @@ def builtin_apps() -> dict[str, Handler]:
     from batchrun.server.image import image
 
     return {"local/echo": echo, "local/sleep": sleep, "local/image": image, "local/fail": fail}
+
+
+def fallback_map(fallbacks: Mapping[str, str], served: Iterable[str]) -> dict[str, str]:
+    """Model fallbacks (endpoint -> its "equivalent alternative", batchrun.server.queue) with their
+    '/' trimmed; ValueError unless both of each pair are `served` here."""
+    names = set(served)
+    out: dict[str, str] = {}
+    for primary, alternative in fallbacks.items():
+        primary, alternative = primary.strip("/"), alternative.strip("/")
+        for name in (primary, alternative):
+            if name not in names:
+                raise ValueError(f"no app {name} here (served: {', '.join(sorted(names))})")
+        out[primary] = alternative
+    return out
 
 
 def wrap_user_function(func: Callable[..., Any], name: str) -> Handler:

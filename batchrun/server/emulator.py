@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from batchrun.server import faults
-from batchrun.server.apps import Handler, builtin_apps, wrap_user_function
+from batchrun.server.apps import Handler, builtin_apps, fallback_map, wrap_user_function
 from batchrun.server.concurrency import KeyLimits
 from batchrun.server.queue import Queue
 from batchrun.server.stats import Stats
@@ -141,12 +141,7 @@ class Emulator:
         self.user_functions = {name.strip("/"): func for name, func in (apps or {}).items()}
         for name, func in (apps or {}).items():
             self.handlers[name.strip("/")] = wrap_user_function(func, name)
-        self.fallbacks: dict[str, str] = {}  # app id -> its alternative's app id
-        for primary, alternative in (fallbacks or {}).items():
-            for name in (primary, alternative):
-                if name.strip("/") not in self.handlers:
-                    raise ValueError(f"fallback {primary}={alternative}: no app {name} on this server")
-            self.fallbacks[primary.strip("/")] = alternative.strip("/")
+        self.fallbacks = fallback_map(fallbacks or {}, self.handlers)  # app id -> its alternative's app id
         self.stats = Stats()
         self.limits = KeyLimits(max_concurrency)
         self.fault_counts: dict[str, int] = {}
