@@ -37,14 +37,18 @@ STOPS = [pytest.param(signal.SIGINT, 130, "", id="SIGINT"),
          pytest.param(signal.SIGTERM, 143, " (SIGTERM)", id="SIGTERM")]
 
 
-def _interrupt(cmd: list[str], cwd: Path, ready: Callable[[], bool],
-               signum: signal.Signals = signal.SIGINT) -> tuple[int, str, float]:
-    """Start `cmd`, wait for `ready`, send `signum`; (exit code, stderr, seconds from the signal to exit)."""
+def _interrupt(cmd: list[str], cwd: Path, ready: Callable[[], bool], signum: signal.Signals = signal.SIGINT,
+               again_after: float | None = None) -> tuple[int, str, float]:
+    """Start `cmd`, wait for `ready`, send `signum` (and once more `again_after` seconds later);
+    (exit code, stderr, seconds from the first signal to exit)."""
     with subprocess.Popen(cmd, cwd=cwd, stderr=subprocess.PIPE, text=True, env=dict(os.environ)) as proc:
         wait_for(lambda: ready() or proc.poll() is not None)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         t0 = time.monotonic()
         proc.send_signal(signum)
+        if again_after is not None:
+            time.sleep(again_after)
+            proc.send_signal(signum)
         _, err = proc.communicate(timeout=15)
         return proc.returncode, err, time.monotonic() - t0
 
@@ -110,13 +114,8 @@ def test_the_summary_counts_direct_calls_an_interrupt_cut_short(tmp_path: Path, 
     out = tmp_path / "out.jsonl"
     with make_server(runners=4) as srv:
         cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), *server_urls(srv)]
-        with subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
-            wait_for(lambda: stats(srv.origin)["requests"]["run"] == 4)
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.3)
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 130, err
+        code, err, _ = _interrupt(cmd, tmp_path, lambda: stats(srv.origin)["requests"]["run"] == 4, again_after=0.3)
+    assert code == 130, err
     assert ("  4 direct calls cut short on the wire: no record; the server may have run them, and resuming "
             "sends them again") in err.splitlines()
     assert not out.exists() or records(out) == []
@@ -134,13 +133,9 @@ def test_the_summary_counts_queue_submits_an_interrupt_cut_short(tmp_path: Path,
     out = tmp_path / "out.jsonl"
     with make_server() as srv:
         cmd = [sys.executable, "-m", "batchrun", "run", str(spec), "-o", str(out), *server_urls(srv)]
-        with subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
-            wait_for(lambda: stats(srv.origin)["requests"]["submit"] == 1)
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.3)
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=15)
-        assert proc.returncode == 130, err
+        code, err, _ = _interrupt(cmd, tmp_path, lambda: stats(srv.origin)["requests"]["submit"] == 1,
+                                  again_after=0.3)
+        assert code == 130, err
         assert ("  1 queue submits cut short before their answer: fal may have accepted them, so the next run "
                 "records them as outcome_unknown instead of submitting twice") in err.splitlines()
         code, err = _resume(cmd, tmp_path)
