@@ -216,7 +216,7 @@ def _check_one(check: Any, result: dict[str, Any] | None, latency_s: float | Non
     problems = check_problems(check)
     if problems:
         return False, f"invalid check: {'; '.join(problems)}"
-    if check.get("schema") == PINNED:
+    if is_pinned_schema(check):
         if pinned is None:  # validation requires one; a re-check of an old output may lack it
             return False, "schema (pinned): the endpoint has no pinned output schema"
         passed, message = _check_schema(pinned, result)
