@@ -139,6 +139,7 @@ def test_a_short_client_timeout_sends_no_start_timeout(tmp_path: Path, loopback_
     [(b"Content-Type", b"application/json"), (b"X-Fal-Request-Id", b"abc")],
     [(b"set-cookie", b"a=1"), (b"Set-Cookie", b"b=2"), (b"x-fal-served-from", b"runner-0")],
     [(b"X-Odd", "caf\u00e9".encode("latin-1")), (b"content-length", b"12")],
+    [(b"X-Odd", "caf\u00e9".encode("utf-8")), (b"X-Odd", b"plain")],
     [],
 ])
 def test_an_answers_headers_read_once_answer_as_httpx_headers_do(raw: list[tuple[bytes, bytes]]) -> None:

@@ -90,8 +90,12 @@ class LeanAiohttpTransport(AiohttpTransport):
         # What aiohttp got from httpx-aiohttp, built in one pass: httpx's Mapping view (lower-case
         # names; a repeated name's values joined with ", ", which the fast path cannot have).
         headers = request.headers
-        encoding = headers.encoding
-        pairs = [(name.lower().decode(encoding), value.decode(encoding)) for name, value in headers.raw]
+        raw = headers.raw
+        try:  # httpx's own choice when every byte is ASCII (nearly always), without its extra pass
+            pairs = [(name.lower().decode("ascii"), value.decode("ascii")) for name, value in raw]
+        except UnicodeDecodeError:
+            encoding = headers.encoding
+            pairs = [(name.lower().decode(encoding), value.decode(encoding)) for name, value in raw]
         if len({name for name, _ in pairs}) != len(pairs):
             pairs = list(headers.items())
         extensions = request.extensions

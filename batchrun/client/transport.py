@@ -221,9 +221,16 @@ def header_fields(headers: httpx.Headers) -> dict[str, str]:
     joined with ", " (httpx's own Mapping view of them). Each look-up in httpx.Headers decodes and
     compares every header, and an answer is looked up six or seven times (cookies, encoding,
     length, request id, runner, fallback)."""
+    raw = headers.raw
+    try:  # httpx's own choice when every byte is ASCII (nearly always), without its extra pass
+        return _fields(raw, "ascii")
+    except UnicodeDecodeError:
+        return _fields(raw, headers.encoding)
+
+
+def _fields(raw: list[tuple[bytes, bytes]], encoding: str) -> dict[str, str]:
     fields: dict[str, str] = {}
-    encoding = headers.encoding
-    for name, value in headers.raw:
+    for name, value in raw:
         key = name.decode(encoding).lower()
         text = value.decode(encoding)
         fields[key] = f"{fields[key]}, {text}" if key in fields else text
@@ -240,12 +247,22 @@ async def read_bounded(response: httpx.Response, limit: int, headers: Mapping[st
         raise _TooLarge
     chunks = []
     size = 0
-    # An identity body is its raw bytes: httpx's decoder chain would only copy them through.
-    async for chunk in response.aiter_raw() if identity else response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+    if identity:
+        # An identity body is its raw bytes, read from the transport's stream itself: httpx's
+        # aiter_raw would re-chunk it and enter a context manager around it, and its decoders
+        # would only copy it through. Closed as aiter_raw closes it, once read to its end.
+        async for chunk in response.stream:  # type: ignore[union-attr]  # an async transport's stream
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+        await response.aclose()
+    else:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
