@@ -31,7 +31,7 @@ import httpx
 import httpx_sse
 
 from batchrun.client.failover import BACKUP_HOSTS
-from batchrun.client.inputs import InputFileError, encode_files
+from batchrun.client.inputs import InputFileError, encode_files, has_files
 from batchrun.client.queue import (
     STATUSES,
     CallState,
@@ -260,17 +260,22 @@ class FalClient:
         if fixed is not None and fixed.job is not job:
             fixed = None
         header_env = env_names(request.headers) if fixed is None else set()
-        for name in env_names(request.arguments) | header_env:
+        for name in header_env:
             if name in self._environ:
                 self._redactor.add(self._environ[name])
-        arguments = resolve_env(request.arguments, self._environ)
+        used: set[str] = set()
+        arguments = resolve_env(request.arguments, self._environ, used)
+        for name in used:  # before anything is sent or raised with their values in it
+            self._redactor.add(self._environ[name])
         if fixed is None:
             fixed = self._fix(request)  # first: a header that cannot be sent fails before any upload
             if not header_env and len(self._fixed) < _URL_CACHE_SIZE:
                 self._fixed[key] = fixed
-        # upload: true sends every file to storage (threshold 0), false none (no uploader), unset by size
-        arguments, inputs = await encode_files(arguments, None if job.upload is False else self._uploads,
-                                               threshold=0 if job.upload else None)
+        inputs = None
+        if has_files(arguments):
+            # upload: true sends every file to storage (threshold 0), false none (no uploader), unset by size
+            arguments, inputs = await encode_files(arguments, None if job.upload is False else self._uploads,
+                                                   threshold=0 if job.upload else None)
         try:
             body = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         except UnicodeEncodeError:

@@ -261,8 +261,10 @@ def _compile_str(text: str, path: tuple[str | int, ...], refs: list[Any], errors
 # ---- send time: env -------------------------------------------------------------------------
 
 
-def resolve_env(value: Any, environ: Mapping[str, str]) -> Any:
+def resolve_env(value: Any, environ: Mapping[str, str], used: set[str] | None = None) -> Any:
     """Turn plan text into wire values: resolve `${{ env.X }}` and undo `$${{` escapes, recursively.
+    `used`, when given, collects the names of the variables resolved (their values are secrets to
+    redact): the client learns them in the same walk instead of a second one per request.
 
     Raises TemplateError naming the variable when it is unset.
     """
@@ -271,22 +273,25 @@ def resolve_env(value: Any, environ: Mapping[str, str]) -> Any:
             return value
         parts = parse(value)
         if len(parts) == 1 and isinstance(parts[0], Ref):
-            return _env_value(parts[0], environ)
-        return "".join(p if isinstance(p, str) else _env_value(p, environ) for p in parts)
+            return _env_value(parts[0], environ, used)
+        return "".join(p if isinstance(p, str) else _env_value(p, environ, used) for p in parts)
     if isinstance(value, dict):
-        return {k: resolve_env(v, environ) for k, v in value.items()}
+        return {k: resolve_env(v, environ, used) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve_env(v, environ) for v in value]
+        return [resolve_env(v, environ, used) for v in value]
     return value
 
 
-def _env_value(ref: Ref, environ: Mapping[str, str]) -> str:
+def _env_value(ref: Ref, environ: Mapping[str, str], used: set[str] | None) -> str:
     if ref.namespace != "env":
         raise TemplateError(f"{ref.text()} was not resolved by the planner")
     try:
-        return environ[ref.name]
+        text = environ[ref.name]
     except KeyError:
         raise TemplateError(f"environment variable {ref.name} is not set (the spec uses {ref.text()})") from None
+    if used is not None:
+        used.add(ref.name)
+    return text
 
 
 def unescape(value: Any) -> Any:
