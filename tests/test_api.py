@@ -379,6 +379,7 @@ print("again", again.exit_code, again.sent["ok"], again.sent["skipped"], again.c
 """
 
 
+@pytest.mark.slow  # a run stopped by a signal
 def test_ctrl_c_inside_a_running_loop_stops_gracefully_and_resumes(tmp_path: Path) -> None:
     """Ctrl-C while `run` works inside a running loop: a graceful stop (exit code 130, the
     process goes on), then a second run resumes and sends only the rest."""

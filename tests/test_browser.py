@@ -41,6 +41,7 @@ SIZES = {"square": (512, 512), "landscape_4_3": (1024, 768)}  # the quickstart's
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,  # a Chromium per test
     pytest.mark.skipif(
         not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
         reason=f"needs {CHROMIUM} and {CHROMEDRIVER} "

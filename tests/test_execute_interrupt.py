@@ -22,6 +22,8 @@ from batchrun.output.manifest import manifest_path
 from batchrun.plan.planner import build_plan
 from batchrun.server import ServerThread
 
+pytestmark = pytest.mark.slow  # the interrupt matrix: runs as subprocesses, stopped by signals
+
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 
 FAL_KEY = "fk-7c1d9e2a-planted:sk-4b8f6a0e3d5c"

@@ -86,7 +86,8 @@ async def test_what_may_have_reached_the_server_never_fails_over(
     job: dict[str, Any] = {"retries": RetryPolicy(max_attempts=1)}
     if mode == "run":
         job["timeout"] = 0.3
-    with make_server() as primary, make_server() as backup:
+    # A fast first server-side retry: the queue retries a runner that disconnected (5 times, doubling)
+    with make_server(retry_backoff=0.005) as primary, make_server() as backup:
         async with failing_over(primary.port, backup.port) as client:
             outcome = await client.call(planned("local/fail", arguments, mode=mode, **job), Recorded())
         assert outcome.error is not None and outcome.error["type"] == error, outcome.error

@@ -30,6 +30,8 @@ from batchrun.output.manifest import manifest_path
 from batchrun.plan.planner import build_plan
 from batchrun.server import ServerThread
 
+pytestmark = pytest.mark.slow  # the interrupt matrix: runs as subprocesses, stopped by signals
+
 MakeServer = Callable[..., AbstractContextManager[ServerThread]]
 
 # (signal, exit code, what the interrupted line says after "batchrun: interrupted")
@@ -214,7 +216,6 @@ def test_a_run_starts_processes_only_while_stop_signals_are_held(
     assert len(finalized) == len(started) and all(finalized), finalized
 
 
-@pytest.mark.slow  # 6 subprocess runs interrupted at start-up
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
 @pytest.mark.parametrize(("signum", "exit_code", "said"), STOPS)
 def test_ctrl_c_in_the_first_moments_of_a_run(tmp_path: Path, make_server: MakeServer, delay: float,

@@ -125,6 +125,7 @@ def test_read_only_file_system_is_a_clear_error(
     assert err.startswith(f"batchrun: error: cannot create the output lock {ro / 'out.jsonl.lock'}: read-only file system")
 
 
+@pytest.mark.slow  # concurrent runs as subprocesses
 def test_two_runs_on_one_output_one_is_refused_nothing_interleaves(tmp_path: Path, make_server) -> None:
     """Two processes started together on the same output: exactly one runs, the other exits 1
     at once saying the output is in use; the output holds each planned record exactly once."""
@@ -291,6 +292,7 @@ def test_an_empty_or_torn_output_is_still_an_output(tmp_path: Path, loopback_ser
     assert len([json.loads(line) for line in out.read_text().splitlines() if line.strip()]) == 3 + 10
 
 
+@pytest.mark.slow  # concurrent runs as subprocesses
 @pytest.mark.parametrize("exists", [True, False], ids=["existing-output", "dangling-symlink"])
 def test_two_runs_on_one_file_under_two_names_one_is_refused(tmp_path: Path, make_server, exists: bool) -> None:
     """Regression (issue 14, case 7): the lock was per name, so a run on a symlink to the output
@@ -322,6 +324,7 @@ def test_two_runs_on_one_file_under_two_names_one_is_refused(tmp_path: Path, mak
     assert counters["apps"]["local/echo"]["submit"] == 8
 
 
+@pytest.mark.slow  # concurrent runs as subprocesses
 def test_an_output_deleted_mid_run_is_restored_and_the_rerun_sends_nothing(tmp_path: Path, make_server) -> None:
     """Regression (issue 14, case 6): the run wrote on into the unlinked file, exited 0 without a
     word, deleted its journal, and the rerun submitted every queue request again (billed twice).

@@ -35,6 +35,7 @@ def lines(path: Path) -> int:
     return len(path.read_bytes().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.slow  # concurrent runs as subprocesses
 def test_report_of_a_run_in_progress_says_running(
     tmp_path: Path, loopback_server: ServerThread, capsys: pytest.CaptureFixture[str]
 ) -> None:

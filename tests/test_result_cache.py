@@ -341,6 +341,7 @@ def test_bad_cache_settings_are_located_spec_errors(tmp_path: Path, capsys: pyte
     assert f"{spec}:3:" in err and message in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # concurrent runs as subprocesses
 def test_kill_9_during_a_run_leaves_the_cache_readable(tmp_path: Path, cache_dir: Path,
                                                        make_server: MakeServer) -> None:
     """SIGKILL a real `batchrun run` subprocess while it stores results: the cache passes SQLite's
@@ -374,6 +375,7 @@ def test_kill_9_during_a_run_leaves_the_cache_readable(tmp_path: Path, cache_dir
     assert sum("cached" in r for r in records(tmp_path / "b.jsonl")) == kept
 
 
+@pytest.mark.slow  # concurrent runs as subprocesses
 def test_two_runs_at_once_share_one_cache(tmp_path: Path, cache_dir: Path, make_server: MakeServer) -> None:
     """Two `batchrun run` processes writing the same cache file at once both finish, and every
     result is stored once."""
@@ -440,6 +442,7 @@ def _open_at(folder: str, barrier: Any, failures: Any) -> None:
         failures.put(f"{type(exc).__name__}: {exc}")
 
 
+@pytest.mark.slow  # concurrent runs as subprocesses
 def test_runs_opening_a_new_cache_at_the_same_moment_all_get_it(tmp_path: Path) -> None:
     """Regression: two runs opening a fresh cache file at once got "database is locked" about one
     time in ten (SQLite does not wait out busy_timeout for the journal-mode change), so one ran

@@ -70,6 +70,7 @@ def test_a_gate_stop_starts_no_new_retry(tmp_path: Path, make_server: MakeServer
     assert f"  stopped early: {GATE}" in err
 
 
+@pytest.mark.slow  # a run stopped by a signal
 def test_ctrl_c_ends_a_retry_backoff_at_once_and_the_resume_sends_it(tmp_path: Path, make_server: MakeServer) -> None:
     """Without the change the request would sleep through the 3 s grace; now it ends at once, with
     no record (the interrupt cut it short), and the resume sends it (the server now answers)."""
