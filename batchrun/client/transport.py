@@ -32,7 +32,7 @@ import os
 import re
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 
 import aiohttp
 import anyio
@@ -231,7 +231,7 @@ def header_fields(headers: httpx.Headers) -> dict[str, str]:
 def _fields(raw: list[tuple[bytes, bytes]], encoding: str) -> dict[str, str]:
     fields: dict[str, str] = {}
     for name, value in raw:
-        key = name.decode(encoding).lower()
+        key = name.lower().decode(encoding)  # lower-cased as bytes, as httpx.Headers does
         text = value.decode(encoding)
         fields[key] = f"{fields[key]}, {text}" if key in fields else text
     return fields
@@ -247,22 +247,22 @@ async def read_bounded(response: httpx.Response, limit: int, headers: Mapping[st
         raise _TooLarge
     chunks = []
     size = 0
+    source: AsyncIterable[bytes]
     if identity:
         # An identity body is its raw bytes, read from the transport's stream itself: httpx's
         # aiter_raw would re-chunk it and enter a context manager around it, and its decoders
-        # would only copy it through. Closed as aiter_raw closes it, once read to its end.
-        async for chunk in response.stream:  # type: ignore[union-attr]  # an async transport's stream
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
-        await response.aclose()
+        # would only copy it through. Closed below, as aiter_raw closes it once read to its end.
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # an async transport's answer
+        source = response.stream
     else:
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
+        source = response.aiter_bytes()
+    async for chunk in source:
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    if identity:
+        await response.aclose()
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
