@@ -5,6 +5,8 @@
     loopback_server     one real server for the whole session on 127.0.0.1, port 0, 2 runners
     make_server         factory for special configurations: `with make_server(runners=1) as srv:`
 
+and one helper, `queue_attempts`: submit to an app's queue and wait for the end, counting attempts.
+
 Started servers expose .origin, .run_url, .queue_url, .port and .app (see batchrun.server).
 Every fixture stops its server; start-up is bounded (10 s), so a broken server fails, never hangs.
 The session server is shared: tests using it must not depend on its counters or queue being empty
@@ -13,6 +15,8 @@ The session server is shared: tests using it must not depend on its counters or 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -24,6 +28,26 @@ from starlette.applications import Starlette
 from batchrun.server import ServerThread, create_app
 
 TESTSERVER = "http://testserver"
+
+
+@dataclasses.dataclass
+class QueueEnd:
+    attempts: int  # attempts the server made (its first and its own retries, fallbacks included)
+    status: httpx.Response  # the final status answer
+    result: httpx.Response  # the result answer
+
+
+async def queue_attempts(client: httpx.AsyncClient, endpoint: str, arguments: dict[str, Any],
+                         headers: dict[str, str] | None = None) -> QueueEnd:  # fmt: skip
+    """Submit `arguments` to `endpoint` on the server behind `client`, poll its status until the
+    request ended (5 s at most) and fetch the result; attempts counted by the emulator's stats."""
+    before = (await client.get("/_emulator/stats")).json()["attempts"]
+    submitted = (await client.post(f"/queue/{endpoint}", json=arguments, headers=headers or {})).json()
+    async with asyncio.timeout(5):
+        while (status := await client.get(submitted["status_url"])).status_code != 200:
+            await asyncio.sleep(0.005)
+    after = (await client.get("/_emulator/stats")).json()["attempts"]
+    return QueueEnd(after - before, status, await client.get(submitted["response_url"]))
 
 
 @pytest.fixture

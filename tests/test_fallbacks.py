@@ -4,7 +4,6 @@ turns it off; the record says which endpoint served a rerouted request and `diff
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fixtures_execute import records, run_cli, server_urls, write_spec
-from fixtures_server import ServerFactory
+from fixtures_server import ServerFactory, queue_attempts
 
 from batchrun.cli import main
 from batchrun.server import create_app
@@ -33,13 +32,8 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 async def _outcome(client: httpx.AsyncClient, arguments: dict[str, Any],
                    headers: dict[str, str] | None = None) -> tuple[int, httpx.Response]:  # fmt: skip
     """Submit to local/fail, wait for it: (attempts it took, the result response)."""
-    before = (await client.get("/_emulator/stats")).json()["attempts"]
-    submitted = (await client.post("/queue/local/fail", json=arguments, headers=headers or {})).json()
-    async with asyncio.timeout(5):
-        while (await client.get(submitted["status_url"])).status_code != 200:
-            await asyncio.sleep(0.005)
-    after = (await client.get("/_emulator/stats")).json()["attempts"]
-    return after - before, await client.get(submitted["response_url"])
+    end = await queue_attempts(client, "local/fail", arguments, headers)
+    return end.attempts, end.result
 
 
 @pytest.mark.anyio

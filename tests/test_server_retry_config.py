@@ -3,13 +3,13 @@ budgets of server-side retries, the 10-attempt ceiling, and what is silently ign
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from fixtures_server import queue_attempts
 
 from batchrun.server import create_app
 
@@ -26,14 +26,8 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 async def attempts_of(client: httpx.AsyncClient, arguments: dict[str, Any], headers: dict[str, str]) -> tuple[int, int, str | None]:
     """Submit to local/fail and wait: (attempts it took, result status code, final error_type)."""
-    before = (await client.get("/_emulator/stats")).json()["attempts"]
-    submitted = (await client.post("/queue/local/fail", json=arguments, headers=headers)).json()
-    async with asyncio.timeout(5):
-        while (status := await client.get(submitted["status_url"])).status_code != 200:
-            await asyncio.sleep(0.005)
-    after = (await client.get("/_emulator/stats")).json()["attempts"]
-    result = await client.get(submitted["response_url"])
-    return after - before, result.status_code, status.json().get("error_type")
+    end = await queue_attempts(client, "local/fail", arguments, headers)
+    return end.attempts, end.result.status_code, end.status.json().get("error_type")
 
 
 def config(**retries: int) -> dict[str, str]:
