@@ -142,8 +142,8 @@ def _size(value: Any) -> int:
 
 async def fail(call: Call) -> Reply:
     args = call.arguments
-    delay = args.get("delay")
-    if isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay > 0:
+    delay = seconds(args.get("delay"), 0.0)
+    if delay > 0:
         await asyncio.sleep(delay)
     if args.get("hang"):
         await asyncio.Event().wait()
@@ -152,8 +152,8 @@ async def fail(call: Call) -> Reply:
         return Reply(200, dumps({"echo": args, "path": call.path}))
     if not _attempt_fails(args, call.state.fault_counts):
         return Reply(200, dumps({"echo": args, "path": call.path}))
-    slow = args.get("slow")
-    if isinstance(slow, (int, float)) and not isinstance(slow, bool) and slow > 0:
+    slow = seconds(args.get("slow"), 0.0)
+    if slow > 0:
         await asyncio.sleep(slow)
         return Reply(200, dumps({"echo": args, "path": call.path}))
     if args.get("echo_request"):
@@ -161,9 +161,9 @@ async def fail(call: Call) -> Reply:
     deep = args.get("deep_json")
     if isinstance(deep, int) and not isinstance(deep, bool) and 0 < deep <= 1_000_000:
         return Reply(200, b'{"a":' * deep + b"1" + b"}" * deep)
-    trickle = args.get("trickle")
-    if isinstance(trickle, (int, float)) and not isinstance(trickle, bool) and 0 < trickle <= 60:
-        return Reply(200, dumps({"echo": args, "path": call.path}), trickle=float(trickle))
+    trickle = seconds(args.get("trickle"), 0.0)
+    if 0 < trickle <= 60:
+        return Reply(200, dumps({"echo": args, "path": call.path}), trickle=trickle)
     big = _size(args.get("big"))
     if big:
         return Reply(200, b'{"blob":"' + b"a" * big + b'"}', chunked=True)
