@@ -3,8 +3,9 @@ an answer of their own (batchrun.run.executor runs them).
 
 - `Item`: a planned request as the producer hands it to a worker (maybe a journaled queue request
   to re-attach, or a submit an earlier run left with an unknown outcome).
-- `Active`: the request while a worker is on it: its cancel scope, its slot, whether it is
-  journaled, and the newest retry the client announced. The interrupt and halt logic decide from
+- `Active`: the request while a worker is on it: the cancel scope that stops it (the worker's
+  lane, see Executor._work), its slot, whether it is journaled, and the newest retry the client
+  announced. The interrupt and halt logic decide from
   this whether to stop waiting for it.
 - `Retry`: what failed and when the next attempt would start; once the run is stopping that attempt
   does not start, and after a gate or budget stop `stopped_retry_outcome` is the request's record.
@@ -63,7 +64,7 @@ class Active:
     """A request a worker is on; the interrupt logic decides from this whether to stop waiting."""
 
     request: PlannedRequest
-    scope: anyio.CancelScope
+    scope: anyio.CancelScope  # the worker's lane: cancelled only while this request is registered
     slot: Slot | None = None
     journaled: bool = False
     backoff_until: float | None = None  # a submit sleeping before its next attempt, until then (monotonic)
