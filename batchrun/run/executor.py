@@ -337,14 +337,9 @@ class Executor:
         request = item.request
         if self.cache is not None and item.handle is None and item.unknown_since is None and not self.stop.halted:
             # Before the slot: a hit sends nothing, so it takes no concurrency, rate or budget.
-            entry = await self.cache.lookup(request)
-            if entry is not None:
-                record = self.cache.hit_record(
-                    request, entry, started_at=started_wall, t0=t0, scrub=self.redactor.scrub,
-                    keep_logs=None if self.record_logs is None else request.job.name in self.record_logs)
-                if self.toolkit is not None:
-                    await self.toolkit.enrich(request, record)
-                return record
+            hit = await self._from_cache(request, started_wall, t0)
+            if hit is not None:
+                return hit
         active = Active(request=request, scope=lane, journaled=item.handle is not None)
         key = id(active)
         self.stop.active[key] = active
@@ -384,33 +379,57 @@ class Executor:
             # A journaled id here: a resubmit after a failed queue result.
             outcome = stopped_retry_outcome(active.retry, self.stop.halt_reason, self._journaled_request_id(request))
         if outcome is None:
-            if request.mode == "subscribe" and not active.journaled and (
-                active.backoff_until is not None and time.monotonic() < active.backoff_until
-            ):
-                # Stopped while sleeping between submit attempts: nothing of it is on the wire, so
-                # the next run may submit it (an open intent would make it outcome_unknown).
-                self.journal.unsent(request.id)
-            elif active.sent and request.mode == "run":
-                self.summary.cut_direct += 1
-            elif active.sent and request.id not in self.journal.in_flight:
-                self.summary.cut_submits += 1
+            self._unrecorded(active)
             return None  # interrupted: no record (a journaled queue request stays in flight)
-        if item.unknown_since is not None:
-            self.journal.unknown(request.id)
-        if self.callbacks.on_queue_update is not None and events is not None and events.completed:
-            self.callbacks.call("on_queue_update", request.id, self.progress.message, self.redactor.text, request,
-                                Completed(outcome.logs, dict(outcome.metrics or {})))
-        record = build_record(
-            request, outcome, started_at=started_wall, finished_at=time.time(),
-            latency_s=time.monotonic() - t0, scrub=self.redactor.scrub,
-            keep_logs=None if self.record_logs is None else request.job.name in self.record_logs,
-        )
+        record = self._record(item, outcome, events, started_wall, t0)
         if self.toolkit is not None:
             if lane.cancel_called:
                 # Awaiting in the cancelled lane would be cancelled too: the worker's next lane does it.
                 return _Unenriched(request, record, started_wall, t0)
             await self.toolkit.enrich(request, record)
         return record
+
+    async def _from_cache(self, request: PlannedRequest, started_wall: float, t0: float) -> dict[str, Any] | None:
+        """The record of a result cache hit (batchrun.run.caching), or None to send the request."""
+        assert self.cache is not None
+        entry = await self.cache.lookup(request)
+        if entry is None:
+            return None
+        record = self.cache.hit_record(request, entry, started_at=started_wall, t0=t0, scrub=self.redactor.scrub,
+                                       keep_logs=self._keep_logs(request))
+        if self.toolkit is not None:
+            await self.toolkit.enrich(request, record)
+        return record
+
+    def _unrecorded(self, active: Active) -> None:
+        """What a request that a stop left without a record leaves behind for the next run and the summary."""
+        request = active.request
+        if request.mode == "subscribe" and not active.journaled and (
+            active.backoff_until is not None and time.monotonic() < active.backoff_until
+        ):
+            # Stopped while sleeping between submit attempts: nothing of it is on the wire, so
+            # the next run may submit it (an open intent would make it outcome_unknown).
+            self.journal.unsent(request.id)
+        elif active.sent and request.mode == "run":
+            self.summary.cut_direct += 1
+        elif active.sent and request.id not in self.journal.in_flight:
+            self.summary.cut_submits += 1
+
+    def _record(self, item: Item, outcome: Outcome, events: _Events | None, started_wall: float,
+                t0: float) -> dict[str, Any]:
+        request = item.request
+        if item.unknown_since is not None:
+            self.journal.unknown(request.id)
+        if self.callbacks.on_queue_update is not None and events is not None and events.completed:
+            self.callbacks.call("on_queue_update", request.id, self.progress.message, self.redactor.text, request,
+                                Completed(outcome.logs, dict(outcome.metrics or {})))
+        return build_record(request, outcome, started_at=started_wall, finished_at=time.time(),
+                            latency_s=time.monotonic() - t0, scrub=self.redactor.scrub,
+                            keep_logs=self._keep_logs(request))
+
+    def _keep_logs(self, request: PlannedRequest) -> bool | None:
+        """Whether `request`'s record keeps its logs (None: its job's with_logs)."""
+        return None if self.record_logs is None else request.job.name in self.record_logs
 
     def _journaled_request_id(self, request: PlannedRequest) -> str | None:
         entry = self.journal.in_flight.get(request.id)
