@@ -27,6 +27,8 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 
+from batchrun.client.headers import text_pairs
+
 __all__ = ["LeanAiohttpTransport"]
 
 _HTTP11 = b"HTTP/1.1"
@@ -89,15 +91,9 @@ class LeanAiohttpTransport(AiohttpTransport):
             request.headers.pop("transfer-encoding", None)  # aiohttp chunks it itself
         # What aiohttp got from httpx-aiohttp, built in one pass: httpx's Mapping view (lower-case
         # names; a repeated name's values joined with ", ", which the fast path cannot have).
-        headers = request.headers
-        raw = headers.raw
-        try:  # httpx's own choice when every byte is ASCII (nearly always), without its extra pass
-            pairs = [(name.lower().decode("ascii"), value.decode("ascii")) for name, value in raw]
-        except UnicodeDecodeError:
-            encoding = headers.encoding
-            pairs = [(name.lower().decode(encoding), value.decode(encoding)) for name, value in raw]
+        pairs = text_pairs(request.headers)
         if len({name for name, _ in pairs}) != len(pairs):
-            pairs = list(headers.items())
+            pairs = list(request.headers.items())
         extensions = request.extensions
         try:
             response = await self.client.request(

@@ -41,6 +41,7 @@ import httpx_sse
 
 from batchrun.client.aiohttp_transport import LeanAiohttpTransport
 from batchrun.client.failover import BACKUP_HOSTS, BackupHostTransport, backups_for
+from batchrun.client.headers import text_pairs
 from batchrun.client.retry import TransportFailure
 from batchrun.spec.model import MAX_ANSWER_BYTES
 
@@ -221,18 +222,8 @@ def header_fields(headers: httpx.Headers) -> dict[str, str]:
     joined with ", " (httpx's own Mapping view of them). Each look-up in httpx.Headers decodes and
     compares every header, and an answer is looked up six or seven times (cookies, encoding,
     length, request id, runner, fallback)."""
-    raw = headers.raw
-    try:  # httpx's own choice when every byte is ASCII (nearly always), without its extra pass
-        return _fields(raw, "ascii")
-    except UnicodeDecodeError:
-        return _fields(raw, headers.encoding)
-
-
-def _fields(raw: list[tuple[bytes, bytes]], encoding: str) -> dict[str, str]:
     fields: dict[str, str] = {}
-    for name, value in raw:
-        key = name.lower().decode(encoding)  # lower-cased as bytes, as httpx.Headers does
-        text = value.decode(encoding)
+    for key, text in text_pairs(headers):
         fields[key] = f"{fields[key]}, {text}" if key in fields else text
     return fields
 
