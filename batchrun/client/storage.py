@@ -69,7 +69,7 @@ class Uploads:
 
     def __init__(self, *, rest_url: str, auth: str | None, remember: Path | None = None,
                  transport: httpx.AsyncBaseTransport | None = None, user_agent: str = "batchrun",
-                 part_size: int = PART_SIZE) -> None:
+                 part_size: int = PART_SIZE, first_retry_delay: float = 0.2) -> None:
         self._rest = rest_url.rstrip("/")
         self._target = origin(self._rest)
         headers = {"User-Agent": user_agent}
@@ -80,6 +80,7 @@ class Uploads:
         self._open = Sender(headers=headers, max_connections=PART_CONCURRENCY + 1, transport=transport)
         self._remember = remember
         self._part_size = part_size
+        self._first_retry_delay = first_retry_delay  # doubles per retry, at most 5 s
         self._known: dict[str, str] = {}  # sha256 -> URL, for this target
         self._hashes: dict[tuple[str, _Stat], str] = {}  # (path, stat) -> sha256
         self._locks: dict[str, anyio.Lock] = {}
@@ -228,7 +229,7 @@ class Uploads:
         problem = ""
         for attempt in range(STEP_ATTEMPTS):
             if attempt:
-                await anyio.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
+                await anyio.sleep(min(self._first_retry_delay * 2 ** (attempt - 1), 5.0))
             answer = await sender.exchange(call)
             if isinstance(answer, TransportFailure):
                 problem = answer.message
