@@ -108,7 +108,7 @@ def test_the_traceback_is_shown_only_when_asked_and_redacted(
     assert err.count("batchrun: internal error on request ") == 1
     assert "Traceback (most recent call last):" in err
     assert f"RuntimeError: {FAULT}" in err
-    assert "in _attempt" in err  # batchrun's own frames, for the bug report
+    assert "in _enrich" in err  # batchrun's own frames (the executor's toolkit step), for the bug report
     assert "This is a bug in batchrun: please report it\n" in err  # no "--debug shows" hint: it is on
     assert SECRET not in err
     assert json.dumps(SECRET) not in (tmp_path / "out.jsonl").read_text()

@@ -281,14 +281,18 @@ class Executor:
 
     async def _deliver(self, done: dict[str, Any] | _Unenriched,
                        results: MemoryObjectSendStream[dict[str, Any]]) -> None:
-        record = await self._enrich(done) if isinstance(done, _Unenriched) else done
+        if isinstance(done, _Unenriched):
+            record = await self._enrich(done.request, done.record, done.started_wall, done.t0)
+        else:
+            record = done
         try:  # the writer usually has room: no extra turn of the event loop
             results.send_nowait(record)
         except anyio.WouldBlock:
             await results.send(record)
 
     async def _one(self, item: Item, lane: anyio.CancelScope) -> dict[str, Any] | _Unenriched | None:
-        """`item`'s record (None: interrupted, or not sent). The safety net is here: anything but
+        """`item`'s record (None: interrupted, or not sent; `_Unenriched`: its toolkit part is still
+        to do, in the worker's next lane). The safety net is here: anything but
         a run-level BatchrunError (the journal cannot be written) or a cancellation becomes this
         request's error record, and the other requests go on."""
         started_wall = time.time()
@@ -298,22 +302,30 @@ class Executor:
             started_wall = parse_iso(item.handle.at, default=started_wall)
             t0 -= max(0.0, time.time() - started_wall)
         try:
-            return await self._attempt(item, lane, started_wall, t0)
+            record = await self._attempt(item, lane, started_wall, t0)
         except BatchrunError:
             raise
         except Exception as exc:  # noqa: BLE001 - the per-request safety net (see above)
             return self._internal_error(item.request, exc, started_wall, t0)
+        if record is None or self.toolkit is None:
+            return record
+        if lane.cancel_called:
+            # Awaiting in the cancelled lane would be cancelled too: the worker's next lane does it.
+            return _Unenriched(item.request, record, started_wall, t0)
+        return await self._enrich(item.request, record, started_wall, t0)
 
-    async def _enrich(self, done: _Unenriched) -> dict[str, Any]:
-        """The toolkit's part of a record whose lane a stop cancelled, under `_one`'s safety net."""
+    async def _enrich(self, request: PlannedRequest, record: dict[str, Any], started_wall: float,
+                      t0: float) -> dict[str, Any]:
+        """`record` with the toolkit's part (expectations, downloads, cost), under the same safety
+        net as `_one`'s."""
         assert self.toolkit is not None
         try:
-            await self.toolkit.enrich(done.request, done.record)
+            await self.toolkit.enrich(request, record)
         except BatchrunError:
             raise
         except Exception as exc:  # noqa: BLE001 - the per-request safety net (see _one)
-            return self._internal_error(done.request, exc, done.started_wall, done.t0)
-        return done.record
+            return self._internal_error(request, exc, started_wall, t0)
+        return record
 
     def _internal_error(self, request: PlannedRequest, exc: Exception, started_wall: float,
                         t0: float) -> dict[str, Any]:
@@ -333,7 +345,8 @@ class Executor:
                             latency_s=time.monotonic() - t0, scrub=self.redactor.scrub, keep_logs=False)
 
     async def _attempt(self, item: Item, lane: anyio.CancelScope, started_wall: float,
-                       t0: float) -> dict[str, Any] | _Unenriched | None:
+                       t0: float) -> dict[str, Any] | None:
+        """`item`'s record before the toolkit's part (None: interrupted, or not sent)."""
         request = item.request
         if self.cache is not None and item.handle is None and item.unknown_since is None and not self.stop.halted:
             # Before the slot: a hit sends nothing, so it takes no concurrency, rate or budget.
@@ -381,13 +394,7 @@ class Executor:
         if outcome is None:
             self._unrecorded(active)
             return None  # interrupted: no record (a journaled queue request stays in flight)
-        record = self._record(item, outcome, events, started_wall, t0)
-        if self.toolkit is not None:
-            if lane.cancel_called:
-                # Awaiting in the cancelled lane would be cancelled too: the worker's next lane does it.
-                return _Unenriched(request, record, started_wall, t0)
-            await self.toolkit.enrich(request, record)
-        return record
+        return self._record(item, outcome, events, started_wall, t0)
 
     async def _from_cache(self, request: PlannedRequest, started_wall: float, t0: float) -> dict[str, Any] | None:
         """The record of a result cache hit (batchrun.run.caching), or None to send the request."""
@@ -395,11 +402,8 @@ class Executor:
         entry = await self.cache.lookup(request)
         if entry is None:
             return None
-        record = self.cache.hit_record(request, entry, started_at=started_wall, t0=t0, scrub=self.redactor.scrub,
-                                       keep_logs=self._keep_logs(request))
-        if self.toolkit is not None:
-            await self.toolkit.enrich(request, record)
-        return record
+        return self.cache.hit_record(request, entry, started_at=started_wall, t0=t0, scrub=self.redactor.scrub,
+                                     keep_logs=self._keep_logs(request))
 
     def _unrecorded(self, active: Active) -> None:
         """What a request that a stop left without a record leaves behind for the next run and the summary."""
