@@ -18,7 +18,7 @@ from batchrun.plan.planner import JobPlanner, job_count
 from batchrun.spec import dataset, yamlsource
 from batchrun.spec.checks import JobSource
 from batchrun.spec.model import Job, Spec
-from batchrun.spec.template import Part, Ref, each_parsed, whole_refs
+from batchrun.spec.template import ref_names, whole_refs
 
 __all__ = ["distinct_by_construction", "plan_problems"]
 
@@ -177,15 +177,7 @@ def distinct_by_construction(job: Job, rows: dataset.Report | None = None) -> bo
 
 def _renders_repeat(job: Job) -> bool:
     """Whether `${{ repeat }}` appears in what makes a request's id (its arguments or path)."""
-    found: list[bool] = []
-
-    def visit(parts: tuple[Part, ...]) -> None:
-        if any(isinstance(part, Ref) and part.namespace == "repeat" for part in parts):
-            found.append(True)
-
-    each_parsed(job.arguments, visit)
-    each_parsed(job.path, visit)
-    return bool(found)
+    return bool(ref_names([job.arguments, job.path], "repeat"))  # {""}: `repeat` has no name part
 
 
 def _missing_files(value: Any, out: set[str]) -> None:
@@ -205,12 +197,7 @@ def _missing_files(value: Any, out: set[str]) -> None:
 def _options_only(job: Job, first: dict[str, Any], second: dict[str, Any]) -> str:
     """Why two combinations collided when their matrix values differ: those keys reach only the
     hint or headers, which shape how a request is sent, not which request it is (its id)."""
-    in_options: set[str] = set()
-
-    def visit(parts: tuple[Part, ...]) -> None:
-        in_options.update(p.name for p in parts if isinstance(p, Ref) and p.namespace == "matrix")
-
-    each_parsed([job.hint, job.headers], visit)
+    in_options = ref_names([job.hint, job.headers], "matrix")
     differ = sorted(key for key in first.keys() | second.keys() if first.get(key) != second.get(key))
     used = [key for key in differ if key in in_options]
     if not used:

@@ -364,17 +364,22 @@ def each_parsed(value: Any, visit: Callable[[tuple[Part, ...]], None], skip_file
             each_parsed(v, visit, skip_files)
 
 
-def env_names(value: Any) -> set[str]:
-    """The environment variables `value` references (so their values can be redacted)."""
+def ref_names(value: Any, namespace: str) -> set[str]:
+    """The names of `namespace` (env, matrix, row) that templates anywhere in `value` reference."""
     names: set[str] = set()
 
     def visit(parts: tuple[Part, ...]) -> None:
         for part in parts:
-            if isinstance(part, Ref) and part.namespace == "env":
+            if isinstance(part, Ref) and part.namespace == namespace:
                 names.add(part.name)
 
     each_parsed(value, visit)
     return names
+
+
+def env_names(value: Any) -> set[str]:
+    """The environment variables `value` references (so their values can be redacted)."""
+    return ref_names(value, "env")
 
 
 def whole_refs(value: Any, namespace: str) -> set[str]:
