@@ -362,7 +362,8 @@ class Sender:
         if url is None or call.params or self._vetted.get(call.url) is not url:
             if _has_credentials(call.url):
                 raise RefusedURL(_CREDENTIALS)
-            url = call.parsed if call.parsed is not None else httpx.URL(call.url)
+            if url is None:
+                url = httpx.URL(call.url)
             if call.params:
                 url = url.copy_merge_params(call.params)
             self._check(url)
