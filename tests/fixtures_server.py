@@ -38,13 +38,15 @@ class QueueEnd:
 
 
 async def queue_attempts(client: httpx.AsyncClient, endpoint: str, arguments: dict[str, Any],
-                         headers: dict[str, str] | None = None) -> QueueEnd:  # fmt: skip
-    """Submit `arguments` to `endpoint` on the server behind `client`, poll its status until the
-    request ended (5 s at most) and fetch the result; attempts counted by the emulator's stats."""
+                         headers: dict[str, str] | None = None,
+                         status_params: dict[str, str] | None = None) -> QueueEnd:  # fmt: skip
+    """Submit `arguments` to `endpoint` on the server behind `client`, poll its status (with
+    `status_params`, e.g. logs) until the request ended (5 s at most) and fetch the result;
+    attempts counted by the emulator's stats."""
     before = (await client.get("/_emulator/stats")).json()["attempts"]
     submitted = (await client.post(f"/queue/{endpoint}", json=arguments, headers=headers or {})).json()
     async with asyncio.timeout(5):
-        while (status := await client.get(submitted["status_url"])).status_code != 200:
+        while (status := await client.get(submitted["status_url"], params=status_params)).status_code != 200:
             await asyncio.sleep(0.005)
     after = (await client.get("/_emulator/stats")).json()["attempts"]
     return QueueEnd(after - before, status, await client.get(submitted["response_url"]))

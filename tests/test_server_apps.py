@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fixtures_server import queue_attempts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -307,11 +308,7 @@ async def test_no_path_gives_a_server_error(client: httpx.AsyncClient, path: str
 @pytest.mark.parametrize("seconds", [0.05, 0.25, 0.35])
 async def test_sleep_logs_its_progress_without_repeating_a_line(client: httpx.AsyncClient, seconds: float) -> None:
     """A timer waking a hair early left a sliver of sleep whose log line repeated the one before."""
-    import asyncio
-
-    submitted = (await client.post("/queue/local/sleep", json={"seconds": seconds})).json()
-    while (status := await client.get(submitted["status_url"], params={"logs": "1"})).status_code != 200:
-        await asyncio.sleep(0.01)
+    status = (await queue_attempts(client, "local/sleep", {"seconds": seconds}, status_params={"logs": "1"})).status
     lines = [entry["message"] for entry in status.json()["logs"]]
     assert lines[0] == f"sleeping {seconds:g} s" and lines[-1].endswith(f"of {seconds:g} s")
     assert all(a != b for a, b in zip(lines, lines[1:], strict=False)), lines
