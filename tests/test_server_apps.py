@@ -261,12 +261,7 @@ async def test_user_apps() -> None:
         assert (broken.status_code, broken.json()) == (500, {"detail": "KeyError: 'n'"})
         listed = await client.post("/run/me/broken", json={"list": True})
         assert listed.json() == {"detail": "me/broken returned list, expected a dict", "error_type": "internal_error"}
-        submitted = (await client.post("/queue/me/double", json={"n": 1})).json()
-        import asyncio
-
-        async with asyncio.timeout(5):
-            while (status := await client.get(submitted["status_url"], params={"logs": "true"})).status_code != 200:
-                await asyncio.sleep(0.01)
+        status = (await queue_attempts(client, "me/double", {"n": 1}, status_params={"logs": "true"})).status
         assert [line["message"] for line in status.json()["logs"]] == ["working"]
 
 
